@@ -1,0 +1,3 @@
+from labbot.cli import main
+
+main()

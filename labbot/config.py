@@ -1,0 +1,94 @@
+"""Every setting, read once from the environment and ``.env``; nothing else reads os.environ."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from labbot.errors import ConfigError
+
+MIB = 1024 * 1024
+
+
+def default_data_dir() -> Path:
+    """A persistent per-machine folder ($XDG_DATA_HOME/labbot), never /tmp."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "labbot"
+
+
+class Settings(BaseSettings):
+    """labbot's configuration. Field names are the environment variable names."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        case_sensitive=True,
+    )
+
+    LABBOT_DATA_DIR: Path = Field(default_factory=default_data_dir)
+    FILE_EXPIRATION_HOURS: float = 48.0
+    MAX_FILES_PER_USER: int = Field(20, ge=1, le=10_000)
+    MAX_FILE_SIZE_MB: float = Field(50.0, gt=0)
+    MAX_STORAGE_MB_PER_USER: float = Field(500.0, gt=0)
+    FILE_SWEEP_INTERVAL_MINUTES: float = Field(10.0, gt=0)
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    LOG_FORMAT: Literal["text", "json"] = "text"
+
+    @field_validator("FILE_EXPIRATION_HOURS")
+    @classmethod
+    def _expiry_is_positive_or_never(cls, value: float) -> float:
+        if value != -1 and value <= 0:
+            raise ValueError("must be a positive number of hours, or -1 for never")
+        return value
+
+    @field_validator("LABBOT_DATA_DIR")
+    @classmethod
+    def _data_dir_is_absolute(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @property
+    def file_lifetime(self) -> timedelta | None:
+        """How long a file lives, or None when files never expire."""
+        if self.FILE_EXPIRATION_HOURS == -1:
+            return None
+        return timedelta(hours=self.FILE_EXPIRATION_HOURS)
+
+    @property
+    def max_file_bytes(self) -> int:
+        """The per-file size limit in bytes."""
+        return int(self.MAX_FILE_SIZE_MB * MIB)
+
+    @property
+    def max_storage_bytes(self) -> int:
+        """The per-user storage quota in bytes."""
+        return int(self.MAX_STORAGE_MB_PER_USER * MIB)
+
+    @property
+    def files_dir(self) -> Path:
+        """Where file contents live."""
+        return self.LABBOT_DATA_DIR / "files"
+
+    @property
+    def database_path(self) -> Path:
+        """The embedded SQLite metadata database."""
+        return self.LABBOT_DATA_DIR / "labbot.sqlite3"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, turning validation errors into one ConfigError naming each variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            f" (got {err.get('input')!r})"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"Invalid configuration: {problems}.") from exc

@@ -1,0 +1,69 @@
+"""Every error labbot raises on purpose; ``str(error)`` is a sentence fit for the user.
+
+LabbotError
+├── ConfigError                  a setting is missing or invalid
+├── FileError
+│   ├── FileTooLarge             over MAX_FILE_SIZE_MB, or can never fit the user's quota
+│   ├── FileNotFound             no such file for this user (also a LookupError)
+│   └── InvalidUser              a user id that cannot name a store
+└── StorageError                 the metadata database or the disk failed
+"""
+
+from __future__ import annotations
+
+from humanize import naturalsize
+
+
+class LabbotError(Exception):
+    """Base class; the message is for the user and ``hint`` says what to do about it."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} {self.hint}" if self.hint else self.message
+
+
+class ConfigError(LabbotError):
+    """A setting is missing or has a value labbot cannot use."""
+
+
+class FileError(LabbotError):
+    """A file could not be stored or found."""
+
+
+class FileTooLarge(FileError):
+    """The file is over the per-file limit or can never fit the user's storage quota."""
+
+    def __init__(self, *, limit_bytes: int, what: str = "the per-file limit") -> None:
+        super().__init__(
+            f"That file is too large: {what} is {naturalsize(limit_bytes, binary=True)}.",
+            hint="Split it or compress it, then try again.",
+        )
+        self.limit_bytes = limit_bytes
+
+
+class FileNotFound(FileError, LookupError):
+    """No live file with this id belongs to this user."""
+
+    def __init__(self, file_id: str) -> None:
+        super().__init__(
+            f"No file with id {file_id!r}: it may have expired, been evicted or deleted.",
+            hint="List your files to see what is there.",
+        )
+        self.file_id = file_id
+
+
+class InvalidUser(FileError):
+    """A user id that cannot be used to name a store."""
+
+    def __init__(self, user: str) -> None:
+        super().__init__(
+            f"Invalid user id {user[:80]!r}: use 1 to 64 letters, digits, '.', '_' or '-'."
+        )
+
+
+class StorageError(LabbotError):
+    """The metadata database or the disk failed; nothing was half-saved."""

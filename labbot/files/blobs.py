@@ -1,0 +1,189 @@
+"""Where file contents live: one folder per user under the data dir, written atomically."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from labbot.errors import InvalidUser
+
+log = logging.getLogger(__name__)
+
+_USER_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+TMP_DIR = ".tmp"
+READ_CHUNK = 1024 * 1024
+
+
+def check_user(user: str) -> str:
+    """Return ``user`` if it can name a folder (Discord ids, CLI names), else raise InvalidUser."""
+    if not isinstance(user, str) or not _USER_RE.fullmatch(user):
+        raise InvalidUser(str(user))
+    return user
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBlob:
+    """A blob found on disk: its owner's folder name, its id and its age in seconds."""
+
+    user: str
+    file_id: str
+    path: Path
+    age: float
+
+
+class BlobWriter:
+    """Streams one blob to a temporary file, hashing as it goes; ``commit`` renames it in place.
+
+    Each chunk is written and hashed on a worker thread so the event loop never blocks.
+    """
+
+    def __init__(self, tmp_path: Path, final_path: Path, head_bytes: int) -> None:
+        self.tmp_path = tmp_path
+        self.final_path = final_path
+        self.size = 0
+        self.head = b""
+        self._head_bytes = head_bytes
+        self._hash = hashlib.sha256()
+        self._fd = -1
+
+    async def open(self) -> None:
+        """Create the temporary file (exclusive, owner-only)."""
+        self._fd = await asyncio.to_thread(
+            os.open, self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+        )
+
+    def _write(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self._hash.update(chunk)
+
+    async def write(self, chunk: bytes) -> None:
+        """Append a chunk."""
+        if len(self.head) < self._head_bytes:
+            self.head += chunk[: self._head_bytes - len(self.head)]
+        self.size += len(chunk)
+        await asyncio.to_thread(self._write, chunk)
+
+    @property
+    def sha256(self) -> str:
+        """Hex digest of everything written so far."""
+        return self._hash.hexdigest()
+
+    def _commit(self) -> None:
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        os.rename(self.tmp_path, self.final_path)
+
+    async def commit(self) -> None:
+        """Flush to disk and move the blob to its final path in one rename."""
+        await asyncio.to_thread(self._commit)
+
+    def _abort(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self.tmp_path.unlink(missing_ok=True)
+
+    async def abort(self) -> None:
+        """Drop the partial file; safe to call twice."""
+        await asyncio.to_thread(self._abort)
+
+
+class LocalBlobStore:
+    """Blobs in ``root/<user>/<file_id>``; partial writes live in ``root/.tmp`` until committed.
+
+    Paths come only from validated user ids and generated file ids, never from file names.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    async def start(self) -> None:
+        """Create the folders."""
+        await asyncio.to_thread(self._start)
+
+    def _start(self) -> None:
+        (self.root / TMP_DIR).mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def user_dir(self, user: str) -> Path:
+        """The folder holding this user's blobs (what a sandbox mounts)."""
+        return self.root / check_user(user)
+
+    def path(self, user: str, file_id: str) -> Path:
+        """Where the blob ``file_id`` of ``user`` lives."""
+        return self.user_dir(user) / file_id
+
+    async def writer(self, user: str, file_id: str, *, head_bytes: int) -> BlobWriter:
+        """An open writer for a new blob."""
+        final = self.path(user, file_id)
+        await asyncio.to_thread(final.parent.mkdir, mode=0o700, exist_ok=True)
+        writer = BlobWriter(
+            self.root / TMP_DIR / f"{file_id}.{os.getpid()}.part", final, head_bytes
+        )
+        await writer.open()
+        return writer
+
+    async def read(self, user: str, file_id: str) -> AsyncIterator[bytes]:
+        """Stream a blob's bytes in chunks."""
+        handle = await asyncio.to_thread(open, self.path(user, file_id), "rb")
+        try:
+            while chunk := await asyncio.to_thread(handle.read, READ_CHUNK):
+                yield chunk
+        finally:
+            await asyncio.to_thread(handle.close)
+
+    async def delete(self, user: str, file_id: str) -> None:
+        """Remove a blob if it exists."""
+        await asyncio.to_thread(self.path(user, file_id).unlink, missing_ok=True)
+
+    async def delete_many(self, blobs: list[tuple[str, str]]) -> None:
+        """Remove several blobs (user, file_id) in one trip to a worker thread."""
+
+        def delete_all() -> None:
+            for user, file_id in blobs:
+                self.path(user, file_id).unlink(missing_ok=True)
+
+        await asyncio.to_thread(delete_all)
+
+    async def scan(self) -> tuple[list[StoredBlob], list[StoredBlob]]:
+        """Every committed blob and every partial file, with their ages."""
+        return await asyncio.to_thread(self._scan)
+
+    def _scan(self) -> tuple[list[StoredBlob], list[StoredBlob]]:
+        import time
+
+        now = time.time()
+        blobs: list[StoredBlob] = []
+        partial: list[StoredBlob] = []
+        if not self.root.exists():
+            return blobs, partial
+        with os.scandir(self.root) as users:
+            for user in users:
+                if not user.is_dir(follow_symlinks=False):
+                    continue
+                target = partial if user.name == TMP_DIR else blobs
+                with os.scandir(user.path) as entries:
+                    for entry in entries:
+                        age = now - entry.stat(follow_symlinks=False).st_mtime
+                        target.append(
+                            StoredBlob(user.name, entry.name.split(".")[0], Path(entry.path), age)
+                        )
+        return blobs, partial
+
+    async def remove(self, blobs: list[StoredBlob]) -> None:
+        """Remove scanned blobs."""
+
+        def remove_all() -> None:
+            for blob in blobs:
+                blob.path.unlink(missing_ok=True)
+
+        await asyncio.to_thread(remove_all)

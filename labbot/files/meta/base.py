@@ -1,0 +1,86 @@
+"""The metadata contract every backend (SQLite, MongoDB) implements, and the record it speaks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+Source = Literal["upload", "generated"]
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """One stored file: who owns it, what it is, and when it goes."""
+
+    id: str
+    user: str
+    name: str
+    kind: str
+    size: int
+    sha256: str
+    source: Source
+    created_at: datetime
+    expires_at: datetime | None
+    preview: str | None = None
+
+    def is_live(self, now: datetime) -> bool:
+        """True until the file expires."""
+        return self.expires_at is None or self.expires_at > now
+
+    def to_json(self) -> dict[str, Any]:
+        """The one JSON shape of a file record (CLI and APIs)."""
+        data = asdict(self)
+        data["created_at"] = self.created_at.isoformat()
+        data["expires_at"] = self.expires_at.isoformat() if self.expires_at else None
+        return data
+
+
+class MetadataStore(Protocol):
+    """Where file records live. Every method is atomic; times are tz-aware UTC.
+
+    "Live" means not expired at ``now``: expired records are invisible to get, list and delete
+    at once, and only ``take_expired`` sees them.
+    """
+
+    async def start(self) -> None:
+        """Open the store and create or migrate its schema; idempotent."""
+
+    async def close(self) -> None:
+        """Release the store's connections; the store cannot be used afterwards."""
+
+    async def add(
+        self, record: FileRecord, *, max_files: int, max_bytes: int, now: datetime
+    ) -> list[FileRecord]:
+        """Insert ``record`` and evict the owner's oldest live records until at most
+        ``max_files`` live records totalling at most ``max_bytes`` remain, all in one
+        transaction. Returns the evicted records, oldest first. The new record is never evicted
+        (callers refuse a file larger than ``max_bytes`` first).
+
+        :raises StorageError: the database failed; nothing was written.
+        """
+
+    async def get(self, user: str, file_id: str, *, now: datetime) -> FileRecord:
+        """The live record ``file_id`` owned by ``user``.
+
+        :raises FileNotFound: no such live record for this user (another user's id included).
+        """
+
+    async def list(self, user: str, *, now: datetime) -> list[FileRecord]:
+        """The user's live records, newest first."""
+
+    async def delete(self, user: str, file_id: str, *, now: datetime) -> FileRecord:
+        """Remove the live record ``file_id`` owned by ``user`` and return it.
+
+        :raises FileNotFound: no such live record for this user.
+        """
+
+    async def take_expired(self, *, now: datetime, limit: int) -> list[FileRecord]:
+        """Remove up to ``limit`` expired records of any user; return them, oldest expiry first."""
+
+    async def file_ids(self) -> set[str]:
+        """Every record's id, live or expired (for reconcile)."""
+
+    async def forget(self, file_ids: Iterable[str]) -> int:
+        """Remove these records whatever their state; returns how many were removed."""

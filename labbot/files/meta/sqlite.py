@@ -1,0 +1,284 @@
+"""The embedded metadata backend: one SQLite file in WAL mode, used from worker threads."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+from labbot.errors import FileNotFound, StorageError
+from labbot.files.meta.base import FileRecord
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_COLUMNS = "id, user, name, kind, size, sha256, source, created_us, expires_us, preview"
+
+
+def _m001_files(db: sqlite3.Connection) -> None:
+    # Times are integer microseconds since the epoch: exact, and they sort as numbers
+    # (the original compared ISO strings). seq orders records saved in the same microsecond.
+    db.execute(
+        """CREATE TABLE files (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            user TEXT NOT NULL,
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            size INTEGER NOT NULL CHECK (size >= 0),
+            sha256 TEXT NOT NULL,
+            source TEXT NOT NULL CHECK (source IN ('upload', 'generated')),
+            created_us INTEGER NOT NULL,
+            expires_us INTEGER,
+            preview TEXT
+        )"""
+    )
+    db.execute("CREATE INDEX files_by_user ON files (user, seq)")
+    db.execute("CREATE INDEX files_by_expiry ON files (expires_us) WHERE expires_us IS NOT NULL")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_files]
+
+
+def _us(moment: datetime) -> int:
+    return round(moment.timestamp() * 1_000_000)
+
+
+def _moment(us: int | None) -> datetime | None:
+    if us is None:
+        return None
+    seconds, micros = divmod(us, 1_000_000)
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros)
+
+
+def _record(row: tuple) -> FileRecord:
+    file_id, user, name, kind, size, sha256, source, created, expires, preview = row
+    created_at = _moment(created)
+    assert created_at is not None
+    return FileRecord(
+        id=file_id,
+        user=user,
+        name=name,
+        kind=kind,
+        size=size,
+        sha256=sha256,
+        source=source,
+        created_at=created_at,
+        expires_at=_moment(expires),
+        preview=preview,
+    )
+
+
+_LIVE = "(expires_us IS NULL OR expires_us > ?)"
+
+
+class SqliteMetadataStore:
+    """MetadataStore on one SQLite file.
+
+    Writes run one at a time on a dedicated thread, each method in its own ``BEGIN IMMEDIATE``
+    transaction, so they are atomic against other coroutines and other processes. Reads run on
+    a small pool of reader connections (WAL lets them proceed during a write).
+    """
+
+    def __init__(self, path: Path, *, busy_timeout: float = 5.0, readers: int = 2) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="labbot-sqlite-w")
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="labbot-sqlite-r")
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _connection(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+            with self._lock:
+                self._connections.append(db)
+        return db
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
+        if self._closed:
+            raise StorageError("The file database is closed.")
+
+        def call() -> T:
+            db = self._connection()
+            if not write:
+                return fn(db)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
+
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._writer if write else self._readers, call)
+        except sqlite3.OperationalError as exc:
+            log.warning("sqlite.error kind=%s", type(exc).__name__, exc_info=True)
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StorageError(
+                    "The file database is busy; nothing was changed.", hint="Try again shortly."
+                ) from exc
+            raise StorageError("The file database failed; nothing was changed.") from exc
+        except sqlite3.Error as exc:
+            log.warning("sqlite.error kind=%s", type(exc).__name__, exc_info=True)
+            raise StorageError("The file database failed; nothing was changed.") from exc
+
+    async def start(self) -> None:
+        """Create the database and apply missing migrations; idempotent."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+        def migrate(db: sqlite3.Connection) -> None:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS _labbot_migrations"
+                " (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+            )
+            done = {name for (name,) in db.execute("SELECT name FROM _labbot_migrations")}
+            for migration in MIGRATIONS:
+                if migration.__name__ not in done:
+                    migration(db)
+                    db.execute(
+                        "INSERT INTO _labbot_migrations VALUES (?, ?)",
+                        (migration.__name__, datetime.now(UTC).isoformat()),
+                    )
+
+        await self._run(migrate, write=True)
+
+    async def close(self) -> None:
+        """Close every connection; later calls raise StorageError."""
+        self._closed = True
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        with self._lock:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
+
+    async def add(
+        self, record: FileRecord, *, max_files: int, max_bytes: int, now: datetime
+    ) -> list[FileRecord]:
+        """Insert and evict the oldest live records past the limits, atomically."""
+
+        def add(db: sqlite3.Connection) -> list[FileRecord]:
+            db.execute(
+                f"INSERT INTO files ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.id,
+                    record.user,
+                    record.name,
+                    record.kind,
+                    record.size,
+                    record.sha256,
+                    record.source,
+                    _us(record.created_at),
+                    _us(record.expires_at) if record.expires_at else None,
+                    record.preview,
+                ),
+            )
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM files WHERE user = ? AND {_LIVE} ORDER BY seq",
+                (record.user, _us(now)),
+            ).fetchall()
+            count, total = len(rows), sum(row[4] for row in rows)
+            evicted: list[FileRecord] = []
+            for row in rows:
+                if (count <= max_files and total <= max_bytes) or row[0] == record.id:
+                    break
+                evicted.append(_record(row))
+                count, total = count - 1, total - row[4]
+            db.executemany("DELETE FROM files WHERE id = ?", [(r.id,) for r in evicted])
+            return evicted
+
+        return await self._run(add, write=True)
+
+    async def get(self, user: str, file_id: str, *, now: datetime) -> FileRecord:
+        """The live record owned by ``user``, or FileNotFound."""
+        row = await self._run(
+            lambda db: db.execute(
+                f"SELECT {_COLUMNS} FROM files WHERE id = ? AND user = ? AND {_LIVE}",
+                (file_id, user, _us(now)),
+            ).fetchone(),
+            write=False,
+        )
+        if row is None:
+            raise FileNotFound(file_id)
+        return _record(row)
+
+    async def list(self, user: str, *, now: datetime) -> list[FileRecord]:
+        """The user's live records, newest first."""
+        rows = await self._run(
+            lambda db: db.execute(
+                f"SELECT {_COLUMNS} FROM files WHERE user = ? AND {_LIVE} ORDER BY seq DESC",
+                (user, _us(now)),
+            ).fetchall(),
+            write=False,
+        )
+        return [_record(row) for row in rows]
+
+    async def delete(self, user: str, file_id: str, *, now: datetime) -> FileRecord:
+        """Remove a live record owned by ``user`` and return it, or FileNotFound."""
+
+        def delete(db: sqlite3.Connection) -> FileRecord | None:
+            row = db.execute(
+                f"SELECT {_COLUMNS} FROM files WHERE id = ? AND user = ? AND {_LIVE}",
+                (file_id, user, _us(now)),
+            ).fetchone()
+            if row is not None:
+                db.execute("DELETE FROM files WHERE id = ?", (file_id,))
+            return None if row is None else _record(row)
+
+        record = await self._run(delete, write=True)
+        if record is None:
+            raise FileNotFound(file_id)
+        return record
+
+    async def take_expired(self, *, now: datetime, limit: int) -> list[FileRecord]:
+        """Remove up to ``limit`` expired records, oldest expiry first, and return them."""
+
+        def take(db: sqlite3.Connection) -> list[FileRecord]:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM files WHERE expires_us IS NOT NULL AND expires_us <= ?"
+                " ORDER BY expires_us LIMIT ?",
+                (_us(now), limit),
+            ).fetchall()
+            db.executemany("DELETE FROM files WHERE id = ?", [(row[0],) for row in rows])
+            return [_record(row) for row in rows]
+
+        return await self._run(take, write=True)
+
+    async def file_ids(self) -> set[str]:
+        """Every record's id."""
+        rows = await self._run(
+            lambda db: db.execute("SELECT id FROM files").fetchall(), write=False
+        )
+        return {file_id for (file_id,) in rows}
+
+    async def forget(self, file_ids: Iterable[str]) -> int:
+        """Remove these records whatever their state."""
+        ids = [(file_id,) for file_id in file_ids]
+
+        def forget(db: sqlite3.Connection) -> int:
+            before = db.total_changes
+            db.executemany("DELETE FROM files WHERE id = ?", ids)
+            return db.total_changes - before
+
+        return await self._run(forget, write=True)

@@ -1,0 +1,301 @@
+"""FileStore: the rules of users' files (ownership, limits, expiry, eviction, sweep, reconcile)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import weakref
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+from labbot.config import Settings
+from labbot.errors import FileError, FileTooLarge, StorageError
+from labbot.files import kinds
+from labbot.files.blobs import READ_CHUNK, LocalBlobStore, check_user
+from labbot.files.meta.base import FileRecord, MetadataStore, Source
+from labbot.files.names import clean_filename, new_file_id
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SWEEP_BATCH = 1000
+RECONCILE_MIN_AGE = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A user's limits: file count, bytes per file, bytes in all, and file lifetime."""
+
+    max_files: int
+    max_file_bytes: int
+    max_total_bytes: int
+    lifetime: timedelta | None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        """The limits the settings describe."""
+        return cls(
+            max_files=settings.MAX_FILES_PER_USER,
+            max_file_bytes=settings.max_file_bytes,
+            max_total_bytes=settings.max_storage_bytes,
+            lifetime=settings.file_lifetime,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SaveResult:
+    """What a save did: the new record, what it pushed out, and the user's totals after it."""
+
+    record: FileRecord
+    evicted: list[FileRecord]
+    file_count: int
+    total_bytes: int
+    limits: Limits
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    """How many expired files a sweep removed, and their bytes."""
+
+    files: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileResult:
+    """What reconcile removed: blobs with no record, partial writes, records with no blob."""
+
+    orphan_blobs: int = 0
+    partial_files: int = 0
+    missing_blobs: int = 0
+
+
+async def file_chunks(path: Path, chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]:
+    """Stream a local file in chunks without blocking the event loop."""
+    handle = await asyncio.to_thread(open, path, "rb")
+    try:
+        while chunk := await asyncio.to_thread(handle.read, chunk_size):
+            yield chunk
+    finally:
+        await asyncio.to_thread(handle.close)
+
+
+class FileStore:
+    """Every user's files: one id each, one set of limits, one clean-up.
+
+    store = FileStore(meta, blobs, Limits.from_settings(settings))
+    await store.start()
+    result = await store.save("1234", "sales.csv", file_chunks(path))
+    """
+
+    def __init__(
+        self,
+        meta: MetadataStore,
+        blobs: LocalBlobStore,
+        limits: Limits,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.meta = meta
+        self.blobs = blobs
+        self.limits = limits
+        self.clock = clock
+        # Per-user: so created_at order is commit order and "oldest" means the same to both.
+        self._user_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    def _user_lock(self, user: str) -> asyncio.Lock:
+        lock = self._user_locks.get(user)
+        if lock is None:
+            lock = self._user_locks[user] = asyncio.Lock()
+        return lock
+
+    async def start(self) -> None:
+        """Open the metadata store and the blob folders."""
+        await self.blobs.start()
+        await self.meta.start()
+
+    async def close(self) -> None:
+        """Close the metadata store."""
+        await self.meta.close()
+
+    async def save(
+        self,
+        user: str,
+        filename: str | None,
+        stream: AsyncIterable[bytes],
+        *,
+        source: Source = "upload",
+    ) -> SaveResult:
+        """Stream a file into the user's store under a new id, evicting the oldest past the limits.
+
+        :raises FileTooLarge: over the per-file limit (stopped while streaming) or the quota.
+        :raises FileError: an empty upload.
+        :raises StorageError: the disk or database failed; nothing was kept.
+        """
+        check_user(user)
+        name = clean_filename(filename)
+        file_id = new_file_id()
+        limits = self.limits
+        cap = min(limits.max_file_bytes, limits.max_total_bytes)
+        writer = await self._disk(self.blobs.writer(user, file_id, head_bytes=kinds.HEAD_BYTES))
+        try:
+            async for chunk in stream:
+                if writer.size + len(chunk) > cap:
+                    if cap == limits.max_file_bytes:
+                        raise FileTooLarge(limit_bytes=cap)
+                    raise FileTooLarge(limit_bytes=cap, what="your storage quota")
+                await self._disk(writer.write(chunk))
+            if writer.size == 0 and source == "upload":
+                raise FileError(f"{name} is empty; there is nothing to store.")
+            await self._disk(writer.commit())
+        except BaseException:
+            await asyncio.shield(writer.abort())
+            raise
+        kind = await asyncio.to_thread(kinds.detect_kind, name, writer.head, writer.final_path)
+        add: asyncio.Future[list[FileRecord]] | None = None
+        try:
+            async with self._user_lock(user):
+                now = self.clock()
+                record = FileRecord(
+                    id=file_id,
+                    user=user,
+                    name=name,
+                    kind=kind.name,
+                    size=writer.size,
+                    sha256=writer.sha256,
+                    source=source,
+                    created_at=now,
+                    expires_at=now + limits.lifetime if limits.lifetime else None,
+                )
+                add = asyncio.ensure_future(
+                    self.meta.add(
+                        record,
+                        max_files=limits.max_files,
+                        max_bytes=limits.max_total_bytes,
+                        now=now,
+                    )
+                )
+                evicted = await asyncio.shield(add)
+        except BaseException:
+            # A cancelled save waits for its transaction, so disk and metadata agree either way.
+            if add is not None:
+                await asyncio.wait([add])
+            if add is not None and not add.cancelled() and add.exception() is None:
+                await asyncio.shield(self.blobs.delete_many([(r.user, r.id) for r in add.result()]))
+            else:
+                await asyncio.shield(self.blobs.delete(user, file_id))
+            raise
+        await self.blobs.delete_many([(r.user, r.id) for r in evicted])
+        live = await self.meta.list(user, now=now)
+        log.info(
+            "file.saved user=%s id=%s kind=%s size=%d source=%s evicted=%d",
+            user,
+            file_id,
+            kind.name,
+            record.size,
+            source,
+            len(evicted),
+        )
+        return SaveResult(record, evicted, len(live), sum(r.size for r in live), limits)
+
+    async def _disk(self, operation: Awaitable[T]) -> T:
+        """Await a disk operation, turning OSError into a StorageError the user can read."""
+        try:
+            return await operation
+        except OSError as exc:
+            log.error("file.disk_error errno=%s", errno.errorcode.get(exc.errno or 0, exc.errno))
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageError(
+                    "The server's disk is full; the file was not saved.",
+                    hint="Tell the bot's operator.",
+                ) from exc
+            raise StorageError("The server could not write the file; it was not saved.") from exc
+
+    async def list(self, user: str) -> list[FileRecord]:
+        """The user's live files, newest first."""
+        return await self.meta.list(check_user(user), now=self.clock())
+
+    async def get(self, user: str, file_id: str) -> FileRecord:
+        """A live file of this user, or FileNotFound (also for another user's id)."""
+        return await self.meta.get(check_user(user), file_id, now=self.clock())
+
+    async def read(self, user: str, file_id: str) -> AsyncIterator[bytes]:
+        """Stream the bytes of a live file owned by ``user``."""
+        await self.get(user, file_id)
+        async for chunk in self.blobs.read(user, file_id):
+            yield chunk
+
+    def path(self, record: FileRecord) -> Path:
+        """The blob of a record on local disk (for the sandbox to mount)."""
+        return self.blobs.path(record.user, record.id)
+
+    async def delete(self, user: str, file_id: str) -> FileRecord:
+        """Delete a live file of this user (record first, then bytes)."""
+        record = await self.meta.delete(check_user(user), file_id, now=self.clock())
+        await self.blobs.delete(user, file_id)
+        log.info("file.deleted user=%s id=%s", user, file_id)
+        return record
+
+    async def sweep(self) -> SweepResult:
+        """Delete every expired file, record and bytes together, in batches."""
+        files = size = 0
+        while batch := await self.meta.take_expired(now=self.clock(), limit=SWEEP_BATCH):
+            await self.blobs.delete_many([(r.user, r.id) for r in batch])
+            files += len(batch)
+            size += sum(r.size for r in batch)
+        if files:
+            log.info("file.sweep files=%d bytes=%d", files, size)
+        return SweepResult(files, size)
+
+    async def reconcile(self, *, min_age: timedelta = RECONCILE_MIN_AGE) -> ReconcileResult:
+        """Make disk and metadata agree after a crash: drop blobs with no record, stale partial
+        writes, and records whose blob is gone.
+
+        Blobs younger than ``min_age`` are left alone: another process may be between writing
+        a blob and recording it.
+        """
+        # Ids first: a record is written only after its blob, so every id read here had its
+        # blob on disk before the scan, unless the blob is really gone.
+        known = await self.meta.file_ids()
+        blobs, partial = await self.blobs.scan()
+        grace = min_age.total_seconds()
+        orphans = [b for b in blobs if b.file_id not in known and b.age >= grace]
+        stale = [p for p in partial if p.age >= grace]
+        on_disk = {b.file_id for b in blobs}
+        missing = known - on_disk
+        await self.blobs.remove(orphans + stale)
+        forgotten = await self.meta.forget(missing) if missing else 0
+        result = ReconcileResult(len(orphans), len(stale), forgotten)
+        if orphans or stale or forgotten:
+            log.warning(
+                "file.reconcile orphan_blobs=%d partial=%d missing_blobs=%d",
+                len(orphans),
+                len(stale),
+                forgotten,
+            )
+        return result
+
+    async def run_sweeper(self, interval: float, *, swept: asyncio.Event | None = None) -> None:
+        """Reconcile once, then sweep every ``interval`` seconds until cancelled.
+
+        ``swept`` is set after each pass (for tests and health checks). A failing pass is
+        logged and retried at the next interval; it never ends the loop.
+        """
+        await self._guarded(self.reconcile())
+        while True:
+            await self._guarded(self.sweep())
+            if swept is not None:
+                swept.set()
+            await asyncio.sleep(interval)
+
+    async def _guarded(self, operation: Awaitable[object]) -> None:
+        try:
+            await operation
+        except (StorageError, OSError):
+            log.exception("file.sweeper_failed")

@@ -1,0 +1,72 @@
+"""Shared fixtures: a clean environment, settings on tmp_path, a file store with a test clock."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from labbot.config import Settings, load_settings
+from labbot.files import FileStore, create_file_store
+
+FIXTURES = Path(
+    os.environ.get("LABBOT_FIXTURES_DIR")
+    or Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "formats"
+)
+_PREFIXES = ("LABBOT_", "OPENAI_", "DISCORD_", "MONGODB_", "FILE_", "MAX_", "LOG_", "CODE_")
+
+
+class Clock:
+    """A clock tests move by hand."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(microseconds=1)  # strictly increasing, like real saves
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No setting leaks in from the developer's shell or a stray .env."""
+    for name in list(os.environ):
+        if name.startswith(_PREFIXES):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def settings(data_dir: Path) -> Settings:
+    return load_settings(LABBOT_DATA_DIR=data_dir)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def store(settings: Settings, clock: Clock) -> AsyncIterator[FileStore]:
+    store = create_file_store(settings)
+    store.clock = clock
+    await store.start()
+    yield store
+    await store.close()
+
+
+async def chunks_of(*parts: bytes) -> AsyncIterator[bytes]:
+    """An upload stream made of the given chunks."""
+    for part in parts:
+        yield part

@@ -1,0 +1,124 @@
+"""The `labbot` CLI on the embedded defaults: files add/list/show/get/rm/sweep and doctor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from labbot.cli import cli
+
+
+@pytest.fixture
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("LABBOT_DATA_DIR", str(tmp_path / "data"))
+    runner = CliRunner()
+
+    def invoke(*args: str, code: int = 0) -> Result:
+        result = runner.invoke(cli, list(args), catch_exceptions=False)
+        assert result.exit_code == code, result.output
+        return result
+
+    return invoke
+
+
+@pytest.fixture
+def csv_file(tmp_path: Path) -> Path:
+    path = tmp_path / "sales.csv"
+    path.write_text("region,amount\nnorth,10\nsouth,20\n")
+    return path
+
+
+def test_add_prints_the_upload_confirmation(run, csv_file: Path) -> None:
+    """files add shows name, type, size, id, expiry and the user's count."""
+    out = run("files", "add", str(csv_file), "--user", "42").output
+    assert "sales.csv" in out and "CSV" in out and "Your files: 1/20" in out
+    assert "Expires: in 2 days" in out and "load_file('" in out
+
+
+def test_json_rows_have_one_shape(run, csv_file: Path) -> None:
+    """add, list and show --json print the same record for the same file."""
+    added = json.loads(run("files", "add", str(csv_file), "-u", "42", "--json").output)
+    listed = json.loads(run("files", "list", "-u", "42", "--json").output)
+    shown = json.loads(run("files", "show", listed[0]["id"], "-u", "42", "--json").output)
+    assert added[0]["file"] == listed[0] == shown
+    assert shown["name"] == "sales.csv" and shown["size"] == csv_file.stat().st_size
+    assert json.loads(run("files", "list", "-u", "other", "--json").output) == []
+
+
+def test_get_writes_the_exact_bytes(run, csv_file: Path, tmp_path: Path) -> None:
+    """files get writes the stored bytes to a path and to stdout."""
+    file_id = json.loads(run("files", "add", str(csv_file), "-u", "42", "--json").output)[0][
+        "file"
+    ]["id"]
+    run("files", "get", file_id, "-u", "42", "-o", str(tmp_path / "copy.csv"))
+    assert (tmp_path / "copy.csv").read_bytes() == csv_file.read_bytes()
+    assert run("files", "get", file_id, "-u", "42", "-o", "-").stdout_bytes == csv_file.read_bytes()
+
+
+def test_rm_then_show_is_one_clear_error(run, csv_file: Path) -> None:
+    """After rm, show fails with one line and exit 1, no traceback."""
+    file_id = json.loads(run("files", "add", str(csv_file), "-u", "42", "--json").output)[0][
+        "file"
+    ]["id"]
+    assert "Deleted sales.csv" in run("files", "rm", file_id, "-u", "42").output
+    result = run("files", "show", file_id, "-u", "42", code=1)
+    assert result.output.startswith("Error: No file with id") and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_another_users_file_is_not_found(run, csv_file: Path) -> None:
+    """A file id of another user is refused as not found."""
+    file_id = json.loads(run("files", "add", str(csv_file), "-u", "42", "--json").output)[0][
+        "file"
+    ]["id"]
+    assert "No file with id" in run("files", "get", file_id, "-u", "7", "-o", "-", code=1).output
+
+
+def test_eviction_is_announced(run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With MAX_FILES_PER_USER=1 the second add names the file it removed."""
+    monkeypatch.setenv("MAX_FILES_PER_USER", "1")
+    for name in ("first.txt", "second.txt"):
+        (tmp_path / name).write_text(name)
+    run("files", "add", str(tmp_path / "first.txt"), "-u", "1")
+    out = run("files", "add", str(tmp_path / "second.txt"), "-u", "1").output
+    assert "first.txt" in out and "removed" in out and "Your files: 1/1" in out
+
+
+def test_oversize_file_is_refused_in_one_line(run, tmp_path, monkeypatch) -> None:
+    """A file over MAX_FILE_SIZE_MB fails with the limit in the message."""
+    monkeypatch.setenv("MAX_FILE_SIZE_MB", "0.001")
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * 5000)
+    result = run("files", "add", str(big), "-u", "1", code=1)
+    assert "too large" in result.output and "Traceback" not in result.output
+
+
+def test_invalid_setting_is_one_line_naming_it(run, monkeypatch) -> None:
+    """A bad setting stops the command with its name."""
+    monkeypatch.setenv("MAX_FILES_PER_USER", "zero")
+    result = run("files", "list", "-u", "1", code=1)
+    assert "MAX_FILES_PER_USER" in result.output and "Traceback" not in result.output
+
+
+def test_sweep_reports_json(run) -> None:
+    """files sweep --json prints the counts."""
+    summary = json.loads(run("files", "sweep", "--json").output)
+    assert summary == {
+        "expired_files": 0,
+        "expired_bytes": 0,
+        "orphan_blobs": 0,
+        "partial_files": 0,
+        "missing_blobs": 0,
+    }
+
+
+def test_doctor_checks_settings_and_storage(run, monkeypatch) -> None:
+    """doctor passes on defaults and masks secrets."""
+    monkeypatch.setenv("DISCORD_TOKEN", "super-secret-token")
+    checks = json.loads(run("doctor", "--json").output)
+    assert {c["check"] for c in checks} >= {"settings", "data dir", "database"}
+    assert all(c["ok"] for c in checks)
+    assert "super-secret-token" not in json.dumps(checks)
