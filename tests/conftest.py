@@ -16,6 +16,17 @@ FIXTURES = Path(
     os.environ.get("LABBOT_FIXTURES_DIR")
     or Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "formats"
 )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Fail loudly, not by skipping, when the shared fixtures are not where CI puts them."""
+    if not FIXTURES.is_dir():
+        raise pytest.UsageError(
+            f"format fixtures not found at {FIXTURES}: clone beside shared/ or set "
+            "LABBOT_FIXTURES_DIR"
+        )
+
+
 _PREFIXES = ("LABBOT_", "OPENAI_", "DISCORD_", "MONGODB_", "FILE_", "MAX_", "LOG_", "CODE_")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import random
 import shutil
 import zipfile
@@ -22,12 +21,7 @@ from labbot.files.kinds import (
     kind_for_filename,
     supported_extensions,
 )
-
-FIXTURES = Path(
-    os.environ.get("LABBOT_FIXTURES_DIR")
-    or Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "formats"
-)
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"no fixtures at {FIXTURES}")
+from tests.conftest import FIXTURES
 
 REQUIRED_EXTENSIONS = (
     "csv tsv xlsx xls xlsm xlsb ods json jsonl ndjson xml yaml yml toml db sqlite sqlite3 sql "
@@ -247,14 +241,12 @@ def test_unknown_extension_is_none(filename: str) -> None:
     assert kind_for_filename(filename) is None
 
 
-@needs_fixtures
 def test_expected_table_covers_every_fixture() -> None:
     """Every fixture file has an expectation, so new fixtures cannot go untested."""
     on_disk = {p.relative_to(FIXTURES).as_posix() for p in FIXTURES.glob("*/*") if p.is_file()}
     assert on_disk == set(EXPECTED)
 
 
-@needs_fixtures
 @pytest.mark.parametrize("rel", sorted(EXPECTED))
 def test_fixture_kind_by_real_name(rel: str) -> None:
     """Each real file gets the right kind from its real name and content."""
@@ -262,7 +254,6 @@ def test_fixture_kind_by_real_name(rel: str) -> None:
     assert detect_kind(path.name, _head(rel), path).name == EXPECTED[rel]
 
 
-@needs_fixtures
 @pytest.mark.parametrize("rel", BINARY_FIXTURES)
 def test_binary_fixture_without_extension(rel: str, tmp_path: Path) -> None:
     """Binary formats are recognised from content alone, with and without a path."""
@@ -271,7 +262,6 @@ def test_binary_fixture_without_extension(rel: str, tmp_path: Path) -> None:
     assert detect_kind("upload", _head(rel)).name == EXPECTED[rel]
 
 
-@needs_fixtures
 @pytest.mark.parametrize("rel", BINARY_FIXTURES)
 def test_binary_fixture_with_wrong_extension(rel: str, tmp_path: Path) -> None:
     """A strong binary signature beats a wrong (text or other binary) extension."""
@@ -280,7 +270,6 @@ def test_binary_fixture_with_wrong_extension(rel: str, tmp_path: Path) -> None:
         assert detect_kind(name, _head(rel), path).name == EXPECTED[rel], name
 
 
-@needs_fixtures
 @pytest.mark.parametrize("rel", sorted(SNIFFED))
 def test_text_fixture_without_extension(rel: str, tmp_path: Path) -> None:
     """Text formats with a recognisable shape are sniffed when the name says nothing."""
@@ -288,14 +277,12 @@ def test_text_fixture_without_extension(rel: str, tmp_path: Path) -> None:
     assert detect_kind("upload", _head(rel), path).name == SNIFFED[rel]
 
 
-@needs_fixtures
 @pytest.mark.parametrize("rel", sorted(TEXT_FIXTURES - set(SNIFFED)))
 def test_plain_text_fixture_without_extension_is_textual(rel: str) -> None:
     """Text without a sniffable shape (logs, prose, TOML) stays a text-loaded kind."""
     assert detect_kind("upload", _head(rel)).loader in {"text", "yaml"}
 
 
-@needs_fixtures
 def test_idl_sav_is_not_spss() -> None:
     """An IDL save file named .sav is not labelled SPSS."""
     kind = detect_kind("idl_struct_arrays.sav", _head("sav/idl_struct_arrays.sav"))
@@ -303,7 +290,6 @@ def test_idl_sav_is_not_spss() -> None:
     assert detect_kind("sample.sav", _head("sav/sample.sav")).loader == "spss"
 
 
-@needs_fixtures
 def test_joblib_dumps_get_joblib_kind() -> None:
     """The joblib .pkl (plain pickle.load fails) and .pkl.xz both load with joblib."""
     for rel in (
@@ -315,7 +301,6 @@ def test_joblib_dumps_get_joblib_kind() -> None:
     assert detect_kind("x.pickle", _head(plain)).loader == "pickle"
 
 
-@needs_fixtures
 def test_geo_containers() -> None:
     """The zipped shapefile is a geo kind, the KMZ is KML-ish, and both use the geo loader."""
     shp = FIXTURES / "shp/coutwildrnp.zip"
@@ -325,7 +310,6 @@ def test_geo_containers() -> None:
     assert {kind_by_name(n).loader for n in ("shapefile", "kmz", "kml", "gpx")} == {"geo"}
 
 
-@needs_fixtures
 def test_mat_v73_is_still_mat() -> None:
     """A MATLAB v7.3 file (HDF5 inside) is MATLAB data, also under an .h5 or no name."""
     rel = "mat/testhdf5_7.4_GLNX86.mat"
@@ -334,7 +318,6 @@ def test_mat_v73_is_still_mat() -> None:
     assert detect_kind("upload", _head(rel)).name == "mat"
 
 
-@needs_fixtures
 def test_extension_wins_over_compatible_content() -> None:
     """CSV content in a .txt stays text, and a .tsv stays tsv."""
     csv_head = _head("csv/pyreadstat_sample.csv")

@@ -15,10 +15,10 @@ from labbot.config import load_settings
 from labbot.errors import FileError, FileNotFound, FileTooLarge, InvalidUser, StorageError
 from labbot.files import FileStore, Limits, create_file_store, render_upload_confirmation
 from labbot.files.blobs import TMP_DIR
-from tests.conftest import Clock, chunks_of
+from tests.conftest import FIXTURES, Clock, chunks_of
 
 MIB = 1024 * 1024
-PNG = Path(__file__).resolve().parents[3] / "shared/fixtures/formats/images/camera.png"
+PNG = FIXTURES / "images" / "camera.png"
 
 
 def blob_files(store: FileStore) -> list[Path]:
