@@ -8,7 +8,7 @@ VENV := .venv
 
 setup: $(VENV)/.ready
 
-$(VENV)/.ready: pyproject.toml uv.lock scripts/setup.sh
+$(VENV)/.ready: pyproject.toml uv.lock scripts/setup.sh labbot/sandbox/runtime/requirements.txt labbot/sandbox/runtime/matplotlibrc
 	scripts/setup.sh
 	touch $@
 

@@ -267,6 +267,70 @@ def files_sweep(ctx: click.Context, json_: bool) -> None:
         )
 
 
+@cli.command(name="exec")
+@click.argument("code", required=False)
+@user_option
+@click.option(
+    "--session",
+    "-s",
+    default="cli",
+    show_default=True,
+    help="Conversation whose session runs the code.",
+)
+@click.option("--file", "-f", "code_file", type=click.File("r"), help="Read the code from a file.")
+@json_option
+@click.pass_context
+def exec_(
+    ctx: click.Context, code: str | None, user: str, session: str, code_file: Any, json_: bool
+) -> None:
+    """Run Python in the user's sandbox, with their files, and store what it writes.
+
+    \b
+    Examples:
+      labbot exec --user 1234 "df = load_file('sales.csv'); df.describe()"
+      labbot exec --user 1234 -f analysis.py --json
+    """
+    from labbot.sandbox import CodeInterpreter
+
+    if (code is None) == (code_file is None):
+        raise click.UsageError("give the code as an argument or with -f FILE (one of them)")
+    source = code if code is not None else code_file.read()
+    settings: Settings = ctx.obj["settings"]().model_copy(update={"SANDBOX_WARM_POOL": 0})
+
+    async def live(name: str, text: str) -> None:
+        if not json_:
+            click.echo(text, nl=False, err=name == "stderr")
+
+    async def run(store: FileStore) -> Any:
+        interpreter = CodeInterpreter(settings, store)
+        await interpreter.start()
+        try:
+            return await interpreter.run(user, session, source, on_output=live)
+        finally:
+            await interpreter.close()
+
+    result = _run(ctx, run)
+    if json_:
+        _emit_json(result.to_json())
+    else:
+        if result.value is not None:
+            click.echo(result.value)
+        if result.error:
+            click.echo(
+                result.error.get("traceback")
+                or f"{result.error['name']}: {result.error['message']}",
+                err=True,
+            )
+        for note in result.notes:
+            click.echo(f"note: {note}", err=True)
+        for f in result.files:
+            click.echo(f"file: {f['name']} ({f['id']}, {format_size(f['size'])})")
+        for f in result.skipped_files:
+            click.echo(f"not kept: {f['name']}: {f['reason']}", err=True)
+    if result.status != "ok":
+        ctx.exit(1)
+
+
 def _masked(name: str, value: Any) -> Any:
     if value and any(word in name for word in _SECRET_WORDS):
         return "***"
@@ -312,6 +376,12 @@ def doctor(ctx: click.Context, json_: bool) -> None:
             check("database", True, f"{settings.database_path} ({len(ids)} files)")
         except LabbotError as exc:
             check("database", False, str(exc))
+        try:
+            from labbot.sandbox.jail import Jail, SandboxLimits
+
+            check("sandbox", True, Jail(settings, SandboxLimits.from_settings(settings)).describe())
+        except LabbotError as exc:
+            check("sandbox", False, str(exc))
     if json_:
         _emit_json(checks)
     else:

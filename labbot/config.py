@@ -21,6 +21,11 @@ def default_data_dir() -> Path:
     return Path(base) / "labbot"
 
 
+def default_runtime_dir() -> Path:
+    """The sandbox runtime venv that `make` builds beside the checkout (.runtime)."""
+    return Path(__file__).resolve().parents[1] / ".runtime"
+
+
 class Settings(BaseSettings):
     """labbot's configuration. Field names are the environment variable names."""
 
@@ -38,6 +43,24 @@ class Settings(BaseSettings):
     MAX_FILE_SIZE_MB: float = Field(50.0, gt=0)
     MAX_STORAGE_MB_PER_USER: float = Field(500.0, gt=0)
     FILE_SWEEP_INTERVAL_MINUTES: float = Field(10.0, gt=0)
+    # The code interpreter.
+    LABBOT_SANDBOX: Literal["on", "off"] = "on"
+    LABBOT_RUNTIME_DIR: Path = Field(default_factory=default_runtime_dir)
+    CODE_EXECUTION_TIMEOUT: float = Field(300.0, gt=0)
+    SANDBOX_MEMORY_MB: int = Field(1024, ge=64)
+    SANDBOX_CPU_SECONDS: float = Field(600.0, gt=0)
+    SANDBOX_MAX_PROCESSES: int = Field(64, ge=4)
+    SANDBOX_DISK_MB: int = Field(512, ge=1)
+    SANDBOX_OPEN_FILES: int = Field(512, ge=32)
+    SANDBOX_OUTPUT_KB: int = Field(32, ge=1)
+    SANDBOX_WARM_POOL: int = Field(2, ge=0, le=64)
+    SESSION_IDLE_MINUTES: float = Field(20.0, gt=0)
+    MAX_SESSIONS: int = Field(16, ge=1)
+    MAX_CONCURRENT_EXECUTIONS: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1)
+    MAX_CONCURRENT_EXECUTIONS_PER_USER: int = Field(1, ge=1)
+    SANDBOX_AUTO_INSTALL: bool = True
+    PACKAGE_ALLOWLIST: str = ""
+    PACKAGE_INSTALL_TIMEOUT: float = Field(300.0, gt=0)
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = "text"
 
@@ -48,7 +71,7 @@ class Settings(BaseSettings):
             raise ValueError("must be a positive number of hours, or -1 for never")
         return value
 
-    @field_validator("LABBOT_DATA_DIR")
+    @field_validator("LABBOT_DATA_DIR", "LABBOT_RUNTIME_DIR")
     @classmethod
     def _data_dir_is_absolute(cls, value: Path) -> Path:
         return value.expanduser().absolute()
@@ -74,6 +97,11 @@ class Settings(BaseSettings):
     def files_dir(self) -> Path:
         """Where file contents live."""
         return self.LABBOT_DATA_DIR / "files"
+
+    @property
+    def sandbox_dir(self) -> Path:
+        """Per-session working folders of the code interpreter."""
+        return self.LABBOT_DATA_DIR / "sandbox"
 
     @property
     def database_path(self) -> Path:

@@ -67,3 +67,22 @@ class InvalidUser(FileError):
 
 class StorageError(LabbotError):
     """The metadata database or the disk failed; nothing was half-saved."""
+
+
+class SandboxError(LabbotError):
+    """The code interpreter could not do what was asked."""
+
+
+class SandboxUnavailable(SandboxError):
+    """The sandbox cannot run here; the hint names the fix."""
+
+
+class PackageNotAllowed(SandboxError):
+    """A module that is neither installed nor on the allow-list."""
+
+    def __init__(self, module: str, allowed: list[str]) -> None:
+        super().__init__(
+            f"The module {module!r} is not installed and is not on the package allow-list.",
+            hint=f"Use one of the installed or allowed packages: {', '.join(allowed)}.",
+        )
+        self.module = module

@@ -32,5 +32,31 @@ else
   UV=$PWD/.tools/bin/uv
 fi
 
+# System packages: bubblewrap (the sandbox), libseccomp (its syscall filter), a CJK font.
+missing=()
+command -v bwrap >/dev/null || missing+=(bubblewrap)
+ldconfig -p 2>/dev/null | grep -q libseccomp.so.2 || missing+=(libseccomp2)
+[ -n "$(ls /usr/share/fonts/truetype/wqy 2>/dev/null)" ] || missing+=(fonts-wqy-zenhei)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt_install "${missing[@]}" || echo "setup: continuing without ${missing[*]}" >&2
+fi
+
 "$UV" sync --frozen --quiet --python "$PYTHON"
-echo "setup: ok ($("$UV" --version), $(.venv/bin/python --version))"
+
+# The sandbox runtime: its own venv, never the bot's, rebuilt when its requirements change.
+RUNTIME=${LABBOT_RUNTIME_DIR:-$PWD/.runtime}
+REQS=labbot/sandbox/runtime/requirements.txt
+if ! cmp -s "$REQS" "$RUNTIME/.requirements.txt" 2>/dev/null; then
+  [ -x "$RUNTIME/bin/python" ] || "$UV" venv --quiet --python "$PYTHON" "$RUNTIME"
+  "$UV" pip install --quiet --python "$RUNTIME/bin/python" -r "$REQS"
+  cp "$REQS" "$RUNTIME/.requirements.txt"
+fi
+# Matplotlib's font cache and settings, built once so each sandbox starts fast.
+mkdir -p "$RUNTIME/mplconfig"
+cp labbot/sandbox/runtime/matplotlibrc "$RUNTIME/mplconfig/matplotlibrc"
+if [ ! -f "$RUNTIME/mplconfig/.fonts-built" ] || [ -n "$(find /usr/share/fonts -newer "$RUNTIME/mplconfig/.fonts-built" -print -quit 2>/dev/null)" ]; then
+  rm -f "$RUNTIME"/mplconfig/fontlist-*.json
+  MPLCONFIGDIR="$RUNTIME/mplconfig" "$RUNTIME/bin/python" -c "import matplotlib.font_manager"
+  touch "$RUNTIME/mplconfig/.fonts-built"
+fi
+echo "setup: ok ($("$UV" --version), $(.venv/bin/python --version), runtime $RUNTIME)"

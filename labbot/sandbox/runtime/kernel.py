@@ -1,0 +1,458 @@
+"""The interpreter that runs inside the sandbox: one per conversation, state kept between cells.
+
+The host speaks to it over fds 0 and 1 (frames from ``protocol``); user code never sees them:
+its stdin is /dev/null and its stdout and stderr are pipes read by a thread here, which keeps
+the head and tail of each stream and forwards the output live. Standard library and the data
+stack only; never imports labbot.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import linecache
+import os
+import queue
+import resource
+import selectors
+import signal
+import stat
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+import protocol
+
+OUTPUT_DIR = os.environ.get("LABBOT_OUTPUT_DIR", "/mnt/data")
+MAX_VALUE_CHARS = 6000
+MAX_WALK_DEPTH = 8
+
+
+class LimitExceeded(BaseException):
+    """Raised in user code when a limit is hit; a BaseException so `except Exception` can't eat
+    it."""
+
+
+class Channel:
+    """The frame writer back to the host; shared by the main and the stream threads."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.lock = threading.Lock()
+
+    def send(self, message: dict, *chunks: bytes) -> None:
+        data = protocol.encode_json(message) + b"".join(protocol.encode_bytes(c) for c in chunks)
+        with self.lock:
+            protocol.write_all(self.fd, data)
+
+    def send_file(self, name: str, read: Any, size: int) -> None:
+        """Send a file as a header, its bytes in chunks, and an end marker, atomically."""
+        with self.lock:
+            protocol.write_all(
+                self.fd, protocol.encode_json({"type": "file", "name": name, "size": size})
+            )
+            while chunk := read(protocol.CHUNK):
+                protocol.write_all(self.fd, protocol.encode_bytes(chunk))
+            protocol.write_all(self.fd, protocol.encode_json({"type": "file_end"}))
+
+
+class Capture:
+    """The head and tail of one stream during one execution; the middle is counted, not kept."""
+
+    def __init__(self, head: int, tail: int) -> None:
+        self.head_limit, self.tail_limit = head, tail
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def add(self, data: bytes) -> bytes:
+        """Keep ``data``; return the part that still fits in the head (to stream live)."""
+        self.total += len(data)
+        room = self.head_limit - len(self.head)
+        live = data[: max(room, 0)]
+        self.head += live
+        rest = data[len(live) :]
+        if rest:
+            self.tail += rest
+            del self.tail[: max(len(self.tail) - self.tail_limit, 0)]
+        return live
+
+    def text(self) -> str:
+        omitted = self.total - len(self.head) - len(self.tail)
+        middle = f"\n[... {omitted} bytes of output omitted ...]\n" if omitted > 0 else ""
+        return (
+            bytes(self.head).decode(errors="replace")
+            + middle
+            + bytes(self.tail).decode(errors="replace")
+        )
+
+
+class Streams:
+    """Reads the user's stdout and stderr pipes on a thread, forwarding output live."""
+
+    def __init__(self, channel: Channel, fds: dict[str, int]) -> None:
+        self.channel = channel
+        self.fds = fds
+        self.captures: dict[str, Capture] = {}
+        self.cell = 0
+        self.lock = threading.Lock()
+        self.wake_r, self.wake_w = os.pipe()
+        self.drained = threading.Event()
+        for fd in (*fds.values(), self.wake_r):
+            os.set_blocking(fd, False)
+        threading.Thread(target=self._run, daemon=True, name="streams").start()
+
+    def begin(self, cell: int, head: int, tail: int) -> None:
+        with self.lock:
+            self.cell = cell
+            self.captures = {name: Capture(head, tail) for name in self.fds}
+
+    def finish(self) -> dict[str, Capture]:
+        """Wait until everything written so far has been read, then hand over the captures."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.drained.clear()
+        os.write(self.wake_w, b"x")
+        self.drained.wait(5)
+        with self.lock:
+            return self.captures
+
+    def _pump(self, name: str, fd: int) -> None:
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            if not data:
+                return
+            with self.lock:
+                capture = self.captures.get(name)
+                live = capture.add(data) if capture else b""
+                cell = self.cell
+            if live:
+                self.channel.send(
+                    {
+                        "type": "stream",
+                        "cell": cell,
+                        "name": name,
+                        "text": live.decode(errors="replace"),
+                    }
+                )
+
+    def _run(self) -> None:
+        selector = selectors.DefaultSelector()
+        for name, fd in self.fds.items():
+            selector.register(fd, selectors.EVENT_READ, name)
+        selector.register(self.wake_r, selectors.EVENT_READ, None)
+        while True:
+            for key, _ in selector.select():
+                if key.data is None:
+                    try:
+                        os.read(self.wake_r, 4096)
+                    except BlockingIOError:
+                        pass
+                    for name, fd in self.fds.items():
+                        self._pump(name, fd)
+                    self.drained.set()
+                else:
+                    self._pump(key.data, key.fd)
+
+
+class Kernel:
+    """Executes cells in one persistent namespace and reports structured results."""
+
+    def __init__(self, channel: Channel, streams: Streams) -> None:
+        self.channel = channel
+        self.streams = streams
+        self.cell = 0
+        self.figures = 0
+        self.files: dict[str, dict] = {}
+        self.sent: dict[str, tuple[int, int, int]] = {}
+        self._missing_module: str | None = None
+        self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
+        self.namespace.update(load_file=self.load_file, list_files=self.list_files, FILES={})
+
+    # The user's files -------------------------------------------------------------------
+    def _lookup(self, key: str) -> dict:
+        if key in self.files:
+            return self.files[key]
+        named = [f for f in self.files.values() if f["name"] == key]
+        if not named:
+            named = [f for f in self.files.values() if f["name"].lower() == str(key).lower()]
+        if named:
+            return named[-1]
+        known = ", ".join(f"{i} ({f['name']})" for i, f in self.files.items()) or "none"
+        raise FileNotFoundError(f"No file {key!r}. The user's files: {known}.")
+
+    def load_file(self, file_id: str, **options: Any) -> Any:
+        """Load one of the user's files by id (or name) as its natural Python object."""
+        import loaders
+
+        info = self._lookup(file_id)
+        return loaders.load(info["path"], loader=info["loader"], name=info["name"], **options)
+
+    def list_files(self) -> list[dict]:
+        """The user's files: id, name, kind, size and path."""
+        return [
+            {"id": i, **{k: f[k] for k in ("name", "kind", "size", "path")}}
+            for i, f in self.files.items()
+        ]
+
+    # Execution --------------------------------------------------------------------------
+    def execute(self, request: dict) -> None:
+        self.cell += 1
+        self.files = request.get("files", {})
+        self.namespace["FILES"] = {i: f["path"] for i, f in self.files.items()}
+        limits = request.get("limits", {})
+        self.streams.begin(
+            request["cell"], limits.get("output_head", 20000), limits.get("output_tail", 8000)
+        )
+        import importlib
+
+        importlib.invalidate_caches()  # packages installed since the last cell become visible
+        self._set_cpu_limit(limits.get("cpu_seconds"))
+        started = time.perf_counter()
+        status, error, value = "ok", None, None
+        try:
+            value = self._run(request["code"], f"<cell {self.cell}>")
+        except LimitExceeded as exc:
+            status, error = (
+                "timeout",
+                {"name": "LimitExceeded", "message": str(exc), "traceback": ""},
+            )
+        except MemoryError as exc:
+            status, error = "memory", self._error(exc)
+        except BaseException as exc:  # noqa: BLE001 - everything the code raises is reported
+            status, error = "error", self._error(exc)
+        finally:
+            self._set_cpu_limit(None)
+        duration = time.perf_counter() - started
+        captures = self.streams.finish()
+        files = self._send_figures(value) + self._send_outputs(limits.get("max_file_bytes"))
+        self.channel.send(
+            {
+                "type": "result",
+                "cell": request["cell"],
+                "status": status,
+                "error": error,
+                "value": self._render(value),
+                "stdout": captures["stdout"].text(),
+                "stderr": captures["stderr"].text(),
+                "duration": duration,
+                "files": files,
+                "missing_module": self._missing_module,
+            }
+        )
+
+    def _run(self, code: str, filename: str) -> Any:
+        self._missing_module = None
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        tree = ast.parse(code, filename)
+        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        exec(compile(tree, filename, "exec"), self.namespace)
+        if last is not None:
+            return eval(compile(ast.Expression(last.value), filename, "eval"), self.namespace)
+        return None
+
+    def _error(self, exc: BaseException) -> dict:
+        if isinstance(exc, ModuleNotFoundError) and exc.name:
+            self._missing_module = exc.name.split(".")[0]
+        tb = exc.__traceback__
+        while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell"):
+            tb = tb.tb_next  # drop the kernel's own frames: line numbers are the user's
+        lines = traceback.format_exception(type(exc), exc, tb)
+        return {"name": type(exc).__name__, "message": str(exc), "traceback": "".join(lines)}
+
+    def _set_cpu_limit(self, seconds: float | None) -> None:
+        soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        if seconds is None:
+            resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
+            return
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        want = int(usage.ru_utime + usage.ru_stime + seconds) + 1
+        if hard != resource.RLIM_INFINITY:
+            want = min(want, hard)
+        resource.setrlimit(resource.RLIMIT_CPU, (want, hard))
+
+    def _render(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        try:
+            if type(value).__module__.startswith("pandas"):
+                import pandas as pd
+
+                with pd.option_context(
+                    "display.max_rows", 30, "display.max_columns", 30, "display.width", 160
+                ):
+                    text = repr(value)
+            else:
+                text = repr(value)
+        except Exception as exc:  # noqa: BLE001 - a broken __repr__ must not lose the result
+            text = f"<{type(value).__name__}: repr failed: {exc}>"
+        if len(text) > MAX_VALUE_CHARS:
+            text = text[:MAX_VALUE_CHARS] + f"\n[... {len(text) - MAX_VALUE_CHARS} chars cut]"
+        return text
+
+    # Rich outputs -----------------------------------------------------------------------
+    def _send_figures(self, value: Any) -> list[str]:
+        sent = []
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is not None:
+            for num in pyplot.get_fignums():
+                figure = pyplot.figure(num)
+                if not getattr(figure, "_labbot_saved", False) and figure.axes:
+                    buffer = io.BytesIO()
+                    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+                    sent.append(self._send_memory_file("png", buffer.getvalue()))
+            pyplot.close("all")
+        image = sys.modules.get("PIL.Image")
+        if image is not None and isinstance(value, image.Image):
+            buffer = io.BytesIO()
+            value.save(buffer, format="PNG")
+            sent.append(self._send_memory_file("png", buffer.getvalue()))
+        return sent
+
+    def _send_memory_file(self, ext: str, data: bytes) -> str:
+        self.figures += 1
+        name = f"figure-{self.figures}.{ext}"
+        self.channel.send_file(name, io.BytesIO(data).read, len(data))
+        return name
+
+    def _send_outputs(self, max_bytes: int | None) -> list[str]:
+        """Send every new or changed regular file in the output folder; never follow a link,
+        never open a FIFO or device."""
+        sent = []
+        for rel, st in sorted(self._walk(OUTPUT_DIR, "", 0)):
+            key = (st.st_size, st.st_mtime_ns, st.st_ino)
+            if self.sent.get(rel) == key:
+                continue
+            self.sent[rel] = key
+            if max_bytes is not None and st.st_size > max_bytes:
+                self.channel.send({"type": "file_skipped", "name": rel, "size": st.st_size})
+                continue
+            try:
+                fd = os.open(
+                    os.path.join(OUTPUT_DIR, rel),
+                    os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                )
+            except OSError:
+                continue
+            with os.fdopen(fd, "rb") as handle:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    continue
+                self.channel.send_file(rel, handle.read, st.st_size)
+            sent.append(rel)
+        return sent
+
+    def _walk(self, root: str, prefix: str, depth: int) -> list[tuple[str, os.stat_result]]:
+        found: list[tuple[str, os.stat_result]] = []
+        try:
+            entries = list(os.scandir(os.path.join(root, prefix) if prefix else root))
+        except OSError:
+            return found
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            rel = f"{prefix}/{entry.name}" if prefix else entry.name
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode) and depth < MAX_WALK_DEPTH:
+                found += self._walk(root, rel, depth + 1)
+            elif stat.S_ISREG(st.st_mode):
+                found.append((rel, st))
+        return found
+
+
+def _prepare_matplotlib() -> None:
+    """Import the data stack once (the warm pool's point) and make plt.show() harmless."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.figure
+    import matplotlib.pyplot as plt
+    import numpy  # noqa: F401
+    import pandas  # noqa: F401
+
+    original = matplotlib.figure.Figure.savefig
+
+    def savefig(self: Any, *args: Any, **kwargs: Any) -> Any:
+        self._labbot_saved = True
+        return original(self, *args, **kwargs)
+
+    matplotlib.figure.Figure.savefig = savefig
+    plt.show = lambda *args, **kwargs: None
+
+
+def _cpu_limit(signum: int, frame: Any) -> None:
+    raise LimitExceeded("CPU time limit reached: the code used all the CPU time it is allowed.")
+
+
+def main() -> None:
+    proto_in, proto_out = os.dup(0), os.dup(1)  # non-inheritable: child processes never get them
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    pipes = {"stdout": os.pipe(), "stderr": os.pipe()}
+    os.dup2(pipes["stdout"][1], 1)
+    os.dup2(pipes["stderr"][1], 2)
+    for _, write_end in pipes.values():
+        os.close(write_end)
+    sys.stdout = io.TextIOWrapper(
+        io.FileIO(1, "w", closefd=False), line_buffering=True, errors="backslashreplace"
+    )
+    sys.stderr = io.TextIOWrapper(
+        io.FileIO(2, "w", closefd=False), line_buffering=True, errors="backslashreplace"
+    )
+    signal.signal(signal.SIGXCPU, _cpu_limit)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large write fails with EFBIG instead
+    channel = Channel(proto_out)
+    streams = Streams(channel, {name: fds[0] for name, fds in pipes.items()})
+    seed = os.environ.get("MPLCONFIGDIR")
+    if seed and not os.access(seed, os.W_OK):
+        # The prebuilt font cache lives in the read-only runtime; matplotlib wants it writable.
+        import shutil
+        import tempfile
+
+        target = os.path.join(tempfile.gettempdir(), "matplotlib")
+        shutil.copytree(seed, target, dirs_exist_ok=True)
+        os.environ["MPLCONFIGDIR"] = target
+    os.makedirs(OUTPUT_DIR, exist_ok=True)
+    os.chdir(OUTPUT_DIR)
+    started = time.perf_counter()
+    if os.environ.get("LABBOT_PRELOAD", "1") == "1":
+        _prepare_matplotlib()
+    kernel = Kernel(channel, streams)
+    requests: queue.Queue[dict | None] = queue.Queue()
+    main_thread = threading.main_thread().ident
+
+    def listen() -> None:
+        while True:
+            try:
+                _, payload = protocol.read_frame(proto_in)
+            except (EOFError, OSError, ValueError):
+                requests.put(None)
+                return
+            import json
+
+            message = json.loads(payload)
+            if message["type"] == "interrupt":
+                signal.pthread_kill(main_thread, signal.SIGINT)
+            else:
+                requests.put(message)
+
+    threading.Thread(target=listen, daemon=True, name="control").start()
+    channel.send({"type": "ready", "startup": time.perf_counter() - started})
+    while True:
+        try:
+            request = requests.get()
+            if request is None:
+                break
+            if request["type"] == "execute":
+                kernel.execute(request)
+        except KeyboardInterrupt:  # an interrupt that arrived between cells: nothing to stop
+            continue
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
