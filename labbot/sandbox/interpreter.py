@@ -16,6 +16,7 @@ from typing import Any, Literal
 from labbot.config import Settings
 from labbot.errors import FileError, StorageError
 from labbot.files import FileRecord, FileStore, kind_by_name
+from labbot.files.receipt import format_size
 from labbot.sandbox.jail import INSIDE_FILES, Jail, SandboxLimits
 from labbot.sandbox.packages import Allowlist, Installer
 from labbot.sandbox.session import INTERRUPT_GRACE, KernelLost, Session, SessionManager
@@ -194,6 +195,12 @@ class CodeInterpreter:
             )
             result.duration = time.perf_counter() - started
             return result
+        limit = format_size(self.store.limits.max_file_bytes)
+        for skipped in raw.get("skipped", []):
+            result.skipped_files.append({
+                "name": PurePosixPath(skipped["name"]).name,
+                "reason": f"{format_size(skipped['size'])} is over the per-file limit of {limit}",
+            })
         result.status = raw["status"]
         result.stdout, result.stderr = raw["stdout"], raw["stderr"]
         result.value, result.duration = raw.get("value"), raw.get("duration", 0.0)

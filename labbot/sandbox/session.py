@@ -125,6 +125,7 @@ class KernelProcess:
                         "limits": limits,
                     }
                 )
+                skipped: list[dict[str, Any]] = []
                 while True:
                     kind, payload = await self._read()
                     message = json.loads(payload)
@@ -132,8 +133,10 @@ class KernelProcess:
                         await on_stream(message["name"], message["text"])
                     elif message["type"] == "file":
                         await self._receive_file(message["name"], on_file)
+                    elif message["type"] == "file_skipped":
+                        skipped.append(message)
                     elif message["type"] == "result" and message.get("cell") == cell:
-                        return message
+                        return {**message, "skipped": skipped}
         except TimeoutError:
             await self.kill()
             self._dead = KernelLost(
@@ -198,6 +201,8 @@ class KernelProcess:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGKILL)  # bwrap; --die-with-parent ends the rest
             await process.wait()
+        if process is not None:
+            process._transport.close()  # type: ignore[attr-defined]  # release the pipes now
         if cgroup is not None:
             await asyncio.to_thread(cgroup.kill_all)
             await asyncio.to_thread(cgroup.remove)
@@ -233,6 +238,7 @@ class SessionManager:
         self._pool_changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
+        self.dropped = asyncio.Event()  # set whenever a session is ended for a reason
 
     async def start(self) -> None:
         """Start filling the warm pool and reaping idle sessions."""
@@ -293,6 +299,7 @@ class SessionManager:
             self._lost.popitem(last=False)
         log.info("session.dropped user=%s reason=%s", key[0], reason)
         await session.kernel.kill()
+        self.dropped.set()
 
     async def get(self, user: str, conversation: str) -> Session:
         """The conversation's live session, starting one (from the pool when it can)."""

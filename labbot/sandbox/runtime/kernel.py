@@ -280,7 +280,9 @@ class Kernel:
         if value is None:
             return None
         try:
-            if type(value).__module__.startswith("pandas"):
+            if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+                text = repr(value.item())  # 3, not np.int64(3)
+            elif type(value).__module__.startswith("pandas"):
                 import pandas as pd
 
                 with pd.option_context(

@@ -1,0 +1,44 @@
+"""An interpreter on a temporary data dir, with the real sandbox and the real file store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labbot.config import load_settings
+from labbot.files import FileStore, create_file_store
+from labbot.sandbox import CodeInterpreter
+
+Factory = Callable[..., Any]
+
+
+@pytest.fixture
+def make_interpreter(tmp_path: Path) -> Factory:
+    """Build an interpreter (and its store) with settings overrides; closed by the caller's
+    ``async with``."""
+
+    @asynccontextmanager
+    async def make(**overrides: Any) -> AsyncIterator[tuple[CodeInterpreter, FileStore]]:
+        overrides.setdefault("SANDBOX_WARM_POOL", 0)
+        settings = load_settings(LABBOT_DATA_DIR=tmp_path / "data", **overrides)
+        store = create_file_store(settings)
+        await store.start()
+        interpreter = CodeInterpreter(settings, store)
+        await interpreter.start()
+        try:
+            yield interpreter, store
+        finally:
+            await interpreter.close()
+            await store.close()
+
+    return make
+
+
+@pytest.fixture
+async def interpreter(make_interpreter: Factory) -> AsyncIterator[CodeInterpreter]:
+    async with make_interpreter(CODE_EXECUTION_TIMEOUT=30) as (interpreter, _):
+        yield interpreter
