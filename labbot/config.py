@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     LABBOT_SANDBOX: Literal["on", "off"] = "on"
     LABBOT_RUNTIME_DIR: Path = Field(default_factory=default_runtime_dir)
     CODE_EXECUTION_TIMEOUT: float = Field(300.0, gt=0)
-    SANDBOX_MEMORY_MB: int = Field(1024, ge=64)
+    SANDBOX_MEMORY_MB: int = Field(2048, ge=64)
     SANDBOX_CPU_SECONDS: float = Field(600.0, gt=0)
     SANDBOX_MAX_PROCESSES: int = Field(64, ge=4)
     SANDBOX_DISK_MB: int = Field(512, ge=1)

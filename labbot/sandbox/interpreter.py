@@ -197,10 +197,12 @@ class CodeInterpreter:
             return result
         limit = format_size(self.store.limits.max_file_bytes)
         for skipped in raw.get("skipped", []):
-            result.skipped_files.append({
-                "name": PurePosixPath(skipped["name"]).name,
-                "reason": f"{format_size(skipped['size'])} is over the per-file limit of {limit}",
-            })
+            result.skipped_files.append(
+                {
+                    "name": PurePosixPath(skipped["name"]).name,
+                    "reason": f"{format_size(skipped['size'])} is over the {limit} file limit",
+                }
+            )
         result.status = raw["status"]
         result.stdout, result.stderr = raw["stdout"], raw["stderr"]
         result.value, result.duration = raw.get("value"), raw.get("duration", 0.0)

@@ -145,9 +145,16 @@ class KernelProcess:
                 " stopped, with every process it started",
             )
             raise self._dead from None
-        except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError) as exc:
+        except (asyncio.IncompleteReadError, BrokenPipeError, ConnectionResetError) as exc:
+            if self.process is not None:  # the channel closed: the process is ending
+                await self.process.wait()
+            death = await asyncio.to_thread(self._death, oom_before)  # before the cgroup goes
             await self.kill()
-            raise self._death(oom_before) from exc
+            raise death from exc
+        except (ConnectionError, ValueError, KeyError) as exc:  # frames that make no sense
+            await self.kill()
+            self._dead = KernelLost("killed", "the interpreter broke its protocol and was stopped")
+            raise self._dead from exc
 
     def _death(self, oom_before: int) -> KernelLost:
         """Why the kernel went away, in words."""

@@ -37,7 +37,7 @@ async def test_errors_carry_a_traceback_with_the_users_line_numbers(
     assert result.status == "error" and result.stdout == "before\n"
     assert result.error is not None and result.error["name"] == "KeyError"
     trace = result.error["traceback"]
-    assert 'line 5, in <module>' in trace and "line 2, in f" in trace
+    assert "line 5, in <module>" in trace and "line 2, in f" in trace
     assert "kernel.py" not in trace and "return d['missing']" in trace
 
 
@@ -56,7 +56,8 @@ async def test_stderr_and_live_output(interpreter: CodeInterpreter) -> None:
         seen.append((name, text))
 
     result = await interpreter.run(
-        "u", "c", "import sys\nprint('out')\nprint('err', file=sys.stderr)", on_output=on_output)
+        "u", "c", "import sys\nprint('out')\nprint('err', file=sys.stderr)", on_output=on_output
+    )
     assert (result.stdout, result.stderr) == ("out\n", "err\n")
     assert ("stdout", "out\n") in seen and ("stderr", "err\n") in seen
 
@@ -65,12 +66,15 @@ async def test_files_load_by_id_and_by_name(make_interpreter) -> None:
     """The user's uploads load with load_file by id or by name; FILES and list_files list
     them; the code sees nothing else in the files folder."""
     async with make_interpreter() as (interpreter, store):
-        record = (await store.save("u", "sales.csv", chunks_of(b"region;amount\nn;10\ns;32\n"))
-                  ).record
-        code = (f"df = load_file('{record.id}')\nsame = load_file('sales.csv')\n"
-                "import os\nprint(sorted(os.listdir('/mnt/files')), list(FILES), "
-                "[f['name'] for f in list_files()])\n"
-                "int(df['amount'].sum()), same.equals(df)")
+        record = (
+            await store.save("u", "sales.csv", chunks_of(b"region;amount\nn;10\ns;32\n"))
+        ).record
+        code = (
+            f"df = load_file('{record.id}')\nsame = load_file('sales.csv')\n"
+            "import os\nprint(sorted(os.listdir('/mnt/files')), list(FILES), "
+            "[f['name'] for f in list_files()])\n"
+            "int(df['amount'].sum()), same.equals(df)"
+        )
         result = await interpreter.run("u", "c", code)
         assert result.status == "ok", result.error
         assert result.value == "(42, True)"
@@ -116,8 +120,9 @@ async def test_reset_forgets_variables_and_keeps_files(make_interpreter) -> None
     async with make_interpreter() as (interpreter, store):
         await interpreter.run("u", "c", "x = 1\nopen('keep.txt', 'w').write('k')")
         assert await interpreter.reset("u", "c") is True
-        result = await interpreter.run("u", "c", "print(sorted(f['name'] for f in list_files()))"
-                                       "\nx")
+        result = await interpreter.run(
+            "u", "c", "print(sorted(f['name'] for f in list_files()))\nx"
+        )
         assert result.error and result.error["name"] == "NameError"
         assert "keep.txt" in result.stdout
         assert not result.session_restarted  # a reset the user asked for is not news
@@ -186,13 +191,15 @@ async def test_per_user_executions_queue_and_users_run_side_by_side(make_interpr
     once."""
     code = "import time\nstart = time.time()\ntime.sleep(0.5)\n(start, time.time())"
     async with make_interpreter(MAX_CONCURRENT_EXECUTIONS=2) as (interpreter, _):
-        same = await asyncio.gather(interpreter.run("u", "a", code),
-                                    interpreter.run("u", "b", code))
+        same = await asyncio.gather(
+            interpreter.run("u", "a", code), interpreter.run("u", "b", code)
+        )
         spans = sorted(eval(r.value) for r in same)  # noqa: S307 - our own tuple repr
         assert spans[0][1] <= spans[1][0]
         await interpreter.run("v", "a", "1")  # both sessions warm before they race
-        both = await asyncio.gather(interpreter.run("u", "a", code),
-                                    interpreter.run("v", "a", code))
+        both = await asyncio.gather(
+            interpreter.run("u", "a", code), interpreter.run("v", "a", code)
+        )
         spans = sorted(eval(r.value) for r in both)  # noqa: S307
         assert spans[1][0] < spans[0][1]
 
@@ -206,8 +213,11 @@ async def test_stop_interrupts_and_keeps_variables(make_interpreter) -> None:
         async def on_output(name: str, text: str) -> None:
             started.set()
 
-        task = asyncio.create_task(interpreter.run(
-            "u", "c", "print('go', flush=True)\nwhile True:\n    pass", on_output=on_output))
+        task = asyncio.create_task(
+            interpreter.run(
+                "u", "c", "print('go', flush=True)\nwhile True:\n    pass", on_output=on_output
+            )
+        )
         async with asyncio.timeout(20):
             await started.wait()
             assert await interpreter.stop("u", "c") is True
@@ -234,8 +244,11 @@ def uninstall_tinydb(make_interpreter):
     python = str(default_runtime_dir() / "bin" / "python")
 
     def uninstall() -> None:
-        subprocess.run([_uv(), "pip", "uninstall", "--quiet", "--python", python, "tinydb"],
-                       check=False, capture_output=True)
+        subprocess.run(
+            [_uv(), "pip", "uninstall", "--quiet", "--python", python, "tinydb"],
+            check=False,
+            capture_output=True,
+        )
 
     uninstall()
     yield
@@ -281,11 +294,13 @@ def test_labbot_exec_runs_through_the_whole_path(tmp_path: Path, monkeypatch) ->
     monkeypatch.setenv("LABBOT_DATA_DIR", str(tmp_path / "data"))
     (tmp_path / "t.csv").write_text("a\n1\n2\n")
     runner = CliRunner()
-    added = runner.invoke(cli, ["files", "add", str(tmp_path / "t.csv"), "-u", "9"],
-                          catch_exceptions=False)
+    added = runner.invoke(
+        cli, ["files", "add", str(tmp_path / "t.csv"), "-u", "9"], catch_exceptions=False
+    )
     assert added.exit_code == 0
-    result = runner.invoke(cli, ["exec", "-u", "9", "--json",
-                                 "load_file('t.csv')['a'].sum()"], catch_exceptions=False)
+    result = runner.invoke(
+        cli, ["exec", "-u", "9", "--json", "load_file('t.csv')['a'].sum()"], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["value"] == "3"
     failing = runner.invoke(cli, ["exec", "-u", "9", "1/0"], catch_exceptions=False)
