@@ -9,12 +9,14 @@ capabilities, and one PID namespace whose death takes every process of the sessi
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import logging
 import os
 import resource
 import shutil
 import signal
+import time
 import uuid
 from dataclasses import dataclass
 from functools import cache
@@ -261,12 +263,20 @@ def _kill_listed(procs: Path) -> None:
 
 
 def _rmdir(path: Path) -> None:
-    try:
-        path.rmdir()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("cgroup.remove_failed path=%s errno=%s", path, exc.errno)
+    # SIGKILLed processes leave the group only once the kernel has reaped them: retry briefly.
+    for _ in range(200):
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                log.warning("cgroup.remove_failed path=%s errno=%s", path, exc.errno)
+                return
+            _kill_listed(path / "cgroup.procs")
+            time.sleep(0.01)  # a worker thread, never the event loop
+    log.warning("cgroup.remove_failed path=%s: still busy", path)
 
 
 @cache
@@ -332,6 +342,25 @@ class Jail:
                 "sandbox.disabled: LABBOT_SANDBOX=off runs user code WITHOUT isolation;"
                 " never do this with users you do not trust"
             )
+
+    def remove_stale_cgroups(self) -> int:
+        """Remove empty session cgroups left by a crashed bot; returns how many went."""
+        kind = self.cgroup_kind
+        parents = []
+        if kind is CgroupV1:
+            parents = [_v1_parent(c) / "labbot" for c in ("memory", "pids")]
+        elif kind is CgroupV2:
+            parents = [CGROUP_ROOT / "labbot"]
+        removed = 0
+        for parent in parents:
+            for child in parent.glob("*/"):
+                try:
+                    if not (child / "cgroup.procs").read_text().strip():
+                        child.rmdir()
+                        removed += 1
+                except OSError:
+                    continue
+        return removed
 
     def describe(self) -> str:
         """One line for `labbot doctor`."""
@@ -465,7 +494,10 @@ class Jail:
         limits = self.limits
         fallback_memory = self.enabled and not procs
 
+        libc = _libc()
+
         def prepare() -> None:  # runs in the child between fork and exec: no locks, no logging
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the bot dies: its sandboxes die too
             pid = str(os.getpid()).encode()
             for path in procs:
                 fd = os.open(path, os.O_WRONLY)
@@ -515,6 +547,14 @@ class Jail:
                 os.close(read_fd)
         log.info("sandbox.spawned name=%s pid=%d cgroup=%s", name, process.pid, cgroup.version)
         return process, cgroup
+
+
+PR_SET_PDEATHSIG = 1
+
+
+@cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def new_kernel_name() -> str:

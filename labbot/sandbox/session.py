@@ -68,14 +68,21 @@ class KernelProcess:
         self.process, self.cgroup = await self.jail.spawn(
             self.name, files_dir=self.files_dir, output_dir=self.output_dir
         )
-        asyncio.get_running_loop().create_task(self._drain_stderr())
+        self._stderr_task = asyncio.get_running_loop().create_task(self._drain_stderr())
         try:
             async with asyncio.timeout(STARTUP_TIMEOUT):
                 kind, payload = await self._read()
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as exc:
             await self.kill()
             detail = self._stderr.decode(errors="replace").strip()[-600:] or type(exc).__name__
-            raise SandboxUnavailable(f"The sandbox failed to start: {detail}") from exc
+            raise SandboxUnavailable(
+                f"The sandbox failed to start: {detail}",
+                hint="Check `labbot doctor`; bubblewrap needs user namespaces (run as root, or"
+                " allow unprivileged ones), and LABBOT_SANDBOX=off is for development only.",
+            ) from exc
+        except BaseException:  # cancelled mid-start: never leave a sandbox behind
+            await asyncio.shield(self.kill())
+            raise
         message = json.loads(payload)
         self.startup_seconds = message.get("startup", 0.0)
 
@@ -242,6 +249,7 @@ class SessionManager:
         self.sessions: OrderedDict[tuple[str, str], Session] = OrderedDict()
         self._lost: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._pool: list[KernelProcess] = []
+        self._starting: set[KernelProcess] = set()
         self._pool_changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
@@ -250,6 +258,8 @@ class SessionManager:
     async def start(self) -> None:
         """Start filling the warm pool and reaping idle sessions."""
         await asyncio.to_thread(self.jail.root.mkdir, parents=True, exist_ok=True)
+        if self.jail.enabled:
+            await asyncio.to_thread(self.jail.remove_stale_cgroups)
         self._tasks = [
             asyncio.create_task(self._fill_pool()),
             asyncio.create_task(self._reap_idle()),
@@ -262,7 +272,7 @@ class SessionManager:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        kernels = self._pool + [s.kernel for s in self.sessions.values()]
+        kernels = [*self._pool, *self._starting, *(s.kernel for s in self.sessions.values())]
         self._pool, self.sessions = [], OrderedDict()
         await asyncio.gather(*(k.kill() for k in kernels), return_exceptions=True)
 
@@ -277,7 +287,7 @@ class SessionManager:
             if len(self._pool) < self.pool_size:
                 kernel = KernelProcess(self.jail, self.jail.root)
                 try:
-                    await kernel.start()
+                    await self._start(kernel)
                 except SandboxUnavailable:
                     log.exception("pool.start_failed")
                     await asyncio.sleep(5)
@@ -331,11 +341,18 @@ class SessionManager:
             kernel = self._take_pooled()
         if kernel is None:
             kernel = KernelProcess(self.jail, self.jail.root)
-            await kernel.start()
+            await self._start(kernel)
         session = Session(user, conversation, kernel, restarted=self._lost.pop(key, None))
         async with self._lock:
             self.sessions[key] = session
         return session
+
+    async def _start(self, kernel: KernelProcess) -> None:
+        self._starting.add(kernel)
+        try:
+            await kernel.start()
+        finally:
+            self._starting.discard(kernel)
 
     def _take_pooled(self) -> KernelProcess | None:
         while self._pool:
