@@ -331,6 +331,26 @@ def exec_(
         ctx.exit(1)
 
 
+def _probe_sandbox(ctx: click.Context, settings: Settings) -> str:
+    """Start a real sandboxed interpreter and run one line in it."""
+    from labbot.sandbox import CodeInterpreter
+
+    quiet = settings.model_copy(update={"SANDBOX_WARM_POOL": 0})
+
+    async def probe(store: FileStore) -> str:
+        interpreter = CodeInterpreter(quiet, store)
+        await interpreter.start()
+        try:
+            result = await interpreter.run("labbot-doctor", "probe", "6 * 7")
+        finally:
+            await interpreter.close()
+        if result.value != "42":
+            raise LabbotError(f"The sandbox ran but answered {result.to_json()}.")
+        return f"{interpreter.jail.describe()}; ran code in {result.duration * 1000:.0f} ms"
+
+    return _run(ctx, probe)
+
+
 def _masked(name: str, value: Any) -> Any:
     if value and any(word in name for word in _SECRET_WORDS):
         return "***"
@@ -377,9 +397,7 @@ def doctor(ctx: click.Context, json_: bool) -> None:
         except LabbotError as exc:
             check("database", False, str(exc))
         try:
-            from labbot.sandbox.jail import Jail, SandboxLimits
-
-            check("sandbox", True, Jail(settings, SandboxLimits.from_settings(settings)).describe())
+            check("sandbox", True, _probe_sandbox(ctx, settings))
         except LabbotError as exc:
             check("sandbox", False, str(exc))
     if json_:

@@ -305,3 +305,24 @@ def test_labbot_exec_runs_through_the_whole_path(tmp_path: Path, monkeypatch) ->
     assert json.loads(result.output)["value"] == "3"
     failing = runner.invoke(cli, ["exec", "-u", "9", "1/0"], catch_exceptions=False)
     assert failing.exit_code == 1 and "ZeroDivisionError" in failing.output
+
+
+async def test_cjk_text_renders_in_plots(interpreter: CodeInterpreter) -> None:
+    """A plot titled in Chinese and Japanese renders without missing-glyph warnings."""
+    code = (
+        "import warnings, matplotlib.pyplot as plt\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    plt.title('销售额 売上高'); plt.plot([1, 2])\n"
+        "    plt.gcf().canvas.draw()\n"
+        "[str(w.message) for w in caught if 'Glyph' in str(w.message)]"
+    )
+    result = await interpreter.run("u", "c", code)
+    assert result.status == "ok", result.error
+    assert result.value == "[]" and len(result.files) == 1 and result.stderr == ""
+
+
+async def test_a_trailing_semicolon_hides_the_value(interpreter: CodeInterpreter) -> None:
+    """As in notebooks, ending the code with ';' shows no value."""
+    assert (await interpreter.run("u", "c", "1 + 1;")).value is None
+    assert (await interpreter.run("u", "c", "1 + 1")).value == "2"

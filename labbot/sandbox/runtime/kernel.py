@@ -250,7 +250,10 @@ class Kernel:
         self._missing_module = None
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         tree = ast.parse(code, filename)
-        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        shown = not code.rstrip().endswith(";")  # as in notebooks, a final ';' hides the value
+        last = (
+            tree.body.pop() if shown and tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        )
         exec(compile(tree, filename, "exec"), self.namespace)
         if last is not None:
             return eval(compile(ast.Expression(last.value), filename, "eval"), self.namespace)
@@ -368,9 +371,13 @@ class Kernel:
 
 def _prepare_matplotlib() -> None:
     """Import the data stack once (the warm pool's point) and make plt.show() harmless."""
+    import logging
+
     import matplotlib
 
     matplotlib.use("Agg")
+    # A missing fallback font is not the user's problem: keep it out of their stderr.
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     import matplotlib.figure
     import matplotlib.pyplot as plt
     import numpy  # noqa: F401
