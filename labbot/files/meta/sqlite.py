@@ -1,21 +1,17 @@
-"""The embedded metadata backend: one SQLite file in WAL mode, used from worker threads."""
+"""The embedded metadata backend: file records in the SQLite database."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import sqlite3
-import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
-from labbot.errors import FileNotFound, StorageError
+from labbot.errors import FileNotFound
 from labbot.files.meta.base import FileRecord
+from labbot.sqlite import SqliteDatabase, from_us, to_us
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _COLUMNS = "id, user, name, kind, size, sha256, source, created_us, expires_us, preview"
@@ -46,15 +42,11 @@ def _m001_files(db: sqlite3.Connection) -> None:
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_files]
 
 
-def _us(moment: datetime) -> int:
-    return round(moment.timestamp() * 1_000_000)
+_us = to_us
 
 
 def _moment(us: int | None) -> datetime | None:
-    if us is None:
-        return None
-    seconds, micros = divmod(us, 1_000_000)
-    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros)
+    return None if us is None else from_us(us)
 
 
 def _record(row: tuple) -> FileRecord:
@@ -79,99 +71,45 @@ _LIVE = "(expires_us IS NULL OR expires_us > ?)"
 
 
 class SqliteMetadataStore:
-    """MetadataStore on one SQLite file.
+    """MetadataStore on the embedded SQLite database (see SqliteDatabase for the threading).
 
-    Writes run one at a time on a dedicated thread, each method in its own ``BEGIN IMMEDIATE``
-    transaction, so they are atomic against other coroutines and other processes. Reads run on
-    a small pool of reader connections (WAL lets them proceed during a write).
+    Given a path it opens (and closes) its own database; given a SqliteDatabase it shares it
+    and leaves closing to its owner.
     """
 
-    def __init__(self, path: Path, *, busy_timeout: float = 5.0, readers: int = 2) -> None:
-        self.path = path
-        self.busy_timeout = busy_timeout
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="labbot-sqlite-w")
-        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="labbot-sqlite-r")
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._closed = False
+    def __init__(self, database: Path | SqliteDatabase, *, busy_timeout: float = 5.0) -> None:
+        self._owned = not isinstance(database, SqliteDatabase)
+        self.db = (
+            SqliteDatabase(database, busy_timeout=busy_timeout)
+            if not isinstance(database, SqliteDatabase)
+            else database
+        )
 
-    def _connection(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(
-                self.path,
-                timeout=self.busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            self._local.db = db
-            with self._lock:
-                self._connections.append(db)
-        return db
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self.db.path
+
+    @property
+    def busy_timeout(self) -> float:
+        """Seconds to wait for another writer's lock."""
+        return self.db.busy_timeout
+
+    @busy_timeout.setter
+    def busy_timeout(self, seconds: float) -> None:
+        self.db.busy_timeout = seconds
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
-        if self._closed:
-            raise StorageError("The file database is closed.")
-
-        def call() -> T:
-            db = self._connection()
-            if not write:
-                return fn(db)
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return result
-
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._writer if write else self._readers, call)
-        except sqlite3.OperationalError as exc:
-            log.warning("sqlite.error kind=%s", type(exc).__name__, exc_info=True)
-            if "locked" in str(exc) or "busy" in str(exc):
-                raise StorageError(
-                    "The file database is busy; nothing was changed.", hint="Try again shortly."
-                ) from exc
-            raise StorageError("The file database failed; nothing was changed.") from exc
-        except sqlite3.Error as exc:
-            log.warning("sqlite.error kind=%s", type(exc).__name__, exc_info=True)
-            raise StorageError("The file database failed; nothing was changed.") from exc
+        return await self.db.run(fn, write=write)
 
     async def start(self) -> None:
         """Create the database and apply missing migrations; idempotent."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-        def migrate(db: sqlite3.Connection) -> None:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS _labbot_migrations"
-                " (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
-            )
-            done = {name for (name,) in db.execute("SELECT name FROM _labbot_migrations")}
-            for migration in MIGRATIONS:
-                if migration.__name__ not in done:
-                    migration(db)
-                    db.execute(
-                        "INSERT INTO _labbot_migrations VALUES (?, ?)",
-                        (migration.__name__, datetime.now(UTC).isoformat()),
-                    )
-
-        await self._run(migrate, write=True)
+        await self.db.migrate(MIGRATIONS)
 
     async def close(self) -> None:
-        """Close every connection; later calls raise StorageError."""
-        self._closed = True
-        self._writer.shutdown(wait=True)
-        self._readers.shutdown(wait=True)
-        with self._lock:
-            for db in self._connections:
-                db.close()
-            self._connections.clear()
+        """Close the database if this store opened it."""
+        if self._owned:
+            await self.db.close()
 
     async def add(
         self, record: FileRecord, *, max_files: int, max_bytes: int, now: datetime
