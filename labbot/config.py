@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from labbot.errors import ConfigError
@@ -61,6 +61,16 @@ class Settings(BaseSettings):
     SANDBOX_AUTO_INSTALL: bool = True
     PACKAGE_ALLOWLIST: str = ""
     PACKAGE_INSTALL_TIMEOUT: float = Field(300.0, gt=0)
+    # The model.
+    OPENAI_API_KEY: SecretStr | None = None
+    OPENAI_BASE_URL: str | None = None
+    DEFAULT_MODEL: str = "gpt-4.1"
+    LABBOT_MODELS_FILE: Path | None = None
+    MAX_TOOL_ROUNDS: int = Field(8, ge=1, le=50)
+    LLM_TIMEOUT: float = Field(120.0, gt=0)
+    LLM_MAX_RETRIES: int = Field(3, ge=0, le=10)
+    MAX_OUTPUT_TOKENS: int = Field(4096, ge=256)
+    TIMEZONE: str = "UTC"
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = "text"
 
@@ -75,6 +85,22 @@ class Settings(BaseSettings):
     @classmethod
     def _data_dir_is_absolute(cls, value: Path) -> Path:
         return value.expanduser().absolute()
+
+    @field_validator("TIMEZONE")
+    @classmethod
+    def _timezone_exists(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError("must be an IANA time zone such as Europe/Paris") from exc
+        return value
+
+    @property
+    def llm_configured(self) -> bool:
+        """True when a model endpoint is set (an API key, or a base URL for a local server)."""
+        return self.OPENAI_API_KEY is not None or bool(self.OPENAI_BASE_URL)
 
     @property
     def file_lifetime(self) -> timedelta | None:
@@ -114,9 +140,11 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
-            f" (got {err.get('input')!r})"
-            for err in exc.errors()
-        )
+        problems = "; ".join(_describe(err) for err in exc.errors())
         raise ConfigError(f"Invalid configuration: {problems}.") from exc
+
+
+def _describe(err: Any) -> str:
+    name = ".".join(str(p) for p in err["loc"]) or "settings"
+    shown = "***" if any(w in name for w in ("TOKEN", "KEY", "SECRET", "URI")) else err.get("input")
+    return f"{name}: {err['msg']} (got {shown!r})"

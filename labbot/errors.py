@@ -86,3 +86,19 @@ class PackageNotAllowed(SandboxError):
             hint=f"Use one of the installed or allowed packages: {', '.join(allowed)}.",
         )
         self.module = module
+
+
+class LLMError(LabbotError):
+    """The model API refused or failed the request."""
+
+
+class LLMUnavailable(LLMError):
+    """The model API could not be reached, timed out, or kept failing."""
+
+
+class LLMAuthError(LLMError):
+    """The model API refused the credentials."""
+
+
+class LLMRateLimited(LLMError):
+    """The model API is rate limiting us or the quota is used up."""

@@ -231,6 +231,10 @@ class FileStore:
         async for chunk in self.blobs.read(user, file_id):
             yield chunk
 
+    async def set_preview(self, user: str, file_id: str, preview: str) -> None:
+        """Keep a short schema preview with the file's metadata (computed once, in the sandbox)."""
+        await self.meta.set_preview(check_user(user), file_id, preview)
+
     def path(self, record: FileRecord) -> Path:
         """The blob of a record on local disk (for the sandbox to mount)."""
         return self.blobs.path(record.user, record.id)

@@ -76,6 +76,9 @@ class MetadataStore(Protocol):
         :raises FileNotFound: no such live record for this user.
         """
 
+    async def set_preview(self, user: str, file_id: str, preview: str) -> None:
+        """Store the schema preview of a file (no error if the file has gone)."""
+
     async def take_expired(self, *, now: datetime, limit: int) -> list[FileRecord]:
         """Remove up to ``limit`` expired records of any user; return them, oldest expiry first."""
 

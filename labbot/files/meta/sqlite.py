@@ -189,6 +189,15 @@ class SqliteMetadataStore:
             raise FileNotFound(file_id)
         return record
 
+    async def set_preview(self, user: str, file_id: str, preview: str) -> None:
+        """Store the schema preview of a file."""
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE files SET preview = ? WHERE id = ? AND user = ?", (preview, file_id, user)
+            ),
+            write=True,
+        )
+
     async def take_expired(self, *, now: datetime, limit: int) -> list[FileRecord]:
         """Remove up to ``limit`` expired records, oldest expiry first, and return them."""
 

@@ -1,0 +1,392 @@
+"""One conversation turn: a user's message in, a stream of events out. Knows no front end."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import weakref
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from labbot.chat.history import ConversationStore, Message, turns
+from labbot.chat.usage import UsageLedger, UsageRecord
+from labbot.config import Settings
+from labbot.errors import FileNotFound, LabbotError
+from labbot.files import FileRecord, FileStore, kind_by_name
+from labbot.llm import tokens
+from labbot.llm.client import Completion, LLMClient, ToolCall
+from labbot.llm.models import ModelCatalog, ModelInfo
+from labbot.llm.prompts import system_prompt
+from labbot.llm.tools import TOOL_NAME, tool_definition
+from labbot.sandbox import CodeInterpreter, ExecutionResult
+
+log = logging.getLogger(__name__)
+
+IMAGE_REF = "labbot-file:"  # how history stores an image: by file id, expanded per request
+MAX_TOOL_TEXT = 6000  # characters of each stdout/stderr/value kept in history per call
+PREVIEW_MAX_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened during a turn; ``type`` names it."""
+
+    type: str
+    text: str = ""
+    call_id: str = ""
+    stream: str = ""
+    code: str = ""
+    file: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    usage: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The event as JSON (empty fields left out)."""
+        return {k: getattr(self, k) for k in self.__slots__ if getattr(self, k) not in ("", None)}
+
+
+def status(text: str) -> Event:
+    """A progress note for the user."""
+    return Event("status", text=text)
+
+
+class Engine:
+    """Runs conversation turns: the model, its one tool, the history, tokens and cost.
+
+    engine = Engine(settings, store=..., interpreter=..., llm=..., conversations=...,
+                    ledger=..., catalog=ModelCatalog())
+    async for event in engine.turn("1234", "thread-9", "What is in sales.csv?"):
+        ...
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: FileStore,
+        interpreter: CodeInterpreter,
+        llm: LLMClient,
+        conversations: ConversationStore,
+        ledger: UsageLedger,
+        catalog: ModelCatalog,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.interpreter = interpreter
+        self.llm = llm
+        self.conversations = conversations
+        self.ledger = ledger
+        self.catalog = catalog
+        self.clock = clock
+        self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    async def model_for(self, user: str) -> ModelInfo:
+        """The user's chosen model, else DEFAULT_MODEL."""
+        chosen = await self.conversations.preference(user, "model")
+        return self.catalog.get(chosen or self.settings.DEFAULT_MODEL)
+
+    async def set_model(self, user: str, name: str | None) -> ModelInfo:
+        """Choose the user's model (None: back to the default)."""
+        await self.conversations.set_preference(user, "model", name)
+        return await self.model_for(user)
+
+    async def reset(self, user: str, conversation: str) -> None:
+        """Forget the conversation's history and end its session (files stay)."""
+        async with self._lock(user, conversation):
+            await self.conversations.clear(user, conversation)
+            await self.interpreter.reset(user, conversation)
+
+    def _lock(self, user: str, conversation: str) -> asyncio.Lock:
+        key = (user, conversation)
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    async def turn(
+        self,
+        user: str,
+        conversation: str,
+        text: str,
+        *,
+        file_ids: Sequence[str] = (),
+        image_ids: Sequence[str] = (),
+    ) -> AsyncIterator[Event]:
+        """Answer one message. Turns of one conversation run one at a time; a failure ends
+        the stream with an ``error`` event whose text is fit for the user."""
+        async with self._lock(user, conversation):
+            try:
+                async for event in self._turn(user, conversation, text, file_ids, image_ids):
+                    yield event
+            except LabbotError as exc:
+                log.warning("turn.failed user=%s kind=%s", user, type(exc).__name__)
+                yield Event("error", text=str(exc))
+
+    async def _turn(
+        self,
+        user: str,
+        conversation: str,
+        text: str,
+        file_ids: Sequence[str],
+        image_ids: Sequence[str],
+    ) -> AsyncIterator[Event]:
+        model = await self.model_for(user)
+        attached = [await self.store.get(user, file_id) for file_id in file_ids]
+        await self._preview(user, conversation, attached)
+        await self.conversations.append(
+            user, conversation, [await self._user_message(user, text, attached, image_ids, model)]
+        )
+        rounds = self.settings.MAX_TOOL_ROUNDS
+        for round_ in range(rounds + 1):
+            use_tools = model.tools and round_ < rounds
+            request = await self._request(user, conversation, model, use_tools)
+            completion: Completion | None = None
+            async for piece in self.llm.stream(
+                model, request, tools=[tool_definition()] if use_tools else None
+            ):
+                if isinstance(piece, str):
+                    yield Event("text", text=piece)
+                else:
+                    completion = piece
+            assert completion is not None
+            yield await self._account(user, conversation, model, request, completion)
+            calls = completion.tool_calls if use_tools else []
+            await self.conversations.append(user, conversation, [_assistant(completion, calls)])
+            if not calls:
+                yield Event("final", text=completion.text)
+                return
+            for call in calls:
+                async for event in self._call_tool(user, conversation, call):
+                    yield event
+
+    async def _user_message(
+        self,
+        user: str,
+        text: str,
+        attached: list[FileRecord],
+        image_ids: Sequence[str],
+        model: ModelInfo,
+    ) -> Message:
+        body = text
+        if attached:
+            names = ", ".join(f"{r.name} (id {r.id})" for r in attached)
+            body += f"\n\n[The user attached: {names}]"
+        if not image_ids or not model.vision:
+            return {"role": "user", "content": body}
+        parts: list[dict[str, Any]] = [{"type": "text", "text": body}]
+        for image_id in image_ids:
+            parts.append(
+                {"type": "image_url", "image_url": {"url": IMAGE_REF + image_id, "detail": "auto"}}
+            )
+        return {"role": "user", "content": parts}
+
+    async def _preview(self, user: str, conversation: str, records: list[FileRecord]) -> None:
+        """Compute the schema preview of new tables once, in the sandbox, and store it."""
+        for record in records:
+            if record.preview or not kind_by_name(record.kind).is_table:
+                continue
+            if record.size > PREVIEW_MAX_BYTES:
+                continue
+            code = f"print(__import__('loaders').preview(load_file({record.id!r})))"
+            result = await self.interpreter.run(user, conversation, code)
+            if result.status == "ok" and result.stdout.strip():
+                await self.store.set_preview(user, record.id, result.stdout.strip())
+
+    async def _request(
+        self, user: str, conversation: str, model: ModelInfo, use_tools: bool
+    ) -> list[Message]:
+        """System prompt + history (images expanded), trimmed to fit the window."""
+        files = await self.store.list(user)
+        system = system_prompt(files, now=self.clock(), timezone=self.settings.TIMEZONE)
+        history = [
+            await self._expand(user, m)
+            for m in await self.conversations.messages(user, conversation)
+        ]
+        tools = [tool_definition()] if use_tools else None
+        budget = model.context_window - min(self.settings.MAX_OUTPUT_TOKENS, model.max_output)
+        groups = turns(history)
+        while True:
+            messages = _with_system(system, [m for g in groups for m in g], model)
+            used = await asyncio.to_thread(tokens.count_messages, messages, model.name, tools=tools)
+            if used <= budget or len(groups) <= 1:
+                return messages
+            groups.pop(0)  # drop the oldest whole turn, tool calls and results together
+
+    async def _expand(self, user: str, message: Message) -> Message:
+        """Replace stored image references with base64 data (never a link that expires)."""
+        content = message.get("content")
+        if not isinstance(content, list):
+            return message
+        parts = []
+        for part in content:
+            url = part.get("image_url", {}).get("url", "") if isinstance(part, dict) else ""
+            if not url.startswith(IMAGE_REF):
+                parts.append(part)
+                continue
+            file_id = url.removeprefix(IMAGE_REF)
+            try:
+                record = await self.store.get(user, file_id)
+                data = b"".join([chunk async for chunk in self.store.read(user, file_id)])
+            except FileNotFound:
+                parts.append({"type": "text", "text": f"[image {file_id} has expired]"})
+                continue
+            mime = _MIME.get(record.name.rsplit(".", 1)[-1].lower(), "image/png")
+            encoded = base64.b64encode(data).decode()
+            parts.append(
+                {
+                    "type": "image_url",
+                    "image_url": {
+                        "url": f"data:{mime};base64,{encoded}",
+                        "detail": part["image_url"].get("detail", "auto"),
+                    },
+                }
+            )
+        return {**message, "content": parts}
+
+    async def _account(
+        self,
+        user: str,
+        conversation: str,
+        model: ModelInfo,
+        request: list[Message],
+        completion: Completion,
+    ) -> Event:
+        """Record the request's tokens and cost in the ledger; estimate what was not reported."""
+        usage = completion.usage
+        if usage is None:
+            prompt = await asyncio.to_thread(tokens.count_messages, request, model.name)
+            output = await asyncio.to_thread(tokens.count_text, completion.text, model.name)
+            input_tokens, cached, output_tokens, estimated = prompt, 0, output, True
+        else:
+            input_tokens, cached = usage.input_tokens, usage.cached_tokens
+            output_tokens, estimated = usage.output_tokens, False
+        cost = tokens.estimate_cost(
+            model.name, input_tokens=input_tokens, output_tokens=output_tokens, cached_tokens=cached
+        )
+        await self.ledger.record(
+            UsageRecord(
+                user=user,
+                conversation=conversation,
+                model=model.name,
+                input_tokens=input_tokens,
+                cached_tokens=cached,
+                output_tokens=output_tokens,
+                cost_usd=cost,
+                estimated=estimated,
+                duration_ms=completion.duration_ms,
+            )
+        )
+        return Event(
+            "usage",
+            usage={
+                "model": model.name,
+                "input_tokens": input_tokens,
+                "cached_tokens": cached,
+                "output_tokens": output_tokens,
+                "estimated": estimated,
+                "cost_usd": None if cost is None else str(cost),
+            },
+        )
+
+    async def _call_tool(
+        self, user: str, conversation: str, call: ToolCall
+    ) -> AsyncIterator[Event]:
+        code = call.parsed().get("code")
+        if call.name != TOOL_NAME or not isinstance(code, str) or not code.strip():
+            result: dict[str, Any] = {
+                "status": "error",
+                "error": {
+                    "name": "ToolError",
+                    "message": f"Call {TOOL_NAME} with a non-empty 'code' string.",
+                },
+            }
+            await self.conversations.append(user, conversation, [_tool_message(call, result)])
+            yield Event("tool_finished", call_id=call.id, result=result)
+            return
+        yield Event("tool_started", call_id=call.id, code=code)
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+
+        async def on_output(stream: str, text: str) -> None:
+            queue.put_nowait(Event("tool_output", call_id=call.id, stream=stream, text=text))
+
+        task = asyncio.create_task(
+            self.interpreter.run(user, conversation, code, on_output=on_output)
+        )
+        try:
+            while not task.done() or not queue.empty():
+                getter = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    yield getter.result()
+                else:
+                    getter.cancel()
+            outcome: ExecutionResult = task.result()
+        finally:
+            if not task.done():  # the turn was cancelled (/stop): stop the code too
+                await self.interpreter.stop(user, conversation)
+                task.cancel()
+        for produced in outcome.files:
+            yield Event("file", call_id=call.id, file=produced)
+        full = outcome.to_json()
+        await self.conversations.append(user, conversation, [_tool_message(call, full)])
+        yield Event("tool_finished", call_id=call.id, result=full)
+
+
+_MIME = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "gif": "image/gif",
+    "webp": "image/webp",
+}
+
+
+def _with_system(system: str, history: list[Message], model: ModelInfo) -> list[Message]:
+    """The request's messages; a model without a system role gets it in the first user turn."""
+    if model.system_role != "none":
+        return [{"role": model.system_role, "content": system}, *history]
+    messages = list(history)
+    for i, message in enumerate(messages):
+        if message.get("role") == "user":
+            content = message["content"]
+            if isinstance(content, str):
+                content = f"{system}\n\n{content}"
+            else:
+                content = [{"type": "text", "text": system}, *content]
+            messages[i] = {**message, "content": content}
+            break
+    return messages
+
+
+def _assistant(completion: Completion, calls: list[ToolCall]) -> Message:
+    message: Message = {"role": "assistant", "content": completion.text or None}
+    if calls:
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in calls
+        ]
+    return message
+
+
+def _tool_message(call: ToolCall, result: dict[str, Any]) -> Message:
+    """The tool result as history keeps it: long text fields cut to their head and tail."""
+    compact = dict(result)
+    for key in ("stdout", "stderr", "value"):
+        text = compact.get(key)
+        if isinstance(text, str) and len(text) > MAX_TOOL_TEXT:
+            half = MAX_TOOL_TEXT // 2
+            compact[key] = (
+                f"{text[:half]}\n[... {len(text) - MAX_TOOL_TEXT} chars cut ...]\n{text[-half:]}"
+            )
+    return {
+        "role": "tool",
+        "tool_call_id": call.id,
+        "content": json.dumps(compact, ensure_ascii=False),
+    }

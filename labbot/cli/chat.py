@@ -1,0 +1,166 @@
+"""`labbot ask`, `labbot chat` and `labbot run`: the conversation engine from the terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from labbot.cli import cli, json_option, user_option
+from labbot.config import Settings
+from labbot.errors import LabbotError
+
+
+def _settings(ctx: click.Context) -> Settings:
+    # One-shot commands: a warm pool would only start interpreters nobody uses.
+    return ctx.obj["settings"]().model_copy(update={"SANDBOX_WARM_POOL": 0})
+
+
+@cli.command()
+@click.argument("question")
+@user_option
+@click.option(
+    "--attach",
+    "-a",
+    multiple=True,
+    help="A file to upload with the question.",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@click.option(
+    "--conversation",
+    "-c",
+    default="cli",
+    show_default=True,
+    help="Conversation name: history and variables carry over within it.",
+)
+@click.option(
+    "--output-dir",
+    "-o",
+    default="labbot-output",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where files the code makes are saved.",
+)
+@json_option
+@click.pass_context
+def ask(
+    ctx: click.Context,
+    question: str,
+    user: str,
+    attach: tuple[Path, ...],
+    conversation: str,
+    output_dir: Path,
+    json_: bool,
+) -> None:
+    """Ask one question (one turn) and print the answer; scriptable.
+
+    \b
+    Examples:
+      labbot ask "Which region sold most?" --user 1234 --attach sales.csv
+      labbot ask "Plot it by month" --user 1234 --json     # JSON lines of events
+    """
+    from labbot.chat.services import open_services
+    from labbot.files import file_chunks
+    from labbot.files.receipt import render_upload_confirmation
+    from labbot.frontends.terminal import save_produced
+
+    settings = _settings(ctx)
+    if not settings.llm_configured:
+        raise click.ClickException(
+            "no model is configured: set OPENAI_API_KEY (and OPENAI_BASE_URL for another"
+            " OpenAI-compatible endpoint such as Ollama or vLLM)"
+        )
+
+    def out(data: dict[str, Any]) -> None:
+        click.echo(json.dumps(data, ensure_ascii=False))
+
+    async def main() -> bool:
+        failed = False
+        async with open_services(settings) as services:
+            assert services.engine is not None
+            file_ids, image_ids = [], []
+            for path in attach:
+                saved = await services.store.save(user, path.name, file_chunks(path))
+                file_ids.append(saved.record.id)
+                if saved.record.kind == "image":
+                    image_ids.append(saved.record.id)
+                if json_:
+                    out(
+                        {
+                            "type": "upload",
+                            "file": saved.record.to_json(),
+                            "evicted": [r.to_json() for r in saved.evicted],
+                        }
+                    )
+                else:
+                    click.echo(
+                        render_upload_confirmation(saved, now=services.store.clock()), err=True
+                    )
+            async for event in services.engine.turn(
+                user, conversation, question, file_ids=file_ids, image_ids=image_ids
+            ):
+                data = event.to_json()
+                if event.type == "file" and event.file:
+                    data["path"] = str(await save_produced(services, user, event.file, output_dir))
+                failed = failed or event.type == "error"
+                if json_:
+                    out(data)
+                elif event.type == "text":
+                    click.echo(event.text, nl=False)
+                elif event.type == "tool_started":
+                    click.echo(f"\n--- running code ---\n{event.code}\n---", err=True)
+                elif event.type == "tool_output":
+                    click.echo(event.text, nl=False, err=True)
+                elif event.type == "file":
+                    click.echo(f"\nfile: {data['path']}")
+                elif event.type == "error":
+                    click.echo(f"\nError: {event.text}", err=True)
+            if not json_:
+                click.echo()
+        return failed
+
+    if asyncio.run(main()):
+        ctx.exit(1)
+
+
+@cli.command()
+@click.option("--user", "-u", default="local", show_default=True, help="Your user id.")
+@click.option("--conversation", "-c", default="terminal", show_default=True)
+@click.option(
+    "--output-dir",
+    "-o",
+    default="labbot-output",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+@click.pass_context
+def chat(ctx: click.Context, user: str, conversation: str, output_dir: Path) -> None:
+    """Chat in the terminal (a sandboxed Python console when no model is configured)."""
+    from labbot.chat.services import open_services
+    from labbot.frontends.terminal import TerminalChat
+
+    settings: Settings = ctx.obj["settings"]()
+
+    async def main() -> None:
+        async with open_services(settings) as services:
+            await TerminalChat(
+                services, user=user, conversation=conversation, output_dir=output_dir
+            ).run()
+
+    try:
+        asyncio.run(main())
+    except LabbotError:
+        raise
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+@cli.command()
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """Start labbot: the Discord bot when DISCORD_TOKEN is set, else the terminal chat."""
+    ctx.invoke(chat)

@@ -1,0 +1,160 @@
+"""`labbot exec` and `labbot doctor`: run code in a user's sandbox, check the installation."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import click
+
+from labbot.cli import cli, emit_json, json_option, run_with_store, user_option
+from labbot.config import Settings
+from labbot.errors import LabbotError
+from labbot.files import FileStore
+from labbot.files.receipt import format_size
+
+_SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD", "URI")
+
+
+@cli.command(name="exec")
+@click.argument("code", required=False)
+@user_option
+@click.option(
+    "--session",
+    "-s",
+    default="cli",
+    show_default=True,
+    help="Conversation whose session runs the code.",
+)
+@click.option("--file", "-f", "code_file", type=click.File("r"), help="Read the code from a file.")
+@json_option
+@click.pass_context
+def exec_(
+    ctx: click.Context, code: str | None, user: str, session: str, code_file: Any, json_: bool
+) -> None:
+    """Run Python in the user's sandbox, with their files, and store what it writes.
+
+    \b
+    Examples:
+      labbot exec --user 1234 "df = load_file('sales.csv'); df.describe()"
+      labbot exec --user 1234 -f analysis.py --json
+    """
+    from labbot.sandbox import CodeInterpreter
+
+    if (code is None) == (code_file is None):
+        raise click.UsageError("give the code as an argument or with -f FILE (one of them)")
+    source = code if code is not None else code_file.read()
+    settings: Settings = ctx.obj["settings"]().model_copy(update={"SANDBOX_WARM_POOL": 0})
+
+    async def live(name: str, text: str) -> None:
+        if not json_:
+            click.echo(text, nl=False, err=name == "stderr")
+
+    async def run(store: FileStore) -> Any:
+        interpreter = CodeInterpreter(settings, store)
+        await interpreter.start()
+        try:
+            return await interpreter.run(user, session, source, on_output=live)
+        finally:
+            await interpreter.close()
+
+    result = run_with_store(ctx, run)
+    if json_:
+        emit_json(result.to_json())
+    else:
+        if result.value is not None:
+            click.echo(result.value)
+        if result.error:
+            click.echo(
+                result.error.get("traceback")
+                or f"{result.error['name']}: {result.error['message']}",
+                err=True,
+            )
+        for note in result.notes:
+            click.echo(f"note: {note}", err=True)
+        for f in result.files:
+            click.echo(f"file: {f['name']} ({f['id']}, {format_size(f['size'])})")
+        for f in result.skipped_files:
+            click.echo(f"not kept: {f['name']}: {f['reason']}", err=True)
+    if result.status != "ok":
+        ctx.exit(1)
+
+
+def _probe_sandbox(ctx: click.Context, settings: Settings) -> str:
+    """Start a real sandboxed interpreter and run one line in it."""
+    from labbot.sandbox import CodeInterpreter
+
+    quiet = settings.model_copy(update={"SANDBOX_WARM_POOL": 0})
+
+    async def probe(store: FileStore) -> str:
+        interpreter = CodeInterpreter(quiet, store)
+        await interpreter.start()
+        try:
+            result = await interpreter.run("labbot-doctor", "probe", "6 * 7")
+        finally:
+            await interpreter.close()
+        if result.value != "42":
+            raise LabbotError(f"The sandbox ran but answered {result.to_json()}.")
+        return f"{interpreter.jail.describe()}; ran code in {result.duration * 1000:.0f} ms"
+
+    return run_with_store(ctx, probe)
+
+
+def _masked(name: str, value: Any) -> Any:
+    if value and any(word in name for word in _SECRET_WORDS):
+        return "***"
+    return str(value) if isinstance(value, Path) else value
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def doctor(ctx: click.Context, json_: bool) -> None:
+    """Check the settings and storage, and say what is wrong and how to fix it."""
+    checks: list[dict[str, Any]] = []
+
+    def check(name: str, ok: bool, detail: str) -> None:
+        checks.append({"check": name, "ok": ok, "detail": detail})
+
+    try:
+        settings: Settings = ctx.obj["settings"]()
+        check(
+            "settings",
+            True,
+            ", ".join(f"{k}={_masked(k, v)}" for k, v in settings.model_dump().items()),
+        )
+    except LabbotError as exc:
+        check("settings", False, str(exc))
+        settings = None  # type: ignore[assignment]
+    if settings is not None:
+        data_dir = settings.LABBOT_DATA_DIR
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            writable = os.access(data_dir, os.W_OK)
+            free = shutil.disk_usage(data_dir).free
+            check(
+                "data dir",
+                writable,
+                f"{data_dir} ({format_size(free)} free)"
+                + ("" if writable else ": not writable; fix its owner or LABBOT_DATA_DIR"),
+            )
+        except OSError as exc:
+            check("data dir", False, f"{data_dir}: {exc.strerror}; set LABBOT_DATA_DIR")
+        try:
+            ids = run_with_store(ctx, lambda store: store.meta.file_ids())
+            check("database", True, f"{settings.database_path} ({len(ids)} files)")
+        except LabbotError as exc:
+            check("database", False, str(exc))
+        try:
+            check("sandbox", True, _probe_sandbox(ctx, settings))
+        except LabbotError as exc:
+            check("sandbox", False, str(exc))
+    if json_:
+        emit_json(checks)
+    else:
+        for c in checks:
+            click.echo(f"{'ok  ' if c['ok'] else 'FAIL'} {c['check']}: {c['detail']}")
+    if not all(c["ok"] for c in checks):
+        ctx.exit(1)

@@ -1,0 +1,200 @@
+"""Chat Completions with tools and streaming, through the openai SDK, against any
+OpenAI-compatible endpoint (OpenAI, OpenRouter, Ollama, vLLM, LM Studio)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+
+from labbot.config import Settings
+from labbot.errors import LLMAuthError, LLMError, LLMRateLimited, LLMUnavailable
+from labbot.llm.models import ModelInfo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One function call the model asked for."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def parsed(self) -> dict[str, Any]:
+        """The arguments as a dict ({} when the model sent invalid JSON)."""
+        try:
+            value = json.loads(self.arguments or "{}")
+        except json.JSONDecodeError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens the API reported for one request (None fields: it reported nothing)."""
+
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int = 0
+    reported: bool = True
+
+
+@dataclass
+class Completion:
+    """A finished streamed answer: its text, tool calls, finish reason and usage."""
+
+    text: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    model: str = ""
+    duration_ms: float = 0.0
+
+
+def translate(exc: openai.OpenAIError, *, model: str, base_url: str) -> LLMError:
+    """The one place openai's errors become labbot's, each with what the user can do."""
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return LLMAuthError(
+            "The model API refused our credentials.",
+            hint="The operator should check OPENAI_API_KEY.",
+        )
+    if isinstance(exc, openai.RateLimitError):
+        body = getattr(exc, "body", None) or {}
+        code = body.get("code") if isinstance(body, dict) else None
+        if code == "insufficient_quota":
+            return LLMRateLimited(
+                "The model API's quota is used up.",
+                hint="The operator should check the account's billing.",
+            )
+        return LLMRateLimited(
+            "The model API is busy (rate limited).", hint="Try again in a minute."
+        )
+    if isinstance(exc, openai.NotFoundError):
+        return LLMError(
+            f"The model {model!r} was not found at {base_url}.",
+            hint="Pick another model (/model) or check DEFAULT_MODEL.",
+        )
+    if isinstance(exc, openai.BadRequestError):
+        text = str(getattr(exc, "message", exc))
+        if "context" in text and ("length" in text or "window" in text):
+            return LLMError(
+                "The conversation is too long for this model.",
+                hint="Start a fresh conversation or reset this one.",
+            )
+        return LLMError(f"The model API refused the request: {text[:300]}")
+    if isinstance(exc, openai.APITimeoutError):
+        return LLMUnavailable("The model API did not answer in time.", hint="Try again.")
+    if isinstance(exc, openai.APIConnectionError):
+        return LLMUnavailable(
+            f"The model API at {base_url} cannot be reached.",
+            hint="Try again later; the operator should check OPENAI_BASE_URL.",
+        )
+    if isinstance(exc, openai.APIStatusError):
+        return LLMUnavailable(
+            f"The model API failed (HTTP {exc.status_code}).", hint="Try again in a moment."
+        )
+    return LLMUnavailable("The model API failed mid-answer.", hint="Try again.")
+
+
+class LLMClient:
+    """An async chat client; ``stream`` yields text as it arrives and ends with a Completion.
+
+    client = LLMClient(settings)
+    async for piece in client.stream(model_info, messages, tools=TOOLS):
+        ...  # str pieces, then one Completion
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        key = settings.OPENAI_API_KEY.get_secret_value() if settings.OPENAI_API_KEY else None
+        self.base_url = settings.OPENAI_BASE_URL or "https://api.openai.com/v1"
+        self.max_output = settings.MAX_OUTPUT_TOKENS
+        # The SDK retries 408/409/429/5xx and connection errors with backoff, honouring
+        # Retry-After; we only set how often.
+        self._client = openai.AsyncOpenAI(
+            api_key=key or "not-needed",
+            base_url=self.base_url,
+            timeout=settings.LLM_TIMEOUT,
+            max_retries=settings.LLM_MAX_RETRIES,
+        )
+
+    async def close(self) -> None:
+        """Close the HTTP connections."""
+        await self._client.close()
+
+    def _params(self, model: ModelInfo, tools: list[dict[str, Any]] | None) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": model.name,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        limit = min(self.max_output, model.max_output)
+        if model.reasoning:
+            params["max_completion_tokens"] = limit
+            if model.reasoning_effort:
+                params["reasoning_effort"] = model.reasoning_effort
+        else:
+            params["max_tokens"] = limit
+        if tools and model.tools:
+            params["tools"] = tools
+        return params
+
+    async def stream(
+        self,
+        model: ModelInfo,
+        messages: list[dict[str, Any]],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> AsyncIterator[str | Completion]:
+        """Stream one answer: text pieces (str) as they come, then the Completion."""
+        started = time.perf_counter()
+        result = Completion(model=model.name)
+        calls: dict[int, dict[str, str]] = {}
+        try:
+            response = await self._client.chat.completions.create(
+                messages=messages, **self._params(model, tools)
+            )
+            async for chunk in response:
+                if chunk.usage is not None:
+                    details = chunk.usage.prompt_tokens_details
+                    result.usage = Usage(
+                        input_tokens=chunk.usage.prompt_tokens,
+                        output_tokens=chunk.usage.completion_tokens,
+                        cached_tokens=(details.cached_tokens or 0) if details else 0,
+                    )
+                if chunk.model:
+                    result.model = chunk.model
+                for choice in chunk.choices:
+                    delta = choice.delta
+                    if delta.content:
+                        result.text += delta.content
+                        yield delta.content
+                    for part in delta.tool_calls or []:
+                        slot = calls.setdefault(part.index, {"id": "", "name": "", "args": ""})
+                        slot["id"] = part.id or slot["id"]
+                        if part.function is not None:
+                            slot["name"] += part.function.name or ""
+                            slot["args"] += part.function.arguments or ""
+                    if choice.finish_reason:
+                        result.finish_reason = choice.finish_reason
+        except openai.OpenAIError as exc:
+            log.warning("llm.error kind=%s model=%s", type(exc).__name__, model.name)
+            raise translate(exc, model=model.name, base_url=self.base_url) from exc
+        result.tool_calls = [
+            ToolCall(c["id"] or f"call_{i}", c["name"], c["args"]) for i, c in sorted(calls.items())
+        ]
+        result.duration_ms = (time.perf_counter() - started) * 1000
+        log.info(
+            "llm.request model=%s ms=%.0f finish=%s tool_calls=%d",
+            model.name,
+            result.duration_ms,
+            result.finish_reason,
+            len(result.tool_calls),
+        )
+        yield result

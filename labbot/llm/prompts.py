@@ -1,0 +1,38 @@
+"""The system prompt: who the assistant is, the date and time, and the user's files."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from humanize import naturalsize
+
+from labbot.files import FileRecord, kind_by_name
+
+MAX_PREVIEW_CHARS = 400
+
+_ROLE = """You are labbot, a data analyst working with the user in a chat.
+When a question needs their data, numbers or a chart, run code with execute_python_code rather
+than guessing; never invent figures. Work step by step: inspect the data before drawing
+conclusions. Files you write or plots you draw reach the user automatically: name them in your
+answer, never paste file contents or base64. Answer in the user's language, concisely; the chat
+shows Markdown, so prefer short lists and small tables."""
+
+
+def system_prompt(files: list[FileRecord], *, now: datetime, timezone: str) -> str:
+    """The system prompt for one request."""
+    local = now.astimezone(ZoneInfo(timezone))
+    lines = [_ROLE, "", f"Now: {local:%A %Y-%m-%d %H:%M} ({timezone})."]
+    if not files:
+        lines.append("The user has no files yet; they can attach some to a message.")
+        return "\n".join(lines)
+    lines.append("The user's files (load with load_file('<id>')):")
+    for record in files:
+        kind = kind_by_name(record.kind)
+        size = naturalsize(record.size, binary=True)
+        line = f"- {record.id}: {record.name} ({kind.label}, {size}"
+        line += ", made by code)" if record.source == "generated" else ")"
+        if record.preview:
+            line += "\n  " + record.preview[:MAX_PREVIEW_CHARS].replace("\n", "\n  ")
+        lines.append(line)
+    return "\n".join(lines)

@@ -1,0 +1,299 @@
+"""Table loaders: delimited text, spreadsheets, columnar and statistical formats, databases.
+
+Part of the sandbox loaders (see ``loaders``); heavy libraries are imported inside each loader.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from load_raw import LoadError, read_head, read_text
+
+_OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+
+
+# --- delimited text --------------------------------------------------------------------------
+
+
+def _sniff_sep(lines: list[str]) -> str:
+    """The delimiter giving the most columns consistently across the sample lines."""
+    best, best_score = ",", (0, 0)
+    for sep in (",", "\t", ";", "|"):
+        widths = [len(row) for row in csv.reader(lines, delimiter=sep)]
+        if not widths:
+            continue
+        top = max(set(widths), key=widths.count)
+        score = (widths.count(top) * 10 // len(widths), top) if top > 1 else (0, 0)
+        if score > best_score:
+            best, best_score = sep, score
+    return best
+
+
+def _comment_rows(lines: list[str], sep: str) -> int:
+    """Leading `#` lines to skip; a last `#` line shaped like the data is kept as the header."""
+    n = 0
+    while n < len(lines) and lines[n].startswith("#"):
+        n += 1
+    if 0 < n < len(lines) and len(sep) == 1:
+        width = len(next(csv.reader([lines[n]], delimiter=sep)))
+        header = next(csv.reader([lines[n - 1][1:]], delimiter=sep))
+        if width > 1 and len(header) == width and not lines[n - 1].startswith("##"):
+            return n - 1
+    return n
+
+
+def _load_csv(path: str, name: str, sep: str | None = None, **opts: Any) -> Any:
+    import pandas as pd
+
+    text = read_text(path, opts.pop("encoding", None))
+    lines = text[:200_000].splitlines()[:200]
+    if sep is None:
+        sep = _sniff_sep([ln for ln in lines if ln.strip() and not ln.startswith("#")][:50])
+    if "skiprows" not in opts and "comment" not in opts:
+        skip = _comment_rows(lines, sep)
+        if skip:
+            text = text.split("\n", skip)[-1]
+            text = text[1:] if text.startswith("#") else text
+    return pd.read_csv(io.StringIO(text), sep=sep, **opts)
+
+
+def _load_jsonl(path: str, name: str, encoding: str | None = None, **opts: Any) -> Any:
+    import pandas as pd
+
+    text = read_text(path, encoding)
+    try:
+        return pd.read_json(io.StringIO(text), lines=True, **opts)
+    except ValueError:
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        return pd.json_normalize(records) if records else pd.DataFrame()
+
+
+def _load_arff(path: str, name: str, encoding: str | None = None) -> Any:
+    import pandas as pd
+    from scipy.io import arff
+
+    text = read_text(path, encoding)
+    try:
+        data, _meta = arff.loadarff(io.StringIO(text))
+        df = pd.DataFrame(data)
+        for col in df.columns:
+            if df[col].dtype == object:
+                df[col] = df[col].map(lambda v: v.decode() if isinstance(v, bytes) else v)
+        return df
+    except (NotImplementedError, ValueError):  # string/date attributes: parse the CSV part
+        names = re.findall(r"^\s*@attribute\s+('[^']*'|\"[^\"]*\"|\S+)", text, re.I | re.M)
+        body = re.split(r"^\s*@data\s*$", text, flags=re.I | re.M)[-1]
+        return pd.read_csv(
+            io.StringIO(body),
+            names=[n.strip("'\"") for n in names],
+            comment="%",
+            quotechar="'",
+            na_values="?",
+            skipinitialspace=True,
+        )
+
+
+# --- spreadsheets ----------------------------------------------------------------------------
+
+
+def _promote_header(df: Any) -> Any:
+    """Use the first row as the header when it is all text and covers most columns."""
+    if len(df) < 2:
+        return df
+    cells = list(df.iloc[0])
+    texts = [c for c in cells if isinstance(c, str)]
+    filled = [c for c in cells if c is not None and c == c]
+    if not texts or len(texts) != len(filled) or 2 * len(texts) < len(cells):
+        return df
+    names: list[str] = []
+    for i, c in enumerate(cells):
+        base = c.strip() if isinstance(c, str) else f"Unnamed: {i}"
+        label, k = base, 0
+        while label in names:
+            k += 1
+            label = f"{base}.{k}"
+        names.append(label)
+    out = df.iloc[1:].reset_index(drop=True)
+    out.columns = names
+    return out.infer_objects()
+
+
+def is_empty(df: Any) -> bool:
+    return df.size == 0 or bool(df.isna().all().all())
+
+
+def _load_excel(path: str, name: str, sheet: Any = None, **opts: Any) -> Any:
+    import pandas as pd
+
+    head = read_head(path, 1 << 16)
+    if head.startswith(_OLE) and "EncryptedPackage".encode("utf-16-le") in head:
+        raise LoadError(
+            f"{name} is an encrypted (password-protected) workbook; ask the user for an "
+            "unprotected copy (File > Info > Protect Workbook > remove the password)."
+        )
+    auto = "header" not in opts
+    opts.setdefault("header", None)
+    opts.setdefault("engine", "calamine")
+    sheet = opts.pop("sheet_name", sheet)
+    with open(path, "rb") as fh:
+        try:
+            frames = pd.read_excel(fh, sheet_name=None if sheet is None else sheet, **opts)
+        except Exception as exc:
+            if "encrypt" in str(exc).lower() or "password" in str(exc).lower():
+                raise LoadError(
+                    f"{name} is an encrypted (password-protected) workbook; ask the user for an "
+                    "unprotected copy."
+                ) from exc
+            raise
+    if not isinstance(frames, dict):
+        return _promote_header(frames) if auto else frames
+    if auto:
+        frames = {k: _promote_header(v) for k, v in frames.items()}
+    full = {k: v for k, v in frames.items() if not is_empty(v)}
+    if not full:
+        return next(iter(frames.values()), pd.DataFrame())
+    return next(iter(full.values())) if len(full) == 1 else full
+
+
+# --- columnar and statistical formats --------------------------------------------------------
+
+
+def _load_parquet(path: str, name: str, **opts: Any) -> Any:
+    import pyarrow.parquet as pq
+
+    if b"geo" in (pq.read_schema(path).metadata or {}):
+        import geopandas as gpd
+
+        return gpd.read_parquet(path, **opts)
+    import pandas as pd
+
+    return pd.read_parquet(path, **opts)
+
+
+def _load_feather(path: str, name: str, **opts: Any) -> Any:
+    import pandas as pd
+    import pyarrow as pa
+
+    try:
+        with pa.memory_map(path) as src:
+            meta = pa.ipc.open_file(src).schema.metadata or {}
+    except pa.ArrowInvalid:  # Arrow IPC stream rather than file format
+        with pa.memory_map(path) as src:
+            return pa.ipc.open_stream(src).read_all().to_pandas()
+    if b"geo" in meta:
+        import geopandas as gpd
+
+        return gpd.read_feather(path, **opts)
+    return pd.read_feather(path, **opts)
+
+
+def _load_avro(path: str, name: str) -> Any:
+    import fastavro
+    import pandas as pd
+
+    with open(path, "rb") as fh:
+        return pd.DataFrame.from_records(list(fastavro.reader(fh)))
+
+
+def _readstat(func: str, path: str, **opts: Any) -> Any:
+    import inspect
+
+    import pyreadstat
+
+    read = getattr(pyreadstat, func)
+    params = inspect.signature(read).parameters
+    for opt in ("apply_value_formats", "formats_as_category", "dates_as_pandas_datetime"):
+        if opt in params:
+            opts.setdefault(opt, True)
+    df, meta = read(path, **opts)
+    labels = zip(meta.column_names, meta.column_labels, strict=False)
+    df.attrs["column_labels"] = {k: v for k, v in labels if v}
+    df.attrs["value_labels"] = meta.variable_value_labels
+    return df
+
+
+def _load_stata(path: str, name: str, **opts: Any) -> Any:
+    import pandas as pd
+
+    with pd.read_stata(path, iterator=True, **opts) as reader:
+        df = reader.read()
+        df.attrs["column_labels"] = {k: v for k, v in reader.variable_labels().items() if v}
+    return df
+
+
+# --- databases -------------------------------------------------------------------------------
+
+
+def _from_connection(con: Any, name: str, table: str | None, query: str | None) -> Any:
+    import pandas as pd
+
+    if query is not None:
+        return pd.read_sql_query(query, con)
+    tables = [
+        r[0]
+        for r in con.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' "
+            "ORDER BY rowid"
+        )
+    ]
+    if table is not None:
+        if table not in tables:
+            raise LoadError(f"{name} has no table {table!r}; its tables are {tables}.")
+        tables = [table]
+    if not tables:
+        raise LoadError(f"{name} holds no tables; try query= on its views.")
+    frames = {
+        t: pd.read_sql_query(f'SELECT * FROM "{t.replace(chr(34), chr(34) * 2)}"', con)
+        for t in tables
+    }
+    return frames[tables[0]] if len(frames) == 1 else frames
+
+
+def _load_sqlite(path: str, name: str, table: str | None = None, query: str | None = None) -> Any:
+    import sqlite3
+
+    uri = Path(path).resolve().as_uri() + "?mode=ro&immutable=1"
+    con = sqlite3.connect(uri, uri=True)
+    try:
+        return _from_connection(con, name, table, query)
+    finally:
+        con.close()
+
+
+def _load_sql(
+    path: str,
+    name: str,
+    table: str | None = None,
+    query: str | None = None,
+    encoding: str | None = None,
+) -> Any:
+    import sqlite3
+
+    con = sqlite3.connect(":memory:")
+    try:
+        try:
+            con.executescript(read_text(path, encoding).lstrip("\ufeff"))
+        except sqlite3.Error as exc:
+            raise LoadError(
+                f"{name} is not a SQL script SQLite can run ({exc}); it may use another "
+                "database's dialect, so read it as text with loader='text'."
+            ) from exc
+        return _from_connection(con, name, table, query)
+    finally:
+        con.close()
+
+
+def _load_dbf(path: str, name: str, **opts: Any) -> Any:
+    import pyogrio
+
+    with tempfile.TemporaryDirectory() as tmp:
+        link = os.path.join(tmp, "table.dbf")
+        os.symlink(os.path.abspath(path), link)
+        return pyogrio.read_dataframe(link, read_geometry=False, **opts)

@@ -1,0 +1,567 @@
+"""A loopback server that speaks the OpenAI Chat Completions protocol, scripted per test.
+
+The product's LLM client is exercised through the real ``openai`` SDK pointed at this server::
+
+    async with FakeOpenAI() as server:
+        server.enqueue(Reply.text("hi"), Reply.tool_call("run_code", {"code": "1+1"}))
+        client = AsyncOpenAI(base_url=server.base_url, api_key="test", max_retries=0)
+        ...
+        assert server.requests[0]["model"] == "gpt-4o-mini"
+
+Replies are served in the order they were enqueued; when the queue is empty the handler given to
+``respond_with`` decides; with neither, the server answers 500 "no scripted reply" so a test fails
+loudly instead of hanging. Streaming requests (``"stream": true``) get SSE ``chat.completion.chunk``
+events ending with ``data: [DONE]``; others get one ``chat.completion`` object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import secrets
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pytest
+from aiohttp import web
+from openai import AsyncOpenAI
+
+__all__ = ["FakeOpenAI", "Reply", "fake_openai"]
+
+MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "o4-mini")
+
+_USAGE_KEYS = {
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "prompt_tokens_details",
+    "completion_tokens_details",
+}
+
+# What the real API sends by default for each status (type, code, message).
+_ERROR_DEFAULTS: dict[int, tuple[str, str | None, str]] = {
+    400: ("invalid_request_error", None, "Invalid request."),
+    401: (
+        "invalid_request_error",
+        "invalid_api_key",
+        "Incorrect API key provided. You can find your API key at "
+        "https://platform.openai.com/account/api-keys.",
+    ),
+    403: ("invalid_request_error", None, "You are not allowed to sample from this model."),
+    404: ("invalid_request_error", "model_not_found", "The model does not exist."),
+    429: (
+        "requests",
+        "rate_limit_exceeded",
+        "Rate limit reached for requests. Please try again later.",
+    ),
+    500: (
+        "server_error",
+        None,
+        "The server had an error while processing your request. Sorry about that!",
+    ),
+    503: ("server_error", None, "The engine is currently overloaded, please try again later."),
+}
+
+
+@dataclass(frozen=True)
+class _Call:
+    name: str
+    arguments: str
+    call_id: str | None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One scripted answer. Build it with the class methods, not the constructor."""
+
+    kind: Literal["message", "error", "hang", "disconnect"]
+    content: str | None = None
+    calls: tuple[_Call, ...] = ()
+    finish_reason: str = "stop"
+    usage: dict[str, Any] | None = None
+    chunks: int | None = None
+    status: int = 200
+    message: str | None = None
+    retry_after: float | None = None
+    code: str | None = None
+    after_chunks: int = 1
+
+    def __post_init__(self) -> None:
+        if self.usage is not None:
+            unknown = set(self.usage) - _USAGE_KEYS
+            if unknown:
+                raise ValueError(f"unknown usage keys {sorted(unknown)}; use {sorted(_USAGE_KEYS)}")
+        if self.chunks is not None and self.chunks < 1:
+            raise ValueError("chunks must be at least 1")
+
+    @classmethod
+    def text(
+        cls,
+        content: str,
+        *,
+        usage: dict[str, Any] | None = None,
+        finish_reason: str = "stop",
+        chunks: int | None = None,
+    ) -> Reply:
+        """An assistant message; streamed as ``chunks`` content deltas (default ~3)."""
+        return cls(
+            "message", content=content, usage=usage, finish_reason=finish_reason, chunks=chunks
+        )
+
+    @classmethod
+    def tool_call(
+        cls,
+        name: str,
+        arguments: dict[str, Any] | str,
+        *,
+        call_id: str | None = None,
+        content: str | None = None,
+        usage: dict[str, Any] | None = None,
+    ) -> Reply:
+        """One function call (``finish_reason="tool_calls"``); a str is sent verbatim, even if
+        it is not valid JSON."""
+        call = _Call(name, _arguments(arguments), call_id)
+        return cls(
+            "message", content=content, calls=(call,), finish_reason="tool_calls", usage=usage
+        )
+
+    @classmethod
+    def tool_calls(
+        cls,
+        calls: Sequence[tuple[str, dict[str, Any] | str] | tuple[str, dict[str, Any] | str, str]],
+        *,
+        usage: dict[str, Any] | None = None,
+    ) -> Reply:
+        """Several parallel calls: ``(name, arguments)`` or ``(name, arguments, call_id)``."""
+        if not calls:
+            raise ValueError("tool_calls needs at least one call")
+        built = []
+        for name, arguments, *call_id in calls:
+            built.append(_Call(name, _arguments(arguments), call_id[0] if call_id else None))
+        return cls("message", calls=tuple(built), finish_reason="tool_calls", usage=usage)
+
+    @classmethod
+    def error(
+        cls,
+        status: int,
+        message: str | None = None,
+        *,
+        retry_after: float | None = None,
+        code: str | None = None,
+    ) -> Reply:
+        """An HTTP error with an OpenAI ``{"error": {...}}`` body (and ``retry-after`` if set)."""
+        if status < 400:
+            raise ValueError("error replies need a 4xx/5xx status")
+        return cls("error", status=status, message=message, retry_after=retry_after, code=code)
+
+    @classmethod
+    def hang(cls) -> Reply:
+        """Accept the request and never answer (until the server closes)."""
+        return cls("hang")
+
+    @classmethod
+    def disconnect(cls, after_chunks: int = 1) -> Reply:
+        """Start answering, then drop the connection: after ``after_chunks`` SSE events when
+        streaming, halfway through the JSON body otherwise."""
+        if after_chunks < 0:
+            raise ValueError("after_chunks must be >= 0")
+        return cls("disconnect", after_chunks=after_chunks)
+
+
+Handler = Callable[[dict[str, Any]], "Reply | Awaitable[Reply]"]
+
+
+class FakeOpenAI:
+    """``async with FakeOpenAI() as server: server.enqueue(Reply.text("hi")); ... server.requests``
+
+    ``requests`` holds every JSON body POSTed to ``/v1/chat/completions`` (in order, including
+    retries) and ``headers`` their headers with lower-cased names. With ``api_key`` set, requests
+    without ``Authorization: Bearer <api_key>`` get the real API's 401.
+    """
+
+    def __init__(self, *, api_key: str | None = None) -> None:
+        self.api_key = api_key
+        self.base_url = ""
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self._queue: deque[Reply] = deque()
+        self._handler: Handler | None = None
+        self._runner: web.AppRunner | None = None
+        self._closing = asyncio.Event()
+        self._received = asyncio.Condition()
+        self._ids = 0
+
+    # -- scripting -----------------------------------------------------------------------------
+
+    def enqueue(self, *replies: Reply) -> None:
+        """Append replies; each request consumes the oldest one."""
+        for reply in replies:
+            if not isinstance(reply, Reply):
+                raise TypeError(f"expected Reply, got {type(reply).__name__}")
+        self._queue.extend(replies)
+
+    def respond_with(self, handler: Handler | None) -> None:
+        """Decide replies from the request body once the queue is empty (``None`` removes it)."""
+        self._handler = handler
+
+    @property
+    def pending(self) -> int:
+        """How many enqueued replies have not been served yet."""
+        return len(self._queue)
+
+    async def wait_for_requests(self, count: int = 1) -> None:
+        """Return once at least ``count`` chat requests have arrived (wrap in a timeout)."""
+        async with self._received:
+            await self._received.wait_for(lambda: len(self.requests) >= count)
+
+    def client(self, **kwargs: Any) -> AsyncOpenAI:
+        """A real SDK client for this server (``api_key="test"``, ``max_retries=0`` by default)."""
+        kwargs.setdefault("api_key", self.api_key or "test")
+        kwargs.setdefault("max_retries", 0)
+        return AsyncOpenAI(base_url=self.base_url, **kwargs)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            return
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_route("*", "/{tail:.*}", self._not_found)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self._runner = runner
+        host, port = runner.addresses[0][:2]
+        self.base_url = f"http://{host}:{port}/v1"
+
+    async def close(self) -> None:
+        """Stop serving; replies that hang are released first so shutdown is prompt."""
+        self._closing.set()
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> FakeOpenAI:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    def _new_id(self, prefix: str) -> str:
+        self._ids += 1
+        return f"{prefix}{self._ids:04d}{secrets.token_hex(10)}"
+
+    def _error(
+        self,
+        status: int,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> web.Response:
+        default_type, default_code, default_message = _ERROR_DEFAULTS.get(
+            status, ("server_error" if status >= 500 else "invalid_request_error", None, "Error.")
+        )
+        body = {
+            "error": {
+                "message": message if message is not None else default_message,
+                "type": default_type,
+                "param": param,
+                "code": code if code is not None else default_code,
+            }
+        }
+        all_headers = {"x-request-id": self._new_id("req_"), **(headers or {})}
+        return web.json_response(body, status=status, headers=all_headers)
+
+    async def _not_found(self, request: web.Request) -> web.Response:
+        return self._error(
+            404, f"Invalid URL ({request.method} {request.path})", code="unknown_url"
+        )
+
+    async def _models(self, request: web.Request) -> web.Response:
+        created = 1_700_000_000
+        data = [
+            {"id": model, "object": "model", "created": created, "owned_by": "system"}
+            for model in MODELS
+        ]
+        return web.json_response({"object": "list", "data": data})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except ValueError:
+            return self._error(400, "We could not parse the JSON body of your request.")
+        if not isinstance(body, dict):
+            return self._error(400, "The request body must be a JSON object.")
+        async with self._received:
+            self.requests.append(body)
+            self.headers.append({k.lower(): v for k, v in request.headers.items()})
+            self._received.notify_all()
+
+        if self.api_key is not None:
+            if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+                return self._error(401)
+        if not body.get("model"):
+            return self._error(400, "you must provide a model parameter")
+        if not isinstance(body.get("messages"), list):
+            return self._error(
+                400,
+                "Missing required parameter: 'messages'.",
+                code="missing_required_parameter",
+                param="messages",
+            )
+
+        try:
+            reply = await self._next_reply(body)
+        except Exception as exc:  # the test's handler failed: say so in the response
+            return self._error(500, f"fake OpenAI handler raised {exc!r}")
+        if reply is None:
+            return self._error(
+                500, "no scripted reply: the FakeOpenAI queue is empty and no handler is set"
+            )
+
+        stream = bool(body.get("stream"))
+        if reply.kind == "error":
+            headers = {}
+            if reply.retry_after is not None:
+                headers["retry-after"] = _number(reply.retry_after)
+            return self._error(reply.status, reply.message, code=reply.code, headers=headers)
+        if reply.kind == "hang":
+            await self._closing.wait()
+            return self._error(503, "FakeOpenAI closed while a hanging reply was pending")
+        if reply.kind == "disconnect":
+            return await self._disconnect(request, body, reply, stream)
+        if stream:
+            return await self._stream(request, body, reply)
+        return web.json_response(
+            self._completion(body, reply), headers={"x-request-id": self._new_id("req_")}
+        )
+
+    async def _next_reply(self, body: dict[str, Any]) -> Reply | None:
+        if self._queue:
+            return self._queue.popleft()
+        if self._handler is None:
+            return None
+        result = self._handler(body)
+        if inspect.isawaitable(result):
+            result = await result
+        if not isinstance(result, Reply):
+            raise TypeError(f"respond_with handler returned {type(result).__name__}, not Reply")
+        return result
+
+    # -- bodies --------------------------------------------------------------------------------
+
+    def _call_ids(self, reply: Reply) -> list[str]:
+        return [call.call_id or self._new_id("call_") for call in reply.calls]
+
+    def _usage(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
+        prompt_chars = len(json.dumps(body.get("messages", [])))
+        if body.get("tools"):
+            prompt_chars += len(json.dumps(body["tools"]))
+        completion_chars = len(reply.content or "") + sum(
+            len(c.name) + len(c.arguments) for c in reply.calls
+        )
+        given = dict(reply.usage or {})
+        prompt = given.get("prompt_tokens", max(1, prompt_chars // 4))
+        completion = given.get("completion_tokens", max(1, completion_chars // 4))
+        prompt_details = {"cached_tokens": 0, "audio_tokens": 0}
+        prompt_details.update(given.get("prompt_tokens_details") or {})
+        if "cached_tokens" in given:
+            prompt_details["cached_tokens"] = given["cached_tokens"]
+        completion_details = {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        }
+        completion_details.update(given.get("completion_tokens_details") or {})
+        if "reasoning_tokens" in given:
+            completion_details["reasoning_tokens"] = given["reasoning_tokens"]
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": given.get("total_tokens", prompt + completion),
+            "prompt_tokens_details": prompt_details,
+            "completion_tokens_details": completion_details,
+        }
+
+    def _completion(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": reply.content,
+            "refusal": None,
+            "annotations": [],
+        }
+        if reply.calls:
+            message["tool_calls"] = [
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call, call_id in zip(reply.calls, self._call_ids(reply), strict=True)
+            ]
+        return {
+            "id": self._new_id("chatcmpl-"),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": reply.finish_reason,
+                }
+            ],
+            "usage": self._usage(body, reply),
+            "service_tier": "default",
+            "system_fingerprint": "fp_fake0001",
+        }
+
+    def _chunks(self, body: dict[str, Any], reply: Reply) -> list[dict[str, Any]]:
+        """Every SSE event of a streamed reply, usage chunk included when asked for."""
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        chunk_id = self._new_id("chatcmpl-")
+        created = int(time.time())
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+            event: dict[str, Any] = {
+                "id": chunk_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": body["model"],
+                "service_tier": "default",
+                "system_fingerprint": "fp_fake0001",
+                "choices": [
+                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+                ],
+            }
+            if include_usage:
+                event["usage"] = None
+            return event
+
+        deltas: list[dict[str, Any]] = []
+        if reply.content:
+            deltas.append({"role": "assistant", "content": "", "refusal": None})
+            deltas.extend({"content": piece} for piece in _split(reply.content, reply.chunks or 3))
+        for index, (call, call_id) in enumerate(
+            zip(reply.calls, self._call_ids(reply), strict=True)
+        ):
+            head = {
+                "index": index,
+                "id": call_id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": ""},
+            }
+            if not deltas:  # like the real API: the first call rides on the role delta
+                deltas.append(
+                    {"role": "assistant", "content": None, "refusal": None, "tool_calls": [head]}
+                )
+            else:
+                deltas.append({"tool_calls": [head]})
+            deltas.extend(
+                {"tool_calls": [{"index": index, "function": {"arguments": piece}}]}
+                for piece in _split(call.arguments, 3)
+                if piece
+            )
+        if not deltas:  # an empty text reply
+            deltas.append({"role": "assistant", "content": "", "refusal": None})
+
+        events = [chunk(delta) for delta in deltas]
+        events.append(chunk({}, reply.finish_reason))
+        if include_usage:
+            events.append({**chunk({}), "choices": [], "usage": self._usage(body, reply)})
+        return events
+
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], reply: Reply
+    ) -> web.StreamResponse:
+        response = await self._start_sse(request)
+        try:
+            for event in self._chunks(body, reply):
+                await response.write(_sse(event))
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+        except ConnectionError:  # the client went away mid-stream; nothing left to do
+            pass
+        return response
+
+    async def _start_sse(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+                "x-request-id": self._new_id("req_"),
+            }
+        )
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        return response
+
+    async def _disconnect(
+        self, request: web.Request, body: dict[str, Any], reply: Reply, stream: bool
+    ) -> web.StreamResponse:
+        partial = Reply.text(
+            "This answer is cut short because the connection drops before it ends.",
+            chunks=max(3, reply.after_chunks + 2),
+        )
+        if stream:
+            response = await self._start_sse(request)
+            for event in self._chunks(body, partial)[: reply.after_chunks]:
+                await response.write(_sse(event))
+        else:
+            payload = json.dumps(self._completion(body, partial)).encode()
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            response.content_length = len(payload)
+            await response.prepare(request)
+            await response.write(payload[: len(payload) // 2])
+        # close() flushes what was written, then ends the connection without the terminating
+        # chunk (or before Content-Length bytes): the client sees a truncated body.
+        if request.transport is not None:
+            request.transport.close()
+        return response
+
+
+def _arguments(arguments: dict[str, Any] | str) -> str:
+    return arguments if isinstance(arguments, str) else json.dumps(arguments)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _split(text: str, pieces: int) -> list[str]:
+    """``text`` in ``pieces`` nearly equal parts (fewer if the text is shorter)."""
+    pieces = max(1, min(pieces, len(text)))
+    size, extra = divmod(len(text), pieces)
+    parts, start = [], 0
+    for i in range(pieces):
+        end = start + size + (1 if i < extra else 0)
+        parts.append(text[start:end])
+        start = end
+    return parts
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(event)}\n\n".encode()
+
+
+@pytest.fixture
+async def fake_openai() -> AsyncIterator[FakeOpenAI]:
+    """A started FakeOpenAI, closed after the test."""
+    async with FakeOpenAI() as server:
+        yield server
