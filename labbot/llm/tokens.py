@@ -26,24 +26,14 @@ import tiktoken
 from tiktoken.load import check_hash
 from tiktoken_ext import openai_public
 
-# --- model -> encoding --------------------------------------------------------------------------
+# --- model -> encoding ---------------------------------------------------------------------------
 
 # Longest matching prefix of the bare model name wins; anything unknown is a modern o200k model.
 ENCODING_BY_PREFIX: dict[str, str] = {
-    "gpt-4o": "o200k_base",
-    "chatgpt-4o": "o200k_base",
-    "gpt-4.1": "o200k_base",
-    "gpt-4.5": "o200k_base",
-    "gpt-5": "o200k_base",
-    "o1": "o200k_base",
-    "o3": "o200k_base",
-    "o4": "o200k_base",
-    "computer-use": "o200k_base",
-    "gpt-4": "cl100k_base",
-    "gpt-3.5": "cl100k_base",
-    "gpt-35": "cl100k_base",  # Azure spelling
-    "text-embedding-3": "cl100k_base",
-    "text-embedding-ada-002": "cl100k_base",
+    **dict.fromkeys(("gpt-4o", "chatgpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5"), "o200k_base"),
+    **dict.fromkeys(("o1", "o3", "o4", "computer-use"), "o200k_base"),
+    **dict.fromkeys(("gpt-4", "gpt-3.5", "gpt-35"), "cl100k_base"),  # gpt-35: Azure spelling
+    **dict.fromkeys(("text-embedding-3", "text-embedding-ada-002"), "cl100k_base"),
 }
 DEFAULT_ENCODING = "o200k_base"
 
@@ -112,7 +102,7 @@ def count_text(text: str, model: str) -> int:
     return len(get_encoding(model).encode_ordinary(text))
 
 
-# --- chat messages and tools (cookbook rules) ------------------------------------------------------
+# --- chat messages and tools (cookbook rules) ----------------------------------------------------
 
 # (tokens per message, tokens per name); the cookbook's older edition for gpt-3.5-turbo-0301.
 MESSAGE_OVERHEAD: dict[str, tuple[int, int]] = {"gpt-3.5-turbo-0301": (4, -1)}
@@ -143,7 +133,7 @@ def _strip_dot(text: Any) -> str:
 
 
 def count_tools(tools: list[dict], model: str) -> int:
-    """Prompt tokens added by `tools` (the cookbook's rule; nested schemas beyond it are ignored)."""
+    """Prompt tokens added by `tools` (cookbook rule: nested schemas beyond it are not counted)."""
     if not tools:
         return 0
     enc = get_encoding(model)
@@ -203,16 +193,14 @@ def count_messages(messages: list[dict], model: str, *, tools: list[dict] | None
                 n += _content_tokens(value, enc, model)
             elif key in ("tool_calls", "function_call"):
                 n += _tool_call_tokens(value, enc) if value else 0
-            elif isinstance(
-                value, str
-            ):  # role, name, tool_call_id: the cookbook counts every value
+            elif isinstance(value, str):  # role, name, tool_call_id: the cookbook counts all
                 n += len(enc.encode_ordinary(value))
             if key == "name":
                 n += per_name
     return n + count_tools(tools or [], model)
 
 
-# --- image tokens ----------------------------------------------------------------------------------
+# --- image tokens --------------------------------------------------------------------------------
 
 
 class Tiles(NamedTuple):
@@ -234,26 +222,16 @@ class Patches(NamedTuple):
 
 _UNDOCUMENTED = Decimal(1)  # the guide gives no multiplier for gpt-5.2 / gpt-5.4+
 IMAGE_RULES: dict[str, Tiles | Patches] = {
-    "gpt-5": Tiles(70, 140),
-    "gpt-5-chat-latest": Tiles(70, 140),
-    "gpt-4o": Tiles(85, 170),
-    "chatgpt-4o": Tiles(85, 170),
-    "gpt-4.1": Tiles(85, 170),
-    "gpt-4.5": Tiles(85, 170),
+    **dict.fromkeys(("gpt-5", "gpt-5-chat-latest"), Tiles(70, 140)),
+    **dict.fromkeys(("gpt-4o", "chatgpt-4o", "gpt-4.1", "gpt-4.5"), Tiles(85, 170)),
     "gpt-4o-mini": Tiles(2833, 5667),
-    "o1": Tiles(75, 150),
-    "o3": Tiles(75, 150),
+    **dict.fromkeys(("o1", "o3"), Tiles(75, 150)),  # o1-pro via the o1 prefix
     "computer-use-preview": Tiles(65, 129),
-    "gpt-5-mini": Patches(Decimal("1.62")),
-    "gpt-5-nano": Patches(Decimal("2.46")),
-    "gpt-4.1-mini": Patches(Decimal("1.62")),
-    "gpt-4.1-nano": Patches(Decimal("2.46")),
+    **dict.fromkeys(("gpt-5-mini", "gpt-4.1-mini"), Patches(Decimal("1.62"))),
+    **dict.fromkeys(("gpt-5-nano", "gpt-4.1-nano"), Patches(Decimal("2.46"))),
     "o4-mini": Patches(Decimal("1.72")),
-    "gpt-5.1-codex": Patches(_UNDOCUMENTED),
-    "gpt-5.2": Patches(_UNDOCUMENTED),
-    "gpt-5.3": Patches(_UNDOCUMENTED),
-    "gpt-5.4": Patches(_UNDOCUMENTED, 2500, 2048, 10000, 6000),
-    "gpt-5.5": Patches(_UNDOCUMENTED, 2500, 2048, 10000, 6000),
+    **dict.fromkeys(("gpt-5.1-codex", "gpt-5.2", "gpt-5.3"), Patches(_UNDOCUMENTED)),
+    **dict.fromkeys(("gpt-5.4", "gpt-5.5"), Patches(_UNDOCUMENTED, 2500, 2048, 10000, 6000)),
 }
 DEFAULT_IMAGE_RULE = Tiles(85, 170)  # unknown models: the gpt-4o / gpt-4.1 rates
 TILE, FIT_SIDE, SHORT_SIDE, PATCH = 512, 2048, 768, 32
@@ -266,7 +244,7 @@ def _scale(w: int, h: int, target: int, side: int) -> tuple[int, int]:
 
 
 def _tile_size(width: int, height: int) -> tuple[int, int]:
-    """The size a tile model sees at detail high: fit 2048x2048, then shortest side 768; no upscale."""
+    """Size a tile model sees at detail high: fit 2048 square, shortest side 768, no upscale."""
     w, h = width, height
     if max(w, h) > FIT_SIDE:
         w, h = _scale(w, h, FIT_SIDE, max(w, h))
@@ -368,7 +346,7 @@ def _image_part_tokens(part: dict, model: str) -> int:
     return image_tokens(size[0], size[1], model=model, detail=detail)
 
 
-# --- image headers ---------------------------------------------------------------------------------
+# --- image headers -------------------------------------------------------------------------------
 
 JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # not DHT, JPG, DAC
 
@@ -438,15 +416,9 @@ def _tiff(b: bytes) -> tuple[int, int] | None:
 
 
 IMAGE_MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", _png),
-    (b"\xff\xd8", _jpeg),
-    (b"GIF87a", _gif),
-    (b"GIF89a", _gif),
-    (b"RIFF", _webp),
-    (b"BM", _bmp),
-    (b"II*\x00", _tiff),
-    (b"MM\x00*", _tiff),
-)
+    (b"\x89PNG\r\n\x1a\n", _png), (b"\xff\xd8", _jpeg), (b"GIF87a", _gif), (b"GIF89a", _gif),
+    (b"RIFF", _webp), (b"BM", _bmp), (b"II*\x00", _tiff), (b"MM\x00*", _tiff),
+)  # fmt: skip
 
 
 def image_size(head: bytes) -> tuple[int, int] | None:
@@ -461,7 +433,7 @@ def image_size(head: bytes) -> tuple[int, int] | None:
     return None
 
 
-# --- cost ------------------------------------------------------------------------------------------
+# --- cost ----------------------------------------------------------------------------------------
 
 
 def estimate_cost(

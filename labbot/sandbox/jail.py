@@ -354,6 +354,8 @@ class Jail:
         removed = 0
         for parent in parents:
             for child in parent.glob("*/"):
+                if _owner_alive(child.name):
+                    continue  # another live labbot process's session, maybe not joined yet
                 try:
                     if not (child / "cgroup.procs").read_text().strip():
                         child.rmdir()
@@ -558,5 +560,18 @@ def _libc() -> ctypes.CDLL:
 
 
 def new_kernel_name() -> str:
-    """A unique name for a kernel's cgroup and folders."""
-    return uuid.uuid4().hex[:16]
+    """A unique name for a kernel's cgroup and folders, led by the owning process's pid."""
+    return f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def _owner_alive(name: str) -> bool:
+    owner = name.split("-", 1)[0]
+    if not owner.isdigit():
+        return False
+    try:
+        os.kill(int(owner), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

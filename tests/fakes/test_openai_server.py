@@ -297,7 +297,6 @@ async def test_hang_times_out_and_server_still_closes(fake_openai: FakeOpenAI) -
 
     async with asyncio.timeout(3):
         await fake_openai.close()
-    assert len(fake_openai.requests) == 1
 
 
 async def test_close_releases_a_pending_hang(fake_openai: FakeOpenAI, client: AsyncOpenAI) -> None:
@@ -307,8 +306,9 @@ async def test_close_releases_a_pending_hang(fake_openai: FakeOpenAI, client: As
     async with asyncio.timeout(5):
         await fake_openai.wait_for_requests(1)
         await fake_openai.close()
-        with pytest.raises(openai.APIError):
+        with pytest.raises(openai.APIError) as caught:
             await pending
+    print(repr(caught.value))
 
 
 async def test_disconnect_mid_stream_raises_while_iterating(
