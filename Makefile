@@ -6,15 +6,12 @@ VENV := .venv
 
 .PHONY: setup run test lint bench clean
 
-setup: $(VENV)/.ready
-
-$(VENV)/.ready: pyproject.toml uv.lock scripts/setup.sh labbot/sandbox/runtime/requirements.txt labbot/sandbox/runtime/matplotlibrc
+# Idempotent and quick when nothing changed, so it runs every time.
+setup:
 	scripts/setup.sh
-	touch $@
 
 run: setup
-	$(VENV)/bin/labbot doctor
-	$(VENV)/bin/labbot --help
+	$(VENV)/bin/labbot run
 
 lint: setup
 	$(VENV)/bin/ruff check labbot tests bench
@@ -25,6 +22,9 @@ test: lint
 
 bench: setup
 	$(VENV)/bin/python bench/files.py
+	$(VENV)/bin/python bench/sandbox.py
+	$(VENV)/bin/python bench/engine.py
+	$(VENV)/bin/python bench/tokens.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache

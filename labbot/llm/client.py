@@ -97,8 +97,9 @@ def translate(exc: openai.OpenAIError, *, model: str, base_url: str) -> LLMError
             hint="Try again later; the operator should check OPENAI_BASE_URL.",
         )
     if isinstance(exc, openai.APIStatusError):
+        status_code = getattr(exc, "status_code", "error")
         return LLMUnavailable(
-            f"The model API failed (HTTP {exc.status_code}).", hint="Try again in a moment."
+            f"The model API failed (HTTP {status_code}).", hint="Try again in a moment."
         )
     return LLMUnavailable("The model API failed mid-answer.", hint="Try again.")
 

@@ -68,7 +68,8 @@ class ModelCatalog:
             if candidate in self._models:
                 return self._models[candidate]
         base = candidates[-1]
-        prefixes = [m for m in self._models if base.startswith(m + "-")]
+        # "gpt-4o-mini-tts" → gpt-4o-mini; Ollama tags such as "qwen2.5:7b" → qwen2.5.
+        prefixes = [m for m in self._models if base.startswith((m + "-", m + ":"))]
         return self._models[max(prefixes, key=len)] if prefixes else None
 
 

@@ -182,7 +182,7 @@ def _tool_call_tokens(calls: Any, enc: tiktoken.Encoding) -> int:
 
 
 def count_messages(messages: list[dict], model: str, *, tools: list[dict] | None = None) -> int:
-    """Prompt tokens of a Chat Completions request: messages (text, images, tool calls) + tools."""
+    """Prompt tokens of a chat request; http(s) images: width/height hints, else worst case."""
     enc = get_encoding(model)
     per_message, per_name = _lookup(MESSAGE_OVERHEAD, model, DEFAULT_MESSAGE_OVERHEAD)
     n = REPLY_PRIMER

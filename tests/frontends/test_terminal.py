@@ -1,0 +1,147 @@
+"""The terminal front ends: `labbot ask` as a real process, and the chat loop."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from rich.console import Console
+
+from labbot.chat.services import open_services
+from labbot.config import load_settings
+from labbot.frontends.terminal import TerminalChat
+from labbot.llm.tools import TOOL_NAME
+from tests.fakes.openai_server import FakeOpenAI, Reply
+
+LABBOT = str(Path(sys.executable).with_name("labbot"))
+
+
+async def run_labbot(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        LABBOT,
+        *args,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(120):
+        out, err = await process.communicate()
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+async def lines(*items: str) -> AsyncIterator[str]:
+    for item in items:
+        yield item
+
+
+async def test_ask_json_streams_events_and_saves_files(tmp_path: Path) -> None:
+    """`labbot ask --attach --json` uploads, runs the turn and prints one JSON event per line;
+    files the code makes are saved to the output folder."""
+    csv = tmp_path / "sales.csv"
+    csv.write_text("region,units\nnorth,10\nsouth,7\n")
+    async with FakeOpenAI() as api:
+        api.enqueue(
+            Reply.tool_call(TOOL_NAME, {"code": "load_file('sales.csv').to_csv('copy.csv')"}),
+            Reply.text("Copied."),
+        )
+        env = {
+            "LABBOT_DATA_DIR": str(tmp_path / "data"),
+            "OPENAI_API_KEY": "sk-test",
+            "OPENAI_BASE_URL": api.base_url,
+            "DEFAULT_MODEL": "gpt-4o-mini",
+        }
+        code, out, err = await run_labbot(
+            "ask",
+            "copy it",
+            "--user",
+            "7",
+            "--attach",
+            str(csv),
+            "--json",
+            "--output-dir",
+            str(tmp_path / "out"),
+            env=env,
+        )
+    assert code == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [e["type"] for e in events][0] == "upload"
+    produced = [e for e in events if e["type"] == "file"]
+    assert len(produced) == 1
+    saved = await asyncio.to_thread(Path(produced[0]["path"]).read_text)
+    assert saved.startswith(",region")
+    assert events[-1] == {"type": "final", "text": "Copied."}
+    assert "sk-test" not in out + err
+
+
+async def test_ask_without_a_model_says_which_settings(tmp_path: Path) -> None:
+    """With no model configured `labbot ask` fails in one line naming the variables."""
+    code, out, err = await run_labbot(
+        "ask", "hi", "--user", "7", env={"LABBOT_DATA_DIR": str(tmp_path)}
+    )
+    assert code == 1 and "OPENAI_API_KEY" in err and "OPENAI_BASE_URL" in err
+
+
+async def test_console_mode_runs_python_and_uploads(tmp_path: Path) -> None:
+    """With no model, typed Python runs in the sandboxed session; /upload, /files, /reset work."""
+    data = tmp_path / "n.csv"
+    data.write_text("a\n1\n2\n")
+    settings = load_settings(LABBOT_DATA_DIR=tmp_path / "d", SANDBOX_WARM_POOL=0)
+    screen = io.StringIO()
+    async with open_services(settings) as services:
+        chat = TerminalChat(
+            services,
+            user="me",
+            conversation="t",
+            output_dir=tmp_path / "o",
+            console=Console(file=screen, width=120),
+        )
+        await chat.run(
+            lines(
+                f"/upload {data}",
+                "x = load_file('n.csv')['a'].sum()",
+                "print(x * 10)",
+                "/files",
+                "/reset",
+                "x",
+                "/quit",
+                "print(99)",
+            )
+        )
+    text = screen.getvalue()
+    assert "No model configured" in text and "File uploaded: n.csv" in text
+    assert "30" in text and "NameError" in text and "99" not in text
+
+
+async def test_chat_mode_streams_answers_and_commands(tmp_path: Path) -> None:
+    """With a model, a line is a turn: the answer streams, code is shown, /usage and /model
+    answer."""
+    async with FakeOpenAI() as api:
+        api.enqueue(
+            Reply.tool_call(TOOL_NAME, {"code": "print('from the sandbox')"}),
+            Reply.text("All done."),
+        )
+        settings = load_settings(
+            LABBOT_DATA_DIR=tmp_path / "d",
+            SANDBOX_WARM_POOL=0,
+            OPENAI_API_KEY="sk-test",
+            OPENAI_BASE_URL=api.base_url,
+            DEFAULT_MODEL="gpt-4o-mini",
+        )
+        screen = io.StringIO()
+        async with open_services(settings) as services:
+            chat = TerminalChat(
+                services,
+                user="me",
+                conversation="t",
+                output_dir=tmp_path / "o",
+                console=Console(file=screen, width=120),
+            )
+            await chat.run(lines("say something", "/usage", "/model gpt-4o", "/model"))
+    text = screen.getvalue()
+    assert "from the sandbox" in text and "All done." in text
+    assert "gpt-4o-mini" in text and "Model: gpt-4o " in text
