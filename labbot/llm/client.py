@@ -88,7 +88,8 @@ def translate(exc: openai.OpenAIError, *, model: str, base_url: str) -> LLMError
                 "The conversation is too long for this model.",
                 hint="Start a fresh conversation or reset this one.",
             )
-        return LLMError(f"The model API refused the request: {text[:300]}")
+        detail = f": {text[:300].rstrip('.')}" if text else ""
+        return LLMError(f"The model API refused the request{detail}.")
     if isinstance(exc, openai.APITimeoutError):
         return LLMUnavailable("The model API did not answer in time.", hint="Try again.")
     if isinstance(exc, openai.APIConnectionError):
