@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from labbot.errors import ConfigError
 
@@ -19,6 +19,16 @@ def default_data_dir() -> Path:
     """A persistent per-machine folder ($XDG_DATA_HOME/labbot), never /tmp."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "labbot"
+
+
+def _ids(value: object) -> object:
+    """Discord ids from "1, 2 3" (the environment) or a list."""
+    if isinstance(value, str):
+        return [int(part) for part in value.replace(",", " ").split()]
+    return value
+
+
+IdList = Annotated[list[int], NoDecode, BeforeValidator(_ids)]
 
 
 def default_runtime_dir() -> Path:
@@ -71,6 +81,18 @@ class Settings(BaseSettings):
     LLM_MAX_RETRIES: int = Field(3, ge=0, le=10)
     MAX_OUTPUT_TOKENS: int = Field(4096, ge=256)
     TIMEZONE: str = "UTC"
+    # Discord.
+    DISCORD_TOKEN: SecretStr | None = None
+    DEV_GUILD_ID: int | None = None
+    ADMIN_IDS: IdList = []
+    ALLOWED_USER_IDS: IdList = []
+    BLOCKED_USER_IDS: IdList = []
+    ALLOWED_ROLE_IDS: IdList = []
+    BLOCKED_ROLE_IDS: IdList = []
+    ALLOWED_CHANNEL_IDS: IdList = []
+    BLOCKED_CHANNEL_IDS: IdList = []
+    RATE_LIMIT_MESSAGES: int = Field(6, ge=1)
+    RATE_LIMIT_SECONDS: float = Field(60.0, gt=0)
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = "text"
 

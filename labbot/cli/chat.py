@@ -13,6 +13,7 @@ import click
 from labbot.cli import cli, json_option, user_option
 from labbot.config import Settings
 from labbot.errors import LabbotError
+from labbot.logs import configure_logging
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -161,6 +162,18 @@ def chat(ctx: click.Context, user: str, conversation: str, output_dir: Path) -> 
 
 @cli.command()
 @click.pass_context
+def bot(ctx: click.Context) -> None:
+    """Run the Discord bot (needs DISCORD_TOKEN) until interrupted."""
+    from labbot.frontends.discord import run_bot
+
+    settings: Settings = ctx.obj["settings"]()
+    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
+    run_bot(settings)
+
+
+@cli.command()
+@click.pass_context
 def run(ctx: click.Context) -> None:
     """Start labbot: the Discord bot when DISCORD_TOKEN is set, else the terminal chat."""
-    ctx.invoke(chat)
+    settings: Settings = ctx.obj["settings"]()
+    ctx.invoke(bot if settings.DISCORD_TOKEN is not None else chat)

@@ -97,7 +97,7 @@ def _probe_sandbox(ctx: click.Context, settings: Settings) -> str:
             await interpreter.close()
         if result.value != "42":
             raise LabbotError(f"The sandbox ran but answered {result.to_json()}.")
-        return f"{interpreter.jail.describe()}; ran code in {result.duration * 1000:.0f} ms"
+        return f"{interpreter.jail.describe()}; ran code in {result.duration * 1000:.1f} ms"
 
     return run_with_store(ctx, probe)
 
@@ -151,6 +151,11 @@ def doctor(ctx: click.Context, json_: bool) -> None:
             check("sandbox", True, _probe_sandbox(ctx, settings))
         except LabbotError as exc:
             check("sandbox", False, str(exc))
+        from labbot.frontends.discord.setup_check import checks as discord_checks
+
+        token = settings.DISCORD_TOKEN.get_secret_value() if settings.DISCORD_TOKEN else None
+        for name, ok, detail in discord_checks(token):
+            check(name, ok, detail)
     if json_:
         emit_json(checks)
     else:

@@ -1,0 +1,93 @@
+"""Who may use the bot: allow and block lists by user, role and channel, from the settings and
+from admins' commands (kept in the database)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from labbot.chat.history import ConversationStore
+from labbot.config import Settings
+
+KINDS = ("user", "role", "channel")
+_STORE_USER = "__access__"  # the preferences row that holds the admins' lists
+
+
+@dataclass
+class Lists:
+    """Allowed and blocked ids per kind; an empty allow list allows everyone."""
+
+    allowed: dict[str, set[int]] = field(default_factory=lambda: {k: set() for k in KINDS})
+    blocked: dict[str, set[int]] = field(default_factory=lambda: {k: set() for k in KINDS})
+
+
+class AccessPolicy:
+    """Decides whether a user, with their roles, in a channel, may use the bot."""
+
+    def __init__(self, settings: Settings, store: ConversationStore) -> None:
+        self.admins = set(settings.ADMIN_IDS)
+        self.store = store
+        self.configured = Lists(
+            allowed={
+                "user": set(settings.ALLOWED_USER_IDS),
+                "role": set(settings.ALLOWED_ROLE_IDS),
+                "channel": set(settings.ALLOWED_CHANNEL_IDS),
+            },
+            blocked={
+                "user": set(settings.BLOCKED_USER_IDS),
+                "role": set(settings.BLOCKED_ROLE_IDS),
+                "channel": set(settings.BLOCKED_CHANNEL_IDS),
+            },
+        )
+        self.commanded = Lists()
+
+    async def load(self) -> None:
+        """Read the lists admins set by command."""
+        raw = await self.store.preference(_STORE_USER, "lists")
+        if raw:
+            data = json.loads(raw)
+            self.commanded = Lists(
+                allowed={k: set(data["allowed"].get(k, [])) for k in KINDS},
+                blocked={k: set(data["blocked"].get(k, [])) for k in KINDS},
+            )
+
+    async def change(self, action: str, kind: str, target: int) -> None:
+        """allow / block / clear one id, persistently."""
+        for lists in (self.commanded.allowed, self.commanded.blocked):
+            lists[kind].discard(target)
+        if action == "allow":
+            self.commanded.allowed[kind].add(target)
+        elif action == "block":
+            self.commanded.blocked[kind].add(target)
+        data = {
+            "allowed": {k: sorted(v) for k, v in self.commanded.allowed.items()},
+            "blocked": {k: sorted(v) for k, v in self.commanded.blocked.items()},
+        }
+        await self.store.set_preference(_STORE_USER, "lists", json.dumps(data))
+
+    def is_admin(self, user_id: int) -> bool:
+        """True for ADMIN_IDS."""
+        return user_id in self.admins
+
+    def permits(self, *, user_id: int, role_ids: set[int], channel_ids: set[int]) -> bool:
+        """Admins always. Otherwise nothing of theirs blocked; the user or one of their roles
+        allowed when a user or role allow list exists; and the channel (or its parent, for a
+        thread) allowed when a channel allow list exists. DMs pass no channel ids."""
+        if self.is_admin(user_id):
+            return True
+
+        def merged(lists: dict[str, set[int]], extra: dict[str, set[int]], kind: str) -> set[int]:
+            return lists[kind] | extra[kind]
+
+        c, m = self.configured, self.commanded
+        blocked = {k: merged(c.blocked, m.blocked, k) for k in KINDS}
+        allowed = {k: merged(c.allowed, m.allowed, k) for k in KINDS}
+        if user_id in blocked["user"] or role_ids & blocked["role"]:
+            return False
+        if channel_ids & blocked["channel"]:
+            return False
+        if (allowed["user"] or allowed["role"]) and not (
+            user_id in allowed["user"] or role_ids & allowed["role"]
+        ):
+            return False
+        return not (allowed["channel"] and channel_ids and not channel_ids & allowed["channel"])

@@ -1,0 +1,147 @@
+"""The Discord bot: a discord.py client wired to the engine, its cogs, and the file sweeper."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from contextlib import AsyncExitStack
+from typing import Any
+
+import aiohttp
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from labbot.chat.services import Services, open_services
+from labbot.config import Settings
+from labbot.errors import LabbotError
+from labbot.frontends.discord.access import AccessPolicy
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = (
+    "labbot.frontends.discord.messages",
+    "labbot.frontends.discord.commands.files",
+    "labbot.frontends.discord.commands.session",
+    "labbot.frontends.discord.commands.admin",
+)
+
+
+def incident() -> str:
+    """A short reference a user can quote and an operator can find in the logs."""
+    return secrets.token_hex(2)
+
+
+class LabbotTree(app_commands.CommandTree):
+    """Answers failing slash commands in plain words; logs the unexpected with a reference."""
+
+    async def on_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        """Show a LabbotError's message; anything else gets a reference for the logs."""
+        original = getattr(error, "original", error)
+        if isinstance(original, LabbotError):
+            text = str(original)
+        else:
+            ref = incident()
+            log.error(
+                "command.failed ref=%s command=%s",
+                ref,
+                interaction.command.name if interaction.command else "?",
+                exc_info=original,
+            )
+            text = f"Something went wrong on our side (ref {ref})."
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
+
+
+class LabBot(commands.Bot):
+    """labbot on Discord. Build it with ``create_bot``; start it with ``start(token)``."""
+
+    def __init__(
+        self, settings: Settings, services: Services | None = None, **client_options: Any
+    ) -> None:
+        intents = discord.Intents.default()
+        intents.message_content = True  # privileged: enable it in the Developer Portal
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            tree_cls=LabbotTree,
+            allowed_mentions=discord.AllowedMentions.none(),
+            help_command=None,
+            **client_options,
+        )
+        self.settings = settings
+        self._given_services = services
+        self.services: Services = services  # type: ignore[assignment]  # set in setup_hook
+        self.access: AccessPolicy
+        self.http_session: aiohttp.ClientSession
+        self._stack = AsyncExitStack()
+        self._sweeper: asyncio.Task[None] | None = None
+        self.turns: dict[int, dict[str, asyncio.Task[None]]] = {}  # user → conversation → turn
+
+    async def setup_hook(self) -> None:
+        """Open the services (unless given), load the cogs, start the sweeper, sync commands."""
+        if self._given_services is None:
+            self.services = await self._stack.enter_async_context(open_services(self.settings))
+        self.http_session = aiohttp.ClientSession()
+        self._stack.push_async_callback(self.http_session.close)
+        self.access = AccessPolicy(self.settings, self.services.conversations)
+        await self.access.load()
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        interval = self.settings.FILE_SWEEP_INTERVAL_MINUTES * 60
+        self._sweeper = asyncio.create_task(self.services.store.run_sweeper(interval))
+        if self.settings.DEV_GUILD_ID:
+            guild = discord.Object(self.settings.DEV_GUILD_ID)
+            self.tree.copy_global_to(guild=guild)
+            await self.tree.sync(guild=guild)
+        else:
+            await self.tree.sync()
+        log.info("bot.ready_to_connect extensions=%d", len(EXTENSIONS))
+
+    async def close(self) -> None:
+        """Stop turns and the sweeper, then close the services this bot opened."""
+        for turns in self.turns.values():
+            for task in turns.values():
+                task.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await super().close()
+        await self._stack.aclose()
+
+    def conversation_tasks(self, user_id: int) -> dict[str, asyncio.Task[None]]:
+        """The user's running turns by conversation."""
+        return self.turns.setdefault(user_id, {})
+
+    async def stop_user(self, user_id: int) -> int:
+        """Cancel every running turn of a user (their code is stopped too); how many."""
+        tasks = list(self.conversation_tasks(user_id).items())
+        for _, task in tasks:
+            task.cancel()
+        for conversation, task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            await self.services.interpreter.stop(str(user_id), conversation)
+        return len(tasks)
+
+
+def create_bot(
+    settings: Settings, services: Services | None = None, **client_options: Any
+) -> LabBot:
+    """An unstarted labbot client; ``await bot.start(token)`` runs it."""
+    return LabBot(settings, services, **client_options)
+
+
+def run_bot(settings: Settings) -> None:
+    """Run the bot until interrupted (the `labbot bot` command)."""
+    if settings.DISCORD_TOKEN is None:
+        raise LabbotError("DISCORD_TOKEN is not set.", hint="Put the bot token in .env.")
+    bot = create_bot(settings)
+    bot.run(settings.DISCORD_TOKEN.get_secret_value(), log_handler=None)

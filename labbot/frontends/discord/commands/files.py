@@ -1,0 +1,153 @@
+"""/files: list your files with their expiry; pick one to download or delete (delete asks)."""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from labbot.files import FileRecord, kind_by_name
+from labbot.files.receipt import format_expiry, format_size
+
+if TYPE_CHECKING:
+    from labbot.frontends.discord.bot import LabBot
+
+VIEW_TIMEOUT = 300
+MAX_CHOICES = 25  # Discord's limit for a select menu
+
+
+class OwnerView(discord.ui.View):
+    """A view only its owner may use; it expires after VIEW_TIMEOUT seconds."""
+
+    def __init__(self, owner_id: int) -> None:
+        super().__init__(timeout=VIEW_TIMEOUT)
+        self.owner_id = owner_id
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        """Anyone else gets a private "not yours"."""
+        if interaction.user.id != self.owner_id:
+            await interaction.response.send_message("These are not your files.", ephemeral=True)
+            return False
+        return True
+
+
+class FileActions(OwnerView):
+    """Download or delete one chosen file."""
+
+    def __init__(self, bot: LabBot, owner_id: int, record: FileRecord) -> None:
+        super().__init__(owner_id)
+        self.bot, self.record = bot, record
+
+    @discord.ui.button(label="Download", style=discord.ButtonStyle.primary, emoji="⬇️")
+    async def download(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        """Send the file privately, within the upload limit of this interaction."""
+        store, record = self.bot.services.store, self.record
+        await store.get(str(self.owner_id), record.id)  # still there, still theirs
+        if record.size > interaction.filesize_limit:
+            await interaction.response.send_message(
+                f"{record.name} is {format_size(record.size)}, over Discord's"
+                f" {format_size(interaction.filesize_limit)} upload limit here.",
+                ephemeral=True,
+            )
+            return
+        data = b"".join([c async for c in store.read(str(self.owner_id), record.id)])
+        await interaction.response.send_message(
+            file=discord.File(io.BytesIO(data), filename=record.name), ephemeral=True
+        )
+
+    @discord.ui.button(label="Delete", style=discord.ButtonStyle.danger, emoji="🗑️")
+    async def delete(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        """Ask to confirm before deleting."""
+        await interaction.response.edit_message(
+            content=f"Delete {self.record.name} (`{self.record.id}`)? This cannot be undone.",
+            view=ConfirmDelete(self.bot, self.owner_id, self.record),
+        )
+
+
+class ConfirmDelete(OwnerView):
+    """The second step of a delete."""
+
+    def __init__(self, bot: LabBot, owner_id: int, record: FileRecord) -> None:
+        super().__init__(owner_id)
+        self.bot, self.record = bot, record
+
+    @discord.ui.button(label="Yes, delete it", style=discord.ButtonStyle.danger)
+    async def confirm(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        """Delete (disk and database)."""
+        await self.bot.services.store.delete(str(self.owner_id), self.record.id)
+        await interaction.response.edit_message(content=f"Deleted {self.record.name}.", view=None)
+
+    @discord.ui.button(label="Keep it", style=discord.ButtonStyle.secondary)
+    async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        """Change nothing."""
+        await interaction.response.edit_message(content="Kept.", view=None)
+
+
+class FilePicker(OwnerView):
+    """A select menu of the user's files."""
+
+    def __init__(self, bot: LabBot, owner_id: int, records: list[FileRecord]) -> None:
+        super().__init__(owner_id)
+        self.bot = bot
+        self.records = {r.id: r for r in records}
+        options = [
+            discord.SelectOption(
+                label=r.name[:100],
+                value=r.id,
+                description=f"{format_size(r.size)} · {r.id}"[:100],
+                emoji=kind_by_name(r.kind).emoji,
+            )
+            for r in records[:MAX_CHOICES]
+        ]
+        self.choose.options = options
+
+    @discord.ui.select(placeholder="Pick a file to download or delete")
+    async def choose(self, interaction: discord.Interaction, select: discord.ui.Select) -> None:
+        """Show the actions for the chosen file."""
+        record = self.records[select.values[0]]
+        await interaction.response.send_message(
+            f"{kind_by_name(record.kind).emoji} {record.name} (`{record.id}`)",
+            ephemeral=True,
+            view=FileActions(self.bot, self.owner_id, record),
+        )
+
+
+def file_list(records: list[FileRecord], *, now, max_files: int) -> str:  # noqa: ANN001
+    """The /files text: one line per file with its expiry."""
+    lines = [f"**Your files ({len(records)}/{max_files})**"]
+    for r in records:
+        lines.append(
+            f"{kind_by_name(r.kind).emoji} {r.name} · {format_size(r.size)} · `{r.id}`"
+            f" · expires {format_expiry(r.expires_at, now)}"
+        )
+    return "\n".join(lines)
+
+
+class Files(commands.Cog):
+    """/files."""
+
+    def __init__(self, bot: LabBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="files")
+    async def files(self, interaction: discord.Interaction) -> None:
+        """List your files; pick one to download or delete."""
+        store = self.bot.services.store
+        records = await store.list(str(interaction.user.id))
+        if not records:
+            await interaction.response.send_message(
+                "You have no files. Attach one to a message to me.", ephemeral=True
+            )
+            return
+        text = file_list(records, now=store.clock(), max_files=store.limits.max_files)
+        await interaction.response.send_message(
+            text[:2000], ephemeral=True, view=FilePicker(self.bot, interaction.user.id, records)
+        )
+
+
+async def setup(bot: LabBot) -> None:
+    """discord.py extension entry point."""
+    await bot.add_cog(Files(bot))

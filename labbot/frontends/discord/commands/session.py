@@ -1,0 +1,163 @@
+"""/new, /reset, /stop, /usage, /model, /code and /help."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+if TYPE_CHECKING:
+    from labbot.frontends.discord.bot import LabBot
+
+MAX_CHOICES = 25
+
+HELP = """**labbot** analyses your data with Python in a private sandbox.
+• Mention me (or reply to me, or DM me) with a question; attach files (CSV, Excel, JSON, \
+Parquet, SPSS, images, PDFs and 80+ more) to the same message.
+• Replies to my answers continue that conversation; `/new` starts a thread for a fresh one \
+(in it I answer without being mentioned).
+• Files I make (plots, tables) are attached to my answer and kept with your uploads.
+Commands: `/files` your files · `/reset` forget this conversation · `/stop` stop what I'm doing \
+· `/usage` tokens and cost · `/model` pick a model · `/code` show or hide the code I run."""
+
+
+def conversation_for(interaction: discord.Interaction) -> str:
+    """The conversation a command in this channel refers to (threads and DMs; else none)."""
+    channel = interaction.channel
+    if isinstance(channel, discord.Thread):
+        return f"thread:{channel.id}"
+    if interaction.guild is None and channel is not None:
+        return f"dm:{channel.id}"
+    return ""
+
+
+class Session(commands.Cog):
+    """Conversation and preference commands."""
+
+    def __init__(self, bot: LabBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="help")
+    async def help(self, interaction: discord.Interaction) -> None:
+        """How to use labbot."""
+        await interaction.response.send_message(HELP, ephemeral=True)
+
+    @app_commands.command(name="new")
+    @app_commands.describe(title="A title for the thread")
+    async def new(self, interaction: discord.Interaction, title: str = "Analysis") -> None:
+        """Start a fresh conversation in a new thread."""
+        channel = interaction.channel
+        if not isinstance(channel, discord.TextChannel):
+            await interaction.response.send_message(
+                "Start threads from a server text channel. In DMs, use /reset.", ephemeral=True
+            )
+            return
+        thread = await channel.create_thread(
+            name=title[:100], type=discord.ChannelType.public_thread
+        )
+        await thread.send(
+            f"{interaction.user.mention}, ask away: I answer every message here.",
+            allowed_mentions=discord.AllowedMentions(users=[interaction.user]),
+        )
+        await interaction.response.send_message(f"Started {thread.mention}.", ephemeral=True)
+
+    @app_commands.command(name="reset")
+    @app_commands.describe(delete_files="Also delete all your files")
+    async def reset(self, interaction: discord.Interaction, delete_files: bool = False) -> None:
+        """Forget this conversation's history and variables (files stay unless asked)."""
+        user = str(interaction.user.id)
+        services = self.bot.services
+        conversation = conversation_for(interaction)
+        if conversation and services.engine is not None:
+            await services.engine.reset(user, conversation)
+        elif conversation:
+            await services.interpreter.reset(user, conversation)
+        removed = 0
+        if delete_files:
+            for record in await services.store.list(user):
+                await services.store.delete(user, record.id)
+                removed += 1
+        where = (
+            "This conversation was reset"
+            if conversation
+            else (
+                "Nothing to reset here: conversations live in threads, DMs and reply chains"
+                " (reply to me to continue one; /new starts a fresh one)"
+            )
+        )
+        extra = f"; {removed} files deleted" if delete_files else "; your files are kept"
+        await interaction.response.send_message(f"{where}{extra}.", ephemeral=True)
+
+    @app_commands.command(name="stop")
+    async def stop(self, interaction: discord.Interaction) -> None:
+        """Stop what I'm working on for you, including running code."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        stopped = await self.bot.stop_user(interaction.user.id)
+        await interaction.followup.send(
+            f"Stopped {stopped} running answer{'s' if stopped != 1 else ''}."
+            if stopped
+            else "Nothing of yours is running.",
+            ephemeral=True,
+        )
+
+    @app_commands.command(name="usage")
+    async def usage(self, interaction: discord.Interaction) -> None:
+        """Your tokens and cost per model."""
+        rows = await self.bot.services.ledger.summary(str(interaction.user.id))
+        if not rows:
+            await interaction.response.send_message("No model requests yet.", ephemeral=True)
+            return
+        lines = [
+            "**Your usage**",
+            "```",
+            f"{'model':<22}{'requests':>9}{'input':>12}{'cached':>10}{'output':>10}{'USD':>10}",
+        ]
+        for r in rows:
+            lines.append(
+                f"{r.model[:21]:<22}{r.requests:>9}{r.input_tokens:>12,}"
+                f"{r.cached_tokens:>10,}{r.output_tokens:>10,}{r.cost_usd:>10.4f}"
+            )
+        lines.append("```")
+        await interaction.response.send_message("\n".join(lines), ephemeral=True)
+
+    @app_commands.command(name="model")
+    @app_commands.describe(name="The model to use (empty: show the current one)")
+    async def model(self, interaction: discord.Interaction, name: str | None = None) -> None:
+        """Show or choose your model."""
+        engine = self.bot.services.engine
+        if engine is None:
+            await interaction.response.send_message("No model is configured.", ephemeral=True)
+            return
+        user = str(interaction.user.id)
+        info = await engine.set_model(user, name) if name else await engine.model_for(user)
+        await interaction.response.send_message(
+            f"Model: **{info.name}** (context {info.context_window:,} tokens,"
+            f" images {'yes' if info.vision else 'no'}).",
+            ephemeral=True,
+        )
+
+    @model.autocomplete("name")
+    async def model_names(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        """Configured models matching what is typed."""
+        names = [n for n in self.bot.services.catalog.names() if current.lower() in n.lower()]
+        return [app_commands.Choice(name=n, value=n) for n in names[:MAX_CHOICES]]
+
+    @app_commands.command(name="code")
+    @app_commands.describe(show="Show the code I run in my answers")
+    async def code(self, interaction: discord.Interaction, show: bool) -> None:
+        """Show or hide the code I run."""
+        await self.bot.services.conversations.set_preference(
+            str(interaction.user.id), "show_code", "on" if show else "off"
+        )
+        await interaction.response.send_message(
+            f"I will {'show' if show else 'hide'} the code I run.", ephemeral=True
+        )
+
+
+async def setup(bot: LabBot) -> None:
+    """discord.py extension entry point."""
+    await bot.add_cog(Session(bot))

@@ -1,0 +1,316 @@
+"""Messages in, answers out: when the bot answers, which conversation a message belongs to,
+attachments into the file store, and the streamed reply with its files and a Stop button."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import discord
+from discord.ext import commands
+
+from labbot.errors import FileTooLarge, LabbotError
+from labbot.files import SaveResult, render_upload_confirmation
+from labbot.files.receipt import format_size
+from labbot.frontends.discord.render import ReplyStream, split_message
+
+if TYPE_CHECKING:
+    from labbot.frontends.discord.bot import LabBot
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD_CHUNK = 1024 * 1024
+FILES_PER_MESSAGE = 10
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # DMs, and guilds without a boost
+
+
+def conversation_of_message(message_id: int) -> str:
+    """The preference name that maps a bot message to its conversation."""
+    return f"conversation:{message_id}"
+
+
+class StopView(discord.ui.View):
+    """A Stop button under a running answer; only the asker can press it."""
+
+    def __init__(self, bot: LabBot, user_id: int, conversation: str) -> None:
+        super().__init__(timeout=None)
+        self.bot, self.user_id, self.conversation = bot, user_id, conversation
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        """Only the person who asked may stop it."""
+        if interaction.user.id != self.user_id:
+            await interaction.response.send_message("This is not your question.", ephemeral=True)
+            return False
+        return True
+
+    @discord.ui.button(label="Stop", style=discord.ButtonStyle.danger, emoji="⏹️")
+    async def stop_turn(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        """Cancel the turn and the code it runs."""
+        task = self.bot.conversation_tasks(self.user_id).get(self.conversation)
+        if task is not None:
+            task.cancel()
+        await interaction.response.edit_message(view=None)
+
+
+class Messages(commands.Cog):
+    """on_message: the bot's main path."""
+
+    def __init__(self, bot: LabBot) -> None:
+        self.bot = bot
+        self.cooldown = commands.CooldownMapping.from_cooldown(
+            bot.settings.RATE_LIMIT_MESSAGES,
+            bot.settings.RATE_LIMIT_SECONDS,
+            commands.BucketType.user,
+        )
+
+    # When to answer ---------------------------------------------------------------------
+    async def should_answer(self, message: discord.Message) -> bool:
+        """DMs, mentions of the bot (not @everyone/@here), replies to the bot, and messages in
+        threads the bot started; never bots (itself included) or system messages."""
+        me = self.bot.user
+        if (
+            message.author.bot
+            or me is None
+            or message.type not in (discord.MessageType.default, discord.MessageType.reply)
+        ):
+            return False
+        if message.guild is None:
+            return True
+        if isinstance(message.channel, discord.Thread) and message.channel.owner_id == me.id:
+            return True
+        if any(user.id == me.id for user in message.mentions):
+            return True
+        replied = await self._replied(message)
+        return replied is not None and replied.author.id == me.id
+
+    async def _replied(self, message: discord.Message) -> discord.Message | None:
+        reference = message.reference
+        if reference is None or reference.message_id is None:
+            return None
+        if isinstance(reference.resolved, discord.Message):
+            return reference.resolved
+        try:
+            return await message.channel.fetch_message(reference.message_id)
+        except discord.HTTPException:
+            return None
+
+    async def conversation(self, message: discord.Message) -> str:
+        """Threads are one conversation; replies continue the replied-to answer's conversation;
+        a DM is one conversation; a fresh mention in a channel starts a new one."""
+        if isinstance(message.channel, discord.Thread):
+            return f"thread:{message.channel.id}"
+        replied = await self._replied(message)
+        if replied is not None and self.bot.user and replied.author.id == self.bot.user.id:
+            known = await self.bot.services.conversations.preference(
+                str(message.author.id), conversation_of_message(replied.id)
+            )
+            if known:
+                return known
+        if message.guild is None:
+            return f"dm:{message.channel.id}"
+        return f"msg:{message.id}"
+
+    def permitted(self, message: discord.Message) -> bool:
+        """The access lists allow this user here."""
+        roles = {r.id for r in getattr(message.author, "roles", [])}
+        channels: set[int] = set()
+        if message.guild is not None:
+            channels.add(message.channel.id)
+            parent = getattr(message.channel, "parent_id", None)
+            if parent:
+                channels.add(parent)
+        return self.bot.access.permits(
+            user_id=message.author.id, role_ids=roles, channel_ids=channels
+        )
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        """Answer a message when it is for us; every failure becomes a short reply."""
+        if not await self.should_answer(message) or not self.permitted(message):
+            return
+        retry = self.cooldown.get_bucket(message).update_rate_limit()
+        if retry:
+            await message.reply(
+                f"Slow down a little: try again in {retry:.0f} s.", mention_author=False
+            )
+            return
+        try:
+            await self.handle(message)
+        except LabbotError as exc:
+            await message.reply(str(exc), mention_author=False)
+        except Exception:
+            from labbot.frontends.discord.bot import incident
+
+            ref = incident()
+            log.exception("message.failed ref=%s", ref)
+            await message.reply(
+                f"Something went wrong on our side (ref {ref}).", mention_author=False
+            )
+
+    # The turn ----------------------------------------------------------------------------
+    async def handle(self, message: discord.Message) -> None:
+        """Store the attachments, confirm them, and answer the text in the same turn."""
+        user = str(message.author.id)
+        text = self._clean(message)
+        saved, images, problems = await self._ingest(message)
+        notices = [
+            render_upload_confirmation(s, now=self.bot.services.store.clock()) for s in saved
+        ] + problems
+        if notices:
+            for piece in split_message("\n\n".join(notices)):
+                await message.reply(piece, mention_author=False)
+        if not text:
+            if not saved and not problems:
+                await message.reply(
+                    "Ask me something about your data, or attach a file.", mention_author=False
+                )
+            return
+        engine = self.bot.services.engine
+        if engine is None:
+            await message.reply(
+                "No model is configured on this bot (OPENAI_API_KEY).", mention_author=False
+            )
+            return
+        conversation = await self.conversation(message)
+        running = self.bot.conversation_tasks(message.author.id)
+        if running:
+            await message.reply(
+                "I'm still working on your previous question; this one starts right after.",
+                mention_author=False,
+            )
+        task = asyncio.create_task(
+            self._answer(message, user, conversation, text, [s.record.id for s in saved], images)
+        )
+        running[conversation] = task
+        try:
+            await task
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise
+            await message.reply("Stopped.", mention_author=False)
+        finally:
+            if running.get(conversation) is task:
+                running.pop(conversation, None)
+
+    def _clean(self, message: discord.Message) -> str:
+        me = self.bot.user
+        text = message.content
+        if me is not None:
+            text = re.sub(rf"<@!?{me.id}>", "", text)
+        return text.strip()
+
+    async def _ingest(
+        self, message: discord.Message
+    ) -> tuple[list[SaveResult], list[str], list[str]]:
+        """Every attachment into the store: the declared size is checked before downloading,
+        and the download streams."""
+        store = self.bot.services.store
+        limit = min(store.limits.max_file_bytes, store.limits.max_total_bytes)
+        saved: list[SaveResult] = []
+        images: list[str] = []
+        problems: list[str] = []
+        for attachment in message.attachments:
+            if attachment.size > limit:
+                problems.append(
+                    f"⚠️ {attachment.filename} ({format_size(attachment.size)}) is"
+                    f" over the {format_size(limit)} limit, so it was not downloaded."
+                )
+                continue
+            try:
+                result = await store.save(
+                    str(message.author.id), attachment.filename, self._download(attachment.url)
+                )
+            except (FileTooLarge, LabbotError) as exc:
+                problems.append(f"⚠️ {attachment.filename}: {exc}")
+                continue
+            saved.append(result)
+            if result.record.kind == "image":
+                images.append(result.record.id)
+        return saved, images, problems
+
+    async def _download(self, url: str) -> AsyncIterator[bytes]:
+        async with self.bot.http_session.get(url) as response:
+            if response.status != 200:
+                raise LabbotError(f"Discord did not hand over the file (HTTP {response.status}).")
+            async for chunk in response.content.iter_chunked(DOWNLOAD_CHUNK):
+                yield chunk
+
+    async def _answer(
+        self,
+        message: discord.Message,
+        user: str,
+        conversation: str,
+        text: str,
+        file_ids: list[str],
+        image_ids: list[str],
+    ) -> None:
+        services = self.bot.services
+        assert services.engine is not None
+        show_code = (await services.conversations.preference(user, "show_code")) != "off"
+        view = StopView(self.bot, message.author.id, conversation)
+        posted: list[discord.Message] = []
+
+        async def send(content: str):  # noqa: ANN202 - ReplyStream's protocol
+            sent = await message.reply(
+                content, mention_author=False, view=view if not posted else discord.utils.MISSING
+            )
+            posted.append(sent)
+            await services.conversations.set_preference(
+                user, conversation_of_message(sent.id), conversation
+            )
+
+            async def edit(new: str) -> None:
+                await sent.edit(content=new)
+
+            return edit
+
+        stream = ReplyStream(send)
+        produced: list[dict] = []
+        try:
+            async with message.channel.typing():
+                async for event in services.engine.turn(
+                    user, conversation, text, file_ids=file_ids, image_ids=image_ids
+                ):
+                    if event.type == "text":
+                        await stream.write(event.text)
+                    elif event.type == "tool_started" and show_code:
+                        await stream.write(f"\n```python\n{event.code.strip()}\n```\n")
+                    elif event.type == "file" and event.file:
+                        produced.append(event.file)
+                    elif event.type == "error":
+                        await stream.write(f"\n⚠️ {event.text}")
+        finally:
+            await stream.flush(final=True)
+            if posted:
+                await posted[0].edit(view=None)
+        await self._send_files(message, user, produced)
+
+    async def _send_files(self, message: discord.Message, user: str, files: list[dict]) -> None:
+        """Attach what the code made, within the upload limit; name the rest by id."""
+        limit = message.guild.filesize_limit if message.guild else DEFAULT_UPLOAD_LIMIT
+        store = self.bot.services.store
+        attachable, too_big = [], []
+        for file in files:
+            (attachable if file["size"] <= limit else too_big).append(file)
+        for start in range(0, len(attachable), FILES_PER_MESSAGE):
+            batch = []
+            for file in attachable[start : start + FILES_PER_MESSAGE]:
+                data = b"".join([c async for c in store.read(user, file["id"])])
+                batch.append(discord.File(io.BytesIO(data), filename=file["name"]))
+            await message.channel.send(files=batch)
+        if too_big:
+            names = ", ".join(
+                f"{f['name']} (`{f['id']}`, {format_size(f['size'])})" for f in too_big
+            )
+            await message.channel.send(
+                f"Too large to attach here: {names}. Use /files to get them."
+            )
+
+
+async def setup(bot: LabBot) -> None:
+    """discord.py extension entry point."""
+    await bot.add_cog(Messages(bot))

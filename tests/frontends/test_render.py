@@ -1,0 +1,65 @@
+"""Splitting long answers for Discord, and the edit-throttled reply stream (no Discord here)."""
+
+from __future__ import annotations
+
+from labbot.frontends.discord.render import DISCORD_MESSAGE_LIMIT, ReplyStream, split_message
+
+
+def test_short_text_is_one_piece() -> None:
+    """Text under the limit comes back whole."""
+    assert split_message("hello\nworld") == ["hello\nworld"]
+
+
+def test_long_text_splits_at_lines_within_the_limit() -> None:
+    """Every piece fits, pieces end at line breaks, and nothing is lost."""
+    text = "\n".join(f"line {n} " + "x" * 50 for n in range(200))
+    pieces = split_message(text)
+    assert len(pieces) > 1 and all(len(p) <= DISCORD_MESSAGE_LIMIT for p in pieces)
+    assert "\n".join(pieces) == text
+
+
+def test_code_blocks_are_closed_and_reopened() -> None:
+    """A code block cut in two is closed in one piece and reopened with its language."""
+    code = "```python\n" + "\n".join(f"print({n})" for n in range(400)) + "\n```\nDone."
+    pieces = split_message("Here:\n" + code)
+    assert len(pieces) > 1
+    for piece in pieces:
+        assert piece.count("```") % 2 == 0, piece[:40]
+        assert len(piece) <= DISCORD_MESSAGE_LIMIT
+    assert pieces[1].startswith("```python\n") and pieces[-1].endswith("Done.")
+
+
+def test_a_single_huge_line_is_cut_hard() -> None:
+    """A line longer than a message is cut into message-sized pieces."""
+    pieces = split_message("y" * 4500)
+    assert [len(p) for p in pieces] == [2000, 2000, 500]
+
+
+async def test_stream_edits_are_throttled_and_overflow_starts_a_new_message() -> None:
+    """Writes within the interval do not edit; a flush shows all; past 2000 characters the
+    message is finished and a new one continues."""
+    now = [0.0]
+    posts: list[list[str]] = []
+
+    async def send(text: str):
+        history = [text]
+        posts.append(history)
+
+        async def edit(new: str) -> None:
+            history.append(new)
+
+        return edit
+
+    stream = ReplyStream(send, interval=1.0, clock=lambda: now[0])
+    await stream.write("Hello")  # first write shows at once
+    await stream.write(", world")  # same instant: throttled
+    assert posts == [["Hello ⏳"]]
+    now[0] = 1.5
+    await stream.write("!")
+    assert posts[0][-1] == "Hello, world! ⏳"
+    await stream.write("\n" + "z" * 2500)
+    await stream.flush(final=True)
+    assert len(posts) >= 2 and posts[0][-1].startswith("Hello, world!")
+    assert all(len(v) <= DISCORD_MESSAGE_LIMIT for p in posts for v in p)
+    assert not posts[-1][-1].endswith("⏳")
+    assert "".join(p[-1] for p in posts).count("z") == 2500
