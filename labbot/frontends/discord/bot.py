@@ -83,6 +83,9 @@ class LabBot(commands.Bot):
         self._stack = AsyncExitStack()
         self._sweeper: asyncio.Task[None] | None = None
         self.turns: dict[int, dict[str, asyncio.Task[None]]] = {}  # user → conversation → turn
+        self._handling: set[asyncio.Task[Any]] = set()  # messages being handled right now
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def setup_hook(self) -> None:
         """Open the services (unless given), load the cogs, start the sweeper, sync commands."""
@@ -104,17 +107,40 @@ class LabBot(commands.Bot):
             await self.tree.sync()
         log.info("bot.ready_to_connect extensions=%d", len(EXTENSIONS))
 
+    def handling(self, task: asyncio.Task[Any]) -> None:
+        """Track a message being handled, so close() and wait_idle() know about it."""
+        self._handling.add(task)
+        self._idle.clear()
+
+        def done(finished: asyncio.Task[Any]) -> None:
+            self._handling.discard(finished)
+            if not self._handling:
+                self._idle.set()
+
+        task.add_done_callback(done)
+
+    async def wait_idle(self) -> None:
+        """Return once no message is being handled."""
+        await self._idle.wait()
+
     async def close(self) -> None:
-        """Stop turns and the sweeper, then close the services this bot opened."""
+        """Stop turns and message handlers, then the sweeper, then close what this bot opened."""
         for turns in self.turns.values():
             for task in turns.values():
                 task.cancel()
+        for task in list(self._handling):
+            task.cancel()
+        if self._handling:
+            await asyncio.wait(self._handling, timeout=10)
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         await super().close()
         await self._stack.aclose()
+
+    async def on_message(self, message: discord.Message, /) -> None:
+        """No prefix commands: messages are handled by the Messages cog, commands by slash."""
 
     def conversation_tasks(self, user_id: int) -> dict[str, asyncio.Task[None]]:
         """The user's running turns by conversation."""

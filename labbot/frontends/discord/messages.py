@@ -130,6 +130,9 @@ class Messages(commands.Cog):
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
         """Answer a message when it is for us; every failure becomes a short reply."""
+        current = asyncio.current_task()
+        if current is not None:
+            self.bot.handling(current)
         if not await self.should_answer(message) or not self.permitted(message):
             return
         retry = self.cooldown.get_bucket(message).update_rate_limit()

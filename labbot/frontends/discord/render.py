@@ -33,8 +33,12 @@ def split_message(text: str, limit: int = DISCORD_MESSAGE_LIMIT) -> list[str]:
                 pieces.append(current.rstrip("\n") + closing)
                 current = (fence + "\n") if fence else ""
                 continue
-            # A single line longer than a whole message: cut it hard.
+            # A single line longer than a whole message: cut at its last space that fits, or
+            # hard when there is none in the second half.
             take = max(room, 1)
+            space = line.rfind(" ", 0, take)
+            if space > take // 2:
+                take = space + 1
             current += line[:take]
             line = line[take:]
             pieces.append(current + closing)

@@ -23,8 +23,7 @@ async def policy(tmp_path: Path, **settings) -> tuple[AccessPolicy, SqliteDataba
 
 async def test_open_by_default_blocks_win_admins_pass(tmp_path: Path) -> None:
     """No lists: everyone; a blocked user or role is refused; admins always pass."""
-    access, db = await policy(tmp_path, BLOCKED_USER_IDS="2", BLOCKED_ROLE_IDS="9",
-                              ADMIN_IDS="2 3")
+    access, db = await policy(tmp_path, BLOCKED_USER_IDS="2", BLOCKED_ROLE_IDS="9", ADMIN_IDS="2 3")
     assert access.permits(user_id=1, role_ids=set(), channel_ids={10})
     assert not access.permits(user_id=4, role_ids={9}, channel_ids={10})
     assert access.permits(user_id=2, role_ids=set(), channel_ids={10})  # admin beats block
@@ -34,8 +33,9 @@ async def test_open_by_default_blocks_win_admins_pass(tmp_path: Path) -> None:
 async def test_allow_lists_combine_users_or_roles_and_channels(tmp_path: Path) -> None:
     """With user and role allow lists, either admits; a channel allow list limits guild
     channels (a thread's parent counts) but not DMs."""
-    access, db = await policy(tmp_path, ALLOWED_USER_IDS="1", ALLOWED_ROLE_IDS="7",
-                              ALLOWED_CHANNEL_IDS="100")
+    access, db = await policy(
+        tmp_path, ALLOWED_USER_IDS="1", ALLOWED_ROLE_IDS="7", ALLOWED_CHANNEL_IDS="100"
+    )
     assert access.permits(user_id=1, role_ids=set(), channel_ids={100})
     assert access.permits(user_id=5, role_ids={7}, channel_ids={555, 100})
     assert not access.permits(user_id=5, role_ids=set(), channel_ids={100})
@@ -66,6 +66,6 @@ def test_token_form_and_invite_url() -> None:
     url = invite_url(app)
     assert f"client_id={app}" in url and "applications.commands" in url and "permissions=" in url
     assert application_id("not-a-token") is None
-    (name, ok, detail), = checks("not-a-token")
+    ((name, ok, detail),) = checks("not-a-token")
     assert not ok and "Developer Portal" in detail
     assert [c[0] for c in checks(token)] == ["discord token", "discord intents", "discord invite"]
