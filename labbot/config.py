@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     LLM_MAX_RETRIES: int = Field(3, ge=0, le=10)
     MAX_OUTPUT_TOKENS: int = Field(4096, ge=256)
     TIMEZONE: str = "UTC"
+    # MongoDB (instead of the embedded SQLite database) for deployments.
+    MONGODB_URI: SecretStr | None = None
+    MONGODB_DATABASE: str = "labbot"
+    MONGODB_TIMEOUT_SECONDS: float = Field(5.0, gt=0)
     # Discord.
     DISCORD_TOKEN: SecretStr | None = None
     DEV_GUILD_ID: int | None = None

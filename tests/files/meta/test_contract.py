@@ -10,17 +10,23 @@ import pytest
 
 from labbot.errors import FileNotFound, StorageError
 from labbot.files import FileRecord, MetadataStore, SqliteMetadataStore
+from labbot.files.meta.mongo import MongoMetadataStore
+from tests.backends import BACKENDS, mongo_database
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, 123456, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=BACKENDS)
 async def meta(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MetadataStore]:
-    store = SqliteMetadataStore(tmp_path / "meta.sqlite3")
-    await store.start()
-    await store.start()  # idempotent
-    yield store
-    await store.close()
+    async with mongo_database(request.param) as database:
+        if database is None:
+            store: MetadataStore = SqliteMetadataStore(tmp_path / "meta.sqlite3")
+        else:
+            store = MongoMetadataStore(database)
+        await store.start()
+        await store.start()  # idempotent
+        yield store
+        await store.close()
 
 
 def rec(
@@ -131,7 +137,7 @@ async def test_forget_removes_any_state(meta: MetadataStore) -> None:
     assert await meta.file_ids() == set()
 
 
-async def test_use_after_close_raises(tmp_path: Path) -> None:
+async def test_sqlite_use_after_close_raises(tmp_path: Path) -> None:
     """A closed store refuses calls with a StorageError."""
     store = SqliteMetadataStore(tmp_path / "m.sqlite3")
     await store.start()

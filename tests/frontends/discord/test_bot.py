@@ -247,3 +247,42 @@ async def test_expired_file_is_no_longer_listed(env) -> None:
     await fake.slash("files")
     listing = await fake.wait_for(lambda s: s.kind == "interaction_response")
     assert "no files" in listing.content
+
+
+async def test_stop_button_stops_only_for_the_asker(env) -> None:
+    """The Stop button under a running answer refuses others and stops it for the asker."""
+    fake, api, _ = env
+    api.enqueue(Reply.tool_call(TOOL_NAME, {"code": "while True:\n    pass"}))
+    await fake.user_message("spin", mention_bot=True)
+    running_answer = await fake.wait_for(lambda s: bool(s.components) and s.kind == "message")
+    stop = button(running_answer, "Stop")
+    message = fake.messages[running_answer.message_id]
+    await fake.click(message, stop, user="bob")
+    await fake.wait_for(lambda s: "not your question" in (s.content or ""))
+    await fake.click(message, stop)
+    await fake.wait_for(lambda s: (s.content or "") == "Stopped.")
+
+
+async def test_model_autocomplete_and_choice(env) -> None:
+    """/model autocompletes configured models and remembers the choice."""
+    fake, _, _ = env
+    choices = await fake.autocomplete(
+        "model", [{"name": "name", "type": 3, "value": "4o", "focused": True}]
+    )
+    assert {"gpt-4o", "gpt-4o-mini"} <= {c["value"] for c in choices}
+    assert len(choices) <= 25
+    await fake.slash("model", [{"name": "name", "type": 3, "value": "gpt-4o"}])
+    chosen = await fake.wait_for(lambda s: "Model: **gpt-4o**" in (s.content or ""))
+    assert chosen.flags & 64
+
+
+@pytest.mark.parametrize("env", [{"RATE_LIMIT_MESSAGES": 1}], indirect=True)
+async def test_rate_limit_has_a_clear_message(env) -> None:
+    """Past the per-user rate limit the bot says when to try again instead of answering."""
+    fake, api, _ = env
+    api.enqueue(Reply.text("first answer"))
+    await fake.user_message("one", mention_bot=True)
+    await fake.wait_for(lambda s: "first answer" in (s.content or ""))
+    await fake.user_message("two", mention_bot=True)
+    await fake.wait_for(lambda s: "Slow down" in (s.content or ""))
+    assert len(api.requests) == 1
