@@ -117,8 +117,24 @@ def test_sweep_reports_json(run) -> None:
 
 def test_doctor_checks_settings_and_storage(run, monkeypatch) -> None:
     """doctor passes on defaults and masks secrets."""
-    monkeypatch.setenv("DISCORD_TOKEN", "super-secret-token")
+    monkeypatch.setenv("DISCORD_TOKEN", "MTAxNjk4NzY1NDMyMTA.GhIjKl.super-secret-token")
     checks = json.loads(run("doctor", "--json").output)
-    assert {c["check"] for c in checks} >= {"settings", "data dir", "database"}
-    assert all(c["ok"] for c in checks)
+    assert {c["check"] for c in checks} >= {
+        "settings",
+        "data dir",
+        "database",
+        "sandbox",
+        "discord token",
+        "discord invite",
+    }
+    assert all(c["ok"] for c in checks), checks
     assert "super-secret-token" not in json.dumps(checks)
+
+
+def test_doctor_reports_a_malformed_discord_token(run, monkeypatch) -> None:
+    """A token that is not three dot-separated parts fails the check with the fix, exit 1."""
+    monkeypatch.setenv("DISCORD_TOKEN", "oops")
+    result = run("doctor", "--json", code=1)
+    failed = [c for c in json.loads(result.output) if not c["ok"]]
+    assert [c["check"] for c in failed] == ["discord token"]
+    assert "Developer Portal" in failed[0]["detail"] and "oops" not in result.output
