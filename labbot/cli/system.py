@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import SecretStr
 
 from labbot.cli import cli, emit_json, json_option, run_with_store, user_option
 from labbot.config import Settings
@@ -15,7 +16,7 @@ from labbot.errors import LabbotError
 from labbot.files import FileStore
 from labbot.files.receipt import format_size
 
-_SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD", "URI")
+_SECRET_SUFFIXES = ("_TOKEN", "_KEY", "_SECRET", "_PASSWORD", "_URI")
 
 
 @cli.command(name="exec")
@@ -103,7 +104,8 @@ def _probe_sandbox(ctx: click.Context, settings: Settings) -> str:
 
 
 def _masked(name: str, value: Any) -> Any:
-    if value and any(word in name for word in _SECRET_WORDS):
+    # Secrets are SecretStr fields; the name check is a second net for any that are not.
+    if value and (isinstance(value, SecretStr) or name.endswith(_SECRET_SUFFIXES)):
         return "***"
     return str(value) if isinstance(value, Path) else value
 
