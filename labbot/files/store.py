@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SWEEP_BATCH = 1000
+RECONCILE_EVERY = 6  # sweeper passes between reconciles (hourly at the default interval)
 RECONCILE_MIN_AGE = timedelta(minutes=5)
 
 
@@ -157,9 +158,9 @@ class FileStore:
         except BaseException:
             await asyncio.shield(writer.abort())
             raise
-        kind = await asyncio.to_thread(kinds.detect_kind, name, writer.head, writer.final_path)
         add: asyncio.Future[list[FileRecord]] | None = None
         try:
+            kind = await asyncio.to_thread(kinds.detect_kind, name, writer.head, writer.final_path)
             async with self._user_lock(user):
                 now = self.clock()
                 record = FileRecord(
@@ -291,8 +292,11 @@ class FileStore:
         ``swept`` is set after each pass (for tests and health checks). A failing pass is
         logged and retried at the next interval; it never ends the loop.
         """
-        await self._guarded(self.reconcile())
+        passes = 0
         while True:
+            if passes % RECONCILE_EVERY == 0:  # at start, then now and then
+                await self._guarded(self.reconcile())
+            passes += 1
             await self._guarded(self.sweep())
             if swept is not None:
                 swept.set()

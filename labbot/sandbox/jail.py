@@ -475,6 +475,8 @@ class Jail:
             "MKL_NUM_THREADS": threads,
             "TMPDIR": "/tmp",
         }
+        if inside:
+            env["LABBOT_IN_SANDBOX"] = "1"  # the kernel may then clean up its PID namespace
         return env
 
     async def spawn(

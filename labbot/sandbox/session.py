@@ -96,7 +96,7 @@ class KernelProcess:
         assert self.process is not None and self.process.stdout is not None
         header = await self.process.stdout.readexactly(protocol.HEADER.size)
         kind, size = protocol.HEADER.unpack(header)
-        if size > protocol.MAX_JSON:
+        if size > (protocol.CHUNK if kind == protocol.BYTES else protocol.MAX_JSON):
             raise ConnectionError(f"oversized frame ({size} bytes)")
         return kind, await self.process.stdout.readexactly(size)
 
@@ -158,7 +158,13 @@ class KernelProcess:
             death = await asyncio.to_thread(self._death, oom_before)  # before the cgroup goes
             await self.kill()
             raise death from exc
-        except (ConnectionError, ValueError, KeyError) as exc:  # frames that make no sense
+        except asyncio.CancelledError:
+            # The caller gave up (/stop, a closing bot): never leave the cell running
+            # unsupervised or the channel half-read.
+            await asyncio.shield(self.kill())
+            raise
+        except Exception as exc:  # a frame that makes no sense: the code forged or broke it
+            log.warning("kernel.protocol_error kind=%s", type(exc).__name__)
             await self.kill()
             self._dead = KernelLost("killed", "the interpreter broke its protocol and was stopped")
             raise self._dead from exc
@@ -250,7 +256,10 @@ class SessionManager:
         self._lost: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._pool: list[KernelProcess] = []
         self._starting: set[KernelProcess] = set()
-        self._pool_changed = asyncio.Event()
+        # Two one-way signals, so no wake-up is lost: takers ask for a refill, the filler says
+        # when the pool is full.
+        self._need_fill = asyncio.Event()
+        self._pool_full = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
         self.dropped = asyncio.Event()  # set whenever a session is ended for a reason
@@ -278,25 +287,22 @@ class SessionManager:
 
     async def wait_for_pool(self) -> None:
         """Return once the warm pool is full (for benchmarks and tests)."""
-        while len(self._pool) < self.pool_size:
-            self._pool_changed.clear()
-            await self._pool_changed.wait()
+        await self._pool_full.wait()
 
     async def _fill_pool(self) -> None:
         while True:
-            if len(self._pool) < self.pool_size:
+            self._need_fill.clear()  # before filling: a take during the fill sets it again
+            while len(self._pool) < self.pool_size:
                 kernel = KernelProcess(self.jail, self.jail.root)
                 try:
                     await self._start(kernel)
-                except SandboxUnavailable:
+                except Exception:  # keep refilling: a passing failure must not end the pool
                     log.exception("pool.start_failed")
                     await asyncio.sleep(5)
                     continue
                 self._pool.append(kernel)
-                self._pool_changed.set()
-                continue
-            self._pool_changed.clear()
-            await self._pool_changed.wait()
+            self._pool_full.set()
+            await self._need_fill.wait()
 
     async def _reap_idle(self) -> None:
         while True:
@@ -355,13 +361,14 @@ class SessionManager:
             self._starting.discard(kernel)
 
     def _take_pooled(self) -> KernelProcess | None:
-        while self._pool:
-            kernel = self._pool.pop(0)
-            self._pool_changed.set()
-            if kernel.alive:
-                return kernel
-        self._pool_changed.set()
-        return None
+        kernel = None
+        while self._pool and kernel is None:
+            candidate = self._pool.pop(0)
+            kernel = candidate if candidate.alive else None
+        if self.pool_size:
+            self._pool_full.clear()
+            self._need_fill.set()
+        return kernel
 
     async def reset(self, user: str, conversation: str) -> bool:
         """End the conversation's session (variables go; files stay). True if one was live."""

@@ -326,3 +326,28 @@ async def test_a_trailing_semicolon_hides_the_value(interpreter: CodeInterpreter
     """As in notebooks, ending the code with ';' shows no value."""
     assert (await interpreter.run("u", "c", "1 + 1;")).value is None
     assert (await interpreter.run("u", "c", "1 + 1")).value == "2"
+
+
+async def test_a_figure_that_cannot_render_is_an_error_not_a_lost_session(
+    interpreter: CodeInterpreter,
+) -> None:
+    """Bad mathtext in a title fails at render time: an error result, variables kept."""
+    await interpreter.run("u", "c", "x = 1")
+    result = await interpreter.run(
+        "u",
+        "c",
+        "import matplotlib.pyplot as plt\nplt.plot([1, 2]); plt.title(r'$x^$')\nprint('plotted')",
+    )
+    assert result.status == "error" and result.stdout == "plotted\n"
+    assert (await interpreter.run("u", "c", "x")).value == "1"
+
+
+async def test_processes_a_cell_starts_end_with_it(interpreter: CodeInterpreter) -> None:
+    """A child process left spinning by a cell is gone before the next cell runs."""
+    code = (
+        "import subprocess, sys\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'while 1: pass'])\np.pid"
+    )
+    spinner = (await interpreter.run("u", "c", code)).value
+    check = await interpreter.run("u", "c", f"import os\nos.path.exists('/proc/{spinner}')")
+    assert check.value == "False"

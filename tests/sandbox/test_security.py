@@ -382,3 +382,22 @@ async def test_killing_the_interpreter_is_reported(jailed, code: str) -> None:
     result = await interpreter.run("u", "c", code)
     assert result.status == "killed" and "session was restarted" in result.notes[-1]
     assert (await interpreter.run("u", "c", "print(3)")).stdout == "3\n"
+
+
+@pytest.mark.parametrize(
+    "frame", ["b'J\\x00\\x00\\x00\\x03[1]'", "b'J' + (40 * 2**20).to_bytes(4, 'big') + b'{' * 1000"]
+)
+async def test_forged_frames_end_only_that_session(jailed, frame: str) -> None:
+    """A frame that is not an object, or one far over the size cap, written straight to the
+    protocol channel, ends the attacker's session cleanly; the host never buffers it."""
+    interpreter, _ = jailed
+    code = (
+        "import os\nfor fd in sorted(int(f) for f in os.listdir('/proc/self/fd')):\n"
+        "    try:\n"
+        f"        os.write(fd, {frame})\n"
+        "    except OSError:\n        pass\n"
+    )
+    result = await interpreter.run("attacker", "c", code)
+    assert result.status in ("ok", "killed")
+    await still_responsive(interpreter)
+    assert (await interpreter.run("attacker", "c", "print('again')")).stdout == "again\n"

@@ -23,6 +23,7 @@ from labbot.sqlite import from_us, to_us
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SCHEMA_VERSION = 1
+TTL_GRACE = 24 * 3600  # seconds after expiry before MongoDB's TTL monitor deletes a record
 
 
 def translate(exc: PyMongoError) -> StorageError:
@@ -112,7 +113,8 @@ class MongoMetadataStore:
         """Create the indexes (idempotent) and check the schema version."""
         await guarded(self.files.create_index([("user", ASCENDING), ("created_us", ASCENDING)]))
         await guarded(self.files.create_index([("expires_us", ASCENDING)]))
-        await guarded(self.files.create_index("expires_at", expireAfterSeconds=0))
+        # A backstop only: a day after expiry, long after the sweeper removed file and record.
+        await guarded(self.files.create_index("expires_at", expireAfterSeconds=TTL_GRACE))
         meta = self.db["labbot_schema"]
         found = await guarded(meta.find_one({"_id": "files"}))
         if found and found.get("version", 0) > SCHEMA_VERSION:
@@ -141,6 +143,16 @@ class MongoMetadataStore:
     ) -> list[FileRecord]:
         """Insert, then evict the oldest live records past the limits."""
         await guarded(self.files.insert_one(to_document(record)))
+        try:
+            return await self._evict(record, max_files=max_files, max_bytes=max_bytes, now=now)
+        except BaseException:
+            # The caller drops the blob when add fails: drop the record too.
+            await guarded(self.files.delete_one({"_id": record.id}))
+            raise
+
+    async def _evict(
+        self, record: FileRecord, *, max_files: int, max_bytes: int, now: datetime
+    ) -> list[FileRecord]:
         rows = await self._records({"user": record.user, **live(now)})
         count, total = len(rows), sum(r.size for r in rows)
         evicted: list[FileRecord] = []

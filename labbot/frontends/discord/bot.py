@@ -82,7 +82,7 @@ class LabBot(commands.Bot):
         self.http_session: aiohttp.ClientSession
         self._stack = AsyncExitStack()
         self._sweeper: asyncio.Task[None] | None = None
-        self.turns: dict[int, dict[str, asyncio.Task[None]]] = {}  # user → conversation → turn
+        self.turns: dict[int, dict[asyncio.Task[None], str]] = {}  # user → turn → conversation
         self._handling: set[asyncio.Task[Any]] = set()  # messages being handled right now
         self._idle = asyncio.Event()
         self._idle.set()
@@ -126,7 +126,7 @@ class LabBot(commands.Bot):
     async def close(self) -> None:
         """Stop turns and message handlers, then the sweeper, then close what this bot opened."""
         for turns in self.turns.values():
-            for task in turns.values():
+            for task in turns:
                 task.cancel()
         for task in list(self._handling):
             task.cancel()
@@ -142,16 +142,16 @@ class LabBot(commands.Bot):
     async def on_message(self, message: discord.Message, /) -> None:
         """No prefix commands: messages are handled by the Messages cog, commands by slash."""
 
-    def conversation_tasks(self, user_id: int) -> dict[str, asyncio.Task[None]]:
-        """The user's running turns by conversation."""
+    def conversation_tasks(self, user_id: int) -> dict[asyncio.Task[None], str]:
+        """The user's running turns, each with its conversation."""
         return self.turns.setdefault(user_id, {})
 
     async def stop_user(self, user_id: int) -> int:
         """Cancel every running turn of a user (their code is stopped too); how many."""
         tasks = list(self.conversation_tasks(user_id).items())
-        for _, task in tasks:
+        for task, _ in tasks:
             task.cancel()
-        for conversation, task in tasks:
+        for task, conversation in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
             await self.services.interpreter.stop(str(user_id), conversation)

@@ -8,12 +8,12 @@ import io
 import logging
 import re
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord.ext import commands
 
-from labbot.errors import FileTooLarge, LabbotError
+from labbot.errors import FileNotFound, FileTooLarge, LabbotError
 from labbot.files import SaveResult, render_upload_confirmation
 from labbot.files.receipt import format_size
 from labbot.frontends.discord.render import ReplyStream, split_message
@@ -36,9 +36,9 @@ def conversation_of_message(message_id: int) -> str:
 class StopView(discord.ui.View):
     """A Stop button under a running answer; only the asker can press it."""
 
-    def __init__(self, bot: LabBot, user_id: int, conversation: str) -> None:
+    def __init__(self, bot: LabBot, user_id: int, task: asyncio.Task[Any] | None) -> None:
         super().__init__(timeout=None)
-        self.bot, self.user_id, self.conversation = bot, user_id, conversation
+        self.bot, self.user_id, self.task = bot, user_id, task
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         """Only the person who asked may stop it."""
@@ -49,10 +49,10 @@ class StopView(discord.ui.View):
 
     @discord.ui.button(label="Stop", style=discord.ButtonStyle.danger, emoji="⏹️")
     async def stop_turn(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
-        """Cancel the turn and the code it runs."""
-        task = self.bot.conversation_tasks(self.user_id).get(self.conversation)
-        if task is not None:
-            task.cancel()
+        """Cancel this answer's turn and its code (not the user's other questions)."""
+        if self.task is not None:
+            self.task.cancel()
+        self.stop()
         await interaction.response.edit_message(view=None)
 
 
@@ -188,7 +188,7 @@ class Messages(commands.Cog):
         task = asyncio.create_task(
             self._answer(message, user, conversation, text, [s.record.id for s in saved], images)
         )
-        running[conversation] = task
+        running[task] = conversation
         try:
             await task
         except asyncio.CancelledError:
@@ -196,8 +196,7 @@ class Messages(commands.Cog):
                 raise
             await message.reply("Stopped.", mention_author=False)
         finally:
-            if running.get(conversation) is task:
-                running.pop(conversation, None)
+            running.pop(task, None)
 
     def _clean(self, message: discord.Message) -> str:
         me = self.bot.user
@@ -254,7 +253,7 @@ class Messages(commands.Cog):
         services = self.bot.services
         assert services.engine is not None
         show_code = (await services.conversations.preference(user, "show_code")) != "off"
-        view = StopView(self.bot, message.author.id, conversation)
+        view = StopView(self.bot, message.author.id, asyncio.current_task())
         posted: list[discord.Message] = []
 
         async def send(content: str):  # noqa: ANN202 - ReplyStream's protocol
@@ -288,6 +287,7 @@ class Messages(commands.Cog):
                         await stream.write(f"\n⚠️ {event.text}")
         finally:
             await stream.flush(final=True)
+            view.stop()
             if posted:
                 await posted[0].edit(view=None)
         await self._send_files(message, user, produced)
@@ -302,9 +302,13 @@ class Messages(commands.Cog):
         for start in range(0, len(attachable), FILES_PER_MESSAGE):
             batch = []
             for file in attachable[start : start + FILES_PER_MESSAGE]:
-                data = b"".join([c async for c in store.read(user, file["id"])])
+                try:
+                    data = b"".join([c async for c in store.read(user, file["id"])])
+                except FileNotFound:  # evicted by a later output of the same answer
+                    continue
                 batch.append(discord.File(io.BytesIO(data), filename=file["name"]))
-            await message.channel.send(files=batch)
+            if batch:
+                await message.channel.send(files=batch)
         if too_big:
             names = ", ".join(
                 f"{f['name']} (`{f['id']}`, {format_size(f['size'])})" for f in too_big

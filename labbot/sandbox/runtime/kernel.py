@@ -27,6 +27,7 @@ import protocol
 
 OUTPUT_DIR = os.environ.get("LABBOT_OUTPUT_DIR", "/mnt/data")
 MAX_VALUE_CHARS = 6000
+MAX_TRACEBACK_CHARS = 20000
 MAX_WALK_DEPTH = 8
 
 
@@ -229,8 +230,16 @@ class Kernel:
         finally:
             self._set_cpu_limit(None)
         duration = time.perf_counter() - started
+        _stop_strays()
         captures = self.streams.finish()
-        files = self._send_figures(value) + self._send_outputs(limits.get("max_file_bytes"))
+        files: list[str] = []
+        try:  # a figure that cannot render is the code's error, not the end of the session
+            files += self._send_figures(value)
+        except Exception as exc:  # noqa: BLE001
+            if status == "ok":
+                status, error = "error", self._error(exc)
+            _close_figures()
+        files += self._send_outputs(limits.get("max_file_bytes"))
         self.channel.send(
             {
                 "type": "result",
@@ -265,8 +274,14 @@ class Kernel:
         tb = exc.__traceback__
         while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell"):
             tb = tb.tb_next  # drop the kernel's own frames: line numbers are the user's
-        lines = traceback.format_exception(type(exc), exc, tb)
-        return {"name": type(exc).__name__, "message": str(exc), "traceback": "".join(lines)}
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+        if len(text) > MAX_TRACEBACK_CHARS:  # keep the end: that is where the error is
+            text = "[... traceback cut ...]\n" + text[-MAX_TRACEBACK_CHARS:]
+        return {
+            "name": type(exc).__name__,
+            "message": str(exc)[:MAX_VALUE_CHARS],
+            "traceback": text,
+        }
 
     def _set_cpu_limit(self, seconds: float | None) -> None:
         soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
@@ -361,12 +376,49 @@ class Kernel:
             if entry.name.startswith("."):
                 continue
             rel = f"{prefix}/{entry.name}" if prefix else entry.name
-            st = entry.stat(follow_symlinks=False)
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:  # removed meanwhile
+                continue
             if stat.S_ISDIR(st.st_mode) and depth < MAX_WALK_DEPTH:
                 found += self._walk(root, rel, depth + 1)
             elif stat.S_ISREG(st.st_mode):
                 found.append((rel, st))
         return found
+
+
+def _close_figures() -> None:
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        try:
+            pyplot.close("all")
+        except Exception:  # noqa: BLE001, S110 - nothing more to do for a broken figure
+            pass
+
+
+def _stop_strays() -> None:
+    """End every process the cell left behind (daemons, runaway children): a cell's processes
+    end with it. pid 1 is the sandbox's init; we are the kernel. Only inside the sandbox's own
+    PID namespace: without the sandbox (development) /proc is the whole machine's."""
+    if os.environ.get("LABBOT_IN_SANDBOX") != "1":
+        return
+    me = os.getpid()
+    mine = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) not in (1, me):
+            try:
+                with open(f"/proc/{name}/stat") as stat_file:
+                    ppid = int(stat_file.read().rsplit(")", 1)[1].split()[1])
+                os.kill(int(name), signal.SIGKILL)
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == me:
+                mine.append(int(name))
+    for pid in mine:  # reap our own children now; init reaps the rest
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
 
 
 def _prepare_matplotlib() -> None:

@@ -13,7 +13,7 @@ import struct
 HEADER = struct.Struct(">cI")
 JSON = b"J"
 BYTES = b"B"
-MAX_JSON = 64 * 1024 * 1024
+MAX_JSON = 1024 * 1024  # results are capped well below this; bigger means a forged frame
 CHUNK = 256 * 1024
 
 

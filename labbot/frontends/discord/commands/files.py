@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING
+import logging
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from labbot.errors import LabbotError
 from labbot.files import FileRecord, kind_by_name
 from labbot.files.receipt import format_expiry, format_size
 
 if TYPE_CHECKING:
     from labbot.frontends.discord.bot import LabBot
+
+log = logging.getLogger(__name__)
 
 VIEW_TIMEOUT = 300
 MAX_CHOICES = 25  # Discord's limit for a select menu
@@ -32,6 +36,18 @@ class OwnerView(discord.ui.View):
             await interaction.response.send_message("These are not your files.", ephemeral=True)
             return False
         return True
+
+    async def on_error(
+        self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item[Any]
+    ) -> None:
+        """Say what went wrong (a file that expired meanwhile, ...) instead of failing mutely."""
+        text = str(error) if isinstance(error, LabbotError) else "That did not work; try /files."
+        if not isinstance(error, LabbotError):
+            log.error("files.view_failed", exc_info=error)
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
 
 
 class FileActions(OwnerView):

@@ -54,6 +54,7 @@ class Session(commands.Cog):
                 "Start threads from a server text channel. In DMs, use /reset.", ephemeral=True
             )
             return
+        await interaction.response.defer(ephemeral=True, thinking=True)
         thread = await channel.create_thread(
             name=title[:100], type=discord.ChannelType.public_thread
         )
@@ -61,12 +62,14 @@ class Session(commands.Cog):
             f"{interaction.user.mention}, ask away: I answer every message here.",
             allowed_mentions=discord.AllowedMentions(users=[interaction.user]),
         )
-        await interaction.response.send_message(f"Started {thread.mention}.", ephemeral=True)
+        await interaction.followup.send(f"Started {thread.mention}.", ephemeral=True)
 
     @app_commands.command(name="reset")
     @app_commands.describe(delete_files="Also delete all your files")
     async def reset(self, interaction: discord.Interaction, delete_files: bool = False) -> None:
         """Forget this conversation's history and variables (files stay unless asked)."""
+        # Resetting waits for a running answer of this conversation: answer Discord first.
+        await interaction.response.defer(ephemeral=True, thinking=True)
         user = str(interaction.user.id)
         services = self.bot.services
         conversation = conversation_for(interaction)
@@ -88,7 +91,7 @@ class Session(commands.Cog):
             )
         )
         extra = f"; {removed} files deleted" if delete_files else "; your files are kept"
-        await interaction.response.send_message(f"{where}{extra}.", ephemeral=True)
+        await interaction.followup.send(f"{where}{extra}.", ephemeral=True)
 
     @app_commands.command(name="stop")
     async def stop(self, interaction: discord.Interaction) -> None:
