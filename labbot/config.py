@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     CODE_EXECUTION_TIMEOUT: float = Field(300.0, gt=0)
     SANDBOX_MEMORY_MB: int = Field(2048, ge=64)
     SANDBOX_CPU_SECONDS: float = Field(600.0, gt=0)
+    SANDBOX_CPUS: float = Field(1.0, gt=0)
     SANDBOX_MAX_PROCESSES: int = Field(64, ge=4)
     SANDBOX_DISK_MB: int = Field(512, ge=1)
     SANDBOX_OPEN_FILES: int = Field(512, ge=32)

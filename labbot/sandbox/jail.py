@@ -89,6 +89,7 @@ class SandboxLimits:
 
     memory_bytes: int
     cpu_seconds: float
+    cpus: float
     processes: int
     disk_bytes: int
     open_files: int
@@ -101,6 +102,7 @@ class SandboxLimits:
         return cls(
             memory_bytes=settings.SANDBOX_MEMORY_MB * MIB,
             cpu_seconds=settings.SANDBOX_CPU_SECONDS,
+            cpus=settings.SANDBOX_CPUS,
             processes=settings.SANDBOX_MAX_PROCESSES,
             disk_bytes=settings.SANDBOX_DISK_MB * MIB,
             open_files=settings.SANDBOX_OPEN_FILES,
@@ -160,14 +162,17 @@ class Cgroup:
         """Delete the group (after its processes are gone)."""
 
 
+CPU_PERIOD_US = 100_000
+
+
 class CgroupV1(Cgroup):
-    """Memory (+swap) and pids controllers of a cgroup v1 hierarchy."""
+    """Memory (+swap), pids and (when mounted) cpu controllers of a cgroup v1 hierarchy."""
 
     version = "v1"
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
-        self.dirs = {ctrl: _v1_parent(ctrl) / "labbot" / name for ctrl in ("memory", "pids")}
+        self.dirs = {ctrl: _v1_parent(ctrl) / "labbot" / name for ctrl in v1_controllers()}
 
     def create(self, limits: SandboxLimits) -> None:
         for path in self.dirs.values():
@@ -178,6 +183,10 @@ class CgroupV1(Cgroup):
         if swap.exists():
             swap.write_text(str(limits.memory_bytes))  # memory + swap = memory: no swap
         (self.dirs["pids"] / "pids.max").write_text(str(limits.processes))
+        if "cpu" in self.dirs:  # at most `cpus` cores' worth of time per period
+            (self.dirs["cpu"] / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
+            quota = max(1000, int(limits.cpus * CPU_PERIOD_US))
+            (self.dirs["cpu"] / "cpu.cfs_quota_us").write_text(str(quota))
 
     def procs_files(self) -> list[str]:
         return [str(path / "cgroup.procs") for path in self.dirs.values()]
@@ -207,11 +216,18 @@ class CgroupV2(Cgroup):
         parent = self.dir.parent
         parent.mkdir(exist_ok=True)
         (parent / "cgroup.subtree_control").write_text("+memory +pids")
+        try:
+            (parent / "cgroup.subtree_control").write_text("+cpu")
+        except OSError:
+            pass  # no cpu controller here: memory and pids still apply
         self.dir.mkdir(exist_ok=True)
         (self.dir / "memory.max").write_text(str(limits.memory_bytes))
         if (self.dir / "memory.swap.max").exists():
             (self.dir / "memory.swap.max").write_text("0")
         (self.dir / "pids.max").write_text(str(limits.processes))
+        if (self.dir / "cpu.max").exists():
+            quota = max(1000, int(limits.cpus * CPU_PERIOD_US))
+            (self.dir / "cpu.max").write_text(f"{quota} {CPU_PERIOD_US}")
 
     def procs_files(self) -> list[str]:
         return [str(self.dir / "cgroup.procs")]
@@ -237,6 +253,19 @@ def _v1_parent(controller: str) -> Path:
         if controller in controllers.split(","):
             return CGROUP_ROOT / controller / path.lstrip("/")
     return CGROUP_ROOT / controller
+
+
+@cache
+def v1_controllers() -> tuple[str, ...]:
+    """The v1 controllers a session uses: memory and pids, and cpu where it is writable."""
+    try:
+        cpu = (
+            os.access(_v1_parent("cpu"), os.W_OK)
+            and (_v1_parent("cpu") / "cpu.cfs_quota_us").exists()
+        )
+    except OSError:
+        cpu = False
+    return ("memory", "pids", "cpu") if cpu else ("memory", "pids")
 
 
 def _counter(path: Path, key: str) -> int:
@@ -348,7 +377,7 @@ class Jail:
         kind = self.cgroup_kind
         parents = []
         if kind is CgroupV1:
-            parents = [_v1_parent(c) / "labbot" for c in ("memory", "pids")]
+            parents = [_v1_parent(c) / "labbot" for c in v1_controllers()]
         elif kind is CgroupV2:
             parents = [CGROUP_ROOT / "labbot"]
         removed = 0

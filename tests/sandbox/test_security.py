@@ -401,3 +401,21 @@ async def test_forged_frames_end_only_that_session(jailed, frame: str) -> None:
     assert result.status in ("ok", "killed")
     await still_responsive(interpreter)
     assert (await interpreter.run("attacker", "c", "print('again')")).stdout == "again\n"
+
+
+async def test_a_session_gets_at_most_its_share_of_cpu(make_interpreter) -> None:
+    """With SANDBOX_CPUS=0.5, two busy processes for 1.5 s of wall time get about 0.75 s of CPU
+    between them, not the 3 s two free cores would give (an upper bound: load only lowers it)."""
+    async with make_interpreter(SANDBOX_CPUS=0.5) as (interpreter, _):
+        if interpreter.jail.cgroup_kind.version == "none":
+            pytest.skip("no writable cgroups here: the CPU share cannot be set")
+        code = (
+            "import os, time\nkids = []\nfor _ in range(2):\n    pid = os.fork()\n"
+            "    if pid == 0:\n        end = time.time() + 1.5\n        while time.time() < end:\n"
+            "            pass\n        os._exit(0)\n    kids.append(pid)\n"
+            "for pid in kids:\n    os.waitpid(pid, 0)\n"
+            "t = os.times()\nt.children_user + t.children_system"
+        )
+        result = await interpreter.run("u", "c", code)
+        assert result.status == "ok", result.error
+        assert float(result.value) < 1.4
