@@ -6,6 +6,7 @@ import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,6 +76,20 @@ async def store(settings: Settings, clock: Clock) -> AsyncIterator[FileStore]:
     await store.start()
     yield store
     await store.close()
+
+
+def model_settings(data_dir: Path, base_url: str, **overrides: Any) -> Settings:
+    """Settings for tests that talk to the loopback model API: no warm pool, no retries."""
+    values: dict[str, Any] = {
+        "LABBOT_DATA_DIR": data_dir,
+        "OPENAI_API_KEY": "sk-test",
+        "OPENAI_BASE_URL": base_url,
+        "DEFAULT_MODEL": "gpt-4o-mini",
+        "SANDBOX_WARM_POOL": 0,
+        "LLM_MAX_RETRIES": 0,
+        "CODE_EXECUTION_TIMEOUT": 30,
+    }
+    return load_settings(**(values | overrides))
 
 
 async def chunks_of(*parts: bytes) -> AsyncIterator[bytes]:

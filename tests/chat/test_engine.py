@@ -15,7 +15,7 @@ from labbot.chat.engine import Event
 from labbot.chat.services import Services, open_services
 from labbot.config import load_settings
 from labbot.llm.tools import TOOL_NAME
-from tests.conftest import FIXTURES, chunks_of
+from tests.conftest import FIXTURES, chunks_of, model_settings
 from tests.fakes.openai_server import FakeOpenAI, Reply
 
 CSV = b"month,region,units\n2026-01,north,10\n2026-01,south,7\n2026-02,north,12\n"
@@ -30,16 +30,7 @@ async def api() -> AsyncIterator[FakeOpenAI]:
 @pytest.fixture
 def make_services(tmp_path: Path, api: FakeOpenAI):
     def make(**overrides: Any):
-        values: dict[str, Any] = {
-            "LABBOT_DATA_DIR": tmp_path / "data",
-            "OPENAI_API_KEY": "sk-test",
-            "OPENAI_BASE_URL": api.base_url,
-            "DEFAULT_MODEL": "gpt-4o-mini",
-            "SANDBOX_WARM_POOL": 0,
-            "LLM_MAX_RETRIES": 0,
-            "CODE_EXECUTION_TIMEOUT": 30,
-        }
-        settings = load_settings(**(values | overrides))
+        settings = model_settings(tmp_path / "data", api.base_url, **overrides)
         return open_services(settings)
 
     return make

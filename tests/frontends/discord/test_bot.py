@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from labbot.config import load_settings
 from labbot.frontends.discord import create_bot
 from labbot.llm.tools import TOOL_NAME
-from tests.conftest import Clock
+from tests.conftest import Clock, model_settings
 from tests.fakes.discord_server import FakeDiscord, Sent, running
 from tests.fakes.openai_server import FakeOpenAI, Reply
 
@@ -29,17 +28,11 @@ async def env(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[t
     overrides: dict[str, Any] = getattr(request, "param", {})
     async with FakeOpenAI() as api, FakeDiscord() as fake:
         fake.patch_discord()
-        values: dict[str, Any] = {
-            "LABBOT_DATA_DIR": tmp_path / "data",
-            "OPENAI_API_KEY": "sk-test",
-            "OPENAI_BASE_URL": api.base_url,
-            "DEFAULT_MODEL": "gpt-4o-mini",
-            "SANDBOX_WARM_POOL": 0,
-            "LLM_MAX_RETRIES": 0,
-            "CODE_EXECUTION_TIMEOUT": 60,
-            "MAX_FILE_SIZE_MB": 1,
-        }
-        settings = load_settings(**(values | overrides))
+        settings = model_settings(
+            tmp_path / "data",
+            api.base_url,
+            **({"CODE_EXECUTION_TIMEOUT": 60, "MAX_FILE_SIZE_MB": 1} | overrides),
+        )
         bot = create_bot(settings, guild_ready_timeout=0.05)
         async with running(bot, fake):
             yield fake, api, bot
