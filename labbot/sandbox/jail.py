@@ -9,11 +9,9 @@ capabilities, and one PID namespace whose death takes every process of the sessi
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import logging
 import os
-import resource
 import shutil
 import signal
 import time
@@ -393,6 +391,26 @@ class Jail:
                     continue
         return removed
 
+    def _limit_argv(self, fallback: bool) -> list[str]:
+        """setpriv and prlimit in front of the sandbox: die with the bot, and the rlimits."""
+        limits = self.limits
+        argv = [
+            shutil.which("setpriv") or "setpriv",
+            "--pdeathsig",
+            "KILL",
+            "--",
+            shutil.which("prlimit") or "prlimit",
+            f"--nofile={limits.open_files}",
+            f"--fsize={limits.disk_bytes}",
+            "--core=0",
+        ]
+        if fallback and self.enabled:
+            # No memory cgroup: cap address space instead (looser; numpy reserves VA).
+            argv.append(f"--as={limits.memory_bytes * 2}")
+            if os.geteuid() != 0:
+                argv.append(f"--nproc={limits.processes}")
+        return [*argv, "--"]
+
     def describe(self) -> str:
         """One line for `labbot doctor`."""
         if not self.enabled:
@@ -524,28 +542,10 @@ class Jail:
                 log.warning("cgroup.create_failed errno=%s: using rlimits only", exc.errno)
                 cgroup = Cgroup(name)
         procs = cgroup.procs_files()
-        limits = self.limits
-        fallback_memory = self.enabled and not procs
-
-        libc = _libc()
-
-        def prepare() -> None:  # runs in the child between fork and exec: no locks, no logging
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the bot dies: its sandboxes die too
-            pid = str(os.getpid()).encode()
-            for path in procs:
-                fd = os.open(path, os.O_WRONLY)
-                os.write(fd, pid)
-                os.close(fd)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
-            resource.setrlimit(resource.RLIMIT_FSIZE, (limits.disk_bytes, limits.disk_bytes))
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-            if fallback_memory:
-                # No memory cgroup: cap address space instead (looser; numpy reserves VA).
-                cap = limits.memory_bytes * 2
-                resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-                if os.geteuid() != 0:
-                    resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
-
+        # No preexec_fn: forking a threaded process and running Python before exec can
+        # deadlock on a lock another thread held (seen as a rare hung start). A tiny shell joins
+        # the cgroups and execs setpriv (parent-death signal) and prlimit (rlimits), all in C.
+        launcher = [_SH, "-c", _JOIN_AND_EXEC, "labbot-sandbox", *self._limit_argv(not procs)]
         read_fd = None
         pass_fds: tuple[int, ...] = ()
         if self.enabled:
@@ -554,20 +554,22 @@ class Jail:
             os.close(write_fd)
             pass_fds = (read_fd,)
         env = (
-            None
+            {}
             if self.enabled
             else {**self.environment(inside=False), "LABBOT_OUTPUT_DIR": str(output_dir)}
         )
-        argv = self.command(files_dir=files_dir, output_dir=output_dir, seccomp_fd=read_fd)
+        env["LABBOT_CGROUP_PROCS"] = " ".join(procs)  # the launcher's input; bwrap clears it
+        argv = launcher + self.command(
+            files_dir=files_dir, output_dir=output_dir, seccomp_fd=read_fd
+        )
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                env=env if env is not None else {},
+                env=env,
                 cwd=str(output_dir) if not self.enabled else "/",
-                preexec_fn=prepare,
                 pass_fds=pass_fds,
                 start_new_session=True,
                 limit=2**20,
@@ -582,12 +584,8 @@ class Jail:
         return process, cgroup
 
 
-PR_SET_PDEATHSIG = 1
-
-
-@cache
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
+_SH = shutil.which("sh") or "/bin/sh"
+_JOIN_AND_EXEC = 'for f in $LABBOT_CGROUP_PROCS; do echo $$ > "$f" || exit 97; done; exec "$@"'
 
 
 def new_kernel_name() -> str:

@@ -22,7 +22,7 @@ from labbot.sandbox.runtime import protocol
 
 log = logging.getLogger(__name__)
 
-STARTUP_TIMEOUT = 120.0
+STARTUP_TIMEOUT = 30.0  # imports take 1-2 s; a start that hangs is killed and retried
 INTERRUPT_GRACE = 3.0
 STDERR_KEEP = 4000
 MAX_REMEMBERED_LOSSES = 10_000
@@ -346,12 +346,24 @@ class SessionManager:
                 await self._drop(victim, "the server needed room for other sessions")
             kernel = self._take_pooled()
         if kernel is None:
-            kernel = KernelProcess(self.jail, self.jail.root)
-            await self._start(kernel)
+            kernel = await self._fresh_kernel()
         session = Session(user, conversation, kernel, restarted=self._lost.pop(key, None))
         async with self._lock:
             self.sessions[key] = session
         return session
+
+    async def _fresh_kernel(self, attempts: int = 2) -> KernelProcess:
+        """Start a kernel now; a start that fails or hangs is retried once."""
+        for attempt in range(1, attempts + 1):
+            kernel = KernelProcess(self.jail, self.jail.root)
+            try:
+                await self._start(kernel)
+                return kernel
+            except SandboxUnavailable:
+                if attempt == attempts:
+                    raise
+                log.warning("kernel.start_retry attempt=%d", attempt)
+        raise AssertionError("unreachable")
 
     async def _start(self, kernel: KernelProcess) -> None:
         self._starting.add(kernel)
