@@ -32,9 +32,11 @@ else
   UV=$PWD/.tools/bin/uv
 fi
 
-# System packages: bubblewrap (the sandbox), libseccomp (its syscall filter), a CJK font.
+# System packages: bubblewrap (the sandbox), libseccomp (its syscall filter), util-linux
+# (setpriv and prlimit start each sandbox), a CJK font.
 missing=()
 command -v bwrap >/dev/null || missing+=(bubblewrap)
+command -v setpriv >/dev/null && command -v prlimit >/dev/null || missing+=(util-linux)
 ldconfig -p 2>/dev/null | grep -q libseccomp.so.2 || missing+=(libseccomp2)
 [ -n "$(ls /usr/share/fonts/truetype/wqy 2>/dev/null)" ] || missing+=(fonts-wqy-zenhei)
 if [ ${#missing[@]} -gt 0 ]; then
