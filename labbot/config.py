@@ -162,6 +162,12 @@ class Settings(BaseSettings):
         return self.LABBOT_DATA_DIR / "labbot.sqlite3"
 
 
+# Never echoed back: the fields typed SecretStr.
+SECRET_FIELDS = frozenset(
+    name for name, field in Settings.model_fields.items() if "SecretStr" in str(field.annotation)
+)
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read the settings, turning validation errors into one ConfigError naming each variable."""
     try:
@@ -173,5 +179,5 @@ def load_settings(**overrides: object) -> Settings:
 
 def _describe(err: Any) -> str:
     name = ".".join(str(p) for p in err["loc"]) or "settings"
-    shown = "***" if any(w in name for w in ("TOKEN", "KEY", "SECRET", "URI")) else err.get("input")
+    shown = "***" if name in SECRET_FIELDS else err.get("input")
     return f"{name}: {err['msg']} (got {shown!r})"

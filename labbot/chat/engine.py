@@ -233,7 +233,7 @@ class Engine:
             file_id = url.removeprefix(IMAGE_REF)
             try:
                 record = await self.store.get(user, file_id)
-                data = b"".join([chunk async for chunk in self.store.read(user, file_id)])
+                data = await self.store.read_bytes(user, file_id)
             except FileNotFound:
                 parts.append({"type": "text", "text": f"[image {file_id} has expired]"})
                 continue

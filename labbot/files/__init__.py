@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from labbot.config import Settings
-from labbot.files.blobs import LocalBlobStore
+from labbot.files.blobs import LocalBlobStore, file_chunks
 from labbot.files.kinds import FileKind, detect_kind, kind_by_name
 from labbot.files.meta import FileRecord, MetadataStore, SqliteMetadataStore
 from labbot.files.receipt import render_upload_confirmation
@@ -13,7 +13,6 @@ from labbot.files.store import (
     ReconcileResult,
     SaveResult,
     SweepResult,
-    file_chunks,
 )
 
 

@@ -20,6 +20,16 @@ TMP_DIR = ".tmp"
 READ_CHUNK = 1024 * 1024
 
 
+async def file_chunks(path: Path, chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]:
+    """Stream a local file in chunks without blocking the event loop."""
+    handle = await asyncio.to_thread(open, path, "rb")
+    try:
+        while chunk := await asyncio.to_thread(handle.read, chunk_size):
+            yield chunk
+    finally:
+        await asyncio.to_thread(handle.close)
+
+
 def check_user(user: str) -> str:
     """Return ``user`` if it can name a folder (Discord ids, CLI names), else raise InvalidUser."""
     if not isinstance(user, str) or not _USER_RE.fullmatch(user):
@@ -132,14 +142,9 @@ class LocalBlobStore:
         await writer.open()
         return writer
 
-    async def read(self, user: str, file_id: str) -> AsyncIterator[bytes]:
+    def read(self, user: str, file_id: str) -> AsyncIterator[bytes]:
         """Stream a blob's bytes in chunks."""
-        handle = await asyncio.to_thread(open, self.path(user, file_id), "rb")
-        try:
-            while chunk := await asyncio.to_thread(handle.read, READ_CHUNK):
-                yield chunk
-        finally:
-            await asyncio.to_thread(handle.close)
+        return file_chunks(self.path(user, file_id))
 
     async def delete(self, user: str, file_id: str) -> None:
         """Remove a blob if it exists."""

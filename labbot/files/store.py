@@ -15,7 +15,7 @@ from typing import TypeVar
 from labbot.config import Settings
 from labbot.errors import FileError, FileTooLarge, StorageError
 from labbot.files import kinds
-from labbot.files.blobs import READ_CHUNK, LocalBlobStore, check_user
+from labbot.files.blobs import LocalBlobStore, check_user
 from labbot.files.meta.base import FileRecord, MetadataStore, Source
 from labbot.files.names import clean_filename, new_file_id
 
@@ -73,16 +73,6 @@ class ReconcileResult:
     orphan_blobs: int = 0
     partial_files: int = 0
     missing_blobs: int = 0
-
-
-async def file_chunks(path: Path, chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]:
-    """Stream a local file in chunks without blocking the event loop."""
-    handle = await asyncio.to_thread(open, path, "rb")
-    try:
-        while chunk := await asyncio.to_thread(handle.read, chunk_size):
-            yield chunk
-    finally:
-        await asyncio.to_thread(handle.close)
 
 
 class FileStore:
@@ -231,6 +221,10 @@ class FileStore:
         await self.get(user, file_id)
         async for chunk in self.blobs.read(user, file_id):
             yield chunk
+
+    async def read_bytes(self, user: str, file_id: str) -> bytes:
+        """A live file's whole contents (for files small enough to hold, e.g. to attach)."""
+        return b"".join([chunk async for chunk in self.read(user, file_id)])
 
     async def set_preview(self, user: str, file_id: str, preview: str) -> None:
         """Keep a short schema preview with the file's metadata (computed once, in the sandbox)."""

@@ -303,7 +303,7 @@ class Messages(commands.Cog):
             batch = []
             for file in attachable[start : start + FILES_PER_MESSAGE]:
                 try:
-                    data = b"".join([c async for c in store.read(user, file["id"])])
+                    data = await store.read_bytes(user, file["id"])
                 except FileNotFound:  # evicted by a later output of the same answer
                     continue
                 batch.append(discord.File(io.BytesIO(data), filename=file["name"]))

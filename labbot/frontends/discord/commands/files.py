@@ -69,7 +69,7 @@ class FileActions(OwnerView):
                 ephemeral=True,
             )
             return
-        data = b"".join([c async for c in store.read(str(self.owner_id), record.id)])
+        data = await store.read_bytes(str(self.owner_id), record.id)
         await interaction.response.send_message(
             file=discord.File(io.BytesIO(data), filename=record.name), ephemeral=True
         )
