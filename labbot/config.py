@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -98,6 +100,27 @@ class Settings(BaseSettings):
     BLOCKED_CHANNEL_IDS: IdList = []
     RATE_LIMIT_MESSAGES: int = Field(6, ge=1)
     RATE_LIMIT_SECONDS: float = Field(60.0, gt=0)
+    # Scaling out (see the README's "Scaling out"): where code runs and where bytes live.
+    LABBOT_EXECUTOR: Literal["local", "nats"] = "local"
+    LABBOT_NATS_URL: str = "nats://127.0.0.1:4222"
+    LABBOT_NATS_CREDS: Path | None = None
+    LABBOT_NATS_USER: str | None = None
+    LABBOT_NATS_PASSWORD: SecretStr | None = None
+    LABBOT_NATS_TLS_CA: Path | None = None
+    LABBOT_NATS_TLS_CERT: Path | None = None
+    LABBOT_NATS_TLS_KEY: Path | None = None
+    LABBOT_HOST_ID: str = Field(default_factory=lambda: _host_id(socket.gethostname()))
+    LABBOT_HOST_SLOTS: int | None = Field(None, ge=1)
+    LABBOT_HOST_DEAD_AFTER_S: float = Field(3.0, gt=0)
+    LABBOT_HEARTBEAT_S: float = Field(1.0, gt=0)
+    LABBOT_BLOB_URL: str | None = None
+    LABBOT_BLOB_CACHE_DIR: Path | None = None
+    LABBOT_BLOB_CACHE_MAX_GB: float = Field(10.0, gt=0)
+    AWS_ENDPOINT_URL: str | None = None
+    AWS_REGION: str | None = None
+    AWS_ACCESS_KEY_ID: str | None = None
+    AWS_SECRET_ACCESS_KEY: SecretStr | None = None
+    AWS_SESSION_TOKEN: SecretStr | None = None
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = "text"
 
@@ -112,6 +135,20 @@ class Settings(BaseSettings):
     @classmethod
     def _data_dir_is_absolute(cls, value: Path) -> Path:
         return value.expanduser().absolute()
+
+    @field_validator("LABBOT_HOST_ID")
+    @classmethod
+    def _host_id_is_a_subject_token(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+            raise ValueError("must be 1-64 letters, digits, '-' or '_'")
+        return value
+
+    @field_validator("LABBOT_BLOB_URL")
+    @classmethod
+    def _blob_url_is_known(cls, value: str | None) -> str | None:
+        if value and not re.match(r"(file:///|s3://[^/]+|memory://)", value):
+            raise ValueError("must be file:///absolute/path, s3://bucket/prefix or memory://")
+        return value or None
 
     @field_validator("TIMEZONE")
     @classmethod
@@ -157,9 +194,24 @@ class Settings(BaseSettings):
         return self.LABBOT_DATA_DIR / "sandbox"
 
     @property
+    def blob_cache_dir(self) -> Path:
+        """Where a worker keeps copies of input files fetched from object storage."""
+        return self.LABBOT_BLOB_CACHE_DIR or self.LABBOT_DATA_DIR / "blob-cache"
+
+    @property
+    def host_slots(self) -> int:
+        """How many live sessions this worker machine holds."""
+        return self.LABBOT_HOST_SLOTS or self.MAX_SESSIONS
+
+    @property
     def database_path(self) -> Path:
         """The embedded SQLite metadata database."""
         return self.LABBOT_DATA_DIR / "labbot.sqlite3"
+
+
+def _host_id(hostname: str) -> str:
+    """A hostname made fit for a NATS subject token."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", hostname.split(".")[0])[:64] or "worker"
 
 
 # Never echoed back: the fields typed SecretStr.

@@ -22,7 +22,7 @@ from labbot.llm.client import Completion, LLMClient, ToolCall
 from labbot.llm.models import ModelCatalog, ModelInfo
 from labbot.llm.prompts import system_prompt
 from labbot.llm.tools import TOOL_NAME, tool_definition
-from labbot.sandbox import CodeInterpreter, ExecutionResult
+from labbot.sandbox import ExecutionResult, Executor
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Engine:
         settings: Settings,
         *,
         store: FileStore,
-        interpreter: CodeInterpreter,
+        interpreter: Executor,
         llm: LLMClient,
         conversations: ConversationStore,
         ledger: UsageLedger,

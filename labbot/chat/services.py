@@ -12,10 +12,11 @@ from labbot.chat.history import ConversationStore, SqliteConversationStore
 from labbot.chat.usage import SqliteUsageLedger, UsageLedger
 from labbot.config import Settings
 from labbot.errors import StorageError
-from labbot.files import FileStore, Limits, LocalBlobStore, MetadataStore, SqliteMetadataStore
+from labbot.files import FileStore, Limits, MetadataStore, SqliteMetadataStore
+from labbot.files.objects import open_blob_store
 from labbot.llm.client import LLMClient
 from labbot.llm.models import ModelCatalog
-from labbot.sandbox import CodeInterpreter
+from labbot.sandbox import Executor, create_executor
 from labbot.sqlite import SqliteDatabase
 
 
@@ -25,7 +26,7 @@ class Services:
 
     settings: Settings
     store: FileStore
-    interpreter: CodeInterpreter
+    interpreter: Executor
     conversations: ConversationStore
     ledger: UsageLedger
     catalog: ModelCatalog
@@ -37,12 +38,12 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     """Open the database, file store, interpreter and (when configured) the model client."""
     async with AsyncExitStack() as stack:
         meta, conversations, ledger = await _open_database(settings, stack)
-        store = FileStore(meta, LocalBlobStore(settings.files_dir), Limits.from_settings(settings))
+        store = FileStore(meta, open_blob_store(settings), Limits.from_settings(settings))
         await store.start()
         await conversations.start()
         await ledger.start()
         catalog = ModelCatalog(settings.LABBOT_MODELS_FILE)
-        interpreter = CodeInterpreter(settings, store)
+        interpreter = create_executor(settings, store)
         await interpreter.start()
         stack.push_async_callback(interpreter.close)
         engine = None

@@ -42,7 +42,7 @@ def exec_(
       labbot exec --user 1234 "df = load_file('sales.csv'); df.describe()"
       labbot exec --user 1234 -f analysis.py --json
     """
-    from labbot.sandbox import CodeInterpreter
+    from labbot.sandbox import create_executor
 
     if (code is None) == (code_file is None):
         raise click.UsageError("give the code as an argument or with -f FILE (one of them)")
@@ -54,7 +54,7 @@ def exec_(
             click.echo(text, nl=False, err=name == "stderr")
 
     async def run(store: FileStore) -> Any:
-        interpreter = CodeInterpreter(settings, store)
+        interpreter = create_executor(settings, store)
         await interpreter.start()
         try:
             return await interpreter.run(user, session, source, on_output=live)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from labbot.config import Settings
-from labbot.files.blobs import LocalBlobStore, file_chunks
+from labbot.files.blobs import BlobStore, LocalBlobStore, file_chunks
 from labbot.files.kinds import FileKind, detect_kind, kind_by_name
 from labbot.files.meta import FileRecord, MetadataStore, SqliteMetadataStore
 from labbot.files.receipt import render_upload_confirmation
@@ -18,11 +18,14 @@ from labbot.files.store import (
 
 def create_file_store(settings: Settings) -> FileStore:
     """The file store the settings describe (not started)."""
+    from labbot.files.objects import open_blob_store
+
     meta = SqliteMetadataStore(settings.database_path)
-    return FileStore(meta, LocalBlobStore(settings.files_dir), Limits.from_settings(settings))
+    return FileStore(meta, open_blob_store(settings), Limits.from_settings(settings))
 
 
 __all__ = [
+    "BlobStore",
     "FileKind",
     "FileRecord",
     "FileStore",

@@ -1,4 +1,9 @@
-"""Where file contents live: one folder per user under the data dir, written atomically."""
+"""Where file contents live, behind one small seam (``BlobStore``).
+
+``LocalBlobStore`` (the default) keeps one folder per user under the data dir, written atomically;
+``labbot.files.objects.ObjectBlobStore`` keeps the same layout in S3-compatible storage. Blobs are
+immutable and keyed by ``<user>/<file_id>``, so nothing depends on conditional writes.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from labbot.errors import InvalidUser
 
@@ -39,12 +45,55 @@ def check_user(user: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class StoredBlob:
-    """A blob found on disk: its owner's folder name, its id and its age in seconds."""
+    """A stored blob found by ``scan``: its owner, its id, its age in seconds and where it is
+    (a path or an object key, meaningful only to the store that found it)."""
 
     user: str
     file_id: str
-    path: Path
+    ref: str
     age: float
+
+
+class Writer(Protocol):
+    """One blob being written: ``write`` chunks, then ``commit`` (visible) or ``abort`` (gone)."""
+
+    size: int
+    head: bytes
+
+    @property
+    def sha256(self) -> str: ...
+
+    @property
+    def local_path(self) -> Path | None: ...
+
+    async def write(self, chunk: bytes) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def abort(self) -> None: ...
+
+
+class BlobStore(Protocol):
+    """Where the bytes of users' files live. Every implementation passes
+    ``tests/files/test_blob_contract.py``."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def writer(self, user: str, file_id: str, *, head_bytes: int) -> Writer: ...
+
+    def read(self, user: str, file_id: str) -> AsyncIterator[bytes]: ...
+
+    def local_path(self, user: str, file_id: str) -> Path | None: ...
+
+    async def delete(self, user: str, file_id: str) -> None: ...
+
+    async def delete_many(self, blobs: list[tuple[str, str]]) -> None: ...
+
+    async def scan(self) -> tuple[list[StoredBlob], list[StoredBlob]]: ...
+
+    async def remove(self, blobs: list[StoredBlob]) -> None: ...
 
 
 class BlobWriter:
@@ -87,6 +136,11 @@ class BlobWriter:
         """Hex digest of everything written so far."""
         return self._hash.hexdigest()
 
+    @property
+    def local_path(self) -> Path:
+        """Where the committed blob is on disk (for content sniffing)."""
+        return self.final_path
+
     def _commit(self) -> None:
         os.fsync(self._fd)
         os.close(self._fd)
@@ -123,6 +177,13 @@ class LocalBlobStore:
 
     def _start(self) -> None:
         (self.root / TMP_DIR).mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+    def local_path(self, user: str, file_id: str) -> Path:
+        """The blob's path: local blobs are mounted into the sandbox as they are."""
+        return self.path(user, file_id)
 
     def user_dir(self, user: str) -> Path:
         """The folder holding this user's blobs (what a sandbox mounts)."""
@@ -180,7 +241,7 @@ class LocalBlobStore:
                     for entry in entries:
                         age = now - entry.stat(follow_symlinks=False).st_mtime
                         target.append(
-                            StoredBlob(user.name, entry.name.split(".")[0], Path(entry.path), age)
+                            StoredBlob(user.name, entry.name.split(".")[0], entry.path, age)
                         )
         return blobs, partial
 
@@ -189,6 +250,6 @@ class LocalBlobStore:
 
         def remove_all() -> None:
             for blob in blobs:
-                blob.path.unlink(missing_ok=True)
+                Path(blob.ref).unlink(missing_ok=True)
 
         await asyncio.to_thread(remove_all)

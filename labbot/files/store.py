@@ -15,7 +15,7 @@ from typing import TypeVar
 from labbot.config import Settings
 from labbot.errors import FileError, FileTooLarge, StorageError
 from labbot.files import kinds
-from labbot.files.blobs import LocalBlobStore, check_user
+from labbot.files.blobs import BlobStore, check_user
 from labbot.files.meta.base import FileRecord, MetadataStore, Source
 from labbot.files.names import clean_filename, new_file_id
 
@@ -86,7 +86,7 @@ class FileStore:
     def __init__(
         self,
         meta: MetadataStore,
-        blobs: LocalBlobStore,
+        blobs: BlobStore,
         limits: Limits,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -112,8 +112,9 @@ class FileStore:
         await self.meta.start()
 
     async def close(self) -> None:
-        """Close the metadata store."""
+        """Close the metadata store and the blob store."""
         await self.meta.close()
+        await self.blobs.close()
 
     async def save(
         self,
@@ -148,18 +149,70 @@ class FileStore:
         except BaseException:
             await asyncio.shield(writer.abort())
             raise
+        try:
+            kind = await asyncio.to_thread(kinds.detect_kind, name, writer.head, writer.local_path)
+        except BaseException:
+            await asyncio.shield(self.blobs.delete(user, file_id))
+            raise
+        return await self._record(
+            user, name, file_id, kind.name, writer.size, writer.sha256, source=source
+        )
+
+    async def register(
+        self,
+        user: str,
+        filename: str,
+        file_id: str,
+        *,
+        kind: str,
+        size: int,
+        sha256: str,
+        source: Source = "generated",
+    ) -> SaveResult:
+        """Record a blob someone else already stored under a fresh ``file_id`` (a worker
+        machine's output), under the same limits and eviction as ``save``. The blob is deleted
+        if it cannot be kept.
+
+        :raises FileTooLarge: over the per-file limit or the quota.
+        """
+        check_user(user)
+        name = clean_filename(filename)
+        limits = self.limits
+        try:
+            if size > limits.max_file_bytes:
+                raise FileTooLarge(limit_bytes=limits.max_file_bytes)
+            if size > limits.max_total_bytes:
+                raise FileTooLarge(limit_bytes=limits.max_total_bytes, what="your storage quota")
+            kinds.kind_by_name(kind)
+        except BaseException:
+            await asyncio.shield(self.blobs.delete(user, file_id))
+            raise
+        return await self._record(user, name, file_id, kind, size, sha256, source=source)
+
+    async def _record(
+        self,
+        user: str,
+        name: str,
+        file_id: str,
+        kind: str,
+        size: int,
+        sha256: str,
+        *,
+        source: Source,
+    ) -> SaveResult:
+        """Write the metadata of a stored blob, evicting the oldest past the limits."""
+        limits = self.limits
         add: asyncio.Future[list[FileRecord]] | None = None
         try:
-            kind = await asyncio.to_thread(kinds.detect_kind, name, writer.head, writer.final_path)
             async with self._user_lock(user):
                 now = self.clock()
                 record = FileRecord(
                     id=file_id,
                     user=user,
                     name=name,
-                    kind=kind.name,
-                    size=writer.size,
-                    sha256=writer.sha256,
+                    kind=kind,
+                    size=size,
+                    sha256=sha256,
                     source=source,
                     created_at=now,
                     expires_at=now + limits.lifetime if limits.lifetime else None,
@@ -188,8 +241,8 @@ class FileStore:
             "file.saved user=%s id=%s kind=%s size=%d source=%s evicted=%d",
             user,
             file_id,
-            kind.name,
-            record.size,
+            kind,
+            size,
             source,
             len(evicted),
         )
@@ -230,9 +283,9 @@ class FileStore:
         """Keep a short schema preview with the file's metadata (computed once, in the sandbox)."""
         await self.meta.set_preview(check_user(user), file_id, preview)
 
-    def path(self, record: FileRecord) -> Path:
-        """The blob of a record on local disk (for the sandbox to mount)."""
-        return self.blobs.path(record.user, record.id)
+    def path(self, record: FileRecord) -> Path | None:
+        """The blob of a record on local disk, or None when blobs live in object storage."""
+        return self.blobs.local_path(record.user, record.id)
 
     async def delete(self, user: str, file_id: str) -> FileRecord:
         """Delete a live file of this user (record first, then bytes)."""

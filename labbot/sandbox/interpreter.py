@@ -11,11 +11,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from labbot.config import Settings
 from labbot.errors import FileError, StorageError
 from labbot.files import FileRecord, FileStore, kind_by_name
+from labbot.files.cache import BlobCache
 from labbot.files.receipt import format_size
 from labbot.sandbox.jail import INSIDE_FILES, Jail, SandboxLimits
 from labbot.sandbox.packages import Allowlist, Installer
@@ -54,6 +55,65 @@ async def _nothing(name: str, text: str) -> None:
     return None
 
 
+class SessionFiles(Protocol):
+    """The files one execution sees and where the files it writes go."""
+
+    async def records(self, user: str) -> list[FileRecord]:
+        """The user's live files, shown to the code through load_file."""
+        ...
+
+    async def local(self, record: FileRecord) -> Path | None:
+        """A local path with the file's bytes, or None if the file is gone."""
+        ...
+
+    async def save_output(
+        self, user: str, name: str, chunks: AsyncIterator[bytes]
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Keep a file the code wrote: its entry for ``ExecutionResult.files`` and notes.
+
+        :raises FileError: it cannot be kept (limits). :raises StorageError: storage failed.
+        """
+        ...
+
+
+class StoreFiles:
+    """SessionFiles straight from this machine's FileStore (limits and eviction applied)."""
+
+    def __init__(self, store: FileStore, cache: BlobCache) -> None:
+        self.store = store
+        self.cache = cache
+
+    async def records(self, user: str) -> list[FileRecord]:
+        """The user's live files."""
+        return await self.store.list(user)
+
+    async def local(self, record: FileRecord) -> Path | None:
+        """The blob (or its cached copy)."""
+        try:
+            return await self.cache.path(record.user, record.id, record.sha256)
+        except FileNotFoundError:
+            return None  # deleted meanwhile
+
+    async def save_output(
+        self, user: str, name: str, chunks: AsyncIterator[bytes]
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Save through the store, which may evict the oldest files."""
+        saved = await self.store.save(user, name, chunks, source="generated")
+        return file_entry(saved.record), eviction_notes(saved.evicted)
+
+
+def file_entry(record: FileRecord) -> dict[str, Any]:
+    """How a new file appears in an ExecutionResult."""
+    return {"id": record.id, "name": record.name, "kind": record.kind, "size": record.size}
+
+
+def eviction_notes(evicted: list[FileRecord]) -> list[str]:
+    """What the model is told about files removed to make room."""
+    return [
+        f"To stay within the user's limits, {old.name} ({old.id}) was removed." for old in evicted
+    ]
+
+
 class CodeInterpreter:
     """Runs code in the caller's session, with their files, under the sandbox's limits.
 
@@ -62,9 +122,22 @@ class CodeInterpreter:
     result = await interpreter.run("1234", "thread-9", "df = load_file('abc')\\ndf.head()")
     """
 
-    def __init__(self, settings: Settings, store: FileStore, *, jail: Jail | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: FileStore | None,
+        *,
+        jail: Jail | None = None,
+        files: SessionFiles | None = None,
+    ) -> None:
         self.settings = settings
-        self.store = store
+        if files is None:
+            assert store is not None, "a CodeInterpreter needs a FileStore or SessionFiles"
+            cache_bytes = int(settings.LABBOT_BLOB_CACHE_MAX_GB * 1024**3)
+            cache = BlobCache(store.blobs, settings.blob_cache_dir, max_bytes=cache_bytes)
+            files = StoreFiles(store, cache)
+        self.files = files
+        self.max_file_bytes = settings.max_file_bytes
         self.limits = SandboxLimits.from_settings(settings)
         self.jail = jail or Jail(settings, self.limits)
         self.sessions = SessionManager(
@@ -89,11 +162,24 @@ class CodeInterpreter:
         """Kill every session."""
         await self.sessions.close()
 
+    @property
+    def live_sessions(self) -> int:
+        """How many sessions hold an interpreter now."""
+        return len(self.sessions.sessions)
+
     async def run(
-        self, user: str, conversation: str, code: str, *, on_output: OutputHandler | None = None
+        self,
+        user: str,
+        conversation: str,
+        code: str,
+        *,
+        on_output: OutputHandler | None = None,
+        files: SessionFiles | None = None,
     ) -> ExecutionResult:
         """Run ``code`` in the conversation's session. Waits its turn when the user or the
         machine is at its concurrency limit. Failures of the code are results, not exceptions.
+        ``files`` replaces the interpreter's own file access for this run (a worker machine
+        passes the files the bot sent).
 
         :raises SandboxUnavailable: the sandbox cannot start on this machine.
         """
@@ -106,16 +192,20 @@ class CodeInterpreter:
                 done = asyncio.Event()
                 self._running[(user, conversation)] = (session, done)
                 try:
-                    return await self._run(session, code, on_output or _nothing)
+                    return await self._run(
+                        session, code, on_output or _nothing, files or self.files
+                    )
                 finally:
                     done.set()
                     self._running.pop((user, conversation), None)
                     session.last_used = time.monotonic()
 
-    async def _run(self, session: Session, code: str, on_output: OutputHandler) -> ExecutionResult:
+    async def _run(
+        self, session: Session, code: str, on_output: OutputHandler, files: SessionFiles
+    ) -> ExecutionResult:
         restarted = session.restarted
         self.sessions.forget_loss(session)
-        result = await self._execute(session, code, on_output)
+        result = await self._execute(session, code, on_output, files)
         missing = result.error and result.error.get("missing_module")
         if missing and result.status == "error" and self.settings.SANDBOX_AUTO_INSTALL:
             package = self.allowlist.resolve(missing)
@@ -127,7 +217,7 @@ class CodeInterpreter:
             else:
                 ok, why = await self.installer.install(package)
                 if ok and session.kernel.alive:
-                    retried = await self._execute(session, code, on_output)
+                    retried = await self._execute(session, code, on_output, files)
                     retried.packages_installed = [package.requirement]
                     retried.files = result.files + retried.files
                     result = retried
@@ -145,35 +235,31 @@ class CodeInterpreter:
         return result
 
     async def _execute(
-        self, session: Session, code: str, on_output: OutputHandler
+        self, session: Session, code: str, on_output: OutputHandler, files: SessionFiles
     ) -> ExecutionResult:
-        records = await self.store.list(session.user)
-        manifest = await asyncio.to_thread(self._link_files, session, records)
+        records = await files.records(session.user)
+        local = {r.id: await files.local(r) for r in records}
+        records = [r for r in records if local[r.id] is not None]
+        manifest = await asyncio.to_thread(self._link_files, session, records, local)
         result = ExecutionResult(status="ok")
         started = time.perf_counter()
 
         async def on_file(name: str, chunks: AsyncIterator[bytes]) -> None:
             display = PurePosixPath(name).name
             try:
-                saved = await self.store.save(session.user, display, chunks, source="generated")
+                entry, notes = await files.save_output(session.user, display, chunks)
             except (FileError, StorageError) as exc:
                 result.skipped_files.append({"name": display, "reason": str(exc)})
                 return
-            record = saved.record
-            result.files.append(
-                {"id": record.id, "name": record.name, "kind": record.kind, "size": record.size}
-            )
-            for old in saved.evicted:
-                result.notes.append(
-                    f"To stay within the user's limits, {old.name} ({old.id}) was removed."
-                )
+            result.files.append(entry)
+            result.notes.extend(notes)
 
         head = self.limits.output_bytes * 3 // 4
         limits = {
             "cpu_seconds": self.limits.cpu_seconds,
             "output_head": head,
             "output_tail": self.limits.output_bytes - head,
-            "max_file_bytes": self.store.limits.max_file_bytes,
+            "max_file_bytes": self.max_file_bytes,
         }
         try:
             raw = await session.kernel.execute(
@@ -195,7 +281,7 @@ class CodeInterpreter:
             )
             result.duration = time.perf_counter() - started
             return result
-        limit = format_size(self.store.limits.max_file_bytes)
+        limit = format_size(self.max_file_bytes)
         for skipped in raw.get("skipped", []):
             result.skipped_files.append(
                 {
@@ -214,7 +300,9 @@ class CodeInterpreter:
             result.notes.append("The code ran out of memory (a MemoryError); variables are kept.")
         return result
 
-    def _link_files(self, session: Session, records: list[FileRecord]) -> dict[str, dict]:
+    def _link_files(
+        self, session: Session, records: list[FileRecord], local: dict[str, Path | None]
+    ) -> dict[str, dict]:
         """Make exactly the user's live files visible in the session's read-only folder."""
         folder = session.kernel.files_dir
         wanted = {r.id: r for r in records}
@@ -222,7 +310,8 @@ class CodeInterpreter:
         for stale in present - wanted.keys():
             (folder / stale).unlink(missing_ok=True)
         for file_id in wanted.keys() - present:
-            source, target = self.store.path(wanted[file_id]), folder / file_id
+            source, target = local[file_id], folder / file_id
+            assert source is not None
             try:
                 os.link(source, target)
             except FileNotFoundError:

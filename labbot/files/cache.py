@@ -1,0 +1,99 @@
+"""Local copies of blobs for the sandbox to mount: the blob itself when it is on local disk,
+else a read-through cache (sha256 checked, least recently used evicted past a size bound)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+from labbot.errors import StorageError
+from labbot.files.blobs import BlobStore
+
+log = logging.getLogger(__name__)
+
+
+class BlobCache:
+    """Where the sandbox finds a file's bytes on this machine.
+
+    cache = BlobCache(blobs, settings.blob_cache_dir, max_bytes=10 * 2**30)
+    path = await cache.path(user, file_id, sha256)
+    """
+
+    def __init__(self, blobs: BlobStore, root: Path, *, max_bytes: int) -> None:
+        self.blobs = blobs
+        self.root = root
+        self.max_bytes = max_bytes
+        self._fetching: dict[str, asyncio.Future[Path]] = {}
+
+    async def path(self, user: str, file_id: str, sha256: str) -> Path:
+        """A local path holding the blob's bytes.
+
+        :raises FileNotFoundError: the blob is gone from the store.
+        :raises StorageError: the bytes fetched do not match ``sha256``.
+        """
+        local = self.blobs.local_path(user, file_id)
+        if local is not None:
+            return local
+        target = self.root / file_id
+        if await asyncio.to_thread(_touch, target):
+            return target
+        pending = self._fetching.get(file_id)
+        if pending is None:  # one download per blob, however many sessions ask
+            pending = asyncio.ensure_future(self._fetch(user, file_id, sha256, target))
+            self._fetching[file_id] = pending
+            pending.add_done_callback(lambda _: self._fetching.pop(file_id, None))
+        return await asyncio.shield(pending)
+
+    async def _fetch(self, user: str, file_id: str, sha256: str, target: Path) -> Path:
+        await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True, mode=0o700)
+        partial = target.with_name(f"{file_id}.{os.getpid()}.part")
+        digest = hashlib.sha256()
+        size = 0
+        handle = await asyncio.to_thread(open, partial, "wb")
+        try:
+            async for chunk in self.blobs.read(user, file_id):
+                size += len(chunk)
+                await asyncio.to_thread(_write_hash, handle, digest, chunk)
+            await asyncio.to_thread(handle.close)
+            if digest.hexdigest() != sha256:
+                log.error("cache.corrupt id=%s size=%d", file_id, size)
+                raise StorageError(f"The stored copy of file {file_id} is damaged.")
+            await asyncio.to_thread(os.rename, partial, target)
+        finally:
+            await asyncio.to_thread(handle.close)
+            await asyncio.to_thread(partial.unlink, missing_ok=True)
+        log.info("cache.fetched id=%s size=%d", file_id, size)
+        await asyncio.to_thread(self._trim, keep=target)
+        return target
+
+    def _trim(self, keep: Path) -> None:
+        """Remove the least recently used copies until the cache fits (never ``keep``)."""
+        entries = []
+        with os.scandir(self.root) as found:
+            for entry in found:
+                if entry.is_file() and not entry.name.endswith(".part"):
+                    stat = entry.stat()
+                    entries.append((stat.st_mtime, stat.st_size, Path(entry.path)))
+        total = sum(size for _, size, _ in entries)
+        for _, size, path in sorted(entries):
+            if total <= self.max_bytes:
+                break
+            if path != keep:
+                path.unlink(missing_ok=True)  # mounted copies are hard links: they stay valid
+                total -= size
+
+
+def _touch(path: Path) -> bool:
+    try:
+        os.utime(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _write_hash(handle, digest, chunk: bytes) -> None:  # type: ignore[no-untyped-def]
+    handle.write(chunk)
+    digest.update(chunk)

@@ -1,0 +1,120 @@
+"""The NATS side of scaling out: connecting with the operator's credentials, the subjects, and
+the messages (JSON) that bot processes and worker machines exchange.
+
+Subjects (``<host>`` is a worker's LABBOT_HOST_ID):
+  labbot.exec.<host>      request-reply: run code in a session held by that worker
+  labbot.ctl.<host>       request-reply: stop, reset, drain
+  labbot.hb.<host>        heartbeat, once a second: free slots, sessions, draining
+  labbot.stream.<id>      live output of one execution, in order
+KV bucket ``labbot_sessions``: session key -> host id, TTL = the session idle timeout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import ssl
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+
+from labbot.config import Settings
+from labbot.errors import SandboxUnavailable
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = 1
+KV_BUCKET = "labbot_sessions"
+
+
+def exec_subject(host: str) -> str:
+    """Where a worker takes executions."""
+    return f"labbot.exec.{host}"
+
+
+def ctl_subject(host: str) -> str:
+    """Where a worker takes stop, reset and drain."""
+    return f"labbot.ctl.{host}"
+
+
+def heartbeat_subject(host: str) -> str:
+    """Where a worker says it is alive ("*" for every worker)."""
+    return f"labbot.hb.{host}"
+
+
+def stream_subject(request_id: str) -> str:
+    """Where one execution's live output goes."""
+    return f"labbot.stream.{request_id}"
+
+
+def session_key(user: str, conversation: str) -> str:
+    """The KV key of a conversation's session: a digest, so any conversation id fits a key
+    and no user id appears in the broker."""
+    return hashlib.sha256(f"{user}\0{conversation}".encode()).hexdigest()[:40]
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """A message on the wire."""
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    """A message off the wire (a dict, or ValueError)."""
+    message = json.loads(data)
+    if not isinstance(message, dict):
+        raise ValueError("not a JSON object")
+    return message
+
+
+async def connect(settings: Settings, name: str) -> Client:
+    """A NATS connection with the configured credentials and TLS; reconnects forever.
+
+    :raises SandboxUnavailable: the broker cannot be reached or refused the credentials.
+    """
+    options: dict[str, Any] = {
+        "servers": [url.strip() for url in settings.LABBOT_NATS_URL.split(",") if url.strip()],
+        "name": name,
+        "connect_timeout": 5,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "error_cb": _on_error,
+        "disconnected_cb": _on_disconnect,
+        "reconnected_cb": _on_reconnect,
+    }
+    if settings.LABBOT_NATS_CREDS:
+        options["user_credentials"] = str(settings.LABBOT_NATS_CREDS)
+    if settings.LABBOT_NATS_USER:
+        options["user"] = settings.LABBOT_NATS_USER
+    if settings.LABBOT_NATS_PASSWORD:
+        options["password"] = settings.LABBOT_NATS_PASSWORD.get_secret_value()
+    if settings.LABBOT_NATS_TLS_CA or settings.LABBOT_NATS_TLS_CERT:
+        context = ssl.create_default_context(
+            cafile=str(settings.LABBOT_NATS_TLS_CA) if settings.LABBOT_NATS_TLS_CA else None
+        )
+        if settings.LABBOT_NATS_TLS_CERT:
+            key = settings.LABBOT_NATS_TLS_KEY
+            context.load_cert_chain(str(settings.LABBOT_NATS_TLS_CERT), str(key) if key else None)
+        options["tls"] = context
+    try:
+        return await nats.connect(**options)
+    except Exception as exc:  # nats raises several unrelated types for "cannot connect"
+        log.error("nats.connect_failed error=%s", type(exc).__name__)
+        raise SandboxUnavailable(
+            f"The message broker cannot be reached at {settings.LABBOT_NATS_URL}"
+            f" ({type(exc).__name__}).",
+            hint="Check LABBOT_NATS_URL, the credentials, and that nats-server runs with -js.",
+        ) from exc
+
+
+async def _on_error(exc: Exception) -> None:
+    log.warning("nats.error error=%s", type(exc).__name__)
+
+
+async def _on_disconnect() -> None:
+    log.warning("nats.disconnected")
+
+
+async def _on_reconnect() -> None:
+    log.info("nats.reconnected")

@@ -1,0 +1,405 @@
+"""RemoteExecutor: the bot's side of running code on worker machines over NATS.
+
+Affinity: a conversation's session lives on one worker, named in the JetStream KV bucket
+``labbot_sessions`` (TTL = the idle timeout). New sessions go to the live, non-draining worker
+with the most free slots, placed with compare-and-set so two bot processes never place one session
+twice. Failure: a worker with no subscriber ("no responders") or silent for
+LABBOT_HOST_DEAD_AFTER_S is lost. The session is placed again, the code runs on a fresh
+interpreter, and the model is told why. Earlier cells are never replayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import math
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.errors import (
+    BadRequestError,
+    KeyDeletedError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+)
+
+from labbot.config import Settings
+from labbot.errors import FileError, SandboxUnavailable, StorageError
+from labbot.files import FileStore
+from labbot.remote import bus
+from labbot.sandbox.interpreter import ExecutionResult, OutputHandler, eviction_notes, file_entry
+
+log = logging.getLogger(__name__)
+
+HOST_LOST_NOTE = (
+    "The Python session was restarted because its machine was lost: variables and imports are"
+    " gone; uploaded and generated files are still available through load_file()."
+)
+HOST_RESTARTED_NOTE = (
+    "The Python session was restarted because its machine restarted: variables and imports are"
+    " gone; files are kept."
+)
+REPLY_GRACE = 30.0  # seconds past the execution time limit before a silent reply counts as lost
+STREAM_DRAIN = 2.0  # seconds to wait for streamed output that is still on its way
+PLACE_ATTEMPTS = 4
+MISSING = (KeyNotFoundError, KeyDeletedError)
+
+
+class HostLost(Exception):
+    """The worker holding a session is gone (no subscriber, silent, or no reply)."""
+
+
+class Refused(Exception):
+    """The worker would not take a new session (draining)."""
+
+
+@dataclass
+class HostState:
+    """What the last heartbeat of a worker said, and when it came."""
+
+    host: str
+    seen: float = -math.inf
+    free: int = 0
+    sessions: int = 0
+    draining: bool = False
+    beat: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class Placement:
+    """A session's worker as this bot process last knew it."""
+
+    host: str
+    revision: int
+    refreshed: float
+
+
+class RemoteExecutor:
+    """Runs code on worker machines; same contract as CodeInterpreter.
+
+    executor = RemoteExecutor(settings, store)
+    await executor.start()
+    result = await executor.run("1234", "thread-9", "x = 1")
+    """
+
+    def __init__(self, settings: Settings, store: FileStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.dead_after = settings.LABBOT_HOST_DEAD_AFTER_S
+        self.ttl = settings.SESSION_IDLE_MINUTES * 60
+        self.hosts: dict[str, HostState] = {}
+        self.placements: dict[str, Placement] = {}
+        self._running: dict[tuple[str, str], str] = {}
+        self._any_beat = asyncio.Event()
+        self._started = 0.0
+        self._nc: Any = None
+        self._kv: Any = None
+
+    async def start(self) -> None:
+        """Connect, open the placement bucket and listen to heartbeats."""
+        self._nc = await bus.connect(self.settings, "labbot-bot")
+        js = self._nc.jetstream()
+        try:
+            self._kv = await js.create_key_value(bucket=bus.KV_BUCKET, ttl=self.ttl, history=1)
+        except BadRequestError:  # it exists with other settings: use it as it is
+            self._kv = await js.key_value(bus.KV_BUCKET)
+        await self._nc.subscribe(bus.heartbeat_subject("*"), cb=self._on_heartbeat)
+        await self._nc.flush()
+        self._started = time.monotonic()
+
+    async def close(self) -> None:
+        """Disconnect (sessions stay on their workers until idle)."""
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.drain()
+            self._nc = None
+
+    # Liveness ------------------------------------------------------------------------------
+
+    async def _on_heartbeat(self, msg: Any) -> None:
+        try:
+            beat = bus.decode(msg.data)
+            host = str(beat["host"])
+        except (ValueError, KeyError):
+            return
+        state = self.hosts.setdefault(host, HostState(host))
+        if beat.get("gone"):
+            state.seen = -math.inf  # it said goodbye: lost now, not in 3 seconds
+        else:
+            state.seen = time.monotonic()
+        state.free = int(beat.get("free", 0))
+        state.sessions = int(beat.get("sessions", 0))
+        state.draining = bool(beat.get("draining"))
+        state.beat.set()
+        state.beat = asyncio.Event()
+        self._any_beat.set()
+
+    def _fresh(self, host: str) -> bool:
+        state = self.hosts.get(host)
+        return state is not None and time.monotonic() - state.seen < self.dead_after
+
+    async def _alive(self, host: str) -> bool:
+        """True if the worker beat recently; just after start, wait for its first beat."""
+        if self._fresh(host):
+            return True
+        remaining = self._started + self.dead_after - time.monotonic()
+        if remaining <= 0:
+            return False
+        state = self.hosts.setdefault(host, HostState(host))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(remaining):
+                await state.beat.wait()
+        return self._fresh(host)
+
+    async def _watch(self, host: str) -> None:
+        """Return once ``host`` has been silent for ``dead_after`` seconds."""
+        while True:
+            state = self.hosts.get(host)
+            seen = state.seen if state else -math.inf
+            remaining = seen + self.dead_after - time.monotonic()
+            if remaining <= 0:
+                return
+            await asyncio.sleep(remaining)
+
+    def _lost(self, host: str) -> None:
+        state = self.hosts.get(host)
+        if state is not None:
+            state.seen = -math.inf  # until it beats again
+        log.warning("executor.host_lost host=%s", host)
+
+    # Placement -----------------------------------------------------------------------------
+
+    async def _choose(self, exclude: set[str]) -> str:
+        """The live, non-draining worker with the most free slots."""
+        deadline = self._started + self.dead_after
+        while True:
+            live = [
+                s
+                for s in self.hosts.values()
+                if self._fresh(s.host) and not s.draining and s.host not in exclude
+            ]
+            if live:
+                return max(live, key=lambda s: (s.free, -s.sessions, s.host)).host
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SandboxUnavailable(
+                    "No worker machine is available to run code right now.",
+                    hint="Start `labbot worker` on a worker machine, or ask the operator.",
+                )
+            self._any_beat.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._any_beat.wait()
+
+    async def _place(self, key: str, exclude: set[str]) -> tuple[str, bool]:
+        """The session's worker, and whether it was placed just now."""
+        known = self.placements.get(key)
+        if known and known.host not in exclude and self._fresh(known.host):
+            if time.monotonic() - known.refreshed < self.ttl / 4:
+                return known.host, False
+            with contextlib.suppress(KeyWrongLastSequenceError):
+                value = known.host.encode()
+                known.revision = await self._kv.update(key, value, last=known.revision)
+                known.refreshed = time.monotonic()
+                return known.host, False
+        self.placements.pop(key, None)
+        for _ in range(PLACE_ATTEMPTS):
+            try:
+                entry = await self._kv.get(key)
+            except MISSING:
+                entry = None
+            if entry is not None and entry.value:
+                host = entry.value.decode()
+                if host not in exclude and await self._alive(host):
+                    self.placements[key] = Placement(host, entry.revision, time.monotonic())
+                    return host, False
+            host = await self._choose(exclude)
+            try:
+                if entry is None:
+                    revision = await self._kv.create(key, host.encode())
+                else:
+                    revision = await self._kv.update(key, host.encode(), last=entry.revision)
+            except KeyWrongLastSequenceError:
+                continue  # another bot process placed it first: use theirs
+            self.placements[key] = Placement(host, revision, time.monotonic())
+            log.info("executor.placed host=%s", host)
+            return host, True
+        raise SandboxUnavailable("The session could not be placed on a worker machine.")
+
+    async def _forget(self, key: str, host: str) -> None:
+        """Drop the session's placement if it still names ``host``."""
+        self.placements.pop(key, None)
+        with contextlib.suppress(*MISSING, KeyWrongLastSequenceError):
+            entry = await self._kv.get(key)
+            if entry.value and entry.value.decode() == host:
+                await self._kv.delete(key, last=entry.revision)
+
+    # Execution -----------------------------------------------------------------------------
+
+    async def run(
+        self, user: str, conversation: str, code: str, *, on_output: OutputHandler | None = None
+    ) -> ExecutionResult:
+        """Run ``code`` in the conversation's session, on whichever worker holds it.
+
+        :raises SandboxUnavailable: no worker can take it.
+        """
+        key = bus.session_key(user, conversation)
+        records = await self.store.list(user)
+        files = [
+            {"id": r.id, "name": r.name, "kind": r.kind, "size": r.size, "sha256": r.sha256}
+            for r in records
+        ]
+        exclude: set[str] = set()
+        lost = False
+        for _ in range(PLACE_ATTEMPTS):
+            host, placed = await self._place(key, exclude)
+            request = {
+                "v": bus.PROTOCOL,
+                "user": user,
+                "conversation": conversation,
+                "code": code,
+                "files": files,
+            }
+            try:
+                reply = await self._call(host, (user, conversation), request, on_output)
+            except HostLost:
+                self._lost(host)
+                await self._forget(key, host)
+                exclude.add(host)
+                lost = True
+                continue
+            except Refused:
+                await self._forget(key, host)
+                exclude.add(host)
+                continue
+            break
+        else:
+            raise SandboxUnavailable("No worker machine could run the code.")
+        result = await self._result(user, reply)
+        if lost:
+            result.session_restarted = True
+            result.notes.insert(0, HOST_LOST_NOTE)
+        elif reply.get("new_session") and not placed and not result.session_restarted:
+            result.session_restarted = True
+            result.notes.insert(0, HOST_RESTARTED_NOTE)
+        return result
+
+    async def _call(
+        self,
+        host: str,
+        who: tuple[str, str],
+        request: dict[str, Any],
+        on_output: OutputHandler | None,
+    ) -> dict[str, Any]:
+        """One request to ``host``, raced against its heartbeat going silent."""
+        received = 0
+        expected: int | None = None
+        drained = asyncio.Event()
+        sub = None
+        if on_output is not None:
+            request["stream"] = bus.stream_subject(secrets.token_hex(12))
+
+            async def on_stream(msg: Any) -> None:
+                nonlocal received
+                part = bus.decode(msg.data)
+                received = max(received, int(part["n"]))
+                await on_output(part["name"], part["text"])
+                if expected is not None and received >= expected:
+                    drained.set()
+
+            sub = await self._nc.subscribe(request["stream"], cb=on_stream)
+        timeout = self.settings.CODE_EXECUTION_TIMEOUT + REPLY_GRACE
+        call = asyncio.ensure_future(
+            self._nc.request(bus.exec_subject(host), bus.encode(request), timeout=timeout)
+        )
+        watch = asyncio.ensure_future(self._watch(host))
+        self._running[who] = host
+        try:
+            done, _ = await asyncio.wait({call, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if call not in done:
+                call.cancel()
+                raise HostLost(host)
+            try:
+                msg = call.result()
+            except (NoRespondersError, NatsTimeout) as exc:
+                raise HostLost(host) from exc
+            reply = bus.decode(msg.data)
+            if not reply.get("ok"):
+                if reply.get("error") == "draining":
+                    raise Refused(host)
+                raise SandboxUnavailable(f"The worker machine failed: {reply.get('error')}")
+            expected = int(reply.get("streamed", 0))
+            if sub is not None and received < expected:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(STREAM_DRAIN):
+                        await drained.wait()
+            return reply
+        finally:
+            self._running.pop(who, None)
+            watch.cancel()
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+    async def _result(self, user: str, reply: dict[str, Any]) -> ExecutionResult:
+        """The worker's result, with its new files registered under the user's limits."""
+        raw = reply["result"]
+        names = {f.name for f in dataclasses.fields(ExecutionResult)}
+        result = ExecutionResult(**{k: v for k, v in raw.items() if k in names})
+        outputs, result.files = result.files, []
+        for out in outputs:
+            try:
+                saved = await self.store.register(
+                    user,
+                    out["name"],
+                    out["id"],
+                    kind=out["kind"],
+                    size=int(out["size"]),
+                    sha256=out["sha256"],
+                )
+            except (FileError, StorageError) as exc:
+                result.skipped_files.append({"name": out["name"], "reason": str(exc)})
+                continue
+            result.files.append(file_entry(saved.record))
+            result.notes.extend(eviction_notes(saved.evicted))
+        return result
+
+    async def _control(self, host: str, op: str, user: str, conversation: str) -> Any:
+        request = {"op": op, "user": user, "conversation": conversation}
+        try:
+            msg = await self._nc.request(bus.ctl_subject(host), bus.encode(request), timeout=10)
+        except (NoRespondersError, NatsTimeout):
+            return None
+        return bus.decode(msg.data).get("value")
+
+    async def stop(self, user: str, conversation: str) -> bool:
+        """Interrupt the conversation's running code on its worker. True if something ran."""
+        host = self._running.get((user, conversation))
+        if host is None:
+            return False
+        return bool(await self._control(host, "stop", user, conversation))
+
+    async def reset(self, user: str, conversation: str) -> bool:
+        """Forget the conversation's variables (files stay). True if a session was live."""
+        key = bus.session_key(user, conversation)
+        try:
+            entry = await self._kv.get(key)
+        except MISSING:
+            self.placements.pop(key, None)
+            return False
+        host = entry.value.decode() if entry.value else ""
+        await self._forget(key, host)
+        if not host or not self._fresh(host):
+            return False
+        return bool(await self._control(host, "reset", user, conversation))
+
+    async def drain(self, host: str) -> int | None:
+        """Ask a worker to take no new sessions and exit once its sessions are idle.
+        Returns its live session count, or None if it did not answer."""
+        return await self._control(host, "drain", "", "")
