@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ import pytest
 
 from labbot.config import Settings, load_settings
 from labbot.files import FileStore, create_file_store
+from tests.servers import S3, seaweedfs
 
 FIXTURES = Path(
     os.environ.get("LABBOT_FIXTURES_DIR")
@@ -28,7 +29,17 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         )
 
 
-_PREFIXES = ("LABBOT_", "OPENAI_", "DISCORD_", "MONGODB_", "FILE_", "MAX_", "LOG_", "CODE_")
+_PREFIXES = (
+    "LABBOT_",
+    "OPENAI_",
+    "DISCORD_",
+    "MONGODB_",
+    "FILE_",
+    "MAX_",
+    "LOG_",
+    "CODE_",
+    "AWS_",
+)
 
 
 class Clock:
@@ -96,3 +107,10 @@ async def chunks_of(*parts: bytes) -> AsyncIterator[bytes]:
     """An upload stream made of the given chunks."""
     for part in parts:
         yield part
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
+    """A real SeaweedFS S3 gateway on loopback, shared by the session."""
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server

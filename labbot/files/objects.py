@@ -44,7 +44,7 @@ class ObjectWriter:
         self._head_bytes = head_bytes
         self._hash = hashlib.sha256()
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=1)
-        self._upload: asyncio.Task[Any] | None = None
+        self._upload: asyncio.Future[Any] | None = None
 
     @property
     def sha256(self) -> str:
@@ -63,7 +63,7 @@ class ObjectWriter:
             yield item  # type: ignore[misc]
 
     def _start(self) -> None:
-        self._upload = asyncio.create_task(
+        self._upload = asyncio.ensure_future(
             obstore.put_async(
                 self.store,
                 self.key,
