@@ -12,7 +12,7 @@ import pytest
 
 from labbot.config import Settings, load_settings
 from labbot.files import FileStore, create_file_store
-from tests.servers import S3, seaweedfs
+from tests.servers import S3, Nats, nats_server, seaweedfs
 
 FIXTURES = Path(
     os.environ.get("LABBOT_FIXTURES_DIR")
@@ -113,4 +113,14 @@ async def chunks_of(*parts: bytes) -> AsyncIterator[bytes]:
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
     """A real SeaweedFS S3 gateway on loopback, shared by the session."""
     with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+WORKER_IDS = ["w1", "w2", "w3", "w4"]
+
+
+@pytest.fixture(scope="session")
+def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nats]:
+    """A real nats-server with JetStream and per-role users (bot; workers w1-w4) on loopback."""
+    with nats_server(tmp_path_factory.mktemp("nats"), WORKER_IDS) as server:
         yield server

@@ -4,6 +4,7 @@ permissions) and SeaweedFS (an S3 API), started from their PyPI wheels and stopp
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -32,7 +33,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 class Process:
     """A child process whose output is drained by a thread; ``wait_for`` a line of it."""
 
-    def __init__(self, argv: list[str], log: Path, *, prefix: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        log: Path,
+        *,
+        prefix: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.log = log
         self._lines: list[str] = []
         self._seen = threading.Condition()
@@ -42,6 +50,7 @@ class Process:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            env=env,
         )
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
@@ -132,7 +141,8 @@ def nats_server(
             workers=passwords,
         )
     )
-    process = Process([str(BIN / "nats-server"), "-c", str(config)], root / "nats.log", prefix=prefix)
+    argv = [str(BIN / "nats-server"), "-c", str(config)]
+    process = Process(argv, root / "nats.log", prefix=prefix)
     try:
         process.wait_for("Server is ready")
         yield Nats(f"nats://{host}:{port}", bot_password, passwords, process, config)
@@ -167,14 +177,17 @@ def seaweedfs(
     """SeaweedFS (master, volume, filer, S3) on free ports with a bucket named ``labbot``."""
     root.mkdir(parents=True, exist_ok=True)
     access, secret = "labbot" + secrets.token_hex(4), secrets.token_urlsafe(24)
-    (root / "s3.json").write_text(
-        '{"identities":[{"name":"labbot","credentials":[{"accessKey":"%s","secretKey":"%s"}],'
-        '"actions":["Admin","Read","Write","List","Tagging"]}]}' % (access, secret)
-    )
+    identity = {
+        "name": "labbot",
+        "credentials": [{"accessKey": access, "secretKey": secret}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }
+    (root / "s3.json").write_text(json.dumps({"identities": [identity]}))
     ports = {name: free_port(host) for name in ("master", "volume", "filer", "s3")}
-    while len({*ports.values(), *(p + 10000 for p in ports.values())}) < 8 or max(
-        ports.values()
-    ) > 55000:  # gRPC ports are port + 10000
+    while (
+        len({*ports.values(), *(p + 10000 for p in ports.values())}) < 8
+        or max(ports.values()) > 55000
+    ):  # gRPC ports are port + 10000
         ports = {name: free_port(host) for name in ports}
     weed = str(BIN / "weed")
     argv = [
@@ -215,3 +228,41 @@ def seaweedfs(
             if any(f"-{p + 10000}.sock" in sock.name for p in ports.values()):
                 sock.unlink(missing_ok=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any labbot setting, plus ``extra``."""
+    prefixes = ("LABBOT_", "AWS_", "DISCORD_", "OPENAI_", "MONGODB_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env.update(extra)
+    return env
+
+
+def start_worker(
+    host: str,
+    nats: Nats,
+    s3: S3,
+    data_dir: Path,
+    *,
+    prefix: list[str] | None = None,
+    url: str | None = None,
+    **settings: str,
+) -> Process:
+    """`labbot worker` as a child process, returned once it serves its subjects."""
+    env = clean_env(
+        **nats.worker_env(host),
+        **s3.env(),
+        LABBOT_DATA_DIR=str(data_dir),
+        SANDBOX_WARM_POOL="1",
+        LOG_LEVEL="INFO",
+        **settings,
+    )
+    if url:
+        env["LABBOT_NATS_URL"] = url
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "labbot", "worker"]
+    if prefix:  # `ip netns exec` and friends do not pass the environment through sudo-like tools
+        argv = ["env", *(f"{k}={v}" for k, v in env.items()), *argv]
+    process = Process(argv, data_dir / "worker.log", prefix=prefix, env=env)
+    process.wait_for("worker.ready")
+    return process

@@ -19,35 +19,36 @@ def server_config(
 ) -> str:
     """The text of a nats-server config file (JetStream on; ``workers`` maps host id to
     password; ``tls`` = (certificate, key) turns TLS on for every client)."""
-    q = json.dumps  # NATS config strings accept JSON quoting
-    users = [
-        "    {user: bot, password: %s, permissions: {\n"
-        '      publish: ["labbot.exec.*", "labbot.ctl.*", "$JS.API.>", "$KV.%s.>"]\n'
-        '      subscribe: ["labbot.hb.*", "labbot.stream.>", "_INBOX.>"]\n'
-        "    }}" % (q(bot_password), bus.KV_BUCKET)
-    ]
+    q = json.dumps  # NATS config strings and lists accept JSON syntax
+    bot = {
+        "publish": ["labbot.exec.*", "labbot.ctl.*", "$JS.API.>", f"$KV.{bus.KV_BUCKET}.>"],
+        "subscribe": ["labbot.hb.*", "labbot.stream.>", "_INBOX.>"],
+    }
+    users = [_user("bot", bot_password, bot)]
     for host, password in sorted(workers.items()):
-        users.append(
-            "    {user: %s, password: %s, permissions: {\n"
-            "      publish: [%s, \"labbot.stream.>\"]\n"
-            "      subscribe: [%s, %s]\n"
-            "      allow_responses: true\n"
-            "    }}"
-            % (
-                q(f"worker-{host}"),
-                q(password),
-                q(bus.heartbeat_subject(host)),
-                q(bus.exec_subject(host)),
-                q(bus.ctl_subject(host)),
-            )
-        )
-    tls_block = ""
+        worker = {
+            "publish": [bus.heartbeat_subject(host), "labbot.stream.>"],
+            "subscribe": [bus.exec_subject(host), bus.ctl_subject(host)],
+            "allow_responses": True,
+        }
+        users.append(_user(f"worker-{host}", password, worker))
+    lines = [
+        f"listen: {listen}",
+        "jetstream {",
+        f"  store_dir: {q(str(store_dir))}",
+        "  max_memory_store: 64MB",
+        "  max_file_store: 1GB",
+        "}",
+    ]
     if tls:
-        tls_block = "tls {\n  cert_file: %s\n  key_file: %s\n}\n" % (q(str(tls[0])), q(str(tls[1])))
+        lines += ["tls {", f"  cert_file: {q(str(tls[0]))}", f"  key_file: {q(str(tls[1]))}", "}"]
+    lines += ["authorization {", "  users: [", ",\n".join(users), "  ]", "}", ""]
+    return "\n".join(lines)
+
+
+def _user(name: str, password: str, permissions: dict[str, object]) -> str:
+    rules = "\n".join(f"      {key}: {json.dumps(value)}" for key, value in permissions.items())
     return (
-        f"listen: {listen}\n"
-        f"jetstream {{\n  store_dir: {q(str(store_dir))}\n  max_memory_store: 64MB\n"
-        "  max_file_store: 1GB\n}\n"
-        f"{tls_block}"
-        "authorization {\n  users: [\n" + ",\n".join(users) + "\n  ]\n}\n"
+        f"    {{user: {json.dumps(name)}, password: {json.dumps(password)}, permissions: {{\n"
+        f"{rules}\n    }}}}"
     )

@@ -2,7 +2,7 @@
 
 ``CodeInterpreter`` (sessions on this machine, the default) and
 ``labbot.remote.executor.RemoteExecutor`` (sessions on worker machines over NATS) both pass
-``tests/sandbox/test_executor_contract.py``.
+``tests/remote/test_executor_contract.py``.
 """
 
 from __future__ import annotations

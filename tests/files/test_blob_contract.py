@@ -121,11 +121,15 @@ async def test_file_store_rules_hold_on_every_blob_store(blobs: BlobStore, tmp_p
         assert third.record.kind == "text"
         # A blob stored elsewhere (a worker's output) is registered under the same limits.
         file_id, digest = await put(blobs, "u", b"a,b\n")
-        registered = await store.register("u", "out.csv", file_id, kind="csv", size=4, sha256=digest)
+        registered = await store.register(
+            "u", "out.csv", file_id, kind="csv", size=4, sha256=digest
+        )
         assert registered.evicted and registered.record.id == file_id
         with pytest.raises(FileTooLarge):
             big_id, big_digest = await put(blobs, "u", b"z")
-            await store.register("u", "huge", big_id, kind="binary", size=3 * MIB, sha256=big_digest)
+            await store.register(
+                "u", "huge", big_id, kind="binary", size=3 * MIB, sha256=big_digest
+            )
         with pytest.raises(FileNotFoundError):
             await read(blobs, "u", big_id)  # refused: its blob went too
         assert (await store.reconcile()).missing_blobs == 0
