@@ -158,10 +158,12 @@ class RemoteExecutor:
         return self._fresh(host)
 
     async def _watch(self, host: str) -> None:
-        """Return once ``host`` has been silent for ``dead_after`` seconds."""
+        """Return once ``host`` has been silent for ``dead_after`` seconds (counted from now at
+        the earliest: a host this process has not heard yet gets the full window)."""
+        since = time.monotonic()
         while True:
             state = self.hosts.get(host)
-            seen = state.seen if state else -math.inf
+            seen = max(state.seen if state else -math.inf, since)
             remaining = seen + self.dead_after - time.monotonic()
             if remaining <= 0:
                 return
