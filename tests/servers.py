@@ -183,12 +183,16 @@ def seaweedfs(
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
     }
     (root / "s3.json").write_text(json.dumps({"identities": [identity]}))
-    ports = {name: free_port(host) for name in ("master", "volume", "filer", "s3")}
-    while (
-        len({*ports.values(), *(p + 10000 for p in ports.values())}) < 8
-        or max(ports.values()) > 55000
-    ):  # gRPC ports are port + 10000
-        ports = {name: free_port(host) for name in ports}
+    names = ("master", "volume", "filer", "s3")
+    if prefix is not None:  # in a namespace of its own: the usual ports are free
+        ports = dict(zip(names, (9333, 8080, 8888, 8333), strict=True))
+    else:
+        ports = {name: free_port(host) for name in names}
+        while (
+            len({*ports.values(), *(p + 10000 for p in ports.values())}) < 8
+            or max(ports.values()) > 55000
+        ):  # gRPC ports are port + 10000
+            ports = {name: free_port(host) for name in names}
     weed = str(BIN / "weed")
     argv = [
         weed,
@@ -252,17 +256,17 @@ def start_worker(
     env = clean_env(
         **nats.worker_env(host),
         **s3.env(),
-        LABBOT_DATA_DIR=str(data_dir),
-        SANDBOX_WARM_POOL="1",
-        LOG_LEVEL="INFO",
-        **settings,
+        **{
+            "LABBOT_DATA_DIR": str(data_dir),
+            "SANDBOX_WARM_POOL": "1",
+            "LOG_LEVEL": "INFO",
+            **settings,
+        },
     )
     if url:
         env["LABBOT_NATS_URL"] = url
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "labbot", "worker"]
-    if prefix:  # `ip netns exec` and friends do not pass the environment through sudo-like tools
-        argv = ["env", *(f"{k}={v}" for k, v in env.items()), *argv]
     process = Process(argv, data_dir / "worker.log", prefix=prefix, env=env)
     process.wait_for("worker.ready")
     return process

@@ -56,3 +56,19 @@ def test_invalid_values_fail_naming_the_variable(
     with pytest.raises(ConfigError) as info:
         load_settings()
     assert name in str(info.value) and repr(value) in str(info.value)
+
+
+def test_every_setting_is_documented() -> None:
+    from pathlib import Path
+
+    from labbot.config import Settings
+
+    repo = Path(__file__).resolve().parents[1]
+    readme = (repo / "README.md").read_text()
+    example = (repo / ".env.example").read_text()
+    missing = [
+        name
+        for name in Settings.model_fields
+        if f"`{name}`" not in readme or f"{name}=" not in example
+    ]
+    assert missing == []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import signal
+from pathlib import Path
 
 import click
 
@@ -69,3 +71,67 @@ async def _drain(settings: Settings, host: str) -> int | None:
     finally:
         await nc.close()
     return bus.decode(msg.data).get("value")
+
+
+@cli.command("nats-config")
+@click.option("--worker", "workers", multiple=True, required=True, help="A worker's host id.")
+@click.option("--listen", default="0.0.0.0:4222", show_default=True, help="host:port to serve.")
+@click.option(
+    "--store-dir", default="/var/lib/nats", show_default=True, help="JetStream's storage folder."
+)
+@click.option("--tls-cert", type=click.Path(dir_okay=False), help="Serve TLS with this cert.")
+@click.option("--tls-key", type=click.Path(dir_okay=False), help="... and this key.")
+@click.option(
+    "--env-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write bot.env and <worker>.env here (mode 600) with each machine's settings.",
+)
+def nats_config(
+    workers: tuple[str, ...],
+    listen: str,
+    store_dir: str,
+    tls_cert: str | None,
+    tls_key: str | None,
+    env_dir: Path | None,
+) -> None:
+    """Print a nats-server config with a user per role and fresh passwords: the bot may call
+    every worker; each worker may use only its own subjects.
+
+    \b
+    Example:
+      labbot nats-config --worker w1 --worker w2 --env-dir secrets > nats.conf
+    """
+    from labbot.remote.natsconf import server_config
+
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    bot_password = secrets.token_urlsafe(24)
+    passwords = {w: secrets.token_urlsafe(24) for w in workers}
+    tls = (Path(tls_cert), Path(tls_key)) if tls_cert and tls_key else None
+    click.echo(
+        server_config(
+            listen=listen,
+            store_dir=Path(store_dir),
+            bot_password=bot_password,
+            workers=passwords,
+            tls=tls,
+        ),
+        nl=False,
+    )
+    if env_dir is None:
+        click.echo("# Passwords are only in this file; use --env-dir to get each machine's .env.")
+        return
+    env_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    files = {
+        "bot": f"LABBOT_EXECUTOR=nats\nLABBOT_NATS_USER=bot\nLABBOT_NATS_PASSWORD={bot_password}\n"
+    }
+    for host, password in passwords.items():
+        files[host] = (
+            f"LABBOT_HOST_ID={host}\nLABBOT_NATS_USER=worker-{host}\n"
+            f"LABBOT_NATS_PASSWORD={password}\n"
+        )
+    for name, text in files.items():
+        path = env_dir / f"{name}.env"
+        path.touch(mode=0o600)
+        path.write_text(text)
+    click.echo(f"# Wrote {', '.join(f'{n}.env' for n in files)} to {env_dir}", err=True)

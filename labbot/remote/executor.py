@@ -67,6 +67,7 @@ class HostState:
     seen: float = -math.inf
     free: int = 0
     sessions: int = 0
+    warm: int = 0
     draining: bool = False
     beat: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -92,9 +93,11 @@ class RemoteExecutor:
         self.settings = settings
         self.store = store
         self.dead_after = settings.LABBOT_HOST_DEAD_AFTER_S
+        self.heartbeat = settings.LABBOT_HEARTBEAT_S
         self.ttl = settings.SESSION_IDLE_MINUTES * 60
         self.hosts: dict[str, HostState] = {}
         self.placements: dict[str, Placement] = {}
+        self.losses: list[tuple[str, float]] = []  # (host, when) for health checks and tests
         self._running: dict[tuple[str, str], str] = {}
         self._any_beat = asyncio.Event()
         self._started = 0.0
@@ -135,6 +138,7 @@ class RemoteExecutor:
             state.seen = time.monotonic()
         state.free = int(beat.get("free", 0))
         state.sessions = int(beat.get("sessions", 0))
+        state.warm = int(beat.get("warm", 0))
         state.draining = bool(beat.get("draining"))
         state.beat.set()
         state.beat = asyncio.Event()
@@ -173,12 +177,17 @@ class RemoteExecutor:
         state = self.hosts.get(host)
         if state is not None:
             state.seen = -math.inf  # until it beats again
+        self.losses.append((host, time.monotonic()))
+        del self.losses[:-100]
         log.warning("executor.host_lost host=%s", host)
 
     # Placement -----------------------------------------------------------------------------
 
     async def _choose(self, exclude: set[str]) -> str:
         """The live, non-draining worker with the most free slots."""
+        # Just after start, listen for one heartbeat period first: every worker says so once
+        # per period, and placing before hearing them all would pile sessions on the first.
+        await asyncio.sleep(max(0.0, self._started + self.heartbeat * 1.2 - time.monotonic()))
         deadline = self._started + self.dead_after
         while True:
             live = [
@@ -222,12 +231,17 @@ class RemoteExecutor:
                     self.placements[key] = Placement(host, entry.revision, time.monotonic())
                     return host, False
             host = await self._choose(exclude)
+            state = self.hosts[host]
+            state.free -= 1  # counted at once (until its next heartbeat): spreads a burst
+            state.sessions += 1
             try:
                 if entry is None:
                     revision = await self._kv.create(key, host.encode())
                 else:
                     revision = await self._kv.update(key, host.encode(), last=entry.revision)
             except KeyWrongLastSequenceError:
+                state.free += 1
+                state.sessions -= 1
                 continue  # another bot process placed it first: use theirs
             self.placements[key] = Placement(host, revision, time.monotonic())
             log.info("executor.placed host=%s", host)

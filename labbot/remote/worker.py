@@ -175,6 +175,7 @@ class WorkerAgent:
             "sessions": live,
             "free": 0 if (self.draining or gone) else max(0, self.slots - live),
             "running": self.running,
+            "warm": self.interpreter.sessions.warm,
             "draining": self.draining,
             "gone": gone,
         }

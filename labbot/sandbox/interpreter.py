@@ -186,9 +186,11 @@ class CodeInterpreter:
         semaphore = self._per_user.setdefault(
             user, asyncio.Semaphore(self.settings.MAX_CONCURRENT_EXECUTIONS_PER_USER)
         )
-        async with semaphore, self._global:
+        async with semaphore:
+            # Outside the machine-wide limit: a session that must start a kernel (seconds on a
+            # busy host) does not hold up the cells of sessions that are already running.
             session = await self.sessions.get(user, conversation)
-            async with session.lock:
+            async with self._global, session.lock:
                 done = asyncio.Event()
                 self._running[(user, conversation)] = (session, done)
                 try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import math
 import os
 import shutil
 import signal
@@ -183,7 +184,8 @@ class CgroupV1(Cgroup):
         (self.dirs["pids"] / "pids.max").write_text(str(limits.processes))
         if "cpu" in self.dirs:  # at most `cpus` cores' worth of time per period
             (self.dirs["cpu"] / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
-            quota = max(1000, int(limits.cpus * CPU_PERIOD_US))
+            cpus = min(limits.cpus, _v1_cpu_ceiling())
+            quota = max(1000, int(cpus * CPU_PERIOD_US))
             (self.dirs["cpu"] / "cpu.cfs_quota_us").write_text(str(quota))
 
     def procs_files(self) -> list[str]:
@@ -251,6 +253,25 @@ def _v1_parent(controller: str) -> Path:
         if controller in controllers.split(","):
             return CGROUP_ROOT / controller / path.lstrip("/")
     return CGROUP_ROOT / controller
+
+
+def _v1_cpu_ceiling() -> float:
+    """The fewest cores any cgroup above ours allows (inf when none is limited). A session's
+    quota may not exceed it: v1 refuses such a child, e.g. under systemd's CPUQuota=."""
+    ceiling = math.inf
+    path = _v1_parent("cpu")
+    root = CGROUP_ROOT / "cpu"
+    while True:
+        try:
+            quota = int((path / "cpu.cfs_quota_us").read_text())
+            period = int((path / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            quota = period = -1
+        if quota > 0 and period > 0:
+            ceiling = min(ceiling, quota / period)
+        if path == root or path == path.parent:
+            return ceiling
+        path = path.parent
 
 
 @cache

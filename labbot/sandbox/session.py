@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import shutil
 import signal
 import time
@@ -262,6 +263,7 @@ class SessionManager:
         self._pool_full = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
+        self._starts = asyncio.Semaphore(os.cpu_count() or 2)
         self.dropped = asyncio.Event()  # set whenever a session is ended for a reason
 
     async def start(self) -> None:
@@ -284,6 +286,11 @@ class SessionManager:
         kernels = [*self._pool, *self._starting, *(s.kernel for s in self.sessions.values())]
         self._pool, self.sessions = [], OrderedDict()
         await asyncio.gather(*(k.kill() for k in kernels), return_exceptions=True)
+
+    @property
+    def warm(self) -> int:
+        """Started kernels waiting in the pool."""
+        return len(self._pool)
 
     async def wait_for_pool(self) -> None:
         """Return once the warm pool is full (for benchmarks and tests)."""
@@ -366,11 +373,14 @@ class SessionManager:
         raise AssertionError("unreachable")
 
     async def _start(self, kernel: KernelProcess) -> None:
-        self._starting.add(kernel)
-        try:
-            await kernel.start()
-        finally:
-            self._starting.discard(kernel)
+        # A start costs a second or two of CPU; a burst of them at once would each take too
+        # long and time out, so they queue here (running cells are not held up by this).
+        async with self._starts:
+            self._starting.add(kernel)
+            try:
+                await kernel.start()
+            finally:
+                self._starting.discard(kernel)
 
     def _take_pooled(self) -> KernelProcess | None:
         kernel = None
