@@ -126,6 +126,7 @@ def nats_server(
     *,
     host: str = "127.0.0.1",
     prefix: list[str] | None = None,
+    tls: tuple[Path, Path] | None = None,
 ) -> Iterator[Nats]:
     """nats-server with JetStream on a free port; every process stopped by PID afterwards."""
     root.mkdir(parents=True, exist_ok=True)
@@ -139,13 +140,15 @@ def nats_server(
             store_dir=root / "jetstream",
             bot_password=bot_password,
             workers=passwords,
+            tls=tls,
         )
     )
     argv = [str(BIN / "nats-server"), "-c", str(config)]
     process = Process(argv, root / "nats.log", prefix=prefix)
     try:
         process.wait_for("Server is ready")
-        yield Nats(f"nats://{host}:{port}", bot_password, passwords, process, config)
+        scheme = "tls" if tls else "nats"
+        yield Nats(f"{scheme}://{host}:{port}", bot_password, passwords, process, config)
     finally:
         process.stop()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from pathlib import Path
@@ -103,6 +104,55 @@ def _probe_sandbox(ctx: click.Context, settings: Settings) -> str:
     return run_with_store(ctx, probe)
 
 
+async def _probe_blobs(settings: Settings) -> str:
+    """Write, read back and delete a small object where file contents live."""
+    from labbot.files.names import new_file_id
+    from labbot.files.objects import open_blob_store
+
+    blobs = open_blob_store(settings)
+    await blobs.start()
+    probe = new_file_id()
+    try:
+        writer = await blobs.writer("labbot-doctor", probe, head_bytes=0)
+        await writer.write(b"labbot")
+        await writer.commit()
+        back = b"".join([chunk async for chunk in blobs.read("labbot-doctor", probe)])
+        await blobs.delete("labbot-doctor", probe)
+    finally:
+        await blobs.close()
+    if back != b"labbot":
+        raise LabbotError("what was written came back different")
+    return f"{settings.LABBOT_BLOB_URL}: write, read and delete work"
+
+
+async def _probe_workers(settings: Settings) -> str:
+    """Listen to the workers' heartbeats for a moment and say who is there."""
+    from labbot.remote import bus
+
+    nc = await bus.connect(settings, "labbot-doctor")
+    heard: dict[str, dict[str, Any]] = {}
+
+    async def on_beat(msg: Any) -> None:
+        beat = bus.decode(msg.data)
+        heard[str(beat.get("host"))] = beat
+
+    try:
+        await nc.subscribe(bus.heartbeat_subject("*"), cb=on_beat)
+        await asyncio.sleep(settings.LABBOT_HEARTBEAT_S * 2)  # every worker beats once a period
+    finally:
+        await nc.close()
+    if not heard:
+        raise LabbotError(
+            f"NATS at {settings.LABBOT_NATS_URL} answers, but no worker is beating.",
+            hint="Start `labbot worker` on the worker machines.",
+        )
+    return "; ".join(
+        f"{host}: {beat.get('free')}/{beat.get('slots')} slots free"
+        + (" (draining)" if beat.get("draining") else "")
+        for host, beat in sorted(heard.items())
+    )
+
+
 def _masked(name: str, value: Any) -> Any:
     # Secrets are SecretStr fields; the name check is a second net for any that are not.
     if value and (isinstance(value, SecretStr) or name.endswith(_SECRET_SUFFIXES)):
@@ -149,10 +199,21 @@ def doctor(ctx: click.Context, json_: bool) -> None:
             check("database", True, f"{settings.database_path} ({len(ids)} files)")
         except LabbotError as exc:
             check("database", False, str(exc))
-        try:
-            check("sandbox", True, _probe_sandbox(ctx, settings))
-        except LabbotError as exc:
-            check("sandbox", False, str(exc))
+        if settings.LABBOT_BLOB_URL:
+            try:
+                check("blob storage", True, asyncio.run(_probe_blobs(settings)))
+            except (LabbotError, OSError) as exc:
+                check("blob storage", False, f"{settings.LABBOT_BLOB_URL}: {exc}")
+        if settings.LABBOT_EXECUTOR == "nats":
+            try:
+                check("workers", True, asyncio.run(_probe_workers(settings)))
+            except LabbotError as exc:
+                check("workers", False, str(exc))
+        else:
+            try:
+                check("sandbox", True, _probe_sandbox(ctx, settings))
+            except LabbotError as exc:
+                check("sandbox", False, str(exc))
         from labbot.frontends.discord.setup_check import checks as discord_checks
 
         token = settings.DISCORD_TOKEN.get_secret_value() if settings.DISCORD_TOKEN else None

@@ -11,6 +11,7 @@ KV bucket ``labbot_sessions``: session key -> host id, TTL = the session idle ti
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -26,6 +27,7 @@ from labbot.errors import SandboxUnavailable
 log = logging.getLogger(__name__)
 
 PROTOCOL = 1
+CONNECT_BUDGET = 8.0  # seconds to reach the broker at start
 KV_BUCKET = "labbot_sessions"
 
 
@@ -76,7 +78,7 @@ async def connect(settings: Settings, name: str) -> Client:
     options: dict[str, Any] = {
         "servers": [url.strip() for url in settings.LABBOT_NATS_URL.split(",") if url.strip()],
         "name": name,
-        "connect_timeout": 5,
+        "connect_timeout": 2,
         "max_reconnect_attempts": -1,
         "reconnect_time_wait": 0.5,
         "error_cb": _on_error,
@@ -98,7 +100,9 @@ async def connect(settings: Settings, name: str) -> Client:
             context.load_cert_chain(str(settings.LABBOT_NATS_TLS_CERT), str(key) if key else None)
         options["tls"] = context
     try:
-        return await nats.connect(**options)
+        # The client would retry a failed first connection forever (TLS errors included).
+        async with asyncio.timeout(CONNECT_BUDGET):
+            return await nats.connect(**options)
     except Exception as exc:  # nats raises several unrelated types for "cannot connect"
         log.error("nats.connect_failed error=%s", type(exc).__name__)
         raise SandboxUnavailable(

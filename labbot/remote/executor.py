@@ -161,17 +161,24 @@ class RemoteExecutor:
                 await state.beat.wait()
         return self._fresh(host)
 
-    async def _watch(self, host: str) -> None:
-        """Return once ``host`` has been silent for ``dead_after`` seconds (counted from now at
-        the earliest: a host this process has not heard yet gets the full window)."""
+    async def _await_reply(self, host: str, call: asyncio.Future[Any]) -> Any:
+        """The reply of ``call``, unless ``host`` goes silent for ``dead_after`` seconds first
+        (counted from now at the earliest: a host this process has not heard yet gets the full
+        window). No extra task: the wait wakes at each deadline and looks at the last beat."""
         since = time.monotonic()
         while True:
             state = self.hosts.get(host)
             seen = max(state.seen if state else -math.inf, since)
             remaining = seen + self.dead_after - time.monotonic()
             if remaining <= 0:
-                return
-            await asyncio.sleep(remaining)
+                call.cancel()
+                raise HostLost(host)
+            done, _ = await asyncio.wait({call}, timeout=remaining)
+            if done:
+                try:
+                    return call.result()
+                except (NoRespondersError, NatsTimeout) as exc:
+                    raise HostLost(host) from exc
 
     def _lost(self, host: str) -> None:
         state = self.hosts.get(host)
@@ -334,17 +341,9 @@ class RemoteExecutor:
         call = asyncio.ensure_future(
             self._nc.request(bus.exec_subject(host), bus.encode(request), timeout=timeout)
         )
-        watch = asyncio.ensure_future(self._watch(host))
         self._running[who] = host
         try:
-            done, _ = await asyncio.wait({call, watch}, return_when=asyncio.FIRST_COMPLETED)
-            if call not in done:
-                call.cancel()
-                raise HostLost(host)
-            try:
-                msg = call.result()
-            except (NoRespondersError, NatsTimeout) as exc:
-                raise HostLost(host) from exc
+            msg = await self._await_reply(host, call)
             reply = bus.decode(msg.data)
             if not reply.get("ok"):
                 if reply.get("error") == "draining":
@@ -358,7 +357,8 @@ class RemoteExecutor:
             return reply
         finally:
             self._running.pop(who, None)
-            watch.cancel()
+            if not call.done():  # cancelled from outside
+                call.cancel()
             if sub is not None:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()

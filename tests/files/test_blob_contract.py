@@ -157,3 +157,29 @@ async def test_cache_fetches_once_checks_sha256_and_stays_bounded(
         await cache.path("u", bad_id, "0" * 64)
     assert not (tmp_path / "cache" / bad_id).exists()
     assert not list((tmp_path / "cache").glob("*.part"))
+
+
+def _reset_peak_rss() -> None:
+    _reset_peak_rss()
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(field)
+
+
+async def test_a_large_upload_to_s3_keeps_memory_flat(s3_server: S3, tmp_path: Path) -> None:
+    settings = load_settings(LABBOT_DATA_DIR=tmp_path, **s3_server.env(prefix="flat"))
+    blobs = open_blob_store(settings)
+    block = os.urandom(MIB)
+    _reset_peak_rss()
+    before = _rss_kib("VmRSS")
+    writer = await blobs.writer("u", new_file_id(), head_bytes=16)
+    for _ in range(160):  # 160 MiB, a chunk at a time as an upload arrives
+        await writer.write(block)
+    await writer.commit()
+    grown_mib = (_rss_kib("VmHWM") - before) / 1024
+    assert writer.size == 160 * MIB
+    assert grown_mib < 64, f"peak memory grew {grown_mib:.0f} MiB for a 160 MiB upload"

@@ -16,7 +16,7 @@ from tests.remote.cluster import Cluster, can_build
 
 pytestmark = pytest.mark.skipif(can_build() is not None, reason=f"multi-host: {can_build()}")
 
-SECONDS = 6  # per throughput window
+SECONDS = 10  # per throughput window
 POOL = "4"  # warm kernels per worker: re-placed sessions start at once
 
 
