@@ -25,6 +25,7 @@ bench: setup
 	$(VENV)/bin/python bench/sandbox.py
 	$(VENV)/bin/python bench/engine.py
 	$(VENV)/bin/python bench/tokens.py
+	$(VENV)/bin/python bench/scaleout.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache

@@ -33,10 +33,14 @@ else
 fi
 
 # System packages: bubblewrap (the sandbox), libseccomp (its syscall filter), util-linux
-# (setpriv and prlimit start each sandbox), a CJK font.
+# (setpriv and prlimit start each sandbox; nsenter for the multi-host tests), a CJK font,
+# and for the multi-host and TLS tests iproute2 (network namespaces) and openssl.
 missing=()
 command -v bwrap >/dev/null || missing+=(bubblewrap)
-command -v setpriv >/dev/null && command -v prlimit >/dev/null || missing+=(util-linux)
+command -v setpriv >/dev/null && command -v prlimit >/dev/null && command -v nsenter >/dev/null \
+  || missing+=(util-linux)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v openssl >/dev/null || missing+=(openssl)
 ldconfig -p 2>/dev/null | grep -q libseccomp.so.2 || missing+=(libseccomp2)
 [ -n "$(ls /usr/share/fonts/truetype/wqy 2>/dev/null)" ] || missing+=(fonts-wqy-zenhei)
 if [ ${#missing[@]} -gt 0 ]; then
