@@ -82,6 +82,12 @@ async def _drain(settings: Settings, host: str) -> int | None:
 @click.option("--tls-cert", type=click.Path(dir_okay=False), help="Serve TLS with this cert.")
 @click.option("--tls-key", type=click.Path(dir_okay=False), help="... and this key.")
 @click.option(
+    "--reply-window",
+    default="1h",
+    show_default=True,
+    help="How long a worker may take to answer (longer than CODE_EXECUTION_TIMEOUT).",
+)
+@click.option(
     "--env-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Also write bot.env and <worker>.env here (mode 600) with each machine's settings.",
@@ -92,6 +98,7 @@ def nats_config(
     store_dir: str,
     tls_cert: str | None,
     tls_key: str | None,
+    reply_window: str,
     env_dir: Path | None,
 ) -> None:
     """Print a nats-server config with a user per role and fresh passwords: the bot may call
@@ -115,6 +122,7 @@ def nats_config(
             bot_password=bot_password,
             workers=passwords,
             tls=tls,
+            reply_window=reply_window,
         ),
         nl=False,
     )

@@ -45,7 +45,10 @@ HOST_RESTARTED_NOTE = (
     "The Python session was restarted because its machine restarted: variables and imports are"
     " gone; files are kept."
 )
-REPLY_GRACE = 30.0  # seconds past the execution time limit before a silent reply counts as lost
+# Seconds past the execution time limit before a reply that never comes counts as lost: room
+# for a kernel start queued behind others (two tries of 30 s). The heartbeat watchdog is what
+# notices a dead worker; this is only the backstop.
+REPLY_GRACE = 120.0
 STREAM_DRAIN = 2.0  # seconds to wait for streamed output that is still on its way
 PLACE_ATTEMPTS = 4
 MISSING = (KeyNotFoundError, KeyDeletedError)

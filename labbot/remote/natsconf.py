@@ -16,9 +16,11 @@ def server_config(
     bot_password: str,
     workers: dict[str, str],
     tls: tuple[Path, Path] | None = None,
+    reply_window: str = "1h",
 ) -> str:
     """The text of a nats-server config file (JetStream on; ``workers`` maps host id to
-    password; ``tls`` = (certificate, key) turns TLS on for every client)."""
+    password; ``tls`` = (certificate, key) turns TLS on for every client; ``reply_window`` is
+    how long a worker may take to answer a request, as a NATS duration)."""
     q = json.dumps  # NATS config strings and lists accept JSON syntax
     bot = {
         "publish": ["labbot.exec.*", "labbot.ctl.*", "$JS.API.>", f"$KV.{bus.KV_BUCKET}.>"],
@@ -29,7 +31,9 @@ def server_config(
         worker = {
             "publish": [bus.heartbeat_subject(host), "labbot.stream.>"],
             "subscribe": [bus.exec_subject(host), bus.ctl_subject(host)],
-            "allow_responses": True,
+            # One reply per request, for as long as an execution may take (the server's
+            # default is 2 minutes, shorter than CODE_EXECUTION_TIMEOUT).
+            "allow_responses": {"max": 1, "expires": reply_window},
         }
         users.append(_user(f"worker-{host}", password, worker))
     lines = [

@@ -125,8 +125,6 @@ class Cluster:
             join = 'echo $$ > "$0" && exec "$@"'
             prefix = ["sh", "-c", join, str(host.cgroup / "cgroup.procs"), *prefix]
         assert self.nats is not None and self.s3 is not None
-        if self.cpu_quota is not None:  # no session may want more than the host has
-            settings.setdefault("SANDBOX_CPUS", str(self.cpu_quota))
         host.process = start_worker(
             name,
             self.nats,

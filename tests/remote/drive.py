@@ -47,11 +47,22 @@ def users(n: int) -> list[tuple[str, str]]:
 
 
 def set_quota(job: dict[str, Any], quota: float | None) -> None:
-    """The worker hosts' CPU quota (None: unlimited)."""
-    value = "-1" if quota is None else str(int(quota * 100_000))
-    for path in job.get("cgroups", {}).values():
-        with open(os.path.join(path, "cpu.cfs_quota_us"), "w") as f:
-            f.write(value)
+    """The worker hosts' CPU quota (None: unlimited), on the host's group and every group under
+    it. Cgroup v1 refuses a parent quota below a child's: lower deepest first, raise top down."""
+    value = -1 if quota is None else int(quota * 100_000)
+    for root in job.get("cgroups", {}).values():
+        groups = sorted(
+            (d for d, _, files in os.walk(root) if "cpu.cfs_quota_us" in files),
+            key=lambda d: d.count(os.sep),
+            reverse=value != -1,
+        )
+        for group in groups:
+            path = os.path.join(group, "cpu.cfs_quota_us")
+            with open(path) as f:
+                current = int(f.read())
+            if value == -1 or current == -1 or current > value:
+                with open(path, "w") as f:
+                    f.write(str(value))
 
 
 async def warm_up(
