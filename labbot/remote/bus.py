@@ -12,13 +12,13 @@ KV bucket ``labbot_sessions``: session key -> host id, TTL = the session idle ti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import ssl
 from typing import Any
 
-import nats
 from nats.aio.client import Client
 
 from labbot.config import Settings
@@ -99,11 +99,15 @@ async def connect(settings: Settings, name: str) -> Client:
             key = settings.LABBOT_NATS_TLS_KEY
             context.load_cert_chain(str(settings.LABBOT_NATS_TLS_CERT), str(key) if key else None)
         options["tls"] = context
+    client = Client()
     try:
         # The client would retry a failed first connection forever (TLS errors included).
         async with asyncio.timeout(CONNECT_BUDGET):
-            return await nats.connect(**options)
+            await client.connect(**options)
+        return client
     except Exception as exc:  # nats raises several unrelated types for "cannot connect"
+        with contextlib.suppress(Exception):
+            await client.close()  # no half-open socket left behind
         log.error("nats.connect_failed error=%s", type(exc).__name__)
         raise SandboxUnavailable(
             f"The message broker cannot be reached at {settings.LABBOT_NATS_URL}"

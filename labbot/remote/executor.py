@@ -166,12 +166,12 @@ class RemoteExecutor:
 
     async def _await_reply(self, host: str, call: asyncio.Future[Any]) -> Any:
         """The reply of ``call``, unless ``host`` goes silent for ``dead_after`` seconds first
-        (counted from now at the earliest: a host this process has not heard yet gets the full
-        window). No extra task: the wait wakes at each deadline and looks at the last beat."""
+        (counted from its last beat; a host this process has never heard gets the full window
+        from now). No extra task: the wait wakes at each deadline and looks at the last beat."""
         since = time.monotonic()
         while True:
             state = self.hosts.get(host)
-            seen = max(state.seen if state else -math.inf, since)
+            seen = state.seen if state is not None and state.seen > -math.inf else since
             remaining = seen + self.dead_after - time.monotonic()
             if remaining <= 0:
                 call.cancel()
@@ -205,6 +205,11 @@ class RemoteExecutor:
                 for s in self.hosts.values()
                 if self._fresh(s.host) and not s.draining and s.host not in exclude
             ]
+            # Prefer workers whose last beat came on time: one that has just gone quiet may be
+            # the next to be lost.
+            now = time.monotonic()
+            punctual = [s for s in live if now - s.seen <= self.heartbeat * 1.5]
+            live = punctual or live
             if live:
                 return max(live, key=lambda s: (s.free, -s.sessions, s.host)).host
             remaining = deadline - time.monotonic()
