@@ -137,12 +137,12 @@ def round_trip(n: int) -> None:
 
 
 def hosts(seconds: int) -> None:
-    job = {"conversations": 16, "pool": 4}
+    job = {"conversations": 16, "pool": 6}
     with tempfile.TemporaryDirectory() as tmp, Cluster(Path(tmp), cpu_quota=0.25) as cluster:
         rows = []
         for added in (["w1"], ["w2"], ["w3", "w4"]):
             for name in added:
-                cluster.add_worker(name, SANDBOX_WARM_POOL="4")
+                cluster.add_worker(name, SANDBOX_WARM_POOL="6")
             rows.append(cluster.drive(mode="throughput", seconds=seconds, **job))
         lost = cluster.drive(
             mode="failover", seconds=15, strike_after=4, kill="w2", cut="w3", **job

@@ -208,7 +208,7 @@ class RemoteExecutor:
             # Prefer workers whose last beat came on time: one that has just gone quiet may be
             # the next to be lost.
             now = time.monotonic()
-            punctual = [s for s in live if now - s.seen <= self.heartbeat * 1.5]
+            punctual = [s for s in live if now - s.seen <= self.heartbeat * 2]
             live = punctual or live
             if live:
                 return max(live, key=lambda s: (s.free, -s.sessions, s.host)).host
