@@ -64,7 +64,11 @@ async def main(quick: bool) -> None:
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory(dir=Path.home()) as tmp:
         settings = load_settings(
-            LABBOT_DATA_DIR=tmp, SANDBOX_WARM_POOL=2, MAX_SESSIONS=32, MAX_FILE_SIZE_MB=64
+            LABBOT_DATA_DIR=tmp,
+            SANDBOX_WARM_POOL=2,
+            MAX_SESSIONS=32,
+            MAX_FILE_SIZE_MB=64,
+            SANDBOX_MEMORY_MB=512,  # 20 users at once must fit this machine's memory
         )
         store = create_file_store(settings)
         await store.start()

@@ -66,14 +66,19 @@ class Settings(BaseSettings):
     SANDBOX_DISK_MB: int = Field(512, ge=1)
     SANDBOX_OPEN_FILES: int = Field(512, ge=32)
     SANDBOX_OUTPUT_KB: int = Field(32, ge=1)
+    SANDBOX_MAX_OUTPUT_FILES: int = Field(50, ge=1, le=1000)
+    SANDBOX_USER: str = "labbot-sandbox"
     SANDBOX_WARM_POOL: int = Field(2, ge=0, le=64)
     SESSION_IDLE_MINUTES: float = Field(20.0, gt=0)
     MAX_SESSIONS: int = Field(16, ge=1)
+    MAX_SESSIONS_PER_USER: int = Field(2, ge=1)
+    SANDBOX_MEMORY_BUDGET_MB: int = Field(0, ge=0)
     MAX_CONCURRENT_EXECUTIONS: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1)
     MAX_CONCURRENT_EXECUTIONS_PER_USER: int = Field(1, ge=1)
     SANDBOX_AUTO_INSTALL: bool = True
     PACKAGE_ALLOWLIST: str = ""
     PACKAGE_INSTALL_TIMEOUT: float = Field(300.0, gt=0)
+    PACKAGE_INSTALLS_PER_HOUR: int = Field(3, ge=0)
     # The model.
     OPENAI_API_KEY: SecretStr | None = None
     OPENAI_BASE_URL: str | None = None

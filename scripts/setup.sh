@@ -47,6 +47,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}" || echo "setup: continuing without ${missing[*]}" >&2
 fi
 
+# The sandbox never runs as root: when the bot does, it drops to this system user first.
+if [ "$(id -u)" = 0 ] && ! id -u "${SANDBOX_USER:-labbot-sandbox}" >/dev/null 2>&1; then
+  useradd --system --user-group --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin "${SANDBOX_USER:-labbot-sandbox}"
+fi
+
 "$UV" sync --frozen --quiet --python "$PYTHON"
 
 # The sandbox runtime: its own venv, never the bot's, rebuilt when its requirements change.
@@ -65,4 +71,6 @@ if [ ! -f "$RUNTIME/mplconfig/.fonts-built" ] || [ -n "$(find /usr/share/fonts -
   MPLCONFIGDIR="$RUNTIME/mplconfig" "$RUNTIME/bin/python" -c "import matplotlib.font_manager"
   touch "$RUNTIME/mplconfig/.fonts-built"
 fi
+# The sandbox user reads the runtime and the kernel's code, whatever the umask was.
+chmod -R a+rX "$RUNTIME" labbot/sandbox/runtime
 echo "setup: ok ($("$UV" --version), $(.venv/bin/python --version), runtime $RUNTIME)"

@@ -262,6 +262,9 @@ def start_worker(
         **{
             "LABBOT_DATA_DIR": str(data_dir),
             "SANDBOX_WARM_POOL": "1",
+            # Test cells are tiny: room for every session the tests start on one machine
+            # (memory admission would otherwise size 2 GiB sessions to this machine).
+            "SANDBOX_MEMORY_MB": "512",
             "LOG_LEVEL": "INFO",
             **settings,
         },

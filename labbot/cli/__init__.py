@@ -93,4 +93,4 @@ def main() -> None:
 
 
 # Commands register themselves on import.
-from labbot.cli import chat, files, system, worker  # noqa: E402, F401
+from labbot.cli import chat, files, packages, system, worker  # noqa: E402, F401

@@ -18,11 +18,17 @@ from labbot.errors import FileError, StorageError
 from labbot.files import FileRecord, FileStore, kind_by_name
 from labbot.files.cache import BlobCache
 from labbot.files.receipt import format_size
-from labbot.sandbox.jail import INSIDE_FILES, Jail, SandboxLimits
-from labbot.sandbox.packages import Allowlist, Installer
-from labbot.sandbox.session import INTERRUPT_GRACE, KernelLost, Session, SessionManager
+from labbot.sandbox.frames import Result
+from labbot.sandbox.jail import INSIDE_FILES, Jail, SandboxLimits, memory_available
+from labbot.sandbox.kernel_client import KernelLost
+from labbot.sandbox.packages import Allowlist, Installer, InstallPolicy
+from labbot.sandbox.pool import Session, SessionManager
 
 log = logging.getLogger(__name__)
+
+INTERRUPT_GRACE = 3.0
+MAX_NOTES = 8  # notes of one kind kept in a result; the rest are counted
+BOT_MEMORY_RESERVE = 512 * 1024 * 1024  # left to the bot itself when sizing sessions
 
 Status = Literal["ok", "error", "timeout", "memory", "killed"]
 OutputHandler = Callable[[str, str], Awaitable[None]]
@@ -114,6 +120,31 @@ def eviction_notes(evicted: list[FileRecord]) -> list[str]:
     ]
 
 
+def bounded_notes(notes: list[str], *, what: str) -> list[str]:
+    """At most MAX_NOTES of ``notes``, then one line counting the rest."""
+    if len(notes) <= MAX_NOTES:
+        return notes
+    rest = len(notes) - MAX_NOTES
+    return [*notes[:MAX_NOTES], f"... and {rest} more {what}."]
+
+
+def session_capacity(settings: Settings) -> int:
+    """How many sandboxes fit in memory at their limit: the machine's (or the bot's cgroup's)
+    memory, less a reserve for the bot, or SANDBOX_MEMORY_BUDGET_MB when set."""
+    per_session = settings.SANDBOX_MEMORY_MB * 1024 * 1024
+    if settings.SANDBOX_MEMORY_BUDGET_MB:
+        budget = settings.SANDBOX_MEMORY_BUDGET_MB * 1024 * 1024
+    else:
+        budget = memory_available() - BOT_MEMORY_RESERVE
+    if budget < per_session:
+        log.warning(
+            "sandbox.memory_short budget_mb=%d session_mb=%d: one session at a time",
+            budget // 2**20,
+            settings.SANDBOX_MEMORY_MB,
+        )
+    return max(1, budget // per_session)
+
+
 class CodeInterpreter:
     """Runs code in the caller's session, with their files, under the sandbox's limits.
 
@@ -139,16 +170,24 @@ class CodeInterpreter:
         self.files = files
         self.max_file_bytes = settings.max_file_bytes
         self.limits = SandboxLimits.from_settings(settings)
-        self.jail = jail or Jail(settings, self.limits)
+        capacity = session_capacity(settings)
+        self.jail = jail or Jail(settings, self.limits, capacity=capacity)
         self.sessions = SessionManager(
             self.jail,
             idle_seconds=settings.SESSION_IDLE_MINUTES * 60,
             max_sessions=settings.MAX_SESSIONS,
+            capacity=capacity,
+            per_user=max(
+                settings.MAX_SESSIONS_PER_USER, settings.MAX_CONCURRENT_EXECUTIONS_PER_USER
+            ),
             pool_size=settings.SANDBOX_WARM_POOL,
         )
         self.allowlist = Allowlist(extra=settings.PACKAGE_ALLOWLIST)
         self.installer = Installer(
             settings.LABBOT_RUNTIME_DIR, timeout=settings.PACKAGE_INSTALL_TIMEOUT
+        )
+        self.installs = InstallPolicy(
+            self.allowlist, self.installer, per_user_hourly=settings.PACKAGE_INSTALLS_PER_HOUR
         )
         self._global = asyncio.Semaphore(settings.MAX_CONCURRENT_EXECUTIONS)
         self._per_user: dict[str, asyncio.Semaphore] = {}
@@ -190,41 +229,40 @@ class CodeInterpreter:
             # Outside the machine-wide limit: a session that must start a kernel (seconds on a
             # busy host) does not hold up the cells of sessions that are already running.
             session = await self.sessions.get(user, conversation)
-            async with self._global, session.lock:
-                done = asyncio.Event()
-                self._running[(user, conversation)] = (session, done)
-                try:
-                    return await self._run(
-                        session, code, on_output or _nothing, files or self.files
-                    )
-                finally:
-                    done.set()
-                    self._running.pop((user, conversation), None)
-                    session.last_used = time.monotonic()
+            try:
+                async with session.lock:
+                    done = asyncio.Event()
+                    self._running[(user, conversation)] = (session, done)
+                    try:
+                        return await self._run(
+                            session, code, on_output or _nothing, files or self.files
+                        )
+                    finally:
+                        done.set()
+                        self._running.pop((user, conversation), None)
+                        session.last_used = time.monotonic()
+            finally:
+                self.sessions.release()  # unlocked now: the session may make room
 
     async def _run(
         self, session: Session, code: str, on_output: OutputHandler, files: SessionFiles
     ) -> ExecutionResult:
         restarted = session.restarted
         self.sessions.forget_loss(session)
-        result = await self._execute(session, code, on_output, files)
+        async with self._global:
+            result = await self._execute(session, code, on_output, files)
         missing = result.error and result.error.get("missing_module")
         if missing and result.status == "error" and self.settings.SANDBOX_AUTO_INSTALL:
-            package = self.allowlist.resolve(missing)
-            if package is None:
-                result.notes.append(
-                    f"Module {missing!r} is not installed and not on the allow-list; allowed"
-                    f" packages install themselves on import: {', '.join(self.allowlist.names())}."
-                )
-            else:
-                ok, why = await self.installer.install(package)
-                if ok and session.kernel.alive:
+            # The install waits apart from the execution slots (other users' cells go on).
+            package, note = await self.installs.decide(session.user, missing)
+            if note:
+                result.notes.append(note)
+            if package is not None and session.kernel.alive:
+                async with self._global:
                     retried = await self._execute(session, code, on_output, files)
-                    retried.packages_installed = [package.requirement]
-                    retried.files = result.files + retried.files
-                    result = retried
-                elif not ok:
-                    result.notes.append(f"Installing {package.requirement} failed: {why}")
+                retried.packages_installed = [package.requirement]
+                retried.files = result.files + retried.files
+                result = retried
         if result.error:
             result.error.pop("missing_module", None)
         if restarted:
@@ -244,6 +282,7 @@ class CodeInterpreter:
         records = [r for r in records if local[r.id] is not None]
         manifest = await asyncio.to_thread(self._link_files, session, records, local)
         result = ExecutionResult(status="ok")
+        evictions: list[str] = []
         started = time.perf_counter()
 
         async def on_file(name: str, chunks: AsyncIterator[bytes]) -> None:
@@ -254,21 +293,23 @@ class CodeInterpreter:
                 result.skipped_files.append({"name": display, "reason": str(exc)})
                 return
             result.files.append(entry)
-            result.notes.extend(notes)
+            evictions.extend(notes)
 
-        head = self.limits.output_bytes * 3 // 4
-        limits = {
-            "cpu_seconds": self.limits.cpu_seconds,
-            "output_head": head,
-            "output_tail": self.limits.output_bytes - head,
-            "max_file_bytes": self.max_file_bytes,
+        limits = self.limits
+        request_limits = {
+            "cpu_seconds": limits.cpu_seconds,
+            "output_head": limits.output_head,
+            "output_tail": limits.output_tail,
+            "max_file_bytes": limits.max_file_bytes,
+            "max_output_files": limits.max_output_files,
+            "output_files_bytes": limits.output_files_bytes,
         }
         try:
             raw = await session.kernel.execute(
                 code,
                 files=manifest,
-                limits=limits,
-                time_limit=self.limits.wall_seconds,
+                limits=request_limits,
+                time_limit=limits.wall_seconds,
                 on_stream=on_output,
                 on_file=on_file,
             )
@@ -277,30 +318,56 @@ class CodeInterpreter:
             await self.sessions.reset(session.user, session.conversation)
             result.status = lost.status  # type: ignore[assignment]
             result.error = {"name": lost.status.capitalize(), "message": lost.reason}
+            result.notes.extend(bounded_notes(evictions, what="files were removed"))
             result.notes.append(
                 f"Execution stopped: {lost.reason}. The session was restarted:"
                 " variables are gone; files are kept."
             )
             result.duration = time.perf_counter() - started
             return result
+        self._take_result(result, raw)
+        result.notes.extend(bounded_notes(evictions, what="files were removed"))
+        return result
+
+    def _take_result(self, result: ExecutionResult, raw: Result) -> None:
+        """Copy the kernel's validated result into ``result``."""
         limit = format_size(self.max_file_bytes)
-        for skipped in raw.get("skipped", []):
+        reasons = {
+            "size": lambda size: f"{format_size(size)} is over the {limit} file limit",
+            "count": lambda size: (
+                f"over the {self.limits.max_output_files} files one execution may return"
+            ),
+            "budget": lambda size: (
+                f"over the {format_size(self.limits.output_files_bytes)} of files one"
+                " execution may return"
+            ),
+            "name": lambda size: "its name is too long",
+        }
+        for skipped in raw.skipped:
             result.skipped_files.append(
                 {
-                    "name": PurePosixPath(skipped["name"]).name,
-                    "reason": f"{format_size(skipped['size'])} is over the {limit} file limit",
+                    "name": PurePosixPath(skipped.name).name[:255],
+                    "reason": reasons[skipped.reason](skipped.size),
                 }
             )
-        result.status = raw["status"]
-        result.stdout, result.stderr = raw["stdout"], raw["stderr"]
-        result.value, result.duration = raw.get("value"), raw.get("duration", 0.0)
-        if raw.get("error"):
-            result.error = {**raw["error"], "missing_module": raw.get("missing_module")}
-        if result.status == "timeout":
-            result.notes.append(raw["error"]["message"])
+        if raw.more_skipped:
+            result.notes.append(
+                f"{raw.more_skipped} more files were not returned (over the"
+                f" {self.limits.max_output_files} files one execution may return)."
+            )
+        result.status = raw.status
+        result.stdout, result.stderr = raw.stdout, raw.stderr
+        result.value, result.duration = raw.value, raw.duration
+        if raw.error is not None:
+            result.error = {**raw.error.model_dump(), "missing_module": raw.missing_module}
+        if result.status == "timeout" and raw.error is not None:
+            result.notes.append(raw.error.message)
         if result.status == "memory":
-            result.notes.append("The code ran out of memory (a MemoryError); variables are kept.")
-        return result
+            limit = self.limits.memory_bytes // (1024 * 1024)
+            result.notes.append(
+                f"The code ran out of memory (limit {limit} MiB, a MemoryError); variables are"
+                " kept."
+            )
 
     def _link_files(
         self, session: Session, records: list[FileRecord], local: dict[str, Path | None]
@@ -320,6 +387,9 @@ class CodeInterpreter:
                 continue  # deleted meanwhile
             except OSError:
                 shutil.copyfile(source, target)  # another filesystem: copy instead
+            if self.jail.user is not None and not target.stat().st_mode & 0o004:
+                # The sandbox user reads it; the data dir (0700) keeps everyone else out.
+                target.chmod(0o644)
         inside = Path(INSIDE_FILES) if self.jail.enabled else folder
         return {
             r.id: {

@@ -15,6 +15,9 @@ from labbot.sandbox import CodeInterpreter
 
 Factory = Callable[..., Any]
 
+FAKE_TOKEN = "MTAxNjk4NzY1NDMyMTA.fake-discord-token-for-tests"
+FAKE_KEY = "sk-test-fake-openai-key-0123456789"
+
 
 @pytest.fixture
 def make_interpreter(tmp_path: Path) -> Factory:
@@ -42,3 +45,14 @@ def make_interpreter(tmp_path: Path) -> Factory:
 async def interpreter(make_interpreter: Factory) -> AsyncIterator[CodeInterpreter]:
     async with make_interpreter(CODE_EXECUTION_TIMEOUT=30) as (interpreter, _):
         yield interpreter
+
+
+@pytest.fixture
+async def jailed(make_interpreter, monkeypatch):
+    """An interpreter started while the bot's environment holds (fake) secrets."""
+    monkeypatch.setenv("DISCORD_TOKEN", FAKE_TOKEN)
+    monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
+    async with make_interpreter(
+        CODE_EXECUTION_TIMEOUT=8, SANDBOX_MEMORY_MB=384, SANDBOX_DISK_MB=64
+    ) as pair:
+        yield pair

@@ -135,7 +135,7 @@ async def test_a_lost_session_is_reported_once(make_interpreter) -> None:
         await interpreter.run("u", "c", "x = 1")
         session = interpreter.sessions.sessions[("u", "c")]
         assert session.kernel.process is not None
-        os.kill(session.kernel.process.pid, signal.SIGKILL)
+        os.kill(session.kernel.process.pid, signal.SIGKILL)  # stopped between cells: still dies
         await session.kernel.process.wait()
         result = await interpreter.run("u", "c", "print('hi')")
         assert result.status == "ok" and result.session_restarted
@@ -157,14 +157,14 @@ async def test_idle_sessions_end_and_say_why(make_interpreter) -> None:
 
 
 async def test_least_recently_used_session_goes_first(make_interpreter) -> None:
-    """With MAX_SESSIONS=2 a third conversation ends the least recently used one."""
+    """With MAX_SESSIONS=2 a third user's conversation ends the least recently used one."""
     async with make_interpreter(MAX_SESSIONS=2) as (interpreter, _):
-        for conversation in ("a", "b"):
-            await interpreter.run("u", conversation, "x = 1")
-        await interpreter.run("u", "a", "x")  # a is now the most recent
-        await interpreter.run("u", "c", "x = 1")
-        assert set(interpreter.sessions.sessions) == {("u", "a"), ("u", "c")}
-        result = await interpreter.run("u", "b", "x")
+        for user in ("a", "b"):
+            await interpreter.run(user, "c", "x = 1")
+        await interpreter.run("a", "c", "x")  # a is now the most recent
+        await interpreter.run("n", "c", "x = 1")
+        assert set(interpreter.sessions.sessions) == {("a", "c"), ("n", "c")}
+        result = await interpreter.run("b", "c", "x")
         assert result.session_restarted and "room" in result.notes[0]
 
 

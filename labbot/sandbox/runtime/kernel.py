@@ -13,6 +13,7 @@ import io
 import linecache
 import os
 import queue
+import re
 import resource
 import selectors
 import signal
@@ -29,6 +30,9 @@ OUTPUT_DIR = os.environ.get("LABBOT_OUTPUT_DIR", "/mnt/data")
 MAX_VALUE_CHARS = 6000
 MAX_TRACEBACK_CHARS = 20000
 MAX_WALK_DEPTH = 8
+MAX_NAME_CHARS = 1000
+MAX_ERROR_NAME = 200
+MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 
 
 class LimitExceeded(BaseException):
@@ -49,14 +53,58 @@ class Channel:
             protocol.write_all(self.fd, data)
 
     def send_file(self, name: str, read: Any, size: int) -> None:
-        """Send a file as a header, its bytes in chunks, and an end marker, atomically."""
+        """Send a file as a header, at most ``size`` bytes in chunks (it may still be growing),
+        and an end marker, atomically."""
         with self.lock:
             protocol.write_all(
                 self.fd, protocol.encode_json({"type": "file", "name": name, "size": size})
             )
-            while chunk := read(protocol.CHUNK):
+            left = size
+            while left > 0 and (chunk := read(min(protocol.CHUNK, left))):
                 protocol.write_all(self.fd, protocol.encode_bytes(chunk))
+                left -= len(chunk)
             protocol.write_all(self.fd, protocol.encode_json({"type": "file_end"}))
+
+
+class Outputs:
+    """The files one cell returns, within the count, size and byte limits the host also
+    enforces; the rest are listed as skipped."""
+
+    def __init__(self, channel: Channel, limits: dict) -> None:
+        self.channel = channel
+        self.max_files = int(limits.get("max_output_files", 50))
+        self.max_file_bytes = int(limits.get("max_file_bytes", 50 * 2**20))
+        self.budget = int(limits.get("output_files_bytes", 512 * 2**20))
+        self.sent: list[str] = []
+        self.used = 0
+        self.skipped: list[dict] = []
+        self.more_skipped = 0
+
+    def refusal(self, name: str, size: int) -> str | None:
+        """Why a file of this name and size cannot be sent, or None."""
+        if len(name) > MAX_NAME_CHARS:
+            return "name"
+        if size > self.max_file_bytes:
+            return "size"
+        if len(self.sent) >= self.max_files:
+            return "count"
+        if self.used + size > self.budget:
+            return "budget"
+        return None
+
+    def send(self, name: str, read: Any, size: int) -> bool:
+        """Send one file, or list it as skipped; True if sent."""
+        reason = self.refusal(name, size)
+        if reason is not None:
+            if len(self.skipped) < self.max_files:
+                self.skipped.append({"name": name[:MAX_NAME_CHARS], "size": size, "reason": reason})
+            else:
+                self.more_skipped += 1
+            return False
+        self.channel.send_file(name, read, size)
+        self.sent.append(name)
+        self.used += size
+        return True
 
 
 class Capture:
@@ -215,9 +263,10 @@ class Kernel:
         importlib.invalidate_caches()  # packages installed since the last cell become visible
         self._set_cpu_limit(limits.get("cpu_seconds"))
         started = time.perf_counter()
-        status, error, value = "ok", None, None
+        status, error, value, shown = "ok", None, None, None
         try:
             value = self._run(request["code"], f"<cell {self.cell}>")
+            shown = self._render(value)  # __repr__ is user code: inside the limits too
         except LimitExceeded as exc:
             status, error = (
                 "timeout",
@@ -232,25 +281,27 @@ class Kernel:
         duration = time.perf_counter() - started
         _stop_strays()
         captures = self.streams.finish()
-        files: list[str] = []
+        outputs = Outputs(self.channel, limits)
         try:  # a figure that cannot render is the code's error, not the end of the session
-            files += self._send_figures(value)
+            self._send_figures(value, outputs)
         except Exception as exc:  # noqa: BLE001
             if status == "ok":
                 status, error = "error", self._error(exc)
             _close_figures()
-        files += self._send_outputs(limits.get("max_file_bytes"))
+        self._send_outputs(outputs)
         self.channel.send(
             {
                 "type": "result",
                 "cell": request["cell"],
                 "status": status,
                 "error": error,
-                "value": self._render(value),
+                "value": shown,
                 "stdout": captures["stdout"].text(),
                 "stderr": captures["stderr"].text(),
                 "duration": duration,
-                "files": files,
+                "files": outputs.sent,
+                "skipped": outputs.skipped,
+                "more_skipped": outputs.more_skipped,
                 "missing_module": self._missing_module,
             }
         )
@@ -269,17 +320,22 @@ class Kernel:
         return None
 
     def _error(self, exc: BaseException) -> dict:
-        if isinstance(exc, ModuleNotFoundError) and exc.name:
-            self._missing_module = exc.name.split(".")[0]
+        if isinstance(exc, ModuleNotFoundError) and isinstance(exc.name, str):
+            top = exc.name.split(".")[0]
+            self._missing_module = top if MODULE_NAME.fullmatch(top) else None
         tb = exc.__traceback__
         while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell"):
             tb = tb.tb_next  # drop the kernel's own frames: line numbers are the user's
         text = "".join(traceback.format_exception(type(exc), exc, tb))
         if len(text) > MAX_TRACEBACK_CHARS:  # keep the end: that is where the error is
             text = "[... traceback cut ...]\n" + text[-MAX_TRACEBACK_CHARS:]
+        try:
+            message = str(exc)
+        except BaseException as broken:  # noqa: BLE001 - a broken __str__ is the code's too
+            message = f"<{type(exc).__name__}: str() failed: {type(broken).__name__}>"
         return {
-            "name": type(exc).__name__,
-            "message": str(exc)[:MAX_VALUE_CHARS],
+            "name": str(type(exc).__name__)[:MAX_ERROR_NAME],
+            "message": message[:MAX_VALUE_CHARS],
             "traceback": text,
         }
 
@@ -295,6 +351,8 @@ class Kernel:
         resource.setrlimit(resource.RLIMIT_CPU, (want, hard))
 
     def _render(self, value: Any) -> str | None:
+        """The value's repr, cut to size. A repr raising an Exception is shown as such; one
+        raising SystemExit or KeyboardInterrupt is the cell's error."""
         if value is None:
             return None
         try:
@@ -309,15 +367,16 @@ class Kernel:
                     text = repr(value)
             else:
                 text = repr(value)
+            if not isinstance(text, str):
+                raise TypeError(f"__repr__ returned {type(text).__name__}")
         except Exception as exc:  # noqa: BLE001 - a broken __repr__ must not lose the result
-            text = f"<{type(value).__name__}: repr failed: {exc}>"
+            text = f"<{type(value).__name__}: repr failed: {type(exc).__name__}>"
         if len(text) > MAX_VALUE_CHARS:
             text = text[:MAX_VALUE_CHARS] + f"\n[... {len(text) - MAX_VALUE_CHARS} chars cut]"
         return text
 
     # Rich outputs -----------------------------------------------------------------------
-    def _send_figures(self, value: Any) -> list[str]:
-        sent = []
+    def _send_figures(self, value: Any, outputs: Outputs) -> None:
         pyplot = sys.modules.get("matplotlib.pyplot")
         if pyplot is not None:
             for num in pyplot.get_fignums():
@@ -325,32 +384,29 @@ class Kernel:
                 if not getattr(figure, "_labbot_saved", False) and figure.axes:
                     buffer = io.BytesIO()
                     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-                    sent.append(self._send_memory_file("png", buffer.getvalue()))
+                    self._send_memory_file("png", buffer.getvalue(), outputs)
             pyplot.close("all")
         image = sys.modules.get("PIL.Image")
         if image is not None and isinstance(value, image.Image):
             buffer = io.BytesIO()
             value.save(buffer, format="PNG")
-            sent.append(self._send_memory_file("png", buffer.getvalue()))
-        return sent
+            self._send_memory_file("png", buffer.getvalue(), outputs)
 
-    def _send_memory_file(self, ext: str, data: bytes) -> str:
+    def _send_memory_file(self, ext: str, data: bytes, outputs: Outputs) -> None:
         self.figures += 1
-        name = f"figure-{self.figures}.{ext}"
-        self.channel.send_file(name, io.BytesIO(data).read, len(data))
-        return name
+        outputs.send(f"figure-{self.figures}.{ext}", io.BytesIO(data).read, len(data))
 
-    def _send_outputs(self, max_bytes: int | None) -> list[str]:
+    def _send_outputs(self, outputs: Outputs) -> None:
         """Send every new or changed regular file in the output folder; never follow a link,
         never open a FIFO or device."""
-        sent = []
         for rel, st in sorted(self._walk(OUTPUT_DIR, "", 0)):
             key = (st.st_size, st.st_mtime_ns, st.st_ino)
             if self.sent.get(rel) == key:
                 continue
             self.sent[rel] = key
-            if max_bytes is not None and st.st_size > max_bytes:
-                self.channel.send({"type": "file_skipped", "name": rel, "size": st.st_size})
+            shown = rel.encode("utf-8", "replace").decode()  # undecodable names stay sendable
+            if outputs.refusal(shown, st.st_size) is not None:
+                outputs.send(shown, None, st.st_size)  # listed as skipped
                 continue
             try:
                 fd = os.open(
@@ -362,9 +418,7 @@ class Kernel:
             with os.fdopen(fd, "rb") as handle:
                 if not stat.S_ISREG(os.fstat(fd).st_mode):
                     continue
-                self.channel.send_file(rel, handle.read, st.st_size)
-            sent.append(rel)
-        return sent
+                outputs.send(shown, handle.read, st.st_size)
 
     def _walk(self, root: str, prefix: str, depth: int) -> list[tuple[str, os.stat_result]]:
         found: list[tuple[str, os.stat_result]] = []

@@ -19,7 +19,8 @@ CHUNK = 256 * 1024
 
 def encode_json(message: dict) -> bytes:
     """One JSON frame, ready to write."""
-    payload = json.dumps(message, ensure_ascii=False, default=str).encode()
+    # "replace": a lone surrogate in a name or a value must not end the kernel.
+    payload = json.dumps(message, ensure_ascii=False, default=str).encode("utf-8", "replace")
     return HEADER.pack(JSON, len(payload)) + payload
 
 

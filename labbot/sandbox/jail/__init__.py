@@ -1,0 +1,243 @@
+"""How one sandbox is built and bounded: its seccomp filter (``seccomp``), its cgroup
+(``cgroups``), its bubblewrap command line and identity (``bwrap``), and its limits (``limits``).
+
+Isolation comes from the kernel (namespaces, seccomp, cgroups), never from inspecting code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import signal
+import time
+from pathlib import Path
+
+from labbot.config import Settings
+from labbot.errors import SandboxUnavailable
+from labbot.sandbox.jail.bwrap import (
+    INSIDE_FILES,
+    INSIDE_KERNEL,
+    INSIDE_OUTPUT,
+    INSIDE_VENV,
+    KERNEL_DIR,
+    Command,
+    Runtime,
+    SandboxUser,
+    _tool,
+)
+from labbot.sandbox.jail.cgroups import Cgroup, cgroup_kind, memory_available, stale_parents
+from labbot.sandbox.jail.limits import SandboxLimits
+from labbot.sandbox.jail.seccomp import seccomp_filter
+
+__all__ = [
+    "INSIDE_FILES",
+    "INSIDE_OUTPUT",
+    "Cgroup",
+    "Jail",
+    "Runtime",
+    "SandboxLimits",
+    "SandboxUser",
+    "memory_available",
+    "new_kernel_name",
+]
+
+log = logging.getLogger(__name__)
+
+
+class Jail:
+    """Spawns kernels inside bubblewrap (or, with LABBOT_SANDBOX=off, as plain processes)."""
+
+    def __init__(self, settings: Settings, limits: SandboxLimits, *, capacity: int = 1) -> None:
+        self.enabled = settings.LABBOT_SANDBOX == "on"
+        self.limits = limits
+        self.root = settings.sandbox_dir
+        self.runtime = Runtime.locate(settings.LABBOT_RUNTIME_DIR)
+        self.cgroup_kind = cgroup_kind() if self.enabled else Cgroup
+        self.bwrap = shutil.which("bwrap")
+        self.user: SandboxUser | None = None
+        if self.enabled and self.bwrap is None:
+            raise SandboxUnavailable(
+                "bubblewrap (bwrap) is not installed, so user code cannot run safely.",
+                hint="Install it (`apt-get install bubblewrap`), or set LABBOT_SANDBOX=off for"
+                " development only.",
+            )
+        if self.enabled and os.geteuid() == 0:
+            self.user = SandboxUser.lookup(settings.SANDBOX_USER)
+        self._capacity = capacity
+        if not self.enabled:
+            log.warning(
+                "sandbox.disabled: LABBOT_SANDBOX=off runs user code WITHOUT isolation;"
+                " never do this with users you do not trust"
+            )
+
+    def remove_stale_cgroups(self) -> int:
+        """Kill what is left in the session cgroups of a bot that is gone, and remove them;
+        returns how many went. A thread."""
+        removed = 0
+        for parent in stale_parents(self.cgroup_kind):
+            for child in parent.glob("*/"):
+                if _owner_alive(child.name):
+                    continue  # another live labbot process's session, maybe not joined yet
+                try:
+                    pids = (child / "cgroup.procs").read_text().split()
+                    for pid in pids:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(int(pid), signal.SIGKILL)
+                    for _ in range(100):
+                        if not (child / "cgroup.procs").read_text().strip():
+                            break
+                        time.sleep(0.01)  # the killed are reaped by their parents
+                    child.rmdir()
+                    removed += 1
+                except OSError:
+                    continue
+        return removed
+
+    def describe(self) -> str:
+        """One line for `labbot doctor`."""
+        if not self.enabled:
+            return "OFF (LABBOT_SANDBOX=off): code runs without isolation"
+        who = (
+            f"as {self.user.name} (uid {self.user.uid})"
+            if self.user
+            else f"as uid {os.geteuid()} (unprivileged bot)"
+        )
+        return f"bubblewrap {self.bwrap}, cgroups {self.cgroup_kind.version}, {who}"
+
+    def _etc(self) -> Path:
+        etc = self.root / "etc"
+        if not (etc / "passwd").exists():
+            etc.mkdir(parents=True, exist_ok=True)
+            (etc / "passwd").write_text("sandbox:x:1000:1000::/tmp:/bin/sh\n")
+            (etc / "group").write_text("sandbox:x:1000:\n")
+            for path in (etc, etc / "passwd", etc / "group"):
+                path.chmod(0o755 if path.is_dir() else 0o644)
+        return etc
+
+    def _command(self, cgroup: Cgroup) -> Command:
+        nproc = None
+        if not cgroup.procs_files():
+            # A process count per host uid: the bot's own when unprivileged (as before), the
+            # sandbox user's, shared by every session, when root.
+            share = self._capacity if self.user is not None else 1
+            nproc = self.limits.processes * share
+        return Command(
+            bwrap=self.bwrap or "bwrap",
+            runtime=self.runtime,
+            limits=self.limits,
+            user=self.user,
+            etc=self._etc(),
+            nproc=nproc,
+        )
+
+    def environment(self, *, inside: bool) -> dict[str, str]:
+        """The whole environment the kernel sees: nothing of the bot's."""
+        venv = INSIDE_VENV if inside else str(self.runtime.venv)
+        threads = "2"
+        env = {
+            "PATH": f"{venv}/bin:/usr/bin:/bin",
+            "HOME": "/tmp",
+            "USER": "sandbox",
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "MPLBACKEND": "Agg",
+            "MPLCONFIGDIR": f"{venv}/mplconfig",
+            "OMP_NUM_THREADS": threads,
+            "OPENBLAS_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+            "TMPDIR": "/tmp",
+        }
+        if inside:
+            env["LABBOT_IN_SANDBOX"] = "1"  # the kernel may then clean up its PID namespace
+        return env
+
+    async def spawn(
+        self, name: str, *, files_dir: Path, output_dir: Path
+    ) -> tuple[asyncio.subprocess.Process, Cgroup]:
+        """Start a kernel process in a fresh sandbox; its stdin/stdout are the frame channel."""
+        if not self.enabled:
+            return await self._spawn_unsandboxed(output_dir), Cgroup(name)
+        cgroup = self.cgroup_kind(f"{os.getpid()}-{name}")
+        try:
+            await asyncio.to_thread(cgroup.create, self.limits)
+        except OSError as exc:
+            log.warning("cgroup.create_failed errno=%s: using rlimits only", exc.errno)
+            cgroup = Cgroup(name)
+        command = await asyncio.to_thread(self._command, cgroup)
+        read_fd, write_fd = os.pipe()
+        os.write(write_fd, seccomp_filter())
+        os.close(write_fd)
+        kernel = [f"{INSIDE_VENV}/bin/python", "-E", "-s", "-B", f"{INSIDE_KERNEL}/kernel.py"]
+        argv = command.argv(
+            files_dir=files_dir,
+            seccomp_fd=read_fd,
+            environment=self.environment(inside=True),
+            kernel=kernel,
+        )
+        # No preexec_fn: forking a threaded process and running Python before exec can
+        # deadlock on a lock another thread held (seen as a rare hung start). A tiny shell joins
+        # the cgroups and execs setpriv (identity, parent-death signal) and prlimit (rlimits).
+        env = {"LABBOT_CGROUP_PROCS": " ".join(cgroup.procs_files())}  # bwrap clears it
+        try:
+            process = await self._exec(argv, env=env, cwd="/", pass_fds=(read_fd,))
+        except OSError as exc:
+            await asyncio.to_thread(cgroup.remove)
+            raise SandboxUnavailable(f"The sandbox could not start: {exc.strerror}.") from exc
+        finally:
+            os.close(read_fd)
+        log.info("sandbox.spawned name=%s pid=%d cgroup=%s", name, process.pid, cgroup.version)
+        return process, cgroup
+
+    async def _spawn_unsandboxed(self, output_dir: Path) -> asyncio.subprocess.Process:
+        argv = [
+            _tool("setpriv"),
+            "--pdeathsig",
+            "KILL",
+            "--",
+            str(self.runtime.venv / "bin" / "python"),
+            "-E",
+            "-s",
+            "-B",
+            str(KERNEL_DIR / "kernel.py"),
+        ]
+        env = {**self.environment(inside=False), "LABBOT_OUTPUT_DIR": str(output_dir)}
+        return await self._exec(argv, env=env, cwd=str(output_dir), pass_fds=())
+
+    @staticmethod
+    async def _exec(
+        argv: list[str], *, env: dict[str, str], cwd: str, pass_fds: tuple[int, ...]
+    ) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            cwd=cwd,
+            pass_fds=pass_fds,
+            start_new_session=True,
+            limit=2**20,
+        )
+
+
+def new_kernel_name() -> str:
+    """A unique, neutral name for a kernel's folders (it shows in the sandbox's mountinfo, so
+    it says nothing of the bot or the user); its cgroup adds the owner's pid in front."""
+    return secrets.token_hex(8)
+
+
+def _owner_alive(name: str) -> bool:
+    owner = name.split("-", 1)[0]
+    if not owner.isdigit():
+        return False
+    try:
+        os.kill(int(owner), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,295 @@
+"""A cgroup per session (v1 or v2): memory without swap, a process cap and a CPU quota. Every
+call here touches cgroupfs and is made from a worker thread, never the event loop."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import os
+import signal
+import time
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from labbot.sandbox.jail.limits import SandboxLimits
+
+log = logging.getLogger(__name__)
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CPU_PERIOD_US = 100_000
+
+
+class Cgroup:
+    """A cgroup holding one session's processes, or nothing when none is writable."""
+
+    version = "none"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def create(self, limits: SandboxLimits) -> None:
+        """Create the group and write its limits."""
+
+    def procs_files(self) -> list[str]:
+        """Files a new process writes its pid to, to join the group."""
+        return []
+
+    def oom_kills(self) -> int:
+        """How many processes the out-of-memory killer has killed in this group."""
+        return 0
+
+    def pids(self) -> list[int]:
+        """The processes in the group now."""
+        for procs in self.procs_files():
+            try:
+                return [int(pid) for pid in Path(procs).read_text().split()]
+            except OSError:
+                return []
+        return []
+
+    def kill_all(self) -> None:
+        """SIGKILL every process still in the group."""
+
+    def remove(self) -> None:
+        """Delete the group (after its processes are gone)."""
+
+
+class CgroupV1(Cgroup):
+    """Memory (+swap), pids and (when mounted and writable) cpu controllers of a cgroup v1
+    hierarchy."""
+
+    version = "v1"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.dirs = {ctrl: _v1_parent(ctrl) / "labbot" / name for ctrl in v1_controllers()}
+
+    def create(self, limits: SandboxLimits) -> None:
+        for path in self.dirs.values():
+            path.mkdir(parents=True, exist_ok=True)
+        memory = self.dirs["memory"]
+        (memory / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
+        swap = memory / "memory.memsw.limit_in_bytes"
+        if swap.exists():
+            swap.write_text(str(limits.memory_bytes))  # memory + swap = memory: no swap
+        (self.dirs["pids"] / "pids.max").write_text(str(limits.processes))
+        if "cpu" in self.dirs:  # at most `cpus` cores' worth of time per period
+            (self.dirs["cpu"] / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
+            cpus = min(limits.cpus, _v1_cpu_ceiling())
+            quota = max(1000, int(cpus * CPU_PERIOD_US))
+            (self.dirs["cpu"] / "cpu.cfs_quota_us").write_text(str(quota))
+
+    def procs_files(self) -> list[str]:
+        return [str(path / "cgroup.procs") for path in self.dirs.values()]
+
+    def oom_kills(self) -> int:
+        return _counter(self.dirs["memory"] / "memory.oom_control", "oom_kill")
+
+    def kill_all(self) -> None:
+        for path in self.dirs.values():
+            _kill_listed(path / "cgroup.procs")
+
+    def remove(self) -> None:
+        for path in self.dirs.values():
+            _rmdir(path)
+
+
+class CgroupV2(Cgroup):
+    """A child of the unified hierarchy with memory.max, memory.swap.max, pids.max and
+    cpu.max."""
+
+    version = "v2"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.dir = CGROUP_ROOT / "labbot" / name
+
+    def create(self, limits: SandboxLimits) -> None:
+        parent = self.dir.parent
+        parent.mkdir(exist_ok=True)
+        (parent / "cgroup.subtree_control").write_text("+memory +pids")
+        try:
+            (parent / "cgroup.subtree_control").write_text("+cpu")
+        except OSError:
+            pass  # no cpu controller here: memory and pids still apply
+        self.dir.mkdir(exist_ok=True)
+        (self.dir / "memory.max").write_text(str(limits.memory_bytes))
+        if (self.dir / "memory.swap.max").exists():
+            (self.dir / "memory.swap.max").write_text("0")
+        (self.dir / "pids.max").write_text(str(limits.processes))
+        if (self.dir / "cpu.max").exists():
+            quota = max(1000, int(limits.cpus * CPU_PERIOD_US))
+            (self.dir / "cpu.max").write_text(f"{quota} {CPU_PERIOD_US}")
+
+    def procs_files(self) -> list[str]:
+        return [str(self.dir / "cgroup.procs")]
+
+    def oom_kills(self) -> int:
+        return _counter(self.dir / "memory.events", "oom_kill")
+
+    def kill_all(self) -> None:
+        kill = self.dir / "cgroup.kill"
+        if kill.exists():
+            kill.write_text("1")
+        else:
+            _kill_listed(self.dir / "cgroup.procs")
+
+    def remove(self) -> None:
+        _rmdir(self.dir)
+
+
+def _v1_parent(controller: str) -> Path:
+    """Our own cgroup in a v1 controller's hierarchy, so sessions nest inside the bot's."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            return CGROUP_ROOT / controller / path.lstrip("/")
+    return CGROUP_ROOT / controller
+
+
+def _v1_cpu_ceiling() -> float:
+    """The fewest cores any cgroup above ours allows (inf when none is limited). A session's
+    quota may not exceed it: v1 refuses such a child, e.g. under systemd's CPUQuota=."""
+    ceiling = math.inf
+    path = _v1_parent("cpu")
+    root = CGROUP_ROOT / "cpu"
+    while True:
+        try:
+            quota = int((path / "cpu.cfs_quota_us").read_text())
+            period = int((path / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            quota = period = -1
+        if quota > 0 and period > 0:
+            ceiling = min(ceiling, quota / period)
+        if path == root or path == path.parent:
+            return ceiling
+        path = path.parent
+
+
+def _writable(controller: str, probe: str) -> bool:
+    try:
+        parent = _v1_parent(controller)
+        return os.access(parent, os.W_OK) and (parent / probe).exists()
+    except OSError:
+        return False
+
+
+@cache
+def v1_controllers() -> tuple[str, ...]:
+    """The v1 controllers a session uses: memory and pids, and cpu where it is writable."""
+    if _writable("cpu", "cpu.cfs_quota_us"):
+        return ("memory", "pids", "cpu")
+    return ("memory", "pids")
+
+
+def _counter(path: Path, key: str) -> int:
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    except OSError:
+        pass
+    return 0
+
+
+def _kill_listed(procs: Path) -> None:
+    try:
+        pids = [int(p) for p in procs.read_text().split()]
+    except OSError:
+        return
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _rmdir(path: Path) -> None:
+    # SIGKILLed processes leave the group only once the kernel has reaped them: retry briefly.
+    for _ in range(200):
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                log.warning("cgroup.remove_failed path=%s errno=%s", path, exc.errno)
+                return
+            _kill_listed(path / "cgroup.procs")
+            time.sleep(0.01)  # a worker thread, never the event loop
+    log.warning("cgroup.remove_failed path=%s: still busy", path)
+
+
+@cache
+def cgroup_kind() -> type[Cgroup]:
+    """The cgroup flavour this machine lets us write: v2, v1, or none."""
+    controllers = CGROUP_ROOT / "cgroup.controllers"
+    if controllers.exists() and {"memory", "pids"} <= set(controllers.read_text().split()):
+        if os.access(CGROUP_ROOT, os.W_OK):
+            return CgroupV2
+    try:
+        if all(os.access(_v1_parent(c), os.W_OK) for c in ("memory", "pids")):
+            return CgroupV1
+    except OSError:
+        pass
+    return Cgroup
+
+
+def stale_parents(kind: type[Cgroup]) -> list[Path]:
+    """The folders holding our session groups, for removing those a crashed bot left."""
+    if kind is CgroupV1:
+        return [_v1_parent(c) / "labbot" for c in v1_controllers()]
+    if kind is CgroupV2:
+        return [CGROUP_ROOT / "labbot"]
+    return []
+
+
+def memory_available() -> int:
+    """The memory this process may use: the machine's, or less when a cgroup above it limits
+    it (v1 memory.limit_in_bytes or v2 memory.max on any ancestor)."""
+    total = _meminfo_total()
+    limits: list[int] = []
+    try:
+        if (CGROUP_ROOT / "cgroup.controllers").exists():
+            path = CGROUP_ROOT / _v2_path().lstrip("/")
+            limits += _ancestor_values(path, CGROUP_ROOT, "memory.max")
+        else:
+            limits += _ancestor_values(
+                _v1_parent("memory"), CGROUP_ROOT / "memory", "memory.limit_in_bytes"
+            )
+    except OSError:
+        pass
+    return min([total, *limits])
+
+
+def _meminfo_total() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    return 2**62
+
+
+def _v2_path() -> str:
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        if line.startswith("0::"):
+            return line[3:]
+    return "/"
+
+
+def _ancestor_values(path: Path, root: Path, name: str) -> list[int]:
+    values = []
+    while True:
+        try:
+            raw = (path / name).read_text().strip()
+            if raw.isdigit():
+                values.append(int(raw))
+        except OSError:
+            pass
+        if path == root or path == path.parent:
+            return values
+        path = path.parent

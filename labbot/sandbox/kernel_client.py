@@ -1,0 +1,368 @@
+"""The host's side of one kernel: start it, run cells, interrupt, freeze or kill it.
+
+Every frame the kernel sends is validated (``frames``) and every limit is enforced here again,
+whatever the kernel claims: live output per stream, the number and bytes of output files, the
+size of each result field. Anything that breaks the rules ends this session only, as a
+``KernelLost`` the interpreter turns into a result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from labbot.errors import SandboxUnavailable
+from labbot.sandbox.frames import FRAME, FileEnd, FileStart, Ready, Result, Stream
+from labbot.sandbox.jail import Cgroup, Jail, SandboxLimits, new_kernel_name
+from labbot.sandbox.jail.freezer import Stopper, children, tree_cpu_seconds, tree_pids
+from labbot.sandbox.runtime import protocol
+
+log = logging.getLogger(__name__)
+
+STARTUP_TIMEOUT = 30.0  # imports take 1-2 s; a start that hangs is killed and retried
+STDERR_KEEP = 4000
+STREAM_SLACK = 200  # the "[... N bytes of output omitted ...]" marker between head and tail
+
+StreamHandler = Callable[[str, str], Awaitable[None]]
+FileHandler = Callable[[str, AsyncIterator[bytes]], Awaitable[None]]
+
+
+class KernelLost(Exception):
+    """The kernel died or was killed; ``status`` is "timeout", "memory" or "killed"."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class ProtocolViolation(Exception):
+    """The kernel sent something an honest kernel never sends."""
+
+
+class _Budget:
+    """What one execution may still send, counted by the host."""
+
+    def __init__(self, limits: SandboxLimits, cell: int) -> None:
+        self.limits = limits
+        self.cell = cell
+        self.live = {"stdout": 0, "stderr": 0}
+        self.files = 0
+        self.file_bytes = 0
+
+    def stream(self, frame: Stream) -> None:
+        self._check(frame.cell == self.cell, "output of another cell")
+        self.live[frame.name] += len(frame.text)
+        self._check(self.live[frame.name] <= self.limits.output_head, "live output over limit")
+
+    def file(self, frame: FileStart) -> None:
+        self.files += 1
+        self._check(self.files <= self.limits.max_output_files, "more output files than allowed")
+        self._check(frame.size <= self.limits.max_file_bytes, "an output file over the size limit")
+
+    def file_chunk(self, announced: int, received: int, chunk: int) -> None:
+        self.file_bytes += chunk
+        self._check(received <= announced, "more bytes than the file announced")
+        self._check(self.file_bytes <= self.limits.output_files_bytes, "output bytes over limit")
+
+    def result(self, frame: Result) -> None:
+        limits = self.limits
+        self._check(frame.cell == self.cell, "the result of another cell")
+        most = limits.output_head + limits.output_tail + STREAM_SLACK
+        self._check(len(frame.stdout) <= most and len(frame.stderr) <= most, "output over limit")
+        self._check(frame.status == "ok" or frame.error is not None, "an error without details")
+        self._check(len(frame.skipped) <= limits.max_output_files, "too many skipped files")
+
+    @staticmethod
+    def _check(ok: bool, what: str) -> None:
+        if not ok:
+            raise ProtocolViolation(what)
+
+
+class KernelProcess:
+    """The host's handle on one kernel."""
+
+    def __init__(self, jail: Jail, root: Path) -> None:
+        self.jail = jail
+        self.root = root
+        self.reset_for_retry()
+
+    def reset_for_retry(self) -> None:
+        """Forget a failed start: the next ``start`` makes a new sandbox."""
+        self.name = new_kernel_name()
+        self.workdir = self.root / self.name
+        self.files_dir = self.workdir / "files"
+        self.output_dir = self.workdir / "output"
+        self.process: asyncio.subprocess.Process | None = None
+        self.cgroup: Cgroup | None = None
+        self.startup_seconds = 0.0
+        self.stopper: Stopper | None = None  # stops its processes between cells
+        self._bwrap: set[int] = set()
+        self._stderr = bytearray()
+        self._cells = 0
+        self.dead: KernelLost | None = None
+
+    @property
+    def alive(self) -> bool:
+        """True while the kernel can take cells."""
+        return self.dead is None and self.process is not None and self.process.returncode is None
+
+    async def start(self) -> None:
+        """Spawn the kernel and wait until it has imported the data stack."""
+        await asyncio.to_thread(self._make_folders)
+        self.process, self.cgroup = await self.jail.spawn(
+            self.name, files_dir=self.files_dir, output_dir=self.output_dir
+        )
+        self._stderr_task = asyncio.get_running_loop().create_task(self._drain_stderr())
+        try:
+            async with asyncio.timeout(STARTUP_TIMEOUT):
+                ready = await self._read()
+            if not isinstance(ready, Ready):
+                raise ProtocolViolation("no ready frame")
+        except (
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            ConnectionError,
+            ProtocolViolation,
+        ) as exc:
+            await self.kill()
+            detail = self._stderr.decode(errors="replace").strip()[-600:] or type(exc).__name__
+            raise SandboxUnavailable(
+                f"The sandbox failed to start: {detail}",
+                hint="Check `labbot doctor`; bubblewrap needs user namespaces (run as root, or"
+                " allow unprivileged ones), and LABBOT_SANDBOX=off is for development only.",
+            ) from exc
+        except BaseException:  # cancelled mid-start: never leave a sandbox behind
+            await asyncio.shield(self.kill())
+            raise
+        self.startup_seconds = ready.startup
+        self._freeze()
+
+    def _make_folders(self) -> None:
+        for path in (self.files_dir, self.output_dir):
+            path.mkdir(parents=True, exist_ok=True)
+            path.chmod(0o755)  # the sandbox user reads the files folder (the data dir guards it)
+
+    async def _drain_stderr(self) -> None:
+        assert self.process is not None and self.process.stderr is not None
+        while chunk := await self.process.stderr.read(65536):
+            self._stderr += chunk
+            del self._stderr[: max(len(self._stderr) - STDERR_KEEP, 0)]
+
+    async def _frame(self) -> tuple[bytes, bytes]:
+        assert self.process is not None and self.process.stdout is not None
+        header = await self.process.stdout.readexactly(protocol.HEADER.size)
+        kind, size = protocol.HEADER.unpack(header)
+        if kind not in (protocol.JSON, protocol.BYTES):
+            raise ProtocolViolation("an unknown frame kind")
+        if size > (protocol.CHUNK if kind == protocol.BYTES else protocol.MAX_JSON):
+            raise ProtocolViolation(f"an oversized frame ({size} bytes)")
+        return kind, await self.process.stdout.readexactly(size)
+
+    async def _read(self) -> Any:
+        kind, payload = await self._frame()
+        if kind != protocol.JSON:
+            raise ProtocolViolation("bytes outside a file")
+        try:
+            return FRAME.validate_json(payload)
+        except ValidationError as exc:
+            raise ProtocolViolation(f"a malformed frame ({exc.error_count()} problems)") from exc
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        assert self.process is not None and self.process.stdin is not None
+        self.process.stdin.write(protocol.encode_json(message))
+        await self.process.stdin.drain()
+
+    def _pids(self) -> list[int]:
+        """Every process of this sandbox now but bubblewrap's own two, which run no user code
+        (a thread)."""
+        if self.process is None:
+            return []
+        if not self._bwrap:
+            self._bwrap = {self.process.pid, *children(self.process.pid)}
+        if self.cgroup is not None and self.cgroup.procs_files():
+            found = self.cgroup.pids()
+        else:
+            found = tree_pids(self.process.pid)
+        return [pid for pid in found if pid not in self._bwrap]
+
+    def _freeze(self) -> None:
+        """Stop the sandbox's processes until the next cell."""
+        if not self.jail.enabled:
+            return
+        if self.stopper is None:
+            cheap = self.cgroup is not None and bool(self.cgroup.procs_files())
+            self.stopper = Stopper(self._pids, cheap=cheap)
+        self.stopper.stop()
+
+    async def _thaw(self) -> None:
+        if self.stopper is not None:
+            await self.stopper.resume()
+
+    async def execute(
+        self,
+        code: str,
+        *,
+        files: dict[str, dict[str, Any]],
+        limits: dict[str, Any],
+        time_limit: float,
+        on_stream: StreamHandler,
+        on_file: FileHandler,
+    ) -> Result:
+        """Run one cell; return its validated result, or raise KernelLost."""
+        if not self.alive:
+            raise self.dead or KernelLost("killed", "the session had already ended")
+        self._cells += 1
+        budget = _Budget(self.jail.limits, self._cells)
+        oom_before = await asyncio.to_thread(self.cgroup.oom_kills) if self.cgroup else 0
+        await self._thaw()
+        try:
+            async with asyncio.timeout(time_limit):
+                await self._send(
+                    {
+                        "type": "execute",
+                        "cell": budget.cell,
+                        "code": code,
+                        "files": files,
+                        "limits": limits,
+                    }
+                )
+                while True:
+                    frame = await self._read()
+                    if isinstance(frame, Stream):
+                        budget.stream(frame)
+                        await on_stream(frame.name, frame.text)
+                    elif isinstance(frame, FileStart):
+                        budget.file(frame)
+                        await self._receive_file(frame, budget, on_file)
+                    elif isinstance(frame, Result):
+                        budget.result(frame)
+                        self._freeze()
+                        return frame
+                    else:
+                        raise ProtocolViolation(f"an unexpected {type(frame).__name__} frame")
+        except TimeoutError:
+            await self.kill()
+            self.dead = KernelLost(
+                "timeout",
+                f"the code ran longer than the {time_limit:g} s time limit and was"
+                " stopped, with every process it started",
+            )
+            raise self.dead from None
+        except (asyncio.IncompleteReadError, BrokenPipeError, ConnectionResetError) as exc:
+            if self.process is not None:  # the channel closed: the process is ending
+                await self.process.wait()
+            death = await asyncio.to_thread(self._death, oom_before)  # before the cgroup goes
+            await self.kill()
+            raise death from exc
+        except asyncio.CancelledError:
+            # The caller gave up (/stop, a closing bot): never leave the cell running
+            # unsupervised or the channel half-read.
+            await asyncio.shield(self.kill())
+            raise
+        except ProtocolViolation as exc:  # user code forged or broke the channel
+            log.warning("kernel.protocol_violation what=%s", exc)
+            await self.kill()
+            self.dead = KernelLost(
+                "killed", f"the interpreter sent something it must not ({exc}) and was stopped"
+            )
+            raise self.dead from exc
+
+    def _death(self, oom_before: int) -> KernelLost:
+        """Why the kernel went away, in words."""
+        if self.cgroup is not None and self.cgroup.oom_kills() > oom_before:
+            limit = self.jail.limits.memory_bytes // (1024 * 1024)
+            self.dead = KernelLost(
+                "memory", f"the code ran out of memory (limit {limit} MiB) and was stopped"
+            )
+        else:
+            code = self.process.returncode if self.process else None
+            how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            self.dead = KernelLost("killed", f"the interpreter process ended ({how})")
+        return self.dead
+
+    async def _receive_file(self, start: FileStart, budget: _Budget, on_file: FileHandler) -> None:
+        """Hand a streamed output file to ``on_file``, counting its bytes; keep the channel in
+        step even if the handler stops reading early."""
+        finished = False
+        received = 0
+
+        async def chunks() -> AsyncIterator[bytes]:
+            nonlocal finished, received
+            while True:
+                kind, payload = await self._frame()
+                if kind == protocol.BYTES:
+                    received += len(payload)
+                    budget.file_chunk(start.size, received, len(payload))
+                    yield payload
+                    continue
+                try:
+                    end = FRAME.validate_json(payload)
+                except ValidationError as exc:
+                    raise ProtocolViolation("a malformed frame inside a file") from exc
+                if not isinstance(end, FileEnd):
+                    raise ProtocolViolation("a file without its end")
+                finished = True
+                return
+
+        stream = chunks()
+        try:
+            await on_file(start.name, stream)
+        finally:
+            while not finished:
+                async for _ in stream:
+                    pass
+                finished = True
+
+    async def interrupt(self) -> None:
+        """Ask the running cell to stop (KeyboardInterrupt); state is kept."""
+        if self.alive:
+            with contextlib.suppress(ConnectionError, BrokenPipeError):
+                await self._send({"type": "interrupt"})
+
+    async def kill(self) -> None:
+        """Kill the sandbox and every process in it, and remove its folders."""
+        if self.dead is None:
+            self.dead = KernelLost("killed", "the session was closed")
+        process, cgroup = self.process, self.cgroup
+        if self.stopper is not None:  # never race a stop; stopped tasks still die of SIGKILL
+            await self.stopper.settle()
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGKILL)  # the launcher chain ends in bwrap
+            await self._reap(process)
+        if process is not None:
+            process._transport.close()  # type: ignore[attr-defined]  # release the pipes now
+        if cgroup is not None:
+            await asyncio.to_thread(cgroup.kill_all)
+            await asyncio.to_thread(cgroup.remove)
+        await asyncio.to_thread(shutil.rmtree, self.workdir, True)
+
+    @staticmethod
+    async def _reap(process: asyncio.subprocess.Process) -> None:
+        """Wait for a killed kernel. asyncio's wait() also waits for the end of its pipes, and
+        a kernel that flooded its channel has the reading paused: read to the end first."""
+        try:
+            async with asyncio.timeout(10):
+                if process.stdout is not None:
+                    while await process.stdout.read(2**16):
+                        pass
+                await process.wait()
+        except (TimeoutError, ConnectionError):
+            log.warning("kernel.reap_slow pid=%d", process.pid)
+            process._transport.close()  # type: ignore[attr-defined]
+            await process.wait()
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by every process of this sandbox (host view; a thread)."""
+        if self.process is None:
+            return 0.0
+        return tree_cpu_seconds(self.process.pid)
