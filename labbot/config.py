@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     DEFAULT_MODEL: str = "gpt-4.1"
     LABBOT_MODELS_FILE: Path | None = None
     MAX_TOOL_ROUNDS: int = Field(8, ge=1, le=50)
+    MAX_TOOL_CALLS_PER_ROUND: int = Field(4, ge=1, le=64)
+    MAX_IMAGES_PER_REQUEST: int = Field(8, ge=0, le=100)
     LLM_TIMEOUT: float = Field(120.0, gt=0)
     LLM_MAX_RETRIES: int = Field(3, ge=0, le=10)
     MAX_OUTPUT_TOKENS: int = Field(4096, ge=256)

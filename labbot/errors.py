@@ -102,3 +102,7 @@ class LLMAuthError(LLMError):
 
 class LLMRateLimited(LLMError):
     """The model API is rate limiting us or the quota is used up."""
+
+
+class LLMRequestTooLarge(LLMError):
+    """The model API refused the request as too large (HTTP 413)."""

@@ -138,3 +138,18 @@ def test_doctor_reports_a_malformed_discord_token(run, monkeypatch) -> None:
     failed = [c for c in json.loads(result.output) if not c["ok"]]
     assert [c["check"] for c in failed] == ["discord token"]
     assert "Developer Portal" in failed[0]["detail"] and "oops" not in result.output
+
+
+def test_exec_strips_control_sequences(run) -> None:
+    """`labbot exec` prints output, values, tracebacks and notes without escape sequences
+    (OSC 52, ESC c, 8-bit CSI, bell, carriage return); --json keeps them escaped."""
+    evil = r"'A\x1b]52;c;ZXZpbA==\x07B\x1bcC\x9b31mD\rE\tF'"
+    code = f"print({evil}); s = {evil}; print(s, file=__import__('sys').stderr); raise KeyError(s)"
+    result = run("exec", "--user", "7", code, code=1)
+    for stream in (result.stdout, result.stderr):
+        bad = [c for c in stream if ord(c) < 32 and c not in "\t\n" or 0x7F <= ord(c) < 0xA0]
+        assert not bad, sorted(set(map(hex, map(ord, bad))))
+    assert "ABCD\nE\tF" in result.stdout and "ABCD\nE\tF" in result.stderr
+    raw = run("exec", "--user", "7", "--json", f"print({evil})").stdout
+    assert "\x1b" not in raw and "\x9b" not in raw
+    assert json.loads(raw)["stdout"] == "A\x1b]52;c;ZXZpbA==\x07B\x1bcC\x9b31mD\rE\tF\n"

@@ -3,31 +3,35 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
+import sys
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from labbot.chat.history import ConversationStore, Message, turns
+from labbot.chat.history import (
+    ConversationStore,
+    Message,
+    assistant_message,
+    tool_message,
+    turns,
+)
+from labbot.chat.images import ModelImages, image_part
 from labbot.chat.usage import UsageLedger, UsageRecord
 from labbot.config import Settings
-from labbot.errors import FileNotFound, LabbotError
+from labbot.errors import LabbotError, LLMRequestTooLarge
 from labbot.files import FileRecord, FileStore, kind_by_name
 from labbot.llm import tokens
 from labbot.llm.client import Completion, LLMClient, ToolCall
 from labbot.llm.models import ModelCatalog, ModelInfo
 from labbot.llm.prompts import system_prompt
-from labbot.llm.tools import TOOL_NAME, tool_definition
+from labbot.llm.tools import read_call, tool_definition
 from labbot.sandbox import ExecutionResult, Executor
 
 log = logging.getLogger(__name__)
 
-IMAGE_REF = "labbot-file:"  # how history stores an image: by file id, expanded per request
-MAX_TOOL_TEXT = 6000  # characters of each stdout/stderr/value kept in history per call
 PREVIEW_MAX_BYTES = 64 * 1024 * 1024
 
 
@@ -86,6 +90,9 @@ class Engine:
         self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+        self.images = ModelImages(store)
+        # Images per request a conversation's provider took after refusing more (HTTP 413).
+        self._image_caps: dict[tuple[str, str], int] = {}
 
     async def model_for(self, user: str) -> ModelInfo:
         """The user's chosen model, else DEFAULT_MODEL."""
@@ -102,6 +109,7 @@ class Engine:
         async with self._lock(user, conversation):
             await self.conversations.clear(user, conversation)
             await self.interpreter.reset(user, conversation)
+            self._image_caps.pop((user, conversation), None)
 
     def _lock(self, user: str, conversation: str) -> asyncio.Lock:
         key = (user, conversation)
@@ -146,25 +154,65 @@ class Engine:
         rounds = self.settings.MAX_TOOL_ROUNDS
         for round_ in range(rounds + 1):
             use_tools = model.tools and round_ < rounds
-            request = await self._request(user, conversation, model, use_tools)
-            completion: Completion | None = None
-            async for piece in self.llm.stream(
-                model, request, tools=[tool_definition()] if use_tools else None
-            ):
-                if isinstance(piece, str):
-                    yield Event("text", text=piece)
-                else:
-                    completion = piece
-            assert completion is not None
+            answered: list[tuple[list[Message], Completion]] = []
+            async for event in self._ask(user, conversation, model, use_tools, answered):
+                yield event
+            ((request, completion),) = answered
             yield await self._account(user, conversation, model, request, completion)
             calls = completion.tool_calls if use_tools else []
-            await self.conversations.append(user, conversation, [_assistant(completion, calls)])
+            await self.conversations.append(
+                user, conversation, [assistant_message(completion.text, calls)]
+            )
             if not calls:
                 yield Event("final", text=completion.text)
                 return
-            for call in calls:
-                async for event in self._call_tool(user, conversation, call):
+            limit = self.settings.MAX_TOOL_CALLS_PER_ROUND
+            for n, call in enumerate(calls):
+                code, problem = (
+                    read_call(call.name, call.arguments) if n < limit else _too_many(limit)
+                )
+                if code is None:
+                    yield await self._refuse(user, conversation, call, str(problem))
+                    continue
+                async for event in self._run_code(user, conversation, call, code):
                     yield event
+
+    async def _ask(
+        self,
+        user: str,
+        conversation: str,
+        model: ModelInfo,
+        use_tools: bool,
+        answered: list[tuple[list[Message], Completion]],
+    ) -> AsyncIterator[Event]:
+        """One request to the model: its text as events, then the request and completion go
+        in ``answered``. A request refused as too large goes again with half the images."""
+        while True:
+            request, images = await self._request(user, conversation, model, use_tools)
+            completion: Completion | None = None
+            try:
+                async for piece in self.llm.stream(
+                    model, request, tools=[tool_definition()] if use_tools else None
+                ):
+                    if isinstance(piece, str):
+                        yield Event("text", text=piece)
+                    else:
+                        completion = piece
+            except LLMRequestTooLarge:
+                if images == 0:
+                    raise
+                keep = images // 2
+                self._image_caps[(user, conversation)] = keep
+                log.warning("turn.too_large user=%s images=%d kept=%d", user, images, keep)
+                yield status(
+                    "The model API refused the request as too large (HTTP 413): I left out the"
+                    f" {images - keep} oldest image(s) of this conversation (they stay in your"
+                    " files) and asked again."
+                )
+                continue
+            assert completion is not None
+            answered.append((request, completion))
+            return
 
     async def _user_message(
         self,
@@ -182,9 +230,7 @@ class Engine:
             return {"role": "user", "content": body}
         parts: list[dict[str, Any]] = [{"type": "text", "text": body}]
         for image_id in image_ids:
-            parts.append(
-                {"type": "image_url", "image_url": {"url": IMAGE_REF + image_id, "detail": "auto"}}
-            )
+            parts.append(image_part(image_id, await self.images.size(user, image_id)))
         return {"role": "user", "content": parts}
 
     async def _preview(self, user: str, conversation: str, records: list[FileRecord]) -> None:
@@ -201,14 +247,12 @@ class Engine:
 
     async def _request(
         self, user: str, conversation: str, model: ModelInfo, use_tools: bool
-    ) -> list[Message]:
-        """System prompt + history (images expanded), trimmed to fit the window."""
+    ) -> tuple[list[Message], int]:
+        """System prompt + history trimmed to fit the window (images counted by their size),
+        then the newest images made ready to send; returns it and how many images it holds."""
         files = await self.store.list(user)
         system = system_prompt(files, now=self.clock(), timezone=self.settings.TIMEZONE)
-        history = [
-            await self._expand(user, m)
-            for m in await self.conversations.messages(user, conversation)
-        ]
+        history = await self.conversations.messages(user, conversation)
         tools = [tool_definition()] if use_tools else None
         budget = model.context_window - min(self.settings.MAX_OUTPUT_TOKENS, model.max_output)
         groups = turns(history)
@@ -216,39 +260,11 @@ class Engine:
             messages = _with_system(system, [m for g in groups for m in g], model)
             used = await asyncio.to_thread(tokens.count_messages, messages, model.name, tools=tools)
             if used <= budget or len(groups) <= 1:
-                return messages
+                break
             groups.pop(0)  # drop the oldest whole turn, tool calls and results together
-
-    async def _expand(self, user: str, message: Message) -> Message:
-        """Replace stored image references with base64 data (never a link that expires)."""
-        content = message.get("content")
-        if not isinstance(content, list):
-            return message
-        parts = []
-        for part in content:
-            url = part.get("image_url", {}).get("url", "") if isinstance(part, dict) else ""
-            if not url.startswith(IMAGE_REF):
-                parts.append(part)
-                continue
-            file_id = url.removeprefix(IMAGE_REF)
-            try:
-                record = await self.store.get(user, file_id)
-                data = await self.store.read_bytes(user, file_id)
-            except FileNotFound:
-                parts.append({"type": "text", "text": f"[image {file_id} has expired]"})
-                continue
-            mime = _MIME.get(record.name.rsplit(".", 1)[-1].lower(), "image/png")
-            encoded = base64.b64encode(data).decode()
-            parts.append(
-                {
-                    "type": "image_url",
-                    "image_url": {
-                        "url": f"data:{mime};base64,{encoded}",
-                        "detail": part["image_url"].get("detail", "auto"),
-                    },
-                }
-            )
-        return {**message, "content": parts}
+        cap = self._image_caps.get((user, conversation), sys.maxsize)
+        limit = min(self.settings.MAX_IMAGES_PER_REQUEST, cap)
+        return await self.images.expand(user, messages, model=model, limit=limit)
 
     async def _account(
         self,
@@ -295,21 +311,16 @@ class Engine:
             },
         )
 
-    async def _call_tool(
-        self, user: str, conversation: str, call: ToolCall
+    async def _refuse(self, user: str, conversation: str, call: ToolCall, problem: str) -> Event:
+        """Answer a call that is not run (the model reads why); nothing reaches the sandbox."""
+        log.info("tool.refused user=%s arguments=%d", user, len(call.arguments))
+        result = {"status": "error", "error": {"name": "ToolError", "message": problem}}
+        await self.conversations.append(user, conversation, [tool_message(call.id, result)])
+        return Event("tool_finished", call_id=call.id, result=result)
+
+    async def _run_code(
+        self, user: str, conversation: str, call: ToolCall, code: str
     ) -> AsyncIterator[Event]:
-        code = call.parsed().get("code")
-        if call.name != TOOL_NAME or not isinstance(code, str) or not code.strip():
-            result: dict[str, Any] = {
-                "status": "error",
-                "error": {
-                    "name": "ToolError",
-                    "message": f"Call {TOOL_NAME} with a non-empty 'code' string.",
-                },
-            }
-            await self.conversations.append(user, conversation, [_tool_message(call, result)])
-            yield Event("tool_finished", call_id=call.id, result=result)
-            return
         yield Event("tool_started", call_id=call.id, code=code)
         queue: asyncio.Queue[Event] = asyncio.Queue()
 
@@ -335,17 +346,15 @@ class Engine:
         for produced in outcome.files:
             yield Event("file", call_id=call.id, file=produced)
         full = outcome.to_json()
-        await self.conversations.append(user, conversation, [_tool_message(call, full)])
+        await self.conversations.append(user, conversation, [tool_message(call.id, full)])
         yield Event("tool_finished", call_id=call.id, result=full)
 
 
-_MIME = {
-    "png": "image/png",
-    "jpg": "image/jpeg",
-    "jpeg": "image/jpeg",
-    "gif": "image/gif",
-    "webp": "image/webp",
-}
+def _too_many(limit: int) -> tuple[None, str]:
+    return None, (
+        f"Not run: too many calls in one round (limit {limit}). Run the rest in your next"
+        " round, or combine them into one call."
+    )
 
 
 def _with_system(system: str, history: list[Message], model: ModelInfo) -> list[Message]:
@@ -363,30 +372,3 @@ def _with_system(system: str, history: list[Message], model: ModelInfo) -> list[
             messages[i] = {**message, "content": content}
             break
     return messages
-
-
-def _assistant(completion: Completion, calls: list[ToolCall]) -> Message:
-    message: Message = {"role": "assistant", "content": completion.text or None}
-    if calls:
-        message["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in calls
-        ]
-    return message
-
-
-def _tool_message(call: ToolCall, result: dict[str, Any]) -> Message:
-    """The tool result as history keeps it: long text fields cut to their head and tail."""
-    compact = dict(result)
-    for key in ("stdout", "stderr", "value"):
-        text = compact.get(key)
-        if isinstance(text, str) and len(text) > MAX_TOOL_TEXT:
-            half = MAX_TOOL_TEXT // 2
-            compact[key] = (
-                f"{text[:half]}\n[... {len(text) - MAX_TOOL_TEXT} chars cut ...]\n{text[-half:]}"
-            )
-    return {
-        "role": "tool",
-        "tool_call_id": call.id,
-        "content": json.dumps(compact, ensure_ascii=False),
-    }

@@ -1,16 +1,34 @@
 """Conversations: every message of a turn (tool calls and results included) in the database,
-trimmed by tokens to fit the model's window. Per-user preferences live here too."""
+trimmed by tokens to fit the model's window. Per-user preferences live here too.
+
+What history keeps is bounded: a tool result is cut field by field and as a whole, a call's
+arguments are kept only when they are valid JSON within the tool's limit, and rows stored before
+these bounds are cut again when read, so nothing oversized is re-sent every round."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from itertools import islice
+from typing import TYPE_CHECKING, Any, Protocol
 
+from labbot.llm.tools import MAX_ARGUMENT_CHARS
 from labbot.sqlite import SqliteDatabase, to_us
 
+if TYPE_CHECKING:
+    from labbot.llm.client import ToolCall
+
 Message = dict[str, Any]
+
+MAX_TOOL_MESSAGE = 24_000  # characters of a whole tool result as stored and re-sent
+MAX_TOOL_TEXT = 6000  # characters of any one string of a tool result (its head and tail)
+MAX_TOOL_FIELDS = 12  # fields of an object kept (a result has 11)
+MAX_KEY = 100  # characters of a field name
+# Tried in turn until the result fits: (characters per string, items per list, nesting kept).
+# The last always fits: 12 fields of at most 100 + 100 characters.
+_CUTS = ((MAX_TOOL_TEXT, 20, 4), (3000, 10, 4), (1500, 5, 4), (750, 3, 3), (300, 2, 2), (100, 2, 1))
 
 
 def _m101_conversations(db: sqlite3.Connection) -> None:
@@ -132,10 +150,11 @@ class SqliteConversationStore:
 
 def repair(messages: list[Message]) -> list[Message]:
     """Make a stored history valid for the API: every assistant tool call gets its result
-    (a crash between the call and its result leaves one missing), and stray results go."""
+    (a crash between the call and its result leaves one missing), stray results go, and rows
+    stored before history was bounded are cut to the bounds."""
     fixed: list[Message] = []
     pending: list[str] = []
-    for message in messages:
+    for message in map(_bounded, messages):
         if message.get("role") == "tool":
             if message.get("tool_call_id") in pending:
                 pending.remove(message["tool_call_id"])
@@ -161,3 +180,103 @@ def turns(messages: list[Message]) -> list[list[Message]]:
             groups.append([])
         groups[-1].append(message)
     return groups
+
+
+def tool_message(call_id: str, result: Any) -> Message:
+    """A tool result as history stores and re-sends it: every field and the whole bounded."""
+    return {"role": "tool", "tool_call_id": call_id, "content": bounded_json(result)}
+
+
+def assistant_message(text: str, calls: Sequence[ToolCall]) -> Message:
+    """The model's answer as history stores it, each call's arguments as ``stored_arguments``."""
+    message: Message = {"role": "assistant", "content": text or None}
+    if calls:
+        message["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name[:64], "arguments": stored_arguments(c.arguments)},
+            }
+            for c in calls
+        ]
+    return message
+
+
+def stored_arguments(arguments: str) -> str:
+    """A call's arguments as history keeps them: as sent when valid JSON within the tool's limit,
+    else a short placeholder (still JSON, so later requests stay well-formed)."""
+    if len(arguments) > MAX_ARGUMENT_CHARS:
+        why = "over the size limit"
+    else:
+        try:
+            json.loads(arguments or "{}")
+            return arguments or "{}"
+        except (ValueError, RecursionError):
+            why = "not valid JSON"
+    return json.dumps({"not_kept": f"{len(arguments):,} characters of arguments, {why}"})
+
+
+def bounded_json(value: Any) -> str:
+    """``value`` as JSON of at most MAX_TOOL_MESSAGE characters: strings cut to head and tail,
+    lists and objects to their first items, deep nesting dropped; cut tighter until it fits."""
+    for text, items, depth in _CUTS:
+        dumped = json.dumps(_cut(value, text, items, depth), ensure_ascii=False)
+        if len(dumped) <= MAX_TOOL_MESSAGE:
+            return dumped
+    return json.dumps({"status": "error", "notes": ["The result was too large to keep."]})
+
+
+def _cut(value: Any, text: int, items: int, depth: int) -> Any:
+    if isinstance(value, str):
+        return _cut_text(value, text)
+    if value is None or isinstance(value, bool | float):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**63 else "[a number too large to keep]"
+    if depth <= 0:
+        return "[... nested too deep, cut ...]"
+    if isinstance(value, dict):
+        kept = {
+            _cut_text(str(k), MAX_KEY): _cut(v, text, items, depth - 1)
+            for k, v in islice(value.items(), MAX_TOOL_FIELDS)
+        }
+        if len(value) > MAX_TOOL_FIELDS:
+            kept["..."] = f"[... {len(value) - MAX_TOOL_FIELDS} more fields cut ...]"
+        return kept
+    if isinstance(value, list | tuple):
+        cut = [_cut(v, text, items, depth - 1) for v in islice(value, items)]
+        if len(value) > items:
+            cut.append(f"[... {len(value) - items} more items cut ...]")
+        return cut
+    return _cut_text(str(value), text)
+
+
+def _cut_text(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n[... {len(text) - 2 * half} chars cut ...]\n{text[-half:]}"
+
+
+def _bounded(message: Message) -> Message:
+    """A stored message cut to the bounds (rows written before there were any)."""
+    content = message.get("content")
+    if message.get("role") == "tool" and isinstance(content, str):
+        if len(content) <= MAX_TOOL_MESSAGE:
+            return message
+        try:
+            value = json.loads(content)
+        except (ValueError, RecursionError):
+            value = content
+        return {**message, "content": bounded_json(value)}
+    calls = message.get("tool_calls")
+    if message.get("role") == "assistant" and isinstance(calls, list):
+        kept = []
+        for call in calls:
+            function = call.get("function") or {}
+            arguments = function.get("arguments")
+            arguments = stored_arguments(arguments if isinstance(arguments, str) else "")
+            name = str(function.get("name") or "")[:64]
+            kept.append({**call, "function": {**function, "name": name, "arguments": arguments}})
+        return {**message, "tool_calls": kept}
+    return message

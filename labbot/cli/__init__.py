@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -15,6 +14,7 @@ from labbot import __version__
 from labbot.config import Settings, load_settings
 from labbot.errors import LabbotError
 from labbot.files import FileStore, create_file_store
+from labbot.frontends.escapes import json_text, printable
 from labbot.logs import configure_logging
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,13 @@ T = TypeVar("T")
 
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    """Print data as indented JSON (escaped: inert on a terminal)."""
+    click.echo(json_text(data, indent=2))
+
+
+def echo(text: Any = "", *, nl: bool = True, err: bool = False) -> None:
+    """Print text with terminal control sequences removed (it may come from a model or a file)."""
+    click.echo(printable(str(text)), nl=nl, err=err)
 
 
 def run_with_store(ctx: click.Context, work: Callable[[FileStore], Coroutine[Any, Any, T]]) -> T:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from labbot.cli import cli, json_option, user_option
+from labbot.cli import cli, echo, json_option, user_option
 from labbot.config import Settings
 from labbot.errors import LabbotError
 from labbot.logs import configure_logging
@@ -67,6 +66,7 @@ def ask(
     from labbot.chat.services import open_services
     from labbot.files import file_chunks
     from labbot.files.receipt import render_upload_confirmation
+    from labbot.frontends.escapes import PrintableStream, json_text
     from labbot.frontends.terminal import save_produced
 
     settings = _settings(ctx)
@@ -77,10 +77,11 @@ def ask(
         )
 
     def out(data: dict[str, Any]) -> None:
-        click.echo(json.dumps(data, ensure_ascii=False))
+        click.echo(json_text(data))
 
     async def main() -> bool:
         failed = False
+        answer, output = PrintableStream(), PrintableStream()  # stdout, stderr
         async with open_services(settings) as services:
             assert services.engine is not None
             file_ids, image_ids = [], []
@@ -98,9 +99,7 @@ def ask(
                         }
                     )
                 else:
-                    click.echo(
-                        render_upload_confirmation(saved, now=services.store.clock()), err=True
-                    )
+                    echo(render_upload_confirmation(saved, now=services.store.clock()), err=True)
             async for event in services.engine.turn(
                 user, conversation, question, file_ids=file_ids, image_ids=image_ids
             ):
@@ -111,17 +110,20 @@ def ask(
                 if json_:
                     out(data)
                 elif event.type == "text":
-                    click.echo(event.text, nl=False)
+                    click.echo(answer.feed(event.text), nl=False)
                 elif event.type == "tool_started":
-                    click.echo(f"\n--- running code ---\n{event.code}\n---", err=True)
+                    echo(f"\n--- running code ---\n{event.code}\n---", err=True)
                 elif event.type == "tool_output":
-                    click.echo(event.text, nl=False, err=True)
+                    click.echo(output.feed(event.text), nl=False, err=True)
+                elif event.type == "status":
+                    echo(f"\n[{event.text}]", err=True)
                 elif event.type == "file":
-                    click.echo(f"\nfile: {data['path']}")
+                    echo(f"\nfile: {data['path']}")
                 elif event.type == "error":
-                    click.echo(f"\nError: {event.text}", err=True)
+                    echo(f"\nError: {event.text}", err=True)
             if not json_:
-                click.echo()
+                click.echo(output.flush(), nl=False, err=True)
+                click.echo(answer.flush())
         return failed
 
     if asyncio.run(main()):

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from labbot.cli import emit_json, files_group, json_option, run_with_store, user_option
+from labbot.cli import echo, emit_json, files_group, json_option, run_with_store, user_option
 from labbot.errors import LabbotError
 from labbot.files import FileStore, file_chunks, kind_by_name
 from labbot.files.receipt import format_expiry, format_size, render_upload_confirmation
@@ -50,8 +50,8 @@ def files_add(ctx: click.Context, paths: tuple[Path, ...], user: str, json_: boo
                     }
                 )
             else:
-                click.echo(render_upload_confirmation(result, now=datetime.now(UTC)))
-                click.echo()
+                echo(render_upload_confirmation(result, now=datetime.now(UTC)))
+                echo()
         return rows, failures
 
     rows, failures = run_with_store(ctx, add)
@@ -72,12 +72,12 @@ def files_list(ctx: click.Context, user: str, json_: bool) -> None:
         emit_json([r.to_json() for r in records])
         return
     if not records:
-        click.echo("No files.")
+        echo("No files.")
         return
     now = datetime.now(UTC)
     for r in records:
         kind = kind_by_name(r.kind)
-        click.echo(
+        echo(
             f"{r.id}  {kind.emoji} {r.name}  {kind.label}  {format_size(r.size)}"
             f"  expires {format_expiry(r.expires_at, now)}"
         )
@@ -105,7 +105,7 @@ def files_show(ctx: click.Context, file_id: str, user: str, json_: bool) -> None
         ("created", r.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")),
         ("expires", format_expiry(r.expires_at, datetime.now(UTC))),
     ]:
-        click.echo(f"{label:8} {value}")
+        echo(f"{label:8} {value}")
 
 
 @files_group.command(name="get")
@@ -135,7 +135,7 @@ def files_get(ctx: click.Context, file_id: str, user: str, output: str) -> None:
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
-        click.echo(str(target), err=True)
+        echo(str(target), err=True)
 
     run_with_store(ctx, get)
 
@@ -156,7 +156,7 @@ def files_rm(ctx: click.Context, file_ids: tuple[str, ...], user: str, json_: bo
         emit_json(removed)
     else:
         for r in removed:
-            click.echo(f"Deleted {r['name']} ({r['id']}).")
+            echo(f"Deleted {r['name']} ({r['id']}).")
 
 
 @files_group.command(name="sweep")
@@ -180,7 +180,7 @@ def files_sweep(ctx: click.Context, json_: bool) -> None:
     if json_:
         emit_json(summary)
     else:
-        click.echo(
+        echo(
             f"Removed {summary['expired_files']} expired files"
             f" ({format_size(summary['expired_bytes'])}); repaired"
             f" {summary['orphan_blobs'] + summary['partial_files']} stray blobs and"

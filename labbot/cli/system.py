@@ -11,11 +11,12 @@ from typing import Any
 import click
 from pydantic import SecretStr
 
-from labbot.cli import cli, emit_json, json_option, run_with_store, user_option
+from labbot.cli import cli, echo, emit_json, json_option, run_with_store, user_option
 from labbot.config import Settings
 from labbot.errors import LabbotError
 from labbot.files import FileStore
 from labbot.files.receipt import format_size
+from labbot.frontends.escapes import PrintableStream
 
 _SECRET_SUFFIXES = ("_TOKEN", "_KEY", "_SECRET", "_PASSWORD", "_URI")
 
@@ -49,10 +50,11 @@ def exec_(
         raise click.UsageError("give the code as an argument or with -f FILE (one of them)")
     source = code if code is not None else code_file.read()
     settings: Settings = ctx.obj["settings"]().model_copy(update={"SANDBOX_WARM_POOL": 0})
+    streams = {"stdout": PrintableStream(), "stderr": PrintableStream()}
 
     async def live(name: str, text: str) -> None:
         if not json_:
-            click.echo(text, nl=False, err=name == "stderr")
+            click.echo(streams[name].feed(text), nl=False, err=name == "stderr")
 
     async def run(store: FileStore) -> Any:
         interpreter = create_executor(settings, store)
@@ -66,20 +68,22 @@ def exec_(
     if json_:
         emit_json(result.to_json())
     else:
+        for name, stream in streams.items():
+            click.echo(stream.flush(), nl=False, err=name == "stderr")
         if result.value is not None:
-            click.echo(result.value)
+            echo(result.value)
         if result.error:
-            click.echo(
+            echo(
                 result.error.get("traceback")
                 or f"{result.error['name']}: {result.error['message']}",
                 err=True,
             )
         for note in result.notes:
-            click.echo(f"note: {note}", err=True)
+            echo(f"note: {note}", err=True)
         for f in result.files:
-            click.echo(f"file: {f['name']} ({f['id']}, {format_size(f['size'])})")
+            echo(f"file: {f['name']} ({f['id']}, {format_size(f['size'])})")
         for f in result.skipped_files:
-            click.echo(f"not kept: {f['name']}: {f['reason']}", err=True)
+            echo(f"not kept: {f['name']}: {f['reason']}", err=True)
     if result.status != "ok":
         ctx.exit(1)
 

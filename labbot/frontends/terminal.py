@@ -21,6 +21,7 @@ from labbot.chat.services import Services
 from labbot.errors import LabbotError
 from labbot.files import file_chunks, kind_by_name
 from labbot.files.receipt import format_expiry, format_size, render_upload_confirmation
+from labbot.frontends.escapes import PrintableStream, printable
 
 HELP = """Commands:
   /upload PATH...   store files (then ask about them)
@@ -29,6 +30,12 @@ HELP = """Commands:
   /usage            tokens and cost per model
   /model [NAME]     show or choose the model
   /help             this text                /quit    leave (Ctrl-D works too)"""
+
+
+def shown(text: str) -> str:
+    """Text from a model, a file or user code made safe to print with rich: control sequences
+    removed, markup escaped."""
+    return escape(printable(text))
 
 
 def _local_path(arg: str) -> Path:
@@ -64,6 +71,9 @@ class TerminalChat:
         self.console = console or Console()
         self.pending: list[str] = []  # uploads to mention in the next message
         self.pending_images: list[str] = []
+        # Model text and code output arrive in pieces: one cleaner each, so a sequence cut
+        # between two pieces is removed whole.
+        self._answer, self._output = PrintableStream(), PrintableStream()
 
     async def run(self, lines: AsyncIterator[str] | None = None) -> None:
         """Read lines (from the keyboard unless given) until /quit or end of input."""
@@ -91,7 +101,7 @@ class TerminalChat:
                 else:
                     await self._ask(line)
             except LabbotError as exc:
-                self.console.print(f"[red]{escape(str(exc))}[/]")
+                self.console.print(f"[red]{shown(str(exc))}[/]")
 
     async def _keyboard(self) -> AsyncIterator[str]:
         while True:
@@ -111,7 +121,8 @@ class TerminalChat:
             for arg in args:
                 path = _local_path(arg)
                 result = await services.store.save(user, path.name, file_chunks(path))
-                self.console.print(render_upload_confirmation(result, now=services.store.clock()))
+                receipt = render_upload_confirmation(result, now=services.store.clock())
+                self.console.print(shown(receipt))
                 self.pending.append(result.record.id)
                 if result.record.kind == "image":
                     self.pending_images.append(result.record.id)
@@ -119,7 +130,7 @@ class TerminalChat:
             await self._files()
         elif name == "/rm" and args:
             record = await services.store.delete(user, args[0])
-            self.console.print(f"Deleted {escape(record.name)}.")
+            self.console.print(f"Deleted {shown(record.name)}.")
         elif name == "/reset":
             if services.engine is not None:
                 await services.engine.reset(user, self.conversation)
@@ -138,7 +149,7 @@ class TerminalChat:
                 f"Model: {model.name} (listed: {', '.join(services.catalog.names())})"
             )
         else:
-            self.console.print(f"Unknown command {escape(name)}. /help lists them.")
+            self.console.print(f"Unknown command {shown(name)}. /help lists them.")
         return True
 
     async def _files(self) -> None:
@@ -151,7 +162,7 @@ class TerminalChat:
         for r in records:
             table.add_row(
                 r.id,
-                r.name,
+                shown(r.name),
                 kind_by_name(r.kind).label,
                 format_size(r.size),
                 format_expiry(r.expires_at, now),
@@ -174,11 +185,13 @@ class TerminalChat:
 
     async def _run_code(self, code: str) -> None:
         async def live(stream: str, text: str) -> None:
-            self.console.print(escape(text), end="", style="red" if stream == "stderr" else None)
+            style = "red" if stream == "stderr" else None
+            self.console.print(escape(self._output.feed(text)), end="", style=style)
 
         result = await self.services.interpreter.run(
             self.user, self.conversation, code, on_output=live
         )
+        self.console.print(escape(self._output.flush()), end="")
         await self._show_result(result.to_json())
         for file in result.files:
             await self._show_file(file)
@@ -191,39 +204,43 @@ class TerminalChat:
             self.user, self.conversation, text, file_ids=files, image_ids=images
         ):
             await self.render(event)
-        self.console.print()
+        self.console.print(escape(self._output.flush() + self._answer.flush()))
 
     async def render(self, event: Event) -> None:
         """Show one engine event."""
         if event.type == "text":
-            self.console.print(escape(event.text), end="")
+            self.console.print(escape(self._answer.feed(event.text)), end="")
         elif event.type == "tool_started":
-            self.console.print()
-            self.console.print(Syntax(event.code, "python", theme="ansi_dark", line_numbers=False))
+            self.console.print(escape(self._answer.flush()))
+            code = printable(event.code)
+            self.console.print(Syntax(code, "python", theme="ansi_dark", line_numbers=False))
         elif event.type == "tool_output":
-            self.console.print(escape(event.text), end="", style="dim")
+            self.console.print(escape(self._output.feed(event.text)), end="", style="dim")
+        elif event.type == "status":
+            self.console.print(f"\n[yellow]{shown(event.text)}[/]")
         elif event.type == "tool_finished" and event.result:
+            self.console.print(escape(self._output.flush()), end="", style="dim")
             await self._show_result(event.result, brief=True)
         elif event.type == "file" and event.file:
             await self._show_file(event.file)
         elif event.type == "error":
-            self.console.print(f"\n[red]{escape(event.text)}[/]")
+            self.console.print(f"\n[red]{shown(event.text)}[/]")
 
     async def _show_result(self, result: dict, *, brief: bool = False) -> None:
         if result.get("value") and not brief:
-            self.console.print(escape(result["value"]))
+            self.console.print(shown(result["value"]))
         if result.get("error"):
             error = result["error"]
             self.console.print(
-                escape(error.get("traceback") or f"{error['name']}: {error['message']}"),
+                shown(error.get("traceback") or f"{error['name']}: {error['message']}"),
                 style="red",
             )
         for note in result.get("notes", []):
-            self.console.print(f"[yellow]note:[/] {escape(note)}")
+            self.console.print(f"[yellow]note:[/] {shown(note)}")
 
     async def _show_file(self, file: dict) -> None:
         path = await save_produced(self.services, self.user, file, self.output_dir)
         self.console.print(
-            f"[cyan]file:[/] {escape(file['name'])} ({file['id']},"
-            f" {format_size(file['size'])}) -> {escape(str(path))}"
+            f"[cyan]file:[/] {shown(file['name'])} ({shown(file['id'])},"
+            f" {format_size(file['size'])}) -> {shown(str(path))}"
         )

@@ -3,7 +3,6 @@ OpenAI-compatible endpoint (OpenAI, OpenRouter, Ollama, vLLM, LM Studio)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -13,7 +12,13 @@ from typing import Any
 import openai
 
 from labbot.config import Settings
-from labbot.errors import LLMAuthError, LLMError, LLMRateLimited, LLMUnavailable
+from labbot.errors import (
+    LLMAuthError,
+    LLMError,
+    LLMRateLimited,
+    LLMRequestTooLarge,
+    LLMUnavailable,
+)
 from labbot.llm.models import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -25,15 +30,7 @@ class ToolCall:
 
     id: str
     name: str
-    arguments: str
-
-    def parsed(self) -> dict[str, Any]:
-        """The arguments as a dict ({} when the model sent invalid JSON)."""
-        try:
-            value = json.loads(self.arguments or "{}")
-        except json.JSONDecodeError:
-            return {}
-        return value if isinstance(value, dict) else {}
+    arguments: str  # as the model sent them: check with tools.read_call before use
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +93,11 @@ def translate(exc: openai.OpenAIError, *, model: str, base_url: str) -> LLMError
         return LLMUnavailable(
             f"The model API at {base_url} cannot be reached.",
             hint="Try again later; the operator should check OPENAI_BASE_URL.",
+        )
+    if isinstance(exc, openai.APIStatusError) and getattr(exc, "status_code", None) == 413:
+        return LLMRequestTooLarge(
+            "The model API refused the request as too large (HTTP 413).",
+            hint="Reset the conversation or send fewer images at once.",
         )
     if isinstance(exc, openai.APIStatusError):
         status_code = getattr(exc, "status_code", "error")

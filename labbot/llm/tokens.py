@@ -309,6 +309,19 @@ def max_image_tokens(model: str, detail: str = "auto") -> int:
     return _bill(_patch_limits(rule, detail)[0], rule.multiplier)
 
 
+def seen_size(width: int, height: int, *, model: str, detail: str = "auto") -> tuple[int, int]:
+    """The size `model` works at for a width x height image (never larger): what to send."""
+    rule = _lookup(IMAGE_RULES, model, DEFAULT_IMAGE_RULE)
+    detail = (detail or "auto").lower()
+    if isinstance(rule, Tiles):
+        if detail != "low":
+            return _tile_size(width, height)
+        side = max(width, height)  # low detail: the guide's 512 px square
+        return _scale(width, height, TILE, side) if side > TILE else (width, height)
+    w, h = _patch_size(width, height, *_patch_limits(rule, detail))
+    return max(1, math.ceil(w)), max(1, math.ceil(h))
+
+
 DATA_URL_HEAD_STEPS = (4096, 65536, 1 << 20)  # decoded bytes tried in turn (JPEG EXIF can be big)
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import ast
+import json
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 TOOL_NAME = "execute_python_code"
+# The most characters of arguments one call may send: well above any cell a person writes, well
+# under what the sandbox's channel and the history should carry (data goes in files, not code).
+MAX_ARGUMENT_CHARS = 256 * 1024
 _LOADERS = Path(__file__).resolve().parents[1] / "sandbox" / "runtime" / "loaders.py"
 
 
@@ -55,3 +59,31 @@ the code fails, read the error, fix the code and run it again.
             },
         },
     }
+
+
+def read_call(name: str, arguments: str) -> tuple[str, None] | tuple[None, str]:
+    """A call's code, or why it is refused before it runs: ``(code, None)`` or ``(None, why)``."""
+    if name != TOOL_NAME:
+        return None, f"Not run: there is no tool {name[:64]!r}; call {TOOL_NAME}."
+    if len(arguments) > MAX_ARGUMENT_CHARS:
+        return None, (
+            f"Not run: the arguments are {len(arguments):,} characters, over the limit of"
+            f" {MAX_ARGUMENT_CHARS:,}. Send shorter code: read data from the user's files"
+            " (load_file) or build it in steps, never paste it into the code."
+        )
+    try:
+        value = json.loads(arguments or "{}")
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested thousands deep
+        detail = (
+            f"{exc.msg} at character {exc.pos}"
+            if isinstance(exc, json.JSONDecodeError)
+            else type(exc).__name__
+        )
+        return None, (
+            f"Not run: the arguments are not valid JSON ({detail}). Send an object such as"
+            ' {"code": "print(1)"}.'
+        )
+    code = value.get("code") if isinstance(value, dict) else None
+    if not isinstance(code, str) or not code.strip():
+        return None, f"Not run: call {TOOL_NAME} with a non-empty 'code' string."
+    return code, None

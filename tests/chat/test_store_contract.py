@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from labbot.chat.history import SqliteConversationStore
+from labbot.chat.history import MAX_TOOL_MESSAGE, SqliteConversationStore
 from labbot.chat.mongo import MongoConversationStore, MongoUsageLedger
 from labbot.chat.usage import SqliteUsageLedger, UsageRecord
 from labbot.sqlite import SqliteDatabase
@@ -45,6 +46,26 @@ async def test_messages_append_in_order_per_conversation(stores) -> None:
     assert await conversations.clear("u", "a") == 3
     assert await conversations.messages("u", "a") == []
     assert len(await conversations.messages("u", "b")) == 1
+
+
+async def test_an_oversized_stored_tool_result_comes_back_bounded(stores) -> None:
+    """A 600 KB tool result already in the store (written before results were bounded) is
+    re-sent cut to MAX_TOOL_MESSAGE, with its status."""
+    conversations, _ = stores
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    result = {"status": "error", "error": {"traceback": "T" * 300_000}, "notes": ["n"] * 30_000}
+    await conversations.append(
+        "u",
+        "a",
+        [
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": json.dumps(result)},
+        ],
+    )
+    tool = (await conversations.messages("u", "a"))[2]
+    assert len(tool["content"]) <= MAX_TOOL_MESSAGE
+    assert json.loads(tool["content"])["status"] == "error"
 
 
 async def test_preferences_set_replace_and_remove(stores) -> None:

@@ -33,6 +33,7 @@ from openai import AsyncOpenAI
 __all__ = ["FakeOpenAI", "Reply", "fake_openai"]
 
 MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "o4-mini")
+MIB = 1024 * 1024
 
 _USAGE_KEYS = {
     "prompt_tokens",
@@ -54,6 +55,7 @@ _ERROR_DEFAULTS: dict[int, tuple[str, str | None, str]] = {
         "https://platform.openai.com/account/api-keys.",
     ),
     403: ("invalid_request_error", None, "You are not allowed to sample from this model."),
+    413: ("invalid_request_error", None, "Request too large: the body is over the size limit."),
     404: ("invalid_request_error", "model_not_found", "The model does not exist."),
     429: (
         "requests",
@@ -181,14 +183,18 @@ class FakeOpenAI:
     """``async with FakeOpenAI() as server: server.enqueue(Reply.text("hi")); ... server.requests``
 
     ``requests`` holds every JSON body POSTed to ``/v1/chat/completions`` (in order, including
-    retries) and ``headers`` their headers with lower-cased names. With ``api_key`` set, requests
-    without ``Authorization: Bearer <api_key>`` get the real API's 401.
+    retries), ``body_sizes`` their sizes in bytes and ``headers`` their headers with lower-cased
+    names. With ``api_key`` set, requests without ``Authorization: Bearer <api_key>`` get the
+    real API's 401. A body over ``max_body_bytes`` is read to its end and answered 413, as a
+    real provider's front does; it is counted in ``body_sizes`` but not kept in ``requests``.
     """
 
-    def __init__(self, *, api_key: str | None = None) -> None:
+    def __init__(self, *, api_key: str | None = None, max_body_bytes: int = 64 * MIB) -> None:
         self.api_key = api_key
+        self.max_body_bytes = max_body_bytes
         self.base_url = ""
         self.requests: list[dict[str, Any]] = []
+        self.body_sizes: list[int] = []
         self.headers: list[dict[str, str]] = []
         self._queue: deque[Reply] = deque()
         self._handler: Handler | None = None
@@ -231,7 +237,7 @@ class FakeOpenAI:
     async def start(self) -> None:
         if self._runner is not None:
             return
-        app = web.Application()
+        app = web.Application(client_max_size=1 << 40)  # the limit is ours: max_body_bytes
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
@@ -299,9 +305,24 @@ class FakeOpenAI:
         ]
         return web.json_response({"object": "list", "data": data})
 
+    async def _read_body(self, request: web.Request) -> bytes | None:
+        """The whole body, or None when it is over ``max_body_bytes`` (drained, not kept)."""
+        parts, size = [], 0
+        async for chunk in request.content.iter_chunked(1 << 16):
+            size += len(chunk)
+            if size <= self.max_body_bytes:
+                parts.append(chunk)
+            else:
+                parts.clear()
+        self.body_sizes.append(size)
+        return b"".join(parts) if size <= self.max_body_bytes else None
+
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        raw = await self._read_body(request)
+        if raw is None:
+            return self._error(413, code="request_too_large")
         try:
-            body = await request.json()
+            body = json.loads(raw)
         except ValueError:
             return self._error(400, "We could not parse the JSON body of your request.")
         if not isinstance(body, dict):

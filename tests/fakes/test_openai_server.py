@@ -285,6 +285,22 @@ async def test_server_error(fake_openai: FakeOpenAI, client: AsyncOpenAI) -> Non
     }
 
 
+async def test_body_over_the_limit_is_answered_413() -> None:
+    """A body over max_body_bytes gets a 413 (APIStatusError, not retried by the SDK); the
+    server keeps its size, not its contents, and answers the next small request."""
+    async with FakeOpenAI(max_body_bytes=50_000) as server:
+        server.enqueue(Reply.text("small is fine"))
+        big = [{"role": "user", "content": "x" * 60_000}]
+        async with server.client(max_retries=2) as sdk:
+            with pytest.raises(openai.APIStatusError) as caught:
+                await sdk.chat.completions.create(model=MODEL, messages=big)
+            answer = await sdk.chat.completions.create(model=MODEL, messages=USER)
+    assert caught.value.status_code == 413
+    assert answer.choices[0].message.content == "small is fine"
+    assert len(server.body_sizes) == 2 and server.body_sizes[0] > 60_000
+    assert len(server.requests) == 1
+
+
 async def test_hang_times_out_and_server_still_closes(fake_openai: FakeOpenAI) -> None:
     """A hanging reply trips the client timeout, and the server then shuts down promptly."""
     fake_openai.enqueue(Reply.hang())

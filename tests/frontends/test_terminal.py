@@ -145,3 +145,81 @@ async def test_chat_mode_streams_answers_and_commands(tmp_path: Path) -> None:
     text = screen.getvalue()
     assert "from the sandbox" in text and "All done." in text
     assert "gpt-4o-mini" in text and "Model: gpt-4o " in text
+
+
+# Escape sequences a model or a file can carry: OSC 52 (write the clipboard), ESC c (reset the
+# terminal), a screen clear, 8-bit CSI, a bell, and a carriage return that overwrites the line.
+EVIL = "A\x1b]52;c;ZXZpbA==\x07B\x1bcC\x1b[2JD\x9b31mE\x07F\rG\tH\n"
+# Raw control characters a terminal acts on (tab and newline are kept).
+CONTROLS = {chr(c) for c in range(32) if chr(c) not in "\t\n"} | {chr(c) for c in range(0x7F, 0xA0)}
+
+
+def assert_inert(text: str) -> None:
+    found = sorted({hex(ord(c)) for c in text if c in CONTROLS})
+    assert not found, f"control characters reached the terminal: {found}"
+
+
+async def test_ask_strips_control_sequences_from_what_it_prints(tmp_path: Path) -> None:
+    """`labbot ask` prints the model's text, its code and the code's output without escape
+    sequences (tabs and newlines kept); --json keeps them, escaped, in the JSON."""
+    code_text = f"print({EVIL!r})"
+    env_base = {"OPENAI_API_KEY": "sk-test", "DEFAULT_MODEL": "gpt-4o-mini"}
+    outputs = {}
+    for mode in ("plain", "json"):
+        async with FakeOpenAI() as api:
+            api.enqueue(Reply.tool_call(TOOL_NAME, {"code": code_text}), Reply.text(EVIL))
+            env = {**env_base, "OPENAI_BASE_URL": api.base_url}
+            env["LABBOT_DATA_DIR"] = str(tmp_path / mode)
+            args = ["ask", "show me", "--user", "7", "--output-dir", str(tmp_path / "o")]
+            outputs[mode] = await run_labbot(
+                *args, *(["--json"] if mode == "json" else []), env=env
+            )
+    status, out, err = outputs["plain"]
+    assert status == 0, err
+    assert_inert(out)
+    assert_inert(err)
+    assert "ABCDEF\nG\tH" in out and "ABCDEF\nG\tH" in err  # answer on stdout, output on stderr
+    status, out, err = outputs["json"]
+    assert status == 0, err
+    assert_inert(out)
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [e["text"] for e in events if e["type"] == "final"] == [EVIL]
+
+
+async def test_chat_strips_control_sequences(tmp_path: Path) -> None:
+    """The terminal chat shows model text, code, output, values and errors without escape
+    sequences, in console mode and in chat mode."""
+    code_text = f"print({EVIL!r}); v = {EVIL!r}; raise ValueError({EVIL!r})"
+    async with FakeOpenAI() as api:
+        api.enqueue(Reply.tool_call(TOOL_NAME, {"code": code_text}), Reply.text(EVIL))
+        settings = load_settings(
+            LABBOT_DATA_DIR=tmp_path / "d",
+            SANDBOX_WARM_POOL=0,
+            OPENAI_API_KEY="sk-test",
+            OPENAI_BASE_URL=api.base_url,
+            DEFAULT_MODEL="gpt-4o-mini",
+        )
+        screen = io.StringIO()
+        async with open_services(settings) as services:
+            chat = TerminalChat(
+                services,
+                user="me",
+                conversation="t",
+                output_dir=tmp_path / "o",
+                console=Console(file=screen, width=200),
+            )
+            await chat.run(lines("say something"))
+    console_screen = io.StringIO()
+    console_settings = load_settings(LABBOT_DATA_DIR=tmp_path / "c", SANDBOX_WARM_POOL=0)
+    async with open_services(console_settings) as services:
+        console = TerminalChat(
+            services,
+            user="me",
+            conversation="t",
+            output_dir=tmp_path / "o",
+            console=Console(file=console_screen, width=200),
+        )
+        await console.run(lines(code_text.replace("raise", "v; raise"), "v"))
+    for text in (screen.getvalue(), console_screen.getvalue()):
+        assert_inert(text)
+        assert "ABCDEF" in text and "ValueError" in text
