@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,6 +23,24 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
+
+
+def mask_url(url: str) -> str:
+    """The URL for a log line: scheme, host, port and path kept; userinfo and query values
+    masked."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "***"
+    if not parts.scheme or not parts.hostname:
+        return url
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    netloc = host + (f":{port}" if port is not None else "")
+    if parts.username is not None or parts.password is not None:
+        netloc = f"***:***@{netloc}" if parts.password is not None else f"***@{netloc}"
+    query = urlencode([(k, "***") for k, _ in parse_qsl(parts.query, keep_blank_values=True)])
+    return urlunsplit((parts.scheme, netloc, parts.path, query.replace("%2A", "*"), ""))
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
