@@ -33,6 +33,19 @@ def conversation_for(interaction: discord.Interaction) -> str:
     return ""
 
 
+def thread_refusal(interaction: discord.Interaction) -> str | None:
+    """Why /new may not start a thread here (the caller's or the bot's permissions), or None."""
+    if not interaction.permissions.create_public_threads:
+        return "You need the Create Public Threads permission in this channel to start a thread."
+    needed = discord.Permissions(create_public_threads=True, send_messages_in_threads=True)
+    if not needed <= interaction.app_permissions:
+        return (
+            "I may not create threads or write in them in this channel; a server admin can"
+            " give me Create Public Threads and Send Messages in Threads."
+        )
+    return None
+
+
 class Session(commands.Cog):
     """Conversation and preference commands."""
 
@@ -53,6 +66,10 @@ class Session(commands.Cog):
             await interaction.response.send_message(
                 "Start threads from a server text channel. In DMs, use /reset.", ephemeral=True
             )
+            return
+        refusal = thread_refusal(interaction)
+        if refusal:
+            await interaction.response.send_message(refusal, ephemeral=True)
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         thread = await channel.create_thread(
