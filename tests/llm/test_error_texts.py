@@ -27,11 +27,16 @@ def planted(base_url: str) -> str:
     return f"http://{USER}:{PASSWORD}@{parts.netloc}{parts.path}?api-key={QUERY_KEY}"
 
 
-def assert_clean(text: str, base_url: str) -> None:
+def assert_no_endpoint(text: str, base_url: str) -> None:
     """Nothing of the endpoint in a text a user sees."""
     parts = urlsplit(base_url)
-    for forbidden in (*SECRETS, "://", "http", parts.hostname, str(parts.port)):
+    for forbidden in (*SECRETS, "://", "http", parts.hostname, f":{parts.port}"):
         assert forbidden not in text, f"{forbidden!r} shown to the user: {text!r}"
+
+
+def assert_clean(text: str, base_url: str) -> None:
+    """A sentence for the user, without the endpoint."""
+    assert_no_endpoint(text, base_url)
     assert text.strip().endswith((".", "again.")), text
 
 
