@@ -134,6 +134,7 @@ class Settings(BaseSettings):
     AWS_SESSION_TOKEN: SecretStr | None = None
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = "text"
+    LOG_DISCORD_DEBUG: bool = False
 
     @field_validator("FILE_EXPIRATION_HOURS")
     @classmethod

@@ -8,6 +8,10 @@ import sys
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+# discord.py's loggers (discord.http, discord.gateway, discord.client, discord.state, ...) log
+# whole request and event bodies at DEBUG: users' messages and the bot's answers.
+DISCORD_LOGGER = "discord"
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, event message."""
@@ -43,8 +47,12 @@ def mask_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query.replace("%2A", "*"), ""))
 
 
-def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
-    """Send labbot's logs to stderr, so stdout stays data for scripts."""
+def configure_logging(
+    level: str = "INFO", fmt: str = "text", *, discord_debug: bool = False
+) -> None:
+    """Send labbot's logs to stderr, so stdout stays data for scripts. discord.py's own loggers
+    stay at INFO or above unless ``discord_debug`` (LOG_DISCORD_DEBUG): at DEBUG they hold the
+    full bodies of messages and requests."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
@@ -53,3 +61,5 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    floor = max(logging.getLevelName(level), logging.INFO)
+    logging.getLogger(DISCORD_LOGGER).setLevel(logging.NOTSET if discord_debug else floor)

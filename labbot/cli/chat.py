@@ -181,7 +181,9 @@ def bot(ctx: click.Context) -> None:
     from labbot.frontends.discord import run_bot
 
     settings: Settings = ctx.obj["settings"]()
-    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
+    configure_logging(
+        settings.LOG_LEVEL, settings.LOG_FORMAT, discord_debug=settings.LOG_DISCORD_DEBUG
+    )
     run_bot(settings)
 
 
