@@ -57,11 +57,10 @@ async def give_a_file(world: World, user: str) -> None:
 
 
 @pytest.mark.parametrize("world", [SETTINGS], indirect=True)
-async def test_every_command_and_message_is_gated(world: World) -> None:
+async def test_refused_users_get_no_command_and_no_answer(world: World) -> None:
     """Refused users (blocked, left out of the allow list, carrying a blocked role in a DM, or
     in a blocked channel) get a private refusal for every slash command, nothing from
-    autocomplete, no answer to messages or edits, and nothing changes; an allowed user gets
-    every command."""
+    autocomplete, no answer to messages or edits, and nothing changes."""
     fake, bot = world.fake, world.bot
     conversations = bot.services.conversations
     messages: list[dict] = []
@@ -99,14 +98,20 @@ async def test_every_command_and_message_is_gated(world: World) -> None:
     assert not [s for s in fake.sent if s.kind == "dm"]
     assert world.api.requests == [world.api.requests[-1]]  # only the marker reached the model
 
-    # The same commands for an allowed user, in the same channel and in a DM.
+
+@pytest.mark.parametrize("world", [SETTINGS], indirect=True)
+async def test_allowed_users_get_every_command(world: World) -> None:
+    """With the same lists, an allowed user gets every command in a channel and in a DM, and
+    a DM answer (she has none of the listed roles); only the admin may use /access."""
+    fake, bot = world.fake, world.bot
     for place in ("general", "dm"):
         await give_a_file(world, "alice")
         for name, options, expected in COMMANDS:
             if name == "new" and place == "dm":
                 continue  # threads need a server channel
             if name == "access":
-                continue  # admins only: below
+                options = [*options, {"name": "target", "value": str(world.ids["bob"])}]
+                expected = "Only the bot's admins"
             sent = await fake.slash(name, options, channel_id=world.where(place, "alice"))
             answer = await answer_to(fake, sent)
             assert expected in (answer.content or ""), (place, name, answer.content)
