@@ -11,6 +11,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 # discord.py's loggers (discord.http, discord.gateway, discord.client, discord.state, ...) log
 # whole request and event bodies at DEBUG: users' messages and the bot's answers.
 DISCORD_LOGGER = "discord"
+# The lowest level other libraries may log at: the HTTP client under openai logs every request's
+# full URL at INFO (OPENAI_BASE_URL's userinfo and query, e.g. ?api-key=, included) and headers
+# at DEBUG; openai's DEBUG lines describe requests.
+LIBRARY_FLOORS = {
+    "httpx": logging.WARNING,
+    "httpx2": logging.WARNING,
+    "httpcore": logging.WARNING,
+    "httpcore2": logging.WARNING,
+    "openai": logging.INFO,
+}
 
 
 class JsonFormatter(logging.Formatter):
@@ -52,7 +62,7 @@ def configure_logging(
 ) -> None:
     """Send labbot's logs to stderr, so stdout stays data for scripts. discord.py's own loggers
     stay at INFO or above unless ``discord_debug`` (LOG_DISCORD_DEBUG): at DEBUG they hold the
-    full bodies of messages and requests."""
+    full bodies of messages and requests. The HTTP client's stay at WARNING (LIBRARY_FLOORS)."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
@@ -61,5 +71,8 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    floor = max(logging.getLevelName(level), logging.INFO)
+    wanted = logging.getLevelName(level)
+    floor = max(wanted, logging.INFO)
     logging.getLogger(DISCORD_LOGGER).setLevel(logging.NOTSET if discord_debug else floor)
+    for name, lowest in LIBRARY_FLOORS.items():
+        logging.getLogger(name).setLevel(max(wanted, lowest))

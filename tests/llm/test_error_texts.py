@@ -13,7 +13,7 @@ import pytest
 from labbot.errors import LLMError
 from labbot.llm.client import LLMClient
 from labbot.llm.models import ModelCatalog
-from labbot.logs import mask_url
+from labbot.logs import configure_logging, mask_url
 from tests.conftest import model_settings
 from tests.fakes.openai_server import FakeOpenAI, Reply
 
@@ -121,3 +121,35 @@ def test_mask_url_keeps_where_and_hides_secrets() -> None:
     assert masked == "https://***:***@llm.internal:8443/v1?api-key=***&x=***"
     assert mask_url("http://127.0.0.1:11434/v1") == "http://127.0.0.1:11434/v1"
     assert mask_url("not a url at all") == "not a url at all"
+
+
+class Keep(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.name} {record.getMessage()}")
+
+
+async def test_request_lines_of_the_http_client_stay_out_of_the_log(
+    tmp_path: Path, restore_logging: None
+) -> None:
+    """At LOG_LEVEL=DEBUG the log has labbot's request line with the endpoint masked, and not
+    the HTTP client's own, which shows the URL with its userinfo and ?api-key=."""
+    configure_logging("DEBUG")
+    kept = Keep()
+    logging.getLogger().addHandler(kept)
+    async with FakeOpenAI() as api:
+        api.enqueue(Reply.text("fine"))
+        url = planted(api.base_url)
+        client = LLMClient(model_settings(tmp_path / "data", url, OPENAI_API_KEY=API_KEY))
+        async for _ in client.stream(
+            ModelCatalog().get("gpt-4o-mini"), [{"role": "user", "content": "hi"}]
+        ):
+            pass
+        await client.close()
+    logged = "\n".join(kept.lines)
+    assert "llm.request" in logged
+    for secret in SECRETS:
+        assert secret not in logged, f"{secret!r} in the log"

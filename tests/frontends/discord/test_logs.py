@@ -4,24 +4,12 @@ asks (issue 12, finding 9)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import pytest
 
 from labbot.logs import configure_logging
 from tests.fakes.openai_server import Reply
 from tests.frontends.discord.world import World
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """configure_logging replaces the root handlers: put pytest's back afterwards."""
-    root, discord_logger = logging.getLogger(), logging.getLogger("discord")
-    saved = (root.handlers[:], root.level, discord_logger.level)
-    yield
-    root.handlers[:], _, _ = saved
-    root.setLevel(saved[1])
-    discord_logger.setLevel(saved[2])
 
 
 class Keep(logging.Handler):
