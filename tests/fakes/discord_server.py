@@ -96,6 +96,11 @@ _THREAD_TYPES = (10, 11, 12)
 _PERMISSIONS = str((discord.Permissions.text() | discord.Permissions(view_channel=True)).value)
 _ALL_PERMISSIONS = discord.Permissions.all().value
 _ADMINISTRATOR = discord.Permissions(administrator=True).value
+_VIEW_CHANNEL = discord.Permissions(view_channel=True).value
+_SEND_MESSAGES = discord.Permissions(send_messages=True).value
+_NEEDS_SEND = discord.Permissions(
+    send_tts_messages=True, mention_everyone=True, embed_links=True, attach_files=True
+).value
 _MEMBERS_INTENT = 1 << 1  # GUILD_MEMBERS: without it Discord sends no GUILD_MEMBER_UPDATE
 _SUBCOMMAND, _GROUP = 1, 2
 _OPT_USER, _OPT_CHANNEL, _OPT_ROLE, _OPT_ATTACHMENT = 6, 7, 8, 11
@@ -1475,7 +1480,8 @@ class FakeDiscord:
     def permissions_for(self, user: str | dict, channel_id: int) -> int:
         """What ``user`` may do in a guild channel, computed as Discord does: the owner may do
         everything; else @everyone and the member's roles, then the channel's (a thread's
-        parent's) overwrites for @everyone, the member's roles, and the member."""
+        parent's) overwrites for @everyone, the member's roles, and the member, then the
+        implicit denials."""
         who = self._resolve_user(user)
         if who["id"] == self.users["alice"]["id"]:  # the guild owner
             return _ALL_PERMISSIONS
@@ -1502,6 +1508,12 @@ class FakeDiscord:
         member = overwrites.get(who["id"])
         if member and member["type"] == 1:
             value = (value & ~int(member["deny"])) | int(member["allow"])
+        # Implicit denials: nothing without View Channel; no TTS, @everyone, embeds or files
+        # without Send Messages.
+        if not value & _VIEW_CHANNEL:
+            return 0
+        if not value & _SEND_MESSAGES:
+            value &= ~_NEEDS_SEND
         return value
 
     def dm_channel_of(self, user: str) -> int:
