@@ -33,6 +33,16 @@ def _ids(value: object) -> object:
 IdList = Annotated[list[int], NoDecode, BeforeValidator(_ids)]
 
 
+def _names(value: object) -> object:
+    """Names from "a, b c" (the environment) or a list."""
+    if isinstance(value, str):
+        return value.replace(",", " ").split()
+    return value
+
+
+NameList = Annotated[list[str], NoDecode, BeforeValidator(_names)]
+
+
 def default_runtime_dir() -> Path:
     """The sandbox runtime venv that `make` builds beside the checkout (.runtime)."""
     return Path(__file__).resolve().parents[1] / ".runtime"
@@ -83,6 +93,7 @@ class Settings(BaseSettings):
     OPENAI_API_KEY: SecretStr | None = None
     OPENAI_BASE_URL: str | None = None
     DEFAULT_MODEL: str = "gpt-4.1"
+    ALLOWED_MODELS: NameList = []
     LABBOT_MODELS_FILE: Path | None = None
     MAX_TOOL_ROUNDS: int = Field(8, ge=1, le=50)
     MAX_TOOL_CALLS_PER_ROUND: int = Field(4, ge=1, le=64)
@@ -130,6 +141,7 @@ class Settings(BaseSettings):
     AWS_SESSION_TOKEN: SecretStr | None = None
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = "text"
+    LOG_DISCORD_DEBUG: bool = False
 
     @field_validator("FILE_EXPIRATION_HOURS")
     @classmethod

@@ -6,7 +6,9 @@ LabbotError
 │   ├── FileTooLarge             over MAX_FILE_SIZE_MB, or can never fit the user's quota
 │   ├── FileNotFound             no such file for this user (also a LookupError)
 │   └── InvalidUser              a user id that cannot name a store
-└── StorageError                 the metadata database or the disk failed
+├── StorageError                 the metadata database or the disk failed
+└── LLMError                     the model API refused or failed (ModelNotAllowed: not on
+                                 the operator's list)
 """
 
 from __future__ import annotations
@@ -106,3 +108,18 @@ class LLMRateLimited(LLMError):
 
 class LLMRequestTooLarge(LLMError):
     """The model API refused the request as too large (HTTP 413)."""
+
+
+class ModelNotAllowed(LLMError):
+    """A model name that is not on the operator's allow-list (ALLOWED_MODELS)."""
+
+    SHOWN = 25  # names listed in the message at most
+
+    def __init__(self, name: str, allowed: list[str]) -> None:
+        shown = ", ".join(allowed[: self.SHOWN])
+        more = f" and {len(allowed) - self.SHOWN} more" if len(allowed) > self.SHOWN else ""
+        super().__init__(
+            f"The model {name[:100]!r} is not offered here.",
+            hint=f"Pick one of: {shown}{more}.",
+        )
+        self.name = name

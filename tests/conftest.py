@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -124,3 +125,16 @@ def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nats]:
     """A real nats-server with JetStream and per-role users (bot; workers w1-w4) on loopback."""
     with nats_server(tmp_path_factory.mktemp("nats"), WORKER_IDS) as server:
         yield server
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """configure_logging replaces the root handlers: put pytest's back afterwards."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    levels = {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict}
+    yield
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
+    for name in list(logging.root.manager.loggerDict):
+        logging.getLogger(name).setLevel(levels.get(name, logging.NOTSET))

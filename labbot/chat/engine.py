@@ -24,6 +24,7 @@ from labbot.config import Settings
 from labbot.errors import LabbotError, LLMRequestTooLarge
 from labbot.files import FileRecord, FileStore, kind_by_name
 from labbot.llm import tokens
+from labbot.llm.allowlist import ModelAllowList
 from labbot.llm.client import Completion, LLMClient, ToolCall
 from labbot.llm.models import ModelCatalog, ModelInfo
 from labbot.llm.prompts import system_prompt
@@ -93,14 +94,34 @@ class Engine:
         self.images = ModelImages(store)
         # Images per request a conversation's provider took after refusing more (HTTP 413).
         self._image_caps: dict[tuple[str, str], int] = {}
+        self._allowed: ModelAllowList | None = None
+        self._allowed_lock = asyncio.Lock()
+
+    async def models(self) -> ModelAllowList:
+        """The models users may pick (the provider's list is asked for once, when needed)."""
+        async with self._allowed_lock:
+            if self._allowed is None:
+                listed = None if self.settings.ALLOWED_MODELS else await self.llm.list_models()
+                allowed = ModelAllowList(
+                    self.settings, self.catalog, listed=listed, store=self.conversations
+                )
+                await allowed.load()
+                self._allowed = allowed
+            return self._allowed
 
     async def model_for(self, user: str) -> ModelInfo:
-        """The user's chosen model, else DEFAULT_MODEL."""
+        """The user's chosen model while it is allowed, else DEFAULT_MODEL."""
         chosen = await self.conversations.preference(user, "model")
+        if chosen and not (await self.models()).allows(chosen):
+            log.warning("model.not_allowed user=%s model=%s", user, chosen[:100])
+            chosen = None
         return self.catalog.get(chosen or self.settings.DEFAULT_MODEL)
 
-    async def set_model(self, user: str, name: str | None) -> ModelInfo:
-        """Choose the user's model (None: back to the default)."""
+    async def set_model(self, user: str, name: str | None, *, force: bool = False) -> ModelInfo:
+        """Choose the user's model (None: back to the default). Only allowed models; ``force``
+        adds the name to the allow-list first (callers decide who may force)."""
+        if name is not None:
+            name = await (await self.models()).choose(name, force=force, by=user)
         await self.conversations.set_preference(user, "model", name)
         return await self.model_for(user)
 

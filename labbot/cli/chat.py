@@ -45,6 +45,15 @@ def _settings(ctx: click.Context) -> Settings:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where files the code makes are saved.",
 )
+@click.option(
+    "--model",
+    "-m",
+    default=None,
+    help="Choose this user's model first (remembered, like /model); one the operator allows.",
+)
+@click.option(
+    "--force-model", is_flag=True, help="Add the --model name to the allowed models first."
+)
 @json_option
 @click.pass_context
 def ask(
@@ -54,6 +63,8 @@ def ask(
     attach: tuple[Path, ...],
     conversation: str,
     output_dir: Path,
+    model: str | None,
+    force_model: bool,
     json_: bool,
 ) -> None:
     """Ask one question (one turn) and print the answer; scriptable.
@@ -62,6 +73,7 @@ def ask(
     Examples:
       labbot ask "Which region sold most?" --user 1234 --attach sales.csv
       labbot ask "Plot it by month" --user 1234 --json     # JSON lines of events
+      labbot ask "Summarise it" --user 1234 --model gpt-4o
     """
     from labbot.chat.services import open_services
     from labbot.files import file_chunks
@@ -84,6 +96,8 @@ def ask(
         answer, output = PrintableStream(), PrintableStream()  # stdout, stderr
         async with open_services(settings) as services:
             assert services.engine is not None
+            if model is not None:  # an unknown name stops here, before any upload or request
+                await services.engine.set_model(user, model, force=force_model)
             file_ids, image_ids = [], []
             for path in attach:
                 saved = await services.store.save(user, path.name, file_chunks(path))
@@ -169,7 +183,9 @@ def bot(ctx: click.Context) -> None:
     from labbot.frontends.discord import run_bot
 
     settings: Settings = ctx.obj["settings"]()
-    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
+    configure_logging(
+        settings.LOG_LEVEL, settings.LOG_FORMAT, discord_debug=settings.LOG_DISCORD_DEBUG
+    )
     run_bot(settings)
 
 

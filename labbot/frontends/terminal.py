@@ -28,7 +28,7 @@ HELP = """Commands:
   /files            list your files          /rm ID   delete one
   /reset            forget this conversation's history and variables (files stay)
   /usage            tokens and cost per model
-  /model [NAME]     show or choose the model
+  /model [NAME]     show or choose the model (one the operator allows; --force adds one)
   /help             this text                /quit    leave (Ctrl-D works too)"""
 
 
@@ -140,14 +140,14 @@ class TerminalChat:
         elif name == "/usage":
             await self._usage()
         elif name == "/model" and services.engine is not None:
+            names = [a for a in args if a != "--force"]
             model = (
-                await services.engine.set_model(user, args[0])
-                if args
+                await services.engine.set_model(user, names[0], force="--force" in args)
+                if names
                 else (await services.engine.model_for(user))
             )
-            self.console.print(
-                f"Model: {model.name} (listed: {', '.join(services.catalog.names())})"
-            )
+            allowed = (await services.engine.models()).names()
+            self.console.print(f"Model: {model.name} (allowed: {escape(', '.join(allowed))})")
         else:
             self.console.print(f"Unknown command {shown(name)}. /help lists them.")
         return True

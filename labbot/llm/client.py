@@ -3,11 +3,14 @@ OpenAI-compatible endpoint (OpenAI, OpenRouter, Ollama, vLLM, LM Studio)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import openai
 
@@ -20,6 +23,7 @@ from labbot.errors import (
     LLMUnavailable,
 )
 from labbot.llm.models import ModelInfo
+from labbot.logs import mask_url
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +59,32 @@ class Completion:
     duration_ms: float = 0.0
 
 
-def translate(exc: openai.OpenAIError, *, model: str, base_url: str) -> LLMError:
-    """The one place openai's errors become labbot's, each with what the user can do."""
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+MAX_DETAIL = 300  # characters of a provider's refusal shown to the user
+MAX_LISTED_MODELS = 2000
+
+
+def endpoint_secrets(base_url: str, api_key: str | None) -> tuple[str, ...]:
+    """What of the endpoint must never reach a user: userinfo, host, query values, the key."""
+    parts = urlsplit(base_url)
+    found = [base_url, parts.netloc, parts.hostname or "", api_key or ""]
+    with contextlib.suppress(ValueError):
+        found += [parts.username or "", parts.password or "", str(parts.port or "")]
+    found += [value for _, value in parse_qsl(parts.query) if value]
+    return tuple(sorted({f for f in found if len(f) >= 3}, key=len, reverse=True))
+
+
+def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """A provider's message made fit for a user: no URLs and none of the endpoint's secrets."""
+    text = _URL.sub("[address]", text)
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def translate(exc: openai.OpenAIError, *, model: str, secrets: tuple[str, ...] = ()) -> LLMError:
+    """The one place openai's errors become labbot's, each with what the user can do. The
+    texts never name the endpoint (its URL can hold credentials); the log does, masked."""
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
         return LLMAuthError(
             "The model API refused our credentials.",
@@ -75,23 +103,23 @@ def translate(exc: openai.OpenAIError, *, model: str, base_url: str) -> LLMError
         )
     if isinstance(exc, openai.NotFoundError):
         return LLMError(
-            f"The model {model!r} was not found at {base_url}.",
+            f"The model {model!r} was not found at the model API.",
             hint="Pick another model (/model) or check DEFAULT_MODEL.",
         )
     if isinstance(exc, openai.BadRequestError):
-        text = str(getattr(exc, "message", exc))
+        text = scrub(str(getattr(exc, "message", exc)), secrets)
         if "context" in text and ("length" in text or "window" in text):
             return LLMError(
                 "The conversation is too long for this model.",
                 hint="Start a fresh conversation or reset this one.",
             )
-        detail = f": {text[:300].rstrip('.')}" if text else ""
+        detail = f": {text[:MAX_DETAIL].rstrip('.')}" if text else ""
         return LLMError(f"The model API refused the request{detail}.")
     if isinstance(exc, openai.APITimeoutError):
         return LLMUnavailable("The model API did not answer in time.", hint="Try again.")
     if isinstance(exc, openai.APIConnectionError):
         return LLMUnavailable(
-            f"The model API at {base_url} cannot be reached.",
+            "The model API cannot be reached.",
             hint="Try again later; the operator should check OPENAI_BASE_URL.",
         )
     if isinstance(exc, openai.APIStatusError) and getattr(exc, "status_code", None) == 413:
@@ -117,13 +145,19 @@ class LLMClient:
 
     def __init__(self, settings: Settings) -> None:
         key = settings.OPENAI_API_KEY.get_secret_value() if settings.OPENAI_API_KEY else None
-        self.base_url = settings.OPENAI_BASE_URL or "https://api.openai.com/v1"
+        base_url = settings.OPENAI_BASE_URL or "https://api.openai.com/v1"
+        self.endpoint = mask_url(base_url)  # for the log only
+        self._secrets = endpoint_secrets(base_url, key)
         self.max_output = settings.MAX_OUTPUT_TOKENS
+        # The SDK appends paths to the base URL as text, so a query string in it ("?api-key=",
+        # "?api-version=") would swallow them: it goes with every request as a query instead.
+        parts = urlsplit(base_url)
         # The SDK retries 408/409/429/5xx and connection errors with backoff, honouring
         # Retry-After; we only set how often.
         self._client = openai.AsyncOpenAI(
             api_key=key or "not-needed",
-            base_url=self.base_url,
+            base_url=urlunsplit(parts._replace(query="", fragment="")),
+            default_query=dict(parse_qsl(parts.query)) or None,
             timeout=settings.LLM_TIMEOUT,
             max_retries=settings.LLM_MAX_RETRIES,
         )
@@ -131,6 +165,31 @@ class LLMClient:
     async def close(self) -> None:
         """Close the HTTP connections."""
         await self._client.close()
+
+    def _failed(self, exc: openai.OpenAIError, model: str) -> LLMError:
+        """Log the failure with where it happened (masked); the user gets a plain sentence."""
+        log.warning(
+            "llm.error kind=%s model=%s status=%s endpoint=%s",
+            type(exc).__name__,
+            model,
+            getattr(exc, "status_code", None),
+            self.endpoint,
+        )
+        return translate(exc, model=model, secrets=self._secrets)
+
+    async def list_models(self) -> list[str] | None:
+        """The model ids the provider lists (GET /models); None when it lists none or fails."""
+        names: list[str] = []
+        try:
+            async for entry in self._client.models.list():
+                names.append(entry.id)
+                if len(names) >= MAX_LISTED_MODELS:
+                    break
+        except openai.OpenAIError as exc:
+            self._failed(exc, "(listing)")
+            return None
+        log.info("llm.models_listed count=%d endpoint=%s", len(names), self.endpoint)
+        return names or None
 
     def _params(self, model: ModelInfo, tools: list[dict[str, Any]] | None) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -188,8 +247,7 @@ class LLMClient:
                     if choice.finish_reason:
                         result.finish_reason = choice.finish_reason
         except openai.OpenAIError as exc:
-            log.warning("llm.error kind=%s model=%s", type(exc).__name__, model.name)
-            raise translate(exc, model=model.name, base_url=self.base_url) from exc
+            raise self._failed(exc, model.name) from exc
         result.tool_calls = [
             ToolCall(c["id"] or f"call_{i}", c["name"], c["args"]) for i, c in sorted(calls.items())
         ]

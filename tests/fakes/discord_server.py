@@ -11,11 +11,14 @@ The real, unmodified discord.py client talks to this server over HTTP and a webs
             sent = await fake.next_sent()
             assert sent.files["summary.csv"].startswith(b"rows")
 
-One guild "Lab" with a text channel "general", the users "alice", "bob" and "otherbot" (a bot)
-and the bot itself exist from the start. Tests *drive* the bot by dispatching real gateway events
-(``user_message``, ``create_thread``, ``slash``, ``click``, ``autocomplete``) and *observe* it
-through ``sent`` (everything it posted, in order), ``messages`` (the current state of every
-message), ``typing``, ``downloads``, ``commands`` and ``reactions``.
+One guild "Lab" with a text channel "general", the users "alice" (the guild's owner), "bob" and
+"otherbot" (a bot) and the bot itself exist from the start; ``add_user``, ``add_role``,
+``give_role``, ``add_channel`` and ``set_overwrite`` shape the guild (members carry their roles,
+and interactions carry the permissions Discord computes from roles and channel overwrites).
+Tests *drive* the bot by dispatching real gateway events (``user_message``, ``user_edit``,
+``create_thread``, ``slash``, ``click``, ``autocomplete``) and *observe* it through ``sent``
+(everything it posted, in order), ``messages`` (the current state of every message), ``typing``,
+``downloads``, ``commands`` and ``reactions``.
 
 Payload gotchas that discord.py 2.7 imposes (each one cost a failing run):
 
@@ -91,6 +94,14 @@ _DM = 1
 _THREAD_TYPES = (10, 11, 12)
 # What @everyone may do in the fake guild, and what interactions report the user may do.
 _PERMISSIONS = str((discord.Permissions.text() | discord.Permissions(view_channel=True)).value)
+_ALL_PERMISSIONS = discord.Permissions.all().value
+_ADMINISTRATOR = discord.Permissions(administrator=True).value
+_VIEW_CHANNEL = discord.Permissions(view_channel=True).value
+_SEND_MESSAGES = discord.Permissions(send_messages=True).value
+_NEEDS_SEND = discord.Permissions(
+    send_tts_messages=True, mention_everyone=True, embed_links=True, attach_files=True
+).value
+_MEMBERS_INTENT = 1 << 1  # GUILD_MEMBERS: without it Discord sends no GUILD_MEMBER_UPDATE
 _SUBCOMMAND, _GROUP = 1, 2
 _OPT_USER, _OPT_CHANNEL, _OPT_ROLE, _OPT_ATTACHMENT = 6, 7, 8, 11
 
@@ -262,6 +273,8 @@ class FakeDiscord:
             }
         }
         self.dm_channels: dict[str, int] = {}  # user key -> DM channel id
+        self.roles: list[dict] = [self._role(self.guild_id, "@everyone", _PERMISSIONS)]
+        self.member_roles: dict[str, list[str]] = {}  # user id -> role ids
 
         # Observations.
         self.sent: list[Sent] = []
@@ -363,9 +376,22 @@ class FakeDiscord:
     def bot_id(self) -> int:
         return int(self.bot_user["id"])
 
+    def _role(self, role_id: int, name: str, permissions: str) -> dict:
+        return {
+            "id": str(role_id),
+            "name": name,
+            "permissions": permissions,
+            "position": len(getattr(self, "roles", [])),
+            "color": 0,
+            "hoist": False,
+            "managed": False,
+            "mentionable": False,
+            "flags": 0,
+        }
+
     def _member(self, user: dict | None = None) -> dict:
         member = {
-            "roles": [],
+            "roles": list(self.member_roles.get(user["id"], [])) if user else [],
             "joined_at": self._joined_at,
             "deaf": False,
             "mute": False,
@@ -417,19 +443,7 @@ class FakeDiscord:
             "joined_at": self._joined_at,
             "member_count": len(members),  # == len(members): counts as chunked
             "members": members,
-            "roles": [
-                {
-                    "id": str(self.guild_id),  # @everyone has the guild's id
-                    "name": "@everyone",
-                    "permissions": _PERMISSIONS,
-                    "position": 0,
-                    "color": 0,
-                    "hoist": False,
-                    "managed": False,
-                    "mentionable": False,
-                    "flags": 0,
-                }
-            ],
+            "roles": [dict(r) for r in self.roles],  # @everyone first: it has the guild's id
             "channels": [c for c in self.channels.values() if c["type"] in (0, 2, 4, 5)],
             "threads": [c for c in self.channels.values() if c["type"] in _THREAD_TYPES],
             "emojis": [],
@@ -528,7 +542,7 @@ class FakeDiscord:
         }
         if self._is_guild_channel(channel_id):
             msg["guild_id"] = str(self.guild_id)
-            msg["member"] = self._member()
+            msg["member"] = {k: v for k, v in self._member(author).items() if k != "user"}
         if webhook:
             msg["webhook_id"] = str(self.application_id)
             msg["application_id"] = str(self.application_id)
@@ -1394,6 +1408,126 @@ class FakeDiscord:
         await self.dispatch("MESSAGE_CREATE", msg)
         return msg
 
+    # -- the guild: users, roles, channels and permissions (before or while the bot runs)
+
+    def add_user(self, name: str) -> dict:
+        """A new guild member ``name``. Add users before the bot starts: without the members
+        intent Discord tells a running bot nothing about members who join."""
+        self.users[name] = self._user(name)
+        return self.users[name]
+
+    async def add_role(self, name: str, *, permissions: discord.Permissions | None = None) -> int:
+        """A guild role (no permissions unless given); a running bot gets GUILD_ROLE_CREATE."""
+        role = self._role(
+            self._snowflake(), name, str((permissions or discord.Permissions()).value)
+        )
+        self.roles.append(role)
+        await self.dispatch(
+            "GUILD_ROLE_CREATE", {"guild_id": str(self.guild_id), "role": role}, required=False
+        )
+        return int(role["id"])
+
+    async def give_role(self, user: str, role_id: int) -> None:
+        """Give a member a role. Like Discord, GUILD_MEMBER_UPDATE reaches only a bot that asked
+        for the members intent; others see the role on the member's next message or
+        interaction, or by fetching the member."""
+        who = self._resolve_user(user)
+        roles = self.member_roles.setdefault(who["id"], [])
+        if str(role_id) not in roles:
+            roles.append(str(role_id))
+        if self.identify and int(self.identify.get("intents", 0)) & _MEMBERS_INTENT:
+            update = self._member(who) | {"guild_id": str(self.guild_id)}
+            await self.dispatch("GUILD_MEMBER_UPDATE", update, required=False)
+
+    async def add_channel(self, name: str) -> int:
+        """A new text channel in the guild; a running bot gets CHANNEL_CREATE."""
+        cid = self._snowflake()
+        self.channels[cid] = dict(self.channels[self.channel_id]) | {
+            "id": str(cid),
+            "name": name,
+            "position": len(self.channels),
+            "permission_overwrites": [],
+            "last_message_id": None,
+        }
+        await self.dispatch("CHANNEL_CREATE", self.channels[cid], required=False)
+        return cid
+
+    async def set_overwrite(
+        self,
+        channel_id: int,
+        target: str | int,
+        *,
+        allow: discord.Permissions | None = None,
+        deny: discord.Permissions | None = None,
+    ) -> None:
+        """Set a channel permission overwrite for a member (user key) or a role (role id);
+        a running bot gets CHANNEL_UPDATE."""
+        channel = self.channels[channel_id]
+        if isinstance(target, str):
+            target_id, kind = self._resolve_user(target)["id"], 1
+        else:
+            target_id, kind = str(target), 0
+        kept = [o for o in channel["permission_overwrites"] if o["id"] != target_id]
+        overwrite = {
+            "id": target_id,
+            "type": kind,
+            "allow": str((allow or discord.Permissions()).value),
+            "deny": str((deny or discord.Permissions()).value),
+        }
+        channel["permission_overwrites"] = [*kept, overwrite]
+        await self.dispatch("CHANNEL_UPDATE", channel, required=False)
+
+    def permissions_for(self, user: str | dict, channel_id: int) -> int:
+        """What ``user`` may do in a guild channel, computed as Discord does: the owner may do
+        everything; else @everyone and the member's roles, then the channel's (a thread's
+        parent's) overwrites for @everyone, the member's roles, and the member, then the
+        implicit denials."""
+        who = self._resolve_user(user)
+        if who["id"] == self.users["alice"]["id"]:  # the guild owner
+            return _ALL_PERMISSIONS
+        mine = {str(self.guild_id), *self.member_roles.get(who["id"], [])}
+        value = 0
+        for role in self.roles:
+            if role["id"] in mine:
+                value |= int(role["permissions"])
+        if value & _ADMINISTRATOR:
+            return _ALL_PERMISSIONS
+        channel = self.channels[channel_id]
+        if channel["type"] in _THREAD_TYPES:
+            channel = self.channels[int(channel["parent_id"])]
+        overwrites = {o["id"]: o for o in channel.get("permission_overwrites") or []}
+        everyone = overwrites.get(str(self.guild_id))
+        if everyone:
+            value = (value & ~int(everyone["deny"])) | int(everyone["allow"])
+        allow = deny = 0
+        for role_id in mine - {str(self.guild_id)}:
+            if role_id in overwrites:
+                allow |= int(overwrites[role_id]["allow"])
+                deny |= int(overwrites[role_id]["deny"])
+        value = (value & ~deny) | allow
+        member = overwrites.get(who["id"])
+        if member and member["type"] == 1:
+            value = (value & ~int(member["deny"])) | int(member["allow"])
+        # Implicit denials: nothing without View Channel; no TTS, @everyone, embeds or files
+        # without Send Messages.
+        if not value & _VIEW_CHANNEL:
+            return 0
+        if not value & _SEND_MESSAGES:
+            value &= ~_NEEDS_SEND
+        return value
+
+    def dm_channel_of(self, user: str) -> int:
+        """The id of the DM channel between ``user`` and the bot (opened if needed)."""
+        return self._dm_channel(self._resolve_user(user))
+
+    async def user_edit(self, message: dict, content: str) -> dict:
+        """A user edits their message: MESSAGE_UPDATE with the new content."""
+        msg = self._message_of(message)
+        msg["content"] = content
+        msg["edited_timestamp"] = _now()
+        await self.dispatch("MESSAGE_UPDATE", msg)
+        return msg
+
     async def create_thread(
         self, name: str, *, parent_id: int | None = None, owner: str = "alice"
     ) -> dict:
@@ -1417,7 +1551,11 @@ class FakeDiscord:
             "token": token,
             "version": 1,
             "locale": "en-US",
-            "app_permissions": _PERMISSIONS,
+            "app_permissions": str(
+                self.permissions_for(self.bot_user, channel_id)
+                if "guild_id" in channel
+                else int(_PERMISSIONS)
+            ),
             "attachment_size_limit": FILESIZE_LIMIT,
             "entitlements": [],
         }
@@ -1426,7 +1564,8 @@ class FakeDiscord:
                 "guild_id": str(self.guild_id),
                 "guild": {"id": str(self.guild_id), "locale": "en-US", "features": []},
                 "guild_locale": "en-US",
-                "member": self._member(who) | {"permissions": _PERMISSIONS},
+                "member": self._member(who)
+                | {"permissions": str(self.permissions_for(who, channel_id))},
                 "authorizing_integration_owners": {"0": str(self.guild_id)},
                 "context": 0,
             }
@@ -1580,6 +1719,7 @@ class FakeDiscord:
         options: list[dict],
         *,
         user: str = "alice",
+        channel_id: int | None = None,
         subcommand: str | None = None,
         timeout: float = 15,  # noqa: ASYNC109 - mirrors next_sent()
     ) -> list[dict]:
@@ -1592,7 +1732,8 @@ class FakeDiscord:
         if opts and not any(o.get("focused") for o in opts):
             opts[-1]["focused"] = True
         data = self._command_data(name, opts, subcommand, partial=True)
-        payload = self._interaction(4, data, user=user, channel_id=self.channel_id)
+        cid = self.channel_id if channel_id is None else channel_id
+        payload = self._interaction(4, data, user=user, channel_id=cid)
         itx = self._interactions[payload["token"]]
         itx.callback = asyncio.get_running_loop().create_future()
         await self.dispatch("INTERACTION_CREATE", payload)

@@ -133,6 +133,16 @@ def make_bot(*, sync_guild: int | None = None) -> commands.Bot:
         data = await file.read()
         await interaction.response.send_message(f"{file.filename}: {len(data)} bytes")
 
+    @bot.tree.command(description="What may I do here")
+    async def perms(interaction: discord.Interaction) -> None:
+        assert isinstance(interaction.user, discord.Member)
+        assert isinstance(interaction.channel, discord.TextChannel)
+        computed = interaction.channel.permissions_for(interaction.user)
+        roles = sorted(r.name for r in interaction.user.roles)
+        await interaction.response.send_message(
+            f"{interaction.permissions.value} {computed.value} {roles}"
+        )
+
     files = app_commands.Group(name="files", description="Your files")
 
     @files.command(name="list", description="List your files")
@@ -364,3 +374,27 @@ async def test_handler_errors_fail_fast(fake: FakeDiscord) -> None:
             await fake.user_message("!boom")
             await fake.next_sent(timeout=10)
     assert bot.is_closed()
+
+
+async def test_roles_overwrites_and_permissions(fake: FakeDiscord, bot: commands.Bot) -> None:
+    """Roles, members' roles and channel overwrites reach the bot, and the permissions an
+    interaction carries are those discord.py computes from its cache; the owner may do all."""
+    lab = await fake.add_role("lab", permissions=discord.Permissions(manage_threads=True))
+    await fake.give_role("bob", lab)
+    quiet = await fake.add_channel("quiet")
+    await fake.set_overwrite(quiet, lab, deny=discord.Permissions(send_messages=True))
+    await fake.set_overwrite(quiet, "bob", allow=discord.Permissions(attach_files=False))
+    await fake.set_overwrite(
+        quiet, fake.guild_id, deny=discord.Permissions(create_public_threads=True)
+    )
+    await fake.slash("perms", user="bob", channel_id=quiet)
+    given, computed, roles = (await fake.wait_for(lambda s: bool(s.content))).content.split(" ", 2)
+    assert given == computed and roles == "['@everyone', 'lab']"
+    bob = discord.Permissions(int(given))
+    assert bob.manage_threads and not bob.send_messages and not bob.create_public_threads
+    member = await bot.get_guild(fake.guild_id).fetch_member(int(fake.users["bob"]["id"]))
+    assert [r.name for r in member.roles] == ["@everyone", "lab"]
+    await fake.slash("perms", channel_id=quiet)  # alice owns the guild
+    given, computed, _ = (await fake.wait_for(lambda s: bool(s.content))).content.split(" ", 2)
+    assert given == str(discord.Permissions.all().value)  # discord.py leaves out voice ones
+    assert discord.Permissions(int(given)) >= discord.Permissions(int(computed))

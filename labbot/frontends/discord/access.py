@@ -65,6 +65,12 @@ class AccessPolicy:
         }
         await self.store.set_preference(_STORE_USER, "lists", json.dumps(data))
 
+    def uses_roles(self) -> bool:
+        """True when some role is allowed or blocked (so a user's roles must be known)."""
+        lists = (self.configured.allowed, self.configured.blocked)
+        lists += (self.commanded.allowed, self.commanded.blocked)
+        return any(found["role"] for found in lists)
+
     def is_admin(self, user_id: int) -> bool:
         """True for ADMIN_IDS."""
         return user_id in self.admins

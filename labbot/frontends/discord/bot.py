@@ -18,6 +18,7 @@ from labbot.chat.services import Services, open_services
 from labbot.config import Settings
 from labbot.errors import LabbotError
 from labbot.frontends.discord.access import AccessPolicy
+from labbot.frontends.discord.gate import Gate, gate_of
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,12 @@ def incident() -> str:
 
 
 class LabbotTree(app_commands.CommandTree):
-    """Answers failing slash commands in plain words; logs the unexpected with a reference."""
+    """Lets slash commands and autocomplete in through the gate; answers failing commands in
+    plain words and logs the unexpected with a reference."""
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        """Every command and autocomplete passes the same gate as messages."""
+        return await gate_of(interaction).admit_interaction(interaction)
 
     async def on_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
@@ -79,6 +85,7 @@ class LabBot(commands.Bot):
         self._given_services = services
         self.services: Services = services  # type: ignore[assignment]  # set in setup_hook
         self.access: AccessPolicy
+        self.gate: Gate
         self.http_session: aiohttp.ClientSession
         self._stack = AsyncExitStack()
         self._sweeper: asyncio.Task[None] | None = None
@@ -95,6 +102,12 @@ class LabBot(commands.Bot):
         self._stack.push_async_callback(self.http_session.close)
         self.access = AccessPolicy(self.settings, self.services.conversations)
         await self.access.load()
+        self.gate = Gate(
+            self,
+            self.access,
+            rate=self.settings.RATE_LIMIT_MESSAGES,
+            per=self.settings.RATE_LIMIT_SECONDS,
+        )
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         interval = self.settings.FILE_SWEEP_INTERVAL_MINUTES * 60

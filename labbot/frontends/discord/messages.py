@@ -14,9 +14,15 @@ import discord
 from discord.ext import commands
 
 from labbot.errors import FileNotFound, FileTooLarge, LabbotError
-from labbot.files import SaveResult, render_upload_confirmation
+from labbot.files import SaveResult
 from labbot.files.receipt import format_size
-from labbot.frontends.discord.render import ReplyStream, split_message
+from labbot.frontends.discord.gate import GatedView
+from labbot.frontends.discord.render import (
+    ReplyStream,
+    shown_name,
+    split_message,
+    upload_confirmation,
+)
 
 if TYPE_CHECKING:
     from labbot.frontends.discord.bot import LabBot
@@ -33,14 +39,14 @@ def conversation_of_message(message_id: int) -> str:
     return f"conversation:{message_id}"
 
 
-class StopView(discord.ui.View):
+class StopView(GatedView):
     """A Stop button under a running answer; only the asker can press it."""
 
     def __init__(self, bot: LabBot, user_id: int, task: asyncio.Task[Any] | None) -> None:
         super().__init__(timeout=None)
         self.bot, self.user_id, self.task = bot, user_id, task
 
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+    async def allows(self, interaction: discord.Interaction) -> bool:
         """Only the person who asked may stop it."""
         if interaction.user.id != self.user_id:
             await interaction.response.send_message("This is not your question.", ephemeral=True)
@@ -61,11 +67,6 @@ class Messages(commands.Cog):
 
     def __init__(self, bot: LabBot) -> None:
         self.bot = bot
-        self.cooldown = commands.CooldownMapping.from_cooldown(
-            bot.settings.RATE_LIMIT_MESSAGES,
-            bot.settings.RATE_LIMIT_SECONDS,
-            commands.BucketType.user,
-        )
 
     # When to answer ---------------------------------------------------------------------
     async def should_answer(self, message: discord.Message) -> bool:
@@ -114,32 +115,13 @@ class Messages(commands.Cog):
             return f"dm:{message.channel.id}"
         return f"msg:{message.id}"
 
-    def permitted(self, message: discord.Message) -> bool:
-        """The access lists allow this user here."""
-        roles = {r.id for r in getattr(message.author, "roles", [])}
-        channels: set[int] = set()
-        if message.guild is not None:
-            channels.add(message.channel.id)
-            parent = getattr(message.channel, "parent_id", None)
-            if parent:
-                channels.add(parent)
-        return self.bot.access.permits(
-            user_id=message.author.id, role_ids=roles, channel_ids=channels
-        )
-
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
         """Answer a message when it is for us; every failure becomes a short reply."""
         current = asyncio.current_task()
         if current is not None:
             self.bot.handling(current)
-        if not await self.should_answer(message) or not self.permitted(message):
-            return
-        retry = self.cooldown.get_bucket(message).update_rate_limit()
-        if retry:
-            await message.reply(
-                f"Slow down a little: try again in {retry:.0f} s.", mention_author=False
-            )
+        if not await self.should_answer(message) or not await self.bot.gate.admit_message(message):
             return
         try:
             await self.handle(message)
@@ -160,9 +142,8 @@ class Messages(commands.Cog):
         user = str(message.author.id)
         text = self._clean(message)
         saved, images, problems = await self._ingest(message)
-        notices = [
-            render_upload_confirmation(s, now=self.bot.services.store.clock()) for s in saved
-        ] + problems
+        now = self.bot.services.store.clock()
+        notices = [upload_confirmation(s, now=now) for s in saved] + problems
         if notices:
             for piece in split_message("\n\n".join(notices)):
                 await message.reply(piece, mention_author=False)
@@ -218,7 +199,7 @@ class Messages(commands.Cog):
         for attachment in message.attachments:
             if attachment.size > limit:
                 problems.append(
-                    f"⚠️ {attachment.filename} ({format_size(attachment.size)}) is"
+                    f"⚠️ {shown_name(attachment.filename)} ({format_size(attachment.size)}) is"
                     f" over the {format_size(limit)} limit, so it was not downloaded."
                 )
                 continue
@@ -227,7 +208,7 @@ class Messages(commands.Cog):
                     str(message.author.id), attachment.filename, self._download(attachment.url)
                 )
             except (FileTooLarge, LabbotError) as exc:
-                problems.append(f"⚠️ {attachment.filename}: {exc}")
+                problems.append(f"⚠️ {shown_name(attachment.filename)}: {exc}")
                 continue
             saved.append(result)
             if result.record.kind == "image":
@@ -311,7 +292,7 @@ class Messages(commands.Cog):
                 await message.channel.send(files=batch)
         if too_big:
             names = ", ".join(
-                f"{f['name']} (`{f['id']}`, {format_size(f['size'])})" for f in too_big
+                f"{shown_name(f['name'])} (`{f['id']}`, {format_size(f['size'])})" for f in too_big
             )
             await message.channel.send(
                 f"Too large to attach here: {names}. Use /files to get them."

@@ -6,10 +6,30 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import datetime
+
+from discord.utils import escape_markdown
+
+from labbot.files import SaveResult, render_upload_confirmation
+from labbot.files.names import clean_filename
 
 DISCORD_MESSAGE_LIMIT = 2000
 EDIT_INTERVAL_SECONDS = 1.0
 STREAMING_INDICATOR = " ⏳"
+
+
+def shown_name(name: str) -> str:
+    """A file name fit to post in Discord: cleaned as the file store cleans names (no control,
+    bidi or escape characters) and Markdown-escaped."""
+    return escape_markdown(clean_filename(name))
+
+
+def upload_confirmation(result: SaveResult, *, now: datetime) -> str:
+    """The file store's upload confirmation, with every file name in it shown safely."""
+    record = replace(result.record, name=shown_name(result.record.name))
+    evicted = [replace(old, name=shown_name(old.name)) for old in result.evicted]
+    return render_upload_confirmation(replace(result, record=record, evicted=evicted), now=now)
 
 
 def split_message(text: str, limit: int = DISCORD_MESSAGE_LIMIT) -> list[str]:

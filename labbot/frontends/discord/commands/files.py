@@ -12,7 +12,10 @@ from discord.ext import commands
 
 from labbot.errors import LabbotError
 from labbot.files import FileRecord, kind_by_name
+from labbot.files.names import clean_filename
 from labbot.files.receipt import format_expiry, format_size
+from labbot.frontends.discord.gate import GatedView
+from labbot.frontends.discord.render import shown_name
 
 if TYPE_CHECKING:
     from labbot.frontends.discord.bot import LabBot
@@ -23,14 +26,14 @@ VIEW_TIMEOUT = 300
 MAX_CHOICES = 25  # Discord's limit for a select menu
 
 
-class OwnerView(discord.ui.View):
+class OwnerView(GatedView):
     """A view only its owner may use; it expires after VIEW_TIMEOUT seconds."""
 
     def __init__(self, owner_id: int) -> None:
         super().__init__(timeout=VIEW_TIMEOUT)
         self.owner_id = owner_id
 
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+    async def allows(self, interaction: discord.Interaction) -> bool:
         """Anyone else gets a private "not yours"."""
         if interaction.user.id != self.owner_id:
             await interaction.response.send_message("These are not your files.", ephemeral=True)
@@ -64,7 +67,7 @@ class FileActions(OwnerView):
         await store.get(str(self.owner_id), record.id)  # still there, still theirs
         if record.size > interaction.filesize_limit:
             await interaction.response.send_message(
-                f"{record.name} is {format_size(record.size)}, over Discord's"
+                f"{shown_name(record.name)} is {format_size(record.size)}, over Discord's"
                 f" {format_size(interaction.filesize_limit)} upload limit here.",
                 ephemeral=True,
             )
@@ -78,7 +81,8 @@ class FileActions(OwnerView):
     async def delete(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
         """Ask to confirm before deleting."""
         await interaction.response.edit_message(
-            content=f"Delete {self.record.name} (`{self.record.id}`)? This cannot be undone.",
+            content=f"Delete {shown_name(self.record.name)} (`{self.record.id}`)?"
+            " This cannot be undone.",
             view=ConfirmDelete(self.bot, self.owner_id, self.record),
         )
 
@@ -94,7 +98,9 @@ class ConfirmDelete(OwnerView):
     async def confirm(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
         """Delete (disk and database)."""
         await self.bot.services.store.delete(str(self.owner_id), self.record.id)
-        await interaction.response.edit_message(content=f"Deleted {self.record.name}.", view=None)
+        await interaction.response.edit_message(
+            content=f"Deleted {shown_name(self.record.name)}.", view=None
+        )
 
     @discord.ui.button(label="Keep it", style=discord.ButtonStyle.secondary)
     async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
@@ -111,7 +117,7 @@ class FilePicker(OwnerView):
         self.records = {r.id: r for r in records}
         options = [
             discord.SelectOption(
-                label=r.name[:100],
+                label=clean_filename(r.name)[:100],
                 value=r.id,
                 description=f"{format_size(r.size)} · {r.id}"[:100],
                 emoji=kind_by_name(r.kind).emoji,
@@ -125,7 +131,7 @@ class FilePicker(OwnerView):
         """Show the actions for the chosen file."""
         record = self.records[select.values[0]]
         await interaction.response.send_message(
-            f"{kind_by_name(record.kind).emoji} {record.name} (`{record.id}`)",
+            f"{kind_by_name(record.kind).emoji} {shown_name(record.name)} (`{record.id}`)",
             ephemeral=True,
             view=FileActions(self.bot, self.owner_id, record),
         )
@@ -136,7 +142,7 @@ def file_list(records: list[FileRecord], *, now, max_files: int) -> str:  # noqa
     lines = [f"**Your files ({len(records)}/{max_files})**"]
     for r in records:
         lines.append(
-            f"{kind_by_name(r.kind).emoji} {r.name} · {format_size(r.size)} · `{r.id}`"
+            f"{kind_by_name(r.kind).emoji} {shown_name(r.name)} · {format_size(r.size)} · `{r.id}`"
             f" · expires {format_expiry(r.expires_at, now)}"
         )
     return "\n".join(lines)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord import app_commands
 from discord.ext import commands
+from discord.utils import escape_markdown
 
 if TYPE_CHECKING:
     from labbot.frontends.discord.bot import LabBot
@@ -33,6 +34,19 @@ def conversation_for(interaction: discord.Interaction) -> str:
     return ""
 
 
+def thread_refusal(interaction: discord.Interaction) -> str | None:
+    """Why /new may not start a thread here (the caller's or the bot's permissions), or None."""
+    if not interaction.permissions.create_public_threads:
+        return "You need the Create Public Threads permission in this channel to start a thread."
+    needed = discord.Permissions(create_public_threads=True, send_messages_in_threads=True)
+    if not needed <= interaction.app_permissions:
+        return (
+            "I may not create threads or write in them in this channel; a server admin can"
+            " give me Create Public Threads and Send Messages in Threads."
+        )
+    return None
+
+
 class Session(commands.Cog):
     """Conversation and preference commands."""
 
@@ -53,6 +67,10 @@ class Session(commands.Cog):
             await interaction.response.send_message(
                 "Start threads from a server text channel. In DMs, use /reset.", ephemeral=True
             )
+            return
+        refusal = thread_refusal(interaction)
+        if refusal:
+            await interaction.response.send_message(refusal, ephemeral=True)
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         thread = await channel.create_thread(
@@ -126,18 +144,33 @@ class Session(commands.Cog):
         await interaction.response.send_message("\n".join(lines), ephemeral=True)
 
     @app_commands.command(name="model")
-    @app_commands.describe(name="The model to use (empty: show the current one)")
-    async def model(self, interaction: discord.Interaction, name: str | None = None) -> None:
-        """Show or choose your model."""
+    @app_commands.describe(
+        name="The model to use (empty: show the current one and the choices)",
+        add="Admins only: add this model to the allowed ones first",
+    )
+    async def model(
+        self, interaction: discord.Interaction, name: str | None = None, add: bool = False
+    ) -> None:
+        """Show or choose your model, among those the operator allows."""
         engine = self.bot.services.engine
         if engine is None:
             await interaction.response.send_message("No model is configured.", ephemeral=True)
             return
+        if add and not self.bot.access.is_admin(interaction.user.id):
+            await interaction.response.send_message(
+                "Only the bot's admins can add models.", ephemeral=True
+            )
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)  # may ask the API
         user = str(interaction.user.id)
-        info = await engine.set_model(user, name) if name else await engine.model_for(user)
-        await interaction.response.send_message(
-            f"Model: **{info.name}** (context {info.context_window:,} tokens,"
-            f" images {'yes' if info.vision else 'no'}).",
+        if name:
+            info = await engine.set_model(user, name, force=add)
+        else:
+            info = await engine.model_for(user)
+        allowed = ", ".join((await engine.models()).names()[:MAX_CHOICES])
+        await interaction.followup.send(
+            f"Model: **{escape_markdown(info.name)}** (context {info.context_window:,} tokens,"
+            f" images {'yes' if info.vision else 'no'}). Allowed: {escape_markdown(allowed)}.",
             ephemeral=True,
         )
 
@@ -145,8 +178,10 @@ class Session(commands.Cog):
     async def model_names(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        """Configured models matching what is typed."""
-        names = [n for n in self.bot.services.catalog.names() if current.lower() in n.lower()]
+        """Allowed models matching what is typed."""
+        engine = self.bot.services.engine
+        allowed = (await engine.models()).names() if engine is not None else []
+        names = [n for n in allowed if current.lower() in n.lower()]
         return [app_commands.Choice(name=n, value=n) for n in names[:MAX_CHOICES]]
 
     @app_commands.command(name="code")

@@ -1,0 +1,101 @@
+"""The models users may pick: the operator's allow-list, checked in one place for every front end
+(Discord's /model, the terminal's /model, `labbot ask --model`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable
+from typing import Protocol
+
+from labbot.config import Settings
+from labbot.errors import ModelNotAllowed
+from labbot.llm.models import ModelCatalog
+
+log = logging.getLogger(__name__)
+
+_ROW = "__models__"  # the preferences row holding the models admins added
+# What a provider's model id looks like ("gpt-4o", "openai/gpt-4o", "qwen2.5:7b", "org/m@v2").
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
+
+
+class Preferences(Protocol):
+    """Where the models admins added are kept (the conversation store's preferences)."""
+
+    async def preference(self, user: str, name: str) -> str | None: ...  # noqa: D102
+
+    async def set_preference(self, user: str, name: str, value: str | None) -> None: ...  # noqa: D102
+
+
+class ModelAllowList:
+    """Which model names users may choose.
+
+    ALLOWED_MODELS when set; otherwise the catalog's models that the provider lists (all the
+    catalog's models when it lists none); always DEFAULT_MODEL; plus what admins added.
+
+    allowed = ModelAllowList(settings, ModelCatalog(), listed=["gpt-4o", "whisper-1"])
+    allowed.check("gpt-4o")                 # "gpt-4o"
+    allowed.check("gpt-9", force=True)      # added, "gpt-9"
+    allowed.check("nope")                   # ModelNotAllowed naming the choices
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: ModelCatalog,
+        *,
+        listed: Iterable[str] | None = None,
+        added: Iterable[str] = (),
+        store: Preferences | None = None,
+    ) -> None:
+        self.default = settings.DEFAULT_MODEL
+        self.configured = list(settings.ALLOWED_MODELS)
+        self.catalog = catalog
+        self.listed = None if listed is None else set(listed)
+        self.added = set(added)
+        self.store = store
+
+    async def load(self) -> None:
+        """Read the models admins added (kept in ``store``)."""
+        raw = await self.store.preference(_ROW, "added") if self.store else None
+        self.added |= set(json.loads(raw)) if raw else set()
+
+    def base(self) -> set[str]:
+        """The operator's choice: ALLOWED_MODELS, else the catalog's models the provider has."""
+        if self.configured:
+            return set(self.configured)
+        known = set(self.catalog.names())
+        if self.listed is None:
+            return known
+        # "openai/gpt-4o" (OpenRouter) is the catalog's gpt-4o under the name the provider wants.
+        return {n for n in self.listed if n in known or n.rsplit("/", 1)[-1] in known}
+
+    def names(self) -> list[str]:
+        """Every name users may pick, sorted."""
+        return sorted(self.base() | self.added | {self.default})
+
+    def allows(self, name: str) -> bool:
+        """True when users may pick ``name``."""
+        return name == self.default or name in self.added or name in self.base()
+
+    def check(self, name: str, *, force: bool = False) -> str:
+        """The name to use. Unknown names are refused with the list; ``force`` (admins, the
+        operator's terminal) adds a well-formed one instead."""
+        name = name.strip()
+        if self.allows(name):
+            return name
+        if force and _MODEL_NAME.fullmatch(name):
+            self.added.add(name)
+            return name
+        raise ModelNotAllowed(name, self.names())
+
+    async def choose(self, name: str, *, force: bool = False, by: str = "") -> str:
+        """``check``, keeping a forced addition in ``store`` so it survives a restart."""
+        known = self.allows(name.strip())
+        name = self.check(name, force=force)
+        if not known:
+            log.info("model.added model=%s by=%s", name, by)
+            if self.store is not None:
+                await self.store.set_preference(_ROW, "added", json.dumps(sorted(self.added)))
+        return name
