@@ -262,6 +262,7 @@ def start_worker(
         **{
             "LABBOT_DATA_DIR": str(data_dir),
             "SANDBOX_WARM_POOL": "1",
+            "CODE_EXECUTION_TIMEOUT": "30",  # as the tests' bots (a longer one gets no cells)
             "LOG_LEVEL": "INFO",
             **settings,
         },

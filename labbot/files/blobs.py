@@ -23,7 +23,8 @@ from labbot.private import private_dir
 
 log = logging.getLogger(__name__)
 
-_USER_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+USER_PATTERN = r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}"  # a folder name, never "." or ".."
+_USER_RE = re.compile(USER_PATTERN)
 TMP_DIR = ".tmp"
 # Blob files are readable by others ON PURPOSE: the sandbox runs user code as a separate
 # unprivileged uid and reads the user's files through hard links to these blobs. What keeps
