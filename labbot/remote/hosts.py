@@ -101,9 +101,15 @@ class HostTable:
 
 def time_limit_error(hosts: list[HostState], bot_timeout: float) -> SandboxUnavailable:
     """The error when every worker would let code run longer than the bot waits."""
-    names = ", ".join(f"{s.host} ({s.timeout:g} s)" for s in hosts[:5])
+    longest = max(s.timeout for s in hosts)
+    log.warning(
+        "executor.no_worker_fits hosts=%s bot_timeout=%s",
+        ",".join(s.host for s in hosts[:20]),
+        bot_timeout,
+    )
     return SandboxUnavailable(
-        "No worker machine can run code for this bot: its workers let code run longer than"
-        f" this bot's CODE_EXECUTION_TIMEOUT ({bot_timeout:g} s): {names}.",
-        hint="Set the same CODE_EXECUTION_TIMEOUT on the bot and its workers.",
+        "No worker machine can run code for this bot: its workers let code run longer (up to"
+        f" {longest:g} s) than this bot's CODE_EXECUTION_TIMEOUT ({bot_timeout:g} s).",
+        hint="Set the same CODE_EXECUTION_TIMEOUT on the bot and its workers (`labbot doctor`"
+        " names them).",
     )

@@ -61,17 +61,18 @@ def ctl_request(op: str, user: str, conversation: str) -> wire.CtlRequest | None
 
 
 def read_reply(host: str, data: bytes) -> wire.ExecReply:
-    """A worker's reply as the schema says, or a clear error; Refused when it would not."""
+    """A worker's reply as the schema says, or a clear error; Refused when it would not.
+    Host ids (often host names) go to the log, not to the user."""
     try:
         reply = wire.decode(wire.ExecReply, data)
     except wire.WireError as exc:
         log.warning("executor.bad_reply host=%s reason=%s error=%s", host, exc.reason, exc)
         if exc.reason == "protocol":
             raise SandboxUnavailable(
-                f"The worker machine {host} runs another labbot: {exc}."
+                f"A worker machine runs another version of labbot: {exc}."
             ) from None
         raise SandboxUnavailable(
-            f"The worker machine {host} sent a reply this bot cannot read ({exc}).",
+            f"A worker machine sent a reply this bot cannot read ({exc}).",
             hint="Tell the operator.",
         ) from None
     if reply.ok:
@@ -79,8 +80,10 @@ def read_reply(host: str, data: bytes) -> wire.ExecReply:
     if reply.reason in ("draining", "time_limit"):
         raise Refused(host, reply.reason)
     if reply.reason == "protocol":
-        raise SandboxUnavailable(f"The worker machine {host} runs another labbot: {reply.error}.")
-    raise SandboxUnavailable(f"The worker machine {host} failed: {reply.error}")
+        log.warning("executor.protocol_mismatch host=%s", host)
+        raise SandboxUnavailable(f"A worker machine runs another version of labbot: {reply.error}.")
+    log.warning("executor.worker_failed host=%s", host)
+    raise SandboxUnavailable(f"The worker machine failed: {reply.error}")
 
 
 async def control(nc: Any, host: str, request: wire.CtlRequest) -> Any:

@@ -321,7 +321,8 @@ async def test_a_hostile_workers_replies_and_output_are_refused(watch: Watch, na
             for reply in bad:
                 replies.put_nowait(json.dumps(reply).encode())
                 seen.clear()
-                with pytest.raises(SandboxUnavailable, match="w3") as caught:
+                with pytest.raises(SandboxUnavailable) as caught:
                     await executor.run("u", conversation(), "1", on_output=on_output)
                 assert set(seen) <= {"fine\n"}, (reply, [s[:20] for s in seen])
                 assert "protocol" in str(caught.value) or "cannot read" in str(caught.value)
+                assert "w3" not in str(caught.value)  # host ids (host names) stay in the log
