@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     LABBOT_NATS_TLS_CERT: Path | None = None
     LABBOT_NATS_TLS_KEY: Path | None = None
     LABBOT_HOST_ID: str = Field(default_factory=lambda: _host_id(socket.gethostname()))
-    LABBOT_HOST_SLOTS: int | None = Field(None, ge=1)
+    LABBOT_HOST_SLOTS: int | None = Field(None, ge=1, le=1024)  # wire.MAX_HOST_SLOTS
     LABBOT_HOST_DEAD_AFTER_S: float = Field(3.0, gt=0)
     LABBOT_HEARTBEAT_S: float = Field(1.0, gt=0)
     LABBOT_BLOB_URL: str | None = None

@@ -5,7 +5,9 @@ LabbotError
 ├── FileError
 │   ├── FileTooLarge             over MAX_FILE_SIZE_MB, or can never fit the user's quota
 │   ├── FileNotFound             no such file for this user (also a LookupError)
-│   └── InvalidUser              a user id that cannot name a store
+│   ├── InvalidUser              a user id that cannot name a store
+│   ├── InvalidFileId            a file id labbot never gives out (never reaches a path)
+│   └── QuotaInUse               the user's quota is taken by uploads still streaming
 ├── StorageError                 the metadata database or the disk failed
 └── LLMError                     the model API refused or failed (ModelNotAllowed: not on
                                  the operator's list)
@@ -65,6 +67,28 @@ class InvalidUser(FileError):
         super().__init__(
             f"Invalid user id {user[:80]!r}: use 1 to 64 letters, digits, '.', '_' or '-'."
         )
+
+
+class InvalidFileId(FileError):
+    """A file id that labbot never gives out; it never reaches a path or an object key."""
+
+    def __init__(self, file_id: object) -> None:
+        shown = file_id[:80] if isinstance(file_id, str) else type(file_id).__name__
+        super().__init__(
+            f"Invalid file id {shown!r}: file ids are the 26 letters and digits labbot gives."
+        )
+
+
+class QuotaInUse(FileError):
+    """The user's other uploads, still streaming, already take the whole storage quota."""
+
+    def __init__(self, *, limit_bytes: int) -> None:
+        super().__init__(
+            "Your other uploads in progress already take your storage quota"
+            f" ({naturalsize(limit_bytes, binary=True)}), so this one was not saved.",
+            hint="Try again when they have finished.",
+        )
+        self.limit_bytes = limit_bytes
 
 
 class StorageError(LabbotError):

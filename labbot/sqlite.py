@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from labbot.errors import StorageError
+from labbot.private import private_dir, private_file
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -92,7 +93,7 @@ class SqliteDatabase:
         Migrations are named functions recorded in ``_labbot_migrations``; never edit one that
         has shipped, add a new one.
         """
-        await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(self._prepare)
 
         def apply(db: sqlite3.Connection) -> None:
             db.execute(
@@ -109,6 +110,12 @@ class SqliteDatabase:
                     )
 
         await self.run(apply, write=True)
+
+    def _prepare(self) -> None:
+        # The database holds tool outputs and conversations: the owner's alone, in a folder
+        # that is the owner's alone. SQLite gives -wal and -shm the database file's mode.
+        private_dir(self.path.parent)
+        private_file(self.path, "-wal", "-shm", "-journal")
 
     async def close(self) -> None:
         """Close every connection; later calls raise StorageError."""

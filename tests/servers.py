@@ -265,6 +265,7 @@ def start_worker(
             # Test cells are tiny: room for every session the tests start on one machine
             # (memory admission would otherwise size 2 GiB sessions to this machine).
             "SANDBOX_MEMORY_MB": "512",
+            "CODE_EXECUTION_TIMEOUT": "30",  # as the tests' bots (a longer one gets no cells)
             "LOG_LEVEL": "INFO",
             **settings,
         },

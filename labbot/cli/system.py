@@ -131,14 +131,20 @@ async def _probe_blobs(settings: Settings) -> str:
 
 async def _probe_workers(settings: Settings) -> str:
     """Listen to the workers' heartbeats for a moment and say who is there."""
-    from labbot.remote import bus
+    from labbot.remote import bus, wire
+    from labbot.remote.hosts import host_of_subject
 
     nc = await bus.connect(settings, "labbot-doctor")
-    heard: dict[str, dict[str, Any]] = {}
+    heard: dict[str, wire.Heartbeat | str] = {}  # a beat, or why it cannot be read
 
     async def on_beat(msg: Any) -> None:
-        beat = bus.decode(msg.data)
-        heard[str(beat.get("host"))] = beat
+        host = host_of_subject(msg.subject)  # who it is: the subject, never the message
+        if host is None or (host not in heard and len(heard) >= 100):
+            return
+        try:
+            heard[host] = wire.decode(wire.Heartbeat, msg.data)
+        except wire.WireError as exc:
+            heard[host] = f"its beats cannot be read ({exc})"
 
     try:
         await nc.subscribe(bus.heartbeat_subject("*"), cb=on_beat)
@@ -151,10 +157,20 @@ async def _probe_workers(settings: Settings) -> str:
             hint="Start `labbot worker` on the worker machines.",
         )
     return "; ".join(
-        f"{host}: {beat.get('free')}/{beat.get('slots')} slots free"
-        + (" (draining)" if beat.get("draining") else "")
-        for host, beat in sorted(heard.items())
+        f"{host}: {_describe_beat(beat, settings)}" for host, beat in sorted(heard.items())
     )
+
+
+def _describe_beat(beat: Any, settings: Settings) -> str:
+    if isinstance(beat, str):
+        return beat
+    text = f"{beat.free}/{beat.slots} slots free" + (" (draining)" if beat.draining else "")
+    if beat.timeout > settings.CODE_EXECUTION_TIMEOUT:
+        text += (
+            f" (its CODE_EXECUTION_TIMEOUT, {beat.timeout:g} s, is longer than this bot's:"
+            " it gets no sessions)"
+        )
+    return text
 
 
 def _masked(name: str, value: Any) -> Any:

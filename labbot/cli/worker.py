@@ -57,20 +57,15 @@ async def _serve(settings: Settings) -> None:
 
 
 async def _drain(settings: Settings, host: str) -> int | None:
-    from nats.errors import NoRespondersError
-    from nats.errors import TimeoutError as NatsTimeout
-
-    from labbot.remote import bus
+    from labbot.remote import bus, wire
+    from labbot.remote.rpc import control
 
     nc = await bus.connect(settings, "labbot-cli")
     try:
-        request = bus.encode({"op": "drain"})
-        msg = await nc.request(bus.ctl_subject(host), request, timeout=10)
-    except (NoRespondersError, NatsTimeout):
-        return None
+        value = await control(nc, host, wire.CtlRequest(op="drain"))
     finally:
         await nc.close()
-    return bus.decode(msg.data).get("value")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 @cli.command("nats-config")

@@ -17,12 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from labbot.errors import InvalidUser
+from labbot.errors import InvalidFileId, InvalidUser
+from labbot.files.names import is_file_id
+from labbot.private import private_dir
 
 log = logging.getLogger(__name__)
 
-_USER_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+USER_PATTERN = r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}"  # a folder name, never "." or ".."
+_USER_RE = re.compile(USER_PATTERN)
 TMP_DIR = ".tmp"
+# Blob files are readable by others ON PURPOSE: the sandbox runs user code as a separate
+# unprivileged uid and reads the user's files through hard links to these blobs. What keeps
+# other local users out is the folders: the data dir, the blob root, .tmp and every user's
+# folder are 0700 (the owner's alone), so a 0644 blob cannot be reached from outside.
+BLOB_MODE = 0o644
 READ_CHUNK = 1024 * 1024
 
 
@@ -41,6 +49,19 @@ def check_user(user: str) -> str:
     if not isinstance(user, str) or not _USER_RE.fullmatch(user):
         raise InvalidUser(str(user))
     return user
+
+
+def check_file_id(file_id: str) -> str:
+    """Return ``file_id`` if it is one labbot gives out, else raise InvalidFileId."""
+    if not is_file_id(file_id):
+        raise InvalidFileId(file_id)
+    return file_id
+
+
+def check_blob(user: str, file_id: str) -> tuple[str, str]:
+    """The one gate of every blob path and object key: a user id that can name a folder and a
+    well-formed file id (no separator, no dot, nothing a caller made up)."""
+    return check_user(user), check_file_id(file_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +96,8 @@ class Writer(Protocol):
 
 class BlobStore(Protocol):
     """Where the bytes of users' files live. Every implementation passes
-    ``tests/files/test_blob_contract.py``."""
+    ``tests/files/test_blob_contract.py``; every method taking (user, file_id) checks both with
+    ``check_blob`` before it builds a path or a key."""
 
     async def start(self) -> None: ...
 
@@ -112,10 +134,13 @@ class BlobWriter:
         self._fd = -1
 
     async def open(self) -> None:
-        """Create the temporary file (exclusive, owner-only)."""
-        self._fd = await asyncio.to_thread(
-            os.open, self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
-        )
+        """Create the temporary file (exclusive, mode 0644: see ``BLOB_MODE``)."""
+        self._fd = await asyncio.to_thread(self._open)
+
+    def _open(self) -> int:
+        fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, BLOB_MODE)
+        os.fchmod(fd, BLOB_MODE)  # whatever the umask
+        return fd
 
     def _write(self, chunk: bytes) -> None:
         view = memoryview(chunk)
@@ -176,7 +201,8 @@ class LocalBlobStore:
         await asyncio.to_thread(self._start)
 
     def _start(self) -> None:
-        (self.root / TMP_DIR).mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.root)
+        private_dir(self.root / TMP_DIR)
 
     async def close(self) -> None:
         """Nothing to release."""
@@ -191,7 +217,8 @@ class LocalBlobStore:
 
     def path(self, user: str, file_id: str) -> Path:
         """Where the blob ``file_id`` of ``user`` lives."""
-        return self.user_dir(user) / file_id
+        user, file_id = check_blob(user, file_id)
+        return self.root / user / file_id
 
     async def writer(self, user: str, file_id: str, *, head_bytes: int) -> BlobWriter:
         """An open writer for a new blob."""
@@ -214,9 +241,11 @@ class LocalBlobStore:
     async def delete_many(self, blobs: list[tuple[str, str]]) -> None:
         """Remove several blobs (user, file_id) in one trip to a worker thread."""
 
+        paths = [self.path(user, file_id) for user, file_id in blobs]  # all checked first
+
         def delete_all() -> None:
-            for user, file_id in blobs:
-                self.path(user, file_id).unlink(missing_ok=True)
+            for path in paths:
+                path.unlink(missing_ok=True)
 
         await asyncio.to_thread(delete_all)
 

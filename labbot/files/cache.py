@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 
 from labbot.errors import StorageError
-from labbot.files.blobs import BlobStore
+from labbot.files.blobs import BLOB_MODE, BlobStore, check_blob
+from labbot.private import private_dir
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class BlobCache:
         :raises FileNotFoundError: the blob is gone from the store.
         :raises StorageError: the bytes fetched do not match ``sha256``.
         """
+        check_blob(user, file_id)  # the cache's own paths are built from file_id too
         local = self.blobs.local_path(user, file_id)
         if local is not None:
             return local
@@ -48,11 +50,11 @@ class BlobCache:
         return await asyncio.shield(pending)
 
     async def _fetch(self, user: str, file_id: str, sha256: str, target: Path) -> Path:
-        await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True, mode=0o700)
+        await asyncio.to_thread(private_dir, self.root)
         partial = target.with_name(f"{file_id}.{os.getpid()}.part")
         digest = hashlib.sha256()
         size = 0
-        handle = await asyncio.to_thread(open, partial, "wb")
+        handle = await asyncio.to_thread(_create, partial)
         try:
             async for chunk in self.blobs.read(user, file_id):
                 size += len(chunk)
@@ -84,6 +86,14 @@ class BlobCache:
             if path != keep:
                 path.unlink(missing_ok=True)  # mounted copies are hard links: they stay valid
                 total -= size
+
+
+def _create(path: Path):  # type: ignore[no-untyped-def]
+    """A new cached copy, 0644 like the blobs (the sandbox's uid reads it through a hard
+    link; the 0700 cache folder keeps everyone else out)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, BLOB_MODE)
+    os.fchmod(fd, BLOB_MODE)
+    return os.fdopen(fd, "wb")
 
 
 def _touch(path: Path) -> bool:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 import unicodedata
 
+FILE_ID_PATTERN = r"[a-z2-7]{26}"  # what new_file_id makes, and nothing else
+_FILE_ID_RE = re.compile(FILE_ID_PATTERN)
 MAX_NAME_BYTES = 200
 MAX_EXTENSION_CHARS = 16
 # Windows cannot save these names; a user downloading the file there would be stuck.
@@ -17,6 +20,11 @@ _BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u20
 def new_file_id() -> str:
     """A fresh random id: 128 bits in lowercase base32 (26 characters), no user or time in it."""
     return base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower()
+
+
+def is_file_id(value: object) -> bool:
+    """True if ``value`` has the shape of an id ``new_file_id`` gives."""
+    return isinstance(value, str) and _FILE_ID_RE.fullmatch(value) is not None
 
 
 def clean_filename(raw: str | None) -> str:

@@ -20,7 +20,7 @@ import obstore
 from obstore.store import MemoryStore, S3Store
 
 from labbot.errors import ConfigError
-from labbot.files.blobs import StoredBlob, check_user
+from labbot.files.blobs import StoredBlob, check_blob
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class ObjectBlobStore:
 
     def key(self, user: str, file_id: str) -> str:
         """The object key of a blob."""
-        check_user(user)
+        user, file_id = check_blob(user, file_id)
         return f"{self.prefix}/{user}/{file_id}" if self.prefix else f"{user}/{file_id}"
 
     async def start(self) -> None:
@@ -166,6 +166,7 @@ class ObjectBlobStore:
 
     def local_path(self, user: str, file_id: str) -> None:
         """Object blobs have no local path; workers fetch them into a cache."""
+        check_blob(user, file_id)
         return None
 
     async def writer(self, user: str, file_id: str, *, head_bytes: int) -> ObjectWriter:

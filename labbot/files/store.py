@@ -15,9 +15,10 @@ from typing import TypeVar
 from labbot.config import Settings
 from labbot.errors import FileError, FileTooLarge, StorageError
 from labbot.files import kinds
-from labbot.files.blobs import BlobStore, check_user
+from labbot.files.blobs import BlobStore, Writer, check_blob, check_user
 from labbot.files.meta.base import FileRecord, MetadataStore, Source
 from labbot.files.names import clean_filename, new_file_id
+from labbot.files.quota import Reservation, Reservations
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -99,6 +100,7 @@ class FileStore:
         self._user_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+        self.reservations = Reservations()  # the quota while files stream in
 
     def _user_lock(self, user: str) -> asyncio.Lock:
         lock = self._user_locks.get(user)
@@ -127,36 +129,50 @@ class FileStore:
         """Stream a file into the user's store under a new id, evicting the oldest past the limits.
 
         :raises FileTooLarge: over the per-file limit (stopped while streaming) or the quota.
+        :raises QuotaInUse: the user's other saves, still streaming, hold the whole quota.
         :raises FileError: an empty upload.
         :raises StorageError: the disk or database failed; nothing was kept.
         """
         check_user(user)
         name = clean_filename(filename)
         file_id = new_file_id()
+        writer = await self._disk(self.blobs.writer(user, file_id, head_bytes=kinds.HEAD_BYTES))
+        reservation = self.reservations.open(user)
+        try:
+            try:
+                await self._stream(writer, stream, reservation)
+                if writer.size == 0 and source == "upload":
+                    raise FileError(f"{name} is empty; there is nothing to store.")
+                await self._disk(writer.commit())
+            except BaseException:
+                await asyncio.shield(writer.abort())
+                raise
+            try:
+                kind = await asyncio.to_thread(
+                    kinds.detect_kind, name, writer.head, writer.local_path
+                )
+            except BaseException:
+                await asyncio.shield(self.blobs.delete(user, file_id))
+                raise
+            return await self._record(
+                user, name, file_id, kind.name, writer.size, writer.sha256, source=source
+            )
+        finally:  # recorded (the metadata counts it now), or gone
+            reservation.release()
+
+    async def _stream(
+        self, writer: Writer, stream: AsyncIterable[bytes], reservation: Reservation
+    ) -> None:
+        """Write the stream; each chunk is reserved against the quota before it is written."""
         limits = self.limits
         cap = min(limits.max_file_bytes, limits.max_total_bytes)
-        writer = await self._disk(self.blobs.writer(user, file_id, head_bytes=kinds.HEAD_BYTES))
-        try:
-            async for chunk in stream:
-                if writer.size + len(chunk) > cap:
-                    if cap == limits.max_file_bytes:
-                        raise FileTooLarge(limit_bytes=cap)
-                    raise FileTooLarge(limit_bytes=cap, what="your storage quota")
-                await self._disk(writer.write(chunk))
-            if writer.size == 0 and source == "upload":
-                raise FileError(f"{name} is empty; there is nothing to store.")
-            await self._disk(writer.commit())
-        except BaseException:
-            await asyncio.shield(writer.abort())
-            raise
-        try:
-            kind = await asyncio.to_thread(kinds.detect_kind, name, writer.head, writer.local_path)
-        except BaseException:
-            await asyncio.shield(self.blobs.delete(user, file_id))
-            raise
-        return await self._record(
-            user, name, file_id, kind.name, writer.size, writer.sha256, source=source
-        )
+        async for chunk in stream:
+            if writer.size + len(chunk) > cap:
+                if cap == limits.max_file_bytes:
+                    raise FileTooLarge(limit_bytes=cap)
+                raise FileTooLarge(limit_bytes=cap, what="your storage quota")
+            await reservation.take(len(chunk), limit=limits.max_total_bytes)
+            await self._disk(writer.write(chunk))
 
     async def register(
         self,
@@ -174,8 +190,9 @@ class FileStore:
         if it cannot be kept.
 
         :raises FileTooLarge: over the per-file limit or the quota.
+        :raises InvalidFileId: ``file_id`` is not one labbot gives out (nothing is touched).
         """
-        check_user(user)
+        check_blob(user, file_id)  # before anything touches a blob: never another's path
         name = clean_filename(filename)
         limits = self.limits
         try:

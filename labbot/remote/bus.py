@@ -1,10 +1,11 @@
-"""The NATS side of scaling out: connecting with the operator's credentials, the subjects, and
-the messages (JSON) that bot processes and worker machines exchange.
+"""The NATS side of scaling out: connecting with the operator's credentials, and the subjects
+that bot processes and worker machines use (the messages are in ``labbot.remote.wire``).
 
-Subjects (``<host>`` is a worker's LABBOT_HOST_ID):
+Subjects (``<host>`` is a worker's LABBOT_HOST_ID; a worker's credentials let it take only its
+own exec and ctl subjects and beat only on its own hb subject, so the subject says who it is):
   labbot.exec.<host>      request-reply: run code in a session held by that worker
-  labbot.ctl.<host>       request-reply: stop, reset, drain
-  labbot.hb.<host>        heartbeat, once a second: free slots, sessions, draining
+  labbot.ctl.<host>       request-reply: stop, reset, drain, status
+  labbot.hb.<host>        heartbeat, once a second: free slots, sessions, draining, time limit
   labbot.stream.<id>      live output of one execution, in order
 KV bucket ``labbot_sessions``: session key -> host id, TTL = the session idle timeout.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import ssl
 from typing import Any
@@ -26,7 +26,6 @@ from labbot.errors import SandboxUnavailable
 
 log = logging.getLogger(__name__)
 
-PROTOCOL = 1
 CONNECT_BUDGET = 8.0  # seconds to reach the broker at start
 KV_BUCKET = "labbot_sessions"
 
@@ -55,19 +54,6 @@ def session_key(user: str, conversation: str) -> str:
     """The KV key of a conversation's session: a digest, so any conversation id fits a key
     and no user id appears in the broker."""
     return hashlib.sha256(f"{user}\0{conversation}".encode()).hexdigest()[:40]
-
-
-def encode(message: dict[str, Any]) -> bytes:
-    """A message on the wire."""
-    return json.dumps(message, separators=(",", ":")).encode()
-
-
-def decode(data: bytes) -> dict[str, Any]:
-    """A message off the wire (a dict, or ValueError)."""
-    message = json.loads(data)
-    if not isinstance(message, dict):
-        raise ValueError("not a JSON object")
-    return message
 
 
 async def connect(settings: Settings, name: str) -> Client:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import math
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from nats.errors import NoRespondersError
@@ -30,10 +29,28 @@ from nats.js.errors import (
 )
 
 from labbot.config import Settings
-from labbot.errors import FileError, SandboxUnavailable, StorageError
+from labbot.errors import SandboxUnavailable
 from labbot.files import FileStore
-from labbot.remote import bus
-from labbot.sandbox.interpreter import ExecutionResult, OutputHandler, eviction_notes, file_entry
+from labbot.remote import bus, wire
+from labbot.remote.hosts import (
+    HostState,
+    HostTable,
+    host_of_subject,
+    time_limit_error,
+    valid_host,
+)
+from labbot.remote.rpc import (
+    HostLost,
+    NoAnswer,
+    Refused,
+    control,
+    ctl_request,
+    exec_request,
+    read_reply,
+    to_result,
+)
+from labbot.remote.stream import OutputStream
+from labbot.sandbox.interpreter import ExecutionResult, OutputHandler
 
 log = logging.getLogger(__name__)
 
@@ -45,34 +62,16 @@ HOST_RESTARTED_NOTE = (
     "The Python session was restarted because its machine restarted: variables and imports are"
     " gone; files are kept."
 )
+HOST_MOVED_NOTE = (
+    "The Python session was restarted on another machine (its machine's time limit differs"
+    " from this bot's): variables and imports are gone; files are kept."
+)
 # Seconds past the execution time limit before a reply that never comes counts as lost: room
 # for a kernel start queued behind others (two tries of 30 s). The heartbeat watchdog is what
 # notices a dead worker; this is only the backstop.
 REPLY_GRACE = 120.0
-STREAM_DRAIN = 2.0  # seconds to wait for streamed output that is still on its way
 PLACE_ATTEMPTS = 4
 MISSING = (KeyNotFoundError, KeyDeletedError)
-
-
-class HostLost(Exception):
-    """The worker holding a session is gone (no subscriber, silent, or no reply)."""
-
-
-class Refused(Exception):
-    """The worker would not take a new session (draining)."""
-
-
-@dataclass
-class HostState:
-    """What the last heartbeat of a worker said, and when it came."""
-
-    host: str
-    seen: float = -math.inf
-    free: int = 0
-    sessions: int = 0
-    warm: int = 0
-    draining: bool = False
-    beat: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -98,7 +97,10 @@ class RemoteExecutor:
         self.dead_after = settings.LABBOT_HOST_DEAD_AFTER_S
         self.heartbeat = settings.LABBOT_HEARTBEAT_S
         self.ttl = settings.SESSION_IDLE_MINUTES * 60
-        self.hosts: dict[str, HostState] = {}
+        self.table = HostTable(dead_after=self.dead_after)
+        self.hosts: dict[str, HostState] = self.table.hosts  # by host id, bounded
+        self.timeout = settings.CODE_EXECUTION_TIMEOUT
+        self._warned: set[str] = set()  # what was logged once (per host)
         self.placements: dict[str, Placement] = {}
         self.losses: list[tuple[str, float]] = []  # (host, when) for health checks and tests
         self._running: dict[tuple[str, str], str] = {}
@@ -129,23 +131,32 @@ class RemoteExecutor:
     # Liveness ------------------------------------------------------------------------------
 
     async def _on_heartbeat(self, msg: Any) -> None:
-        try:
-            beat = bus.decode(msg.data)
-            host = str(beat["host"])
-        except (ValueError, KeyError):
+        """A worker's beat: it is the host its subject names (its credentials allow no other);
+        a beat that does not validate is dropped."""
+        host = host_of_subject(msg.subject)
+        if host is None:
             return
-        state = self.hosts.setdefault(host, HostState(host))
-        if beat.get("gone"):
-            state.seen = -math.inf  # it said goodbye: lost now, not in 3 seconds
-        else:
-            state.seen = time.monotonic()
-        state.free = int(beat.get("free", 0))
-        state.sessions = int(beat.get("sessions", 0))
-        state.warm = int(beat.get("warm", 0))
-        state.draining = bool(beat.get("draining"))
-        state.beat.set()
-        state.beat = asyncio.Event()
+        try:
+            beat = wire.decode(wire.Heartbeat, msg.data)
+        except wire.WireError as exc:
+            self._warn_once(host, "executor.bad_heartbeat host=%s error=%s", host, exc)
+            return
+        if self.table.heard(host, beat, time.monotonic()) is None:
+            return
+        if beat.timeout > self.timeout:
+            self._warn_once(
+                f"time-limit:{host}",
+                "executor.time_limit_mismatch host=%s worker_timeout=%s bot_timeout=%s",
+                host,
+                beat.timeout,
+                self.timeout,
+            )
         self._any_beat.set()
+
+    def _warn_once(self, key: str, message: str, *args: object) -> None:
+        if key not in self._warned and len(self._warned) < 1000:
+            self._warned.add(key)
+            log.warning(message, *args)
 
     def _fresh(self, host: str) -> bool:
         state = self.hosts.get(host)
@@ -158,7 +169,9 @@ class RemoteExecutor:
         remaining = self._started + self.dead_after - time.monotonic()
         if remaining <= 0:
             return False
-        state = self.hosts.setdefault(host, HostState(host))
+        state = self.table.entry(host, time.monotonic())
+        if state is None:
+            return False
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(remaining):
                 await state.beat.wait()
@@ -180,8 +193,10 @@ class RemoteExecutor:
             if done:
                 try:
                     return call.result()
-                except (NoRespondersError, NatsTimeout) as exc:
+                except NoRespondersError as exc:  # nobody takes its subject: it is gone
                     raise HostLost(host) from exc
+                except NatsTimeout as exc:  # it still beats: slow, not lost; never rerun
+                    raise NoAnswer(host) from exc
 
     def _lost(self, host: str) -> None:
         state = self.hosts.get(host)
@@ -200,11 +215,16 @@ class RemoteExecutor:
         await asyncio.sleep(max(0.0, self._started + self.heartbeat * 1.2 - time.monotonic()))
         deadline = self._started + self.dead_after
         while True:
-            live = [
+            candidates = [
                 s
                 for s in self.hosts.values()
                 if self._fresh(s.host) and not s.draining and s.host not in exclude
             ]
+            # A worker that lets code run longer than this bot waits would be taken for lost,
+            # and the cell run again elsewhere: it gets no sessions.
+            live = [s for s in candidates if s.timeout <= self.timeout]
+            if candidates and not live:
+                raise time_limit_error(candidates, self.timeout)
             # Prefer workers whose last beat came on time: one that has just gone quiet may be
             # the next to be lost.
             now = time.monotonic()
@@ -241,12 +261,12 @@ class RemoteExecutor:
             except MISSING:
                 entry = None
             if entry is not None and entry.value:
-                host = entry.value.decode()
-                if host not in exclude and await self._alive(host):
+                host = entry.value.decode(errors="replace")
+                if valid_host(host) and host not in exclude and await self._alive(host):
                     self.placements[key] = Placement(host, entry.revision, time.monotonic())
                     return host, False
             host = await self._choose(exclude)
-            state = self.hosts[host]
+            state = self.hosts.get(host) or HostState(host)
             state.free -= 1  # counted at once (until its next heartbeat): spreads a burst
             state.sessions += 1
             try:
@@ -276,47 +296,44 @@ class RemoteExecutor:
     async def run(
         self, user: str, conversation: str, code: str, *, on_output: OutputHandler | None = None
     ) -> ExecutionResult:
-        """Run ``code`` in the conversation's session, on whichever worker holds it.
+        """Run ``code`` in the conversation's session, on whichever worker holds it. A cell runs
+        again on another worker only when its worker is lost (gone or silent), never because it
+        was slow.
 
         :raises SandboxUnavailable: no worker can take it.
         """
         key = bus.session_key(user, conversation)
         records = await self.store.list(user)
-        files = [
-            {"id": r.id, "name": r.name, "kind": r.kind, "size": r.size, "sha256": r.sha256}
-            for r in records
-        ]
+        request = exec_request(user, conversation, code, records, timeout=self.timeout)
         exclude: set[str] = set()
-        lost = False
+        note: str | None = None
         for _ in range(PLACE_ATTEMPTS):
             host, placed = await self._place(key, exclude)
-            request = {
-                "v": bus.PROTOCOL,
-                "user": user,
-                "conversation": conversation,
-                "code": code,
-                "files": files,
-            }
             try:
                 reply = await self._call(host, (user, conversation), request, on_output)
             except HostLost:
                 self._lost(host)
                 await self._forget(key, host)
                 exclude.add(host)
-                lost = True
+                note = HOST_LOST_NOTE
                 continue
-            except Refused:
+            except Refused as refused:
                 await self._forget(key, host)
                 exclude.add(host)
+                if refused.reason == "time_limit":
+                    note = note or HOST_MOVED_NOTE
                 continue
+            except NoAnswer:
+                return await self._no_answer(host, user, conversation)
             break
         else:
             raise SandboxUnavailable("No worker machine could run the code.")
-        result = await self._result(user, reply)
-        if lost:
+        assert reply.result is not None  # a valid ok reply has one
+        result = await to_result(self.store, user, reply.result)
+        if note:
             result.session_restarted = True
-            result.notes.insert(0, HOST_LOST_NOTE)
-        elif reply.get("new_session") and not placed and not result.session_restarted:
+            result.notes.insert(0, note)
+        elif reply.new_session and not placed and not result.session_restarted:
             result.session_restarted = True
             result.notes.insert(0, HOST_RESTARTED_NOTE)
         return result
@@ -325,43 +342,26 @@ class RemoteExecutor:
         self,
         host: str,
         who: tuple[str, str],
-        request: dict[str, Any],
+        request: wire.ExecRequest,
         on_output: OutputHandler | None,
-    ) -> dict[str, Any]:
+    ) -> wire.ExecReply:
         """One request to ``host``, raced against its heartbeat going silent."""
-        received = 0
-        expected: int | None = None
-        drained = asyncio.Event()
+        stream = OutputStream(on_output) if on_output is not None else None
         sub = None
-        if on_output is not None:
-            request["stream"] = bus.stream_subject(secrets.token_hex(12))
-
-            async def on_stream(msg: Any) -> None:
-                nonlocal received
-                part = bus.decode(msg.data)
-                received = max(received, int(part["n"]))
-                await on_output(part["name"], part["text"])
-                if expected is not None and received >= expected:
-                    drained.set()
-
-            sub = await self._nc.subscribe(request["stream"], cb=on_stream)
-        timeout = self.settings.CODE_EXECUTION_TIMEOUT + REPLY_GRACE
+        if stream is not None:
+            subject = bus.stream_subject(secrets.token_hex(12))
+            request = request.model_copy(update={"stream": subject})
+            sub = await self._nc.subscribe(subject, cb=stream.on_part)
+        timeout = self.timeout + REPLY_GRACE
         call = asyncio.ensure_future(
-            self._nc.request(bus.exec_subject(host), bus.encode(request), timeout=timeout)
+            self._nc.request(bus.exec_subject(host), wire.encode(request), timeout=timeout)
         )
         self._running[who] = host
         try:
             msg = await self._await_reply(host, call)
-            reply = bus.decode(msg.data)
-            if not reply.get("ok"):
-                if reply.get("error") == "draining":
-                    raise Refused(host)
-                raise SandboxUnavailable(f"The worker machine failed: {reply.get('error')}")
-            expected = int(reply.get("streamed", 0))
-            if sub is not None and received < expected:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(STREAM_DRAIN):
-                        await drained.wait()
+            reply = read_reply(host, msg.data)
+            if stream is not None:
+                await stream.drain(reply.streamed)
             return reply
         finally:
             self._running.pop(who, None)
@@ -371,43 +371,30 @@ class RemoteExecutor:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
 
-    async def _result(self, user: str, reply: dict[str, Any]) -> ExecutionResult:
-        """The worker's result, with its new files registered under the user's limits."""
-        raw = reply["result"]
-        names = {f.name for f in dataclasses.fields(ExecutionResult)}
-        result = ExecutionResult(**{k: v for k, v in raw.items() if k in names})
-        outputs, result.files = result.files, []
-        for out in outputs:
-            try:
-                saved = await self.store.register(
-                    user,
-                    out["name"],
-                    out["id"],
-                    kind=out["kind"],
-                    size=int(out["size"]),
-                    sha256=out["sha256"],
-                )
-            except (FileError, StorageError) as exc:
-                result.skipped_files.append({"name": out["name"], "reason": str(exc)})
-                continue
-            result.files.append(file_entry(saved.record))
-            result.notes.extend(eviction_notes(saved.evicted))
-        return result
+    async def _no_answer(self, host: str, user: str, conversation: str) -> ExecutionResult:
+        """The worker beats but has not answered in time: stop the code there, and say so. It
+        is not run anywhere else (it may still be running, or have done its work)."""
+        log.warning("executor.no_answer host=%s", host)
+        with contextlib.suppress(Exception):
+            await self._control(host, ctl_request("stop", user, conversation))
+        waited = self.timeout + REPLY_GRACE
+        message = f"The worker machine did not answer within {waited:g} s; the code was stopped."
+        return ExecutionResult(
+            status="timeout", error={"name": "Timeout", "message": message}, notes=[message]
+        )
 
-    async def _control(self, host: str, op: str, user: str, conversation: str) -> Any:
-        request = {"op": op, "user": user, "conversation": conversation}
-        try:
-            msg = await self._nc.request(bus.ctl_subject(host), bus.encode(request), timeout=10)
-        except (NoRespondersError, NatsTimeout):
+    async def _control(self, host: str, request: wire.CtlRequest | None) -> Any:
+        """Send a control request; its value, or None (no answer, refused, unreadable)."""
+        if request is None:
             return None
-        return bus.decode(msg.data).get("value")
+        return await control(self._nc, host, request)
 
     async def stop(self, user: str, conversation: str) -> bool:
         """Interrupt the conversation's running code on its worker. True if something ran."""
         host = self._running.get((user, conversation))
         if host is None:
             return False
-        return bool(await self._control(host, "stop", user, conversation))
+        return bool(await self._control(host, ctl_request("stop", user, conversation)))
 
     async def reset(self, user: str, conversation: str) -> bool:
         """Forget the conversation's variables (files stay). True if a session was live."""
@@ -417,13 +404,14 @@ class RemoteExecutor:
         except MISSING:
             self.placements.pop(key, None)
             return False
-        host = entry.value.decode() if entry.value else ""
+        host = entry.value.decode(errors="replace") if entry.value else ""
         await self._forget(key, host)
-        if not host or not self._fresh(host):
+        if not valid_host(host) or not self._fresh(host):
             return False
-        return bool(await self._control(host, "reset", user, conversation))
+        return bool(await self._control(host, ctl_request("reset", user, conversation)))
 
     async def drain(self, host: str) -> int | None:
         """Ask a worker to take no new sessions and exit once its sessions are idle.
         Returns its live session count, or None if it did not answer."""
-        return await self._control(host, "drain", "", "")
+        value = await self._control(host, wire.CtlRequest(op="drain"))
+        return value if isinstance(value, int) and not isinstance(value, bool) else None

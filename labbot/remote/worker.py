@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from nats.aio.msg import Msg
+from pydantic import ValidationError
 
 from labbot.config import Settings
 from labbot.errors import FileTooLarge, LabbotError
@@ -27,7 +28,7 @@ from labbot.files.blobs import BlobStore
 from labbot.files.cache import BlobCache
 from labbot.files.names import new_file_id
 from labbot.files.objects import open_blob_store
-from labbot.remote import bus
+from labbot.remote import bus, wire
 from labbot.sandbox.interpreter import CodeInterpreter
 
 log = logging.getLogger(__name__)
@@ -50,18 +51,18 @@ class ShippedFiles:
 
     @classmethod
     def from_request(
-        cls, user: str, files: list[dict[str, Any]], worker: WorkerAgent
+        cls, user: str, files: list[wire.FileRef], worker: WorkerAgent
     ) -> ShippedFiles:
         """Rebuild the records the bot sent (only the fields the sandbox needs)."""
         epoch = datetime.fromtimestamp(0, UTC)
         records = [
             FileRecord(
-                id=f["id"],
+                id=f.id,
                 user=user,
-                name=f["name"],
-                kind=f["kind"],
-                size=int(f["size"]),
-                sha256=f["sha256"],
+                name=f.name,
+                kind=f.kind,
+                size=f.size,
+                sha256=f.sha256,
                 source="upload",
                 created_at=epoch,
                 expires_at=None,
@@ -152,7 +153,7 @@ class WorkerAgent:
                         await beats
                     with contextlib.suppress(Exception):
                         await self._nc.publish(
-                            bus.heartbeat_subject(self.host), bus.encode(self._status(gone=True))
+                            bus.heartbeat_subject(self.host), wire.encode(self._status(gone=True))
                         )
             finally:
                 with contextlib.suppress(Exception):
@@ -166,24 +167,23 @@ class WorkerAgent:
         """End ``serve`` now (live sessions are lost; bots re-place them)."""
         self._stopped.set()
 
-    def _status(self, *, gone: bool = False) -> dict[str, Any]:
+    def _status(self, *, gone: bool = False) -> wire.Heartbeat:
         live = self.interpreter.live_sessions
-        return {
-            "v": bus.PROTOCOL,
-            "host": self.host,
-            "slots": self.slots,
-            "sessions": live,
-            "free": 0 if (self.draining or gone) else max(0, self.slots - live),
-            "running": self.running,
-            "warm": self.interpreter.sessions.warm,
-            "draining": self.draining,
-            "gone": gone,
-        }
+        return wire.Heartbeat(
+            slots=self.slots,
+            sessions=live,
+            free=0 if (self.draining or gone) else max(0, self.slots - live),
+            running=self.running,
+            warm=self.interpreter.sessions.warm,
+            draining=self.draining,
+            gone=gone,
+            timeout=self.settings.CODE_EXECUTION_TIMEOUT,
+        )
 
     async def _heartbeat(self) -> None:
         subject = bus.heartbeat_subject(self.host)
         while True:
-            await self._nc.publish(subject, bus.encode(self._status()))
+            await self._nc.publish(subject, wire.encode(self._status()))
             if self.draining and self.interpreter.live_sessions == 0 and self.running == 0:
                 log.info("worker.drained host=%s", self.host)
                 self._stopped.set()
@@ -192,47 +192,62 @@ class WorkerAgent:
 
     async def _on_exec(self, msg: Msg) -> None:
         try:
-            request = bus.decode(msg.data)
-        except ValueError:
-            await msg.respond(bus.encode({"ok": False, "error": "bad request"}))
+            request = wire.decode(wire.ExecRequest, msg.data)
+        except wire.WireError as exc:
+            log.warning("worker.bad_request host=%s reason=%s error=%s", self.host, exc.reason, exc)
+            await self._answer(msg, _refusal(f"bad request: {exc}", exc.reason))
+            return
+        own = self.settings.CODE_EXECUTION_TIMEOUT
+        if request.timeout < own:  # the bot would take this worker for lost and run it again
+            refusal = _refusal(time_limit_refusal(own, request.timeout), "time_limit")
+            await self._answer(msg, refusal)
             return
         task = asyncio.create_task(self._execute(msg, request))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _execute(self, msg: Msg, request: dict[str, Any]) -> None:
-        user, conversation = request["user"], request["conversation"]
+    async def _execute(self, msg: Msg, request: wire.ExecRequest) -> None:
+        user, conversation = request.user, request.conversation
         live = (user, conversation) in self.interpreter.sessions.sessions
         if not live and self.draining:
-            await msg.respond(bus.encode({"ok": False, "error": "draining"}))
+            await self._answer(msg, _refusal("draining", "draining"))
             return
-        files = ShippedFiles.from_request(user, request.get("files", []), self)
-        stream = request.get("stream")
-        sent = 0
+        files = ShippedFiles.from_request(user, request.files, self)
+        parts = 0
 
         async def on_output(name: str, text: str) -> None:
-            nonlocal sent
-            if stream:
-                sent += 1
-                await self._nc.publish(stream, bus.encode({"n": sent, "name": name, "text": text}))
+            nonlocal parts
+            if request.stream is None or name not in ("stdout", "stderr"):
+                return
+            for start in range(0, len(text), wire.MAX_PART_CHARS):  # each part within bounds
+                if parts >= wire.MAX_PARTS:
+                    return  # the bot would drop them: the result still has the output
+                parts += 1
+                part = wire.StreamPart(
+                    n=parts, name=name, text=text[start : start + wire.MAX_PART_CHARS]
+                )
+                await self._nc.publish(request.stream, wire.encode(part))
 
         self.running += 1
         started = time.perf_counter()
         try:
             result = await self.interpreter.run(
-                user, conversation, request["code"], on_output=on_output, files=files
+                user, conversation, request.code, on_output=on_output, files=files
             )
-            reply = {
-                "ok": True,
-                "result": result.to_json(),
-                "new_session": not live,
-                "streamed": sent,
-            }
+            reply = wire.ExecReply(
+                ok=True,
+                result=wire.Result.model_validate(result.to_json()),
+                new_session=not live,
+                streamed=parts,
+            )
         except LabbotError as exc:
-            reply = {"ok": False, "error": str(exc)}
+            reply = _refusal(str(exc)[: wire.MAX_ERROR_CHARS], "failed")
+        except ValidationError as exc:  # the sandbox made a result the wire cannot carry
+            log.error("worker.result_out_of_bounds host=%s error=%s", self.host, wire.describe(exc))
+            reply = _refusal("the result was outside the limits a worker may send", "failed")
         except Exception:
             log.exception("worker.execute_failed host=%s", self.host)
-            reply = {"ok": False, "error": "the worker failed to run the code"}
+            reply = _refusal("the worker failed to run the code", "failed")
         finally:
             self.running -= 1
             self.served += 1
@@ -240,30 +255,51 @@ class WorkerAgent:
             "worker.executed host=%s user=%s ok=%s ms=%.1f",
             self.host,
             user,
-            reply["ok"],
+            reply.ok,
             (time.perf_counter() - started) * 1000,
         )
-        with contextlib.suppress(Exception):  # the bot may have given up and gone
-            await msg.respond(bus.encode(reply))
+        await self._answer(msg, reply)
+
+    async def _answer(self, msg: Msg, reply: wire.ExecReply | wire.CtlReply) -> None:
+        """Respond, unless the bot has given up and gone; a reply too large for the broker
+        becomes an error that says so."""
+        data = wire.encode(reply)
+        if len(data) > self._nc.max_payload:
+            log.error("worker.reply_too_large host=%s bytes=%d", self.host, len(data))
+            error = "the result is too large to send back; print less"
+            data = wire.encode(type(reply)(ok=False, error=error, reason="too_large"))
+        with contextlib.suppress(Exception):
+            await msg.respond(data)
 
     async def _on_ctl(self, msg: Msg) -> None:
         try:
-            request = bus.decode(msg.data)
-            op = request["op"]
-        except (ValueError, KeyError):
-            await msg.respond(bus.encode({"ok": False, "error": "bad request"}))
+            request = wire.decode(wire.CtlRequest, msg.data)
+        except wire.WireError as exc:
+            error = f"bad request: {exc}"[: wire.MAX_ERROR_CHARS]
+            await self._answer(msg, wire.CtlReply(ok=False, error=error, reason=exc.reason))
             return
-        if op == "stop":
-            value = await self.interpreter.stop(request["user"], request["conversation"])
-        elif op == "reset":
-            value = await self.interpreter.reset(request["user"], request["conversation"])
-        elif op == "drain":
+        value: bool | int | wire.Heartbeat
+        user, conversation = request.user or "", request.conversation or ""
+        if request.op == "stop":
+            value = await self.interpreter.stop(user, conversation)
+        elif request.op == "reset":
+            value = await self.interpreter.reset(user, conversation)
+        elif request.op == "drain":
             self.draining = True
             value = self.interpreter.live_sessions
             log.info("worker.draining host=%s sessions=%d", self.host, value)
-        elif op == "status":
-            value = self._status()
         else:
-            await msg.respond(bus.encode({"ok": False, "error": f"unknown op {op!r}"}))
-            return
-        await msg.respond(bus.encode({"ok": True, "value": value}))
+            value = self._status()
+        await self._answer(msg, wire.CtlReply(ok=True, value=value))
+
+
+def _refusal(error: str, reason: wire.Reason) -> wire.ExecReply:
+    return wire.ExecReply(ok=False, error=error[: wire.MAX_ERROR_CHARS], reason=reason)
+
+
+def time_limit_refusal(own: float, asked: float) -> str:
+    """Why a worker refuses a bot whose time limit is shorter than its own."""
+    return (
+        f"this worker lets code run {own:g} s (CODE_EXECUTION_TIMEOUT), longer than the bot"
+        f" waits ({asked:g} s); set the same CODE_EXECUTION_TIMEOUT on the bot and its workers"
+    )

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from labbot.config import load_settings
-from labbot.errors import FileTooLarge, StorageError
+from labbot.errors import FileTooLarge, InvalidFileId, InvalidUser, StorageError
 from labbot.files import FileStore, Limits, SqliteMetadataStore
 from labbot.files.blobs import BlobStore, LocalBlobStore
 from labbot.files.cache import BlobCache
@@ -157,6 +157,86 @@ async def test_cache_fetches_once_checks_sha256_and_stays_bounded(
         await cache.path("u", bad_id, "0" * 64)
     assert not (tmp_path / "cache" / bad_id).exists()
     assert not list((tmp_path / "cache").glob("*.part"))
+
+
+def bad_ids(victim_id: str) -> list[str]:
+    """File ids that are not ids: traversal, separators, other alphabets, sizes and types."""
+    return [
+        f"../victim/{victim_id}",
+        f"..%2fvictim%2f{victim_id}",
+        "..",
+        "",
+        f"{victim_id}/x",
+        victim_id.upper(),
+        victim_id + "\n",
+        victim_id[:-1] + "1",  # base32 has no 1
+        victim_id + "a",
+        42,  # type: ignore[list-item]
+    ]
+
+
+async def refuses(error: type[Exception], make: Callable[[], object]) -> None:
+    """The call ``make`` (returning a value, an awaitable or an async iterator) fails with
+    ``error`` before it touches anything."""
+    with pytest.raises(error):
+        operation = make()
+        if hasattr(operation, "__aiter__"):
+            async for _ in operation:  # type: ignore[attr-defined]
+                pass
+        elif hasattr(operation, "__await__"):
+            await operation  # type: ignore[misc]
+
+
+async def test_malformed_ids_and_users_never_reach_a_path_or_key(
+    blobs: BlobStore, tmp_path: Path
+) -> None:
+    """Every way in (write, read, delete, local path, the cache) refuses a malformed file id or
+    user id with a clear error, and the victim's blob is untouched."""
+    victim_id, digest = await put(blobs, "victim", b"the victim's secret")
+    cache = BlobCache(blobs, tmp_path / "cache", max_bytes=MIB)
+
+    def ways_in(user: str, file_id: str) -> list[Callable[[], object]]:
+        return [
+            lambda: blobs.writer(user, file_id, head_bytes=0),
+            lambda: blobs.read(user, file_id),
+            lambda: blobs.delete(user, file_id),
+            lambda: blobs.delete_many([("victim", victim_id), (user, file_id)]),
+            lambda: blobs.local_path(user, file_id),
+            lambda: cache.path(user, file_id, digest),
+        ]
+
+    for bad in bad_ids(victim_id):
+        for make in ways_in("attacker", bad):
+            await refuses(InvalidFileId, make)
+    for bad_user in ["..", "../victim", "victim/..", "", "a/b", ".hidden"]:
+        for make in ways_in(bad_user, victim_id):
+            await refuses(InvalidUser, make)
+    assert await read(blobs, "victim", victim_id) == b"the victim's secret"
+    assert str(InvalidFileId("../x")).startswith("Invalid file id")
+
+
+async def test_register_takes_only_well_formed_ids(blobs: BlobStore, tmp_path: Path) -> None:
+    """``FileStore.register("attacker", ..., "../victim/<id>")`` raises a clear error and
+    neither reads nor deletes the victim's blob, oversize or not."""
+    limits = Limits(max_files=5, max_file_bytes=MIB, max_total_bytes=2 * MIB, lifetime=None)
+    store = FileStore(SqliteMetadataStore(tmp_path / "meta.sqlite3"), blobs, limits)
+    await store.start()
+    try:
+
+        async def body() -> AsyncIterator[bytes]:
+            yield b"the victim's secret"
+
+        victim = (await store.save("victim", "secret.txt", body())).record
+        for bad in bad_ids(victim.id):
+            for size in (victim.size, 10 * MIB):  # oversize used to delete the victim's blob
+                with pytest.raises(InvalidFileId):
+                    await store.register(
+                        "attacker", "x.txt", bad, kind="text", size=size, sha256=victim.sha256
+                    )
+        assert await store.list("attacker") == []
+        assert await store.read_bytes("victim", victim.id) == b"the victim's secret"
+    finally:
+        await store.close()
 
 
 def _reset_peak_rss() -> None:

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from labbot.config import load_settings
-from labbot.errors import FileError, FileNotFound, FileTooLarge, InvalidUser, StorageError
+from labbot.errors import (
+    FileError,
+    FileNotFound,
+    FileTooLarge,
+    InvalidUser,
+    QuotaInUse,
+    StorageError,
+)
 from labbot.files import FileStore, Limits, create_file_store, render_upload_confirmation
 from labbot.files.blobs import TMP_DIR
 from tests.conftest import FIXTURES, Clock, chunks_of
@@ -336,3 +343,69 @@ async def test_limits_come_from_settings(settings) -> None:
     limits = Limits.from_settings(settings)
     assert (limits.max_files, limits.max_file_bytes) == (20, 50 * MIB)
     assert limits.lifetime is not None and limits.lifetime.total_seconds() == 48 * 3600
+
+
+async def test_concurrent_saves_never_hold_more_than_the_quota_on_disk(store: FileStore) -> None:
+    """40 concurrent 400 kB saves against a 1 MiB quota: while they stream, the partial files
+    on disk never add up to more than the quota (each save reserves what it writes); the
+    saves refused say why in a sentence, and nothing is left behind."""
+    store.limits = replace(store.limits, max_total_bytes=MIB)
+    gate, arrived = asyncio.Event(), asyncio.Event()
+    waiting = 0
+    chunk = b"x" * 100_000
+
+    async def upload() -> AsyncIterator[bytes]:
+        nonlocal waiting
+        for _ in range(3):
+            yield chunk
+        waiting += 1
+        arrived.set()
+        await gate.wait()
+        yield chunk
+
+    def settled() -> int:
+        return waiting + sum(t.done() for t in saves)
+
+    saves = [asyncio.create_task(store.save("u", f"f{n}.bin", upload())) for n in range(40)]
+    for task in saves:
+        task.add_done_callback(lambda _: arrived.set())
+    async with asyncio.timeout(30):
+        while settled() < len(saves):  # every save is either paused mid-stream or refused
+            arrived.clear()
+            await arrived.wait()
+    on_disk = sum(p.stat().st_size for p in store.blobs.root.rglob("*") if p.is_file())
+    gate.set()
+    results = await asyncio.gather(*saves, return_exceptions=True)
+    assert on_disk <= MIB, f"{on_disk} bytes on disk against a {MIB}-byte quota"
+    saved = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert saved and refused, results[:3]
+    assert all(isinstance(r, FileError) and "quota" in str(r) for r in refused), refused
+    assert sum(r.size for r in await store.list("u")) <= MIB
+    assert partial_files(store) == []
+
+
+async def test_saves_that_fill_the_quota_together_let_one_through(store: FileStore) -> None:
+    """Ten saves that each hold 100 kB of a 1 MiB quota and then all need more: the newer
+    ones are refused and the oldest goes on, rather than all failing or all waiting."""
+    store.limits = replace(store.limits, max_total_bytes=MIB)
+    asked, everyone = 0, asyncio.Event()
+
+    async def upload() -> AsyncIterator[bytes]:
+        nonlocal asked
+        yield b"x" * 100_000
+        asked += 1  # this save has reserved its first chunk and wants the next
+        if asked == 10:
+            everyone.set()
+        await everyone.wait()
+        for _ in range(4):
+            yield b"y" * 100_000
+
+    async with asyncio.timeout(30):
+        results = await asyncio.gather(
+            *(store.save("u", f"f{n}.bin", upload()) for n in range(10)), return_exceptions=True
+        )
+    saved = [r for r in results if not isinstance(r, BaseException)]
+    assert len(saved) >= 1 and saved[0].record.size == 500_000, results
+    assert all(isinstance(r, QuotaInUse) for r in results if isinstance(r, BaseException))
+    assert store.reservations.held("u") == 0 and partial_files(store) == []

@@ -1,0 +1,121 @@
+"""The bot's side of one request to a worker: building it, reading the reply (validated, or a
+clear error), and control requests."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from pydantic import ValidationError
+
+from labbot.errors import FileError, SandboxError, SandboxUnavailable, StorageError
+from labbot.files import FileRecord, FileStore
+from labbot.remote import bus, wire
+from labbot.sandbox.interpreter import ExecutionResult, eviction_notes, file_entry
+
+log = logging.getLogger(__name__)
+
+
+class HostLost(Exception):
+    """The worker holding a session is gone (no subscriber, or silent)."""
+
+
+class NoAnswer(Exception):
+    """The worker still beats but has not answered within the time limit and its grace."""
+
+
+class Refused(Exception):
+    """The worker would not take the session (draining, or a time limit longer than ours)."""
+
+    def __init__(self, host: str, reason: str | None) -> None:
+        super().__init__(host)
+        self.reason = reason
+
+
+def exec_request(
+    user: str, conversation: str, code: str, records: list[FileRecord], *, timeout: float
+) -> wire.ExecRequest:
+    """The execution request, or a clear error if it cannot go on the wire."""
+    try:
+        files = [
+            wire.FileRef(id=r.id, name=r.name, kind=r.kind, size=r.size, sha256=r.sha256)
+            for r in records
+        ]
+        return wire.ExecRequest(
+            user=user, conversation=conversation, code=code, files=files, timeout=timeout
+        )
+    except ValidationError as exc:
+        raise SandboxError(
+            f"This cannot be sent to a worker machine: {wire.describe(exc)}."
+        ) from None
+
+
+def ctl_request(op: str, user: str, conversation: str) -> wire.CtlRequest | None:
+    """A stop or reset request, or None if no session by those names could exist."""
+    try:
+        return wire.CtlRequest(op=op, user=user, conversation=conversation)  # type: ignore[arg-type]
+    except ValidationError:
+        return None  # no such session could exist on a worker
+
+
+def read_reply(host: str, data: bytes) -> wire.ExecReply:
+    """A worker's reply as the schema says, or a clear error; Refused when it would not.
+    Host ids (often host names) go to the log, not to the user."""
+    try:
+        reply = wire.decode(wire.ExecReply, data)
+    except wire.WireError as exc:
+        log.warning("executor.bad_reply host=%s reason=%s error=%s", host, exc.reason, exc)
+        if exc.reason == "protocol":
+            raise SandboxUnavailable(
+                f"A worker machine runs another version of labbot: {exc}."
+            ) from None
+        raise SandboxUnavailable(
+            f"A worker machine sent a reply this bot cannot read ({exc}).",
+            hint="Tell the operator.",
+        ) from None
+    if reply.ok:
+        return reply
+    if reply.reason in ("draining", "time_limit"):
+        raise Refused(host, reply.reason)
+    if reply.reason == "protocol":
+        log.warning("executor.protocol_mismatch host=%s", host)
+        raise SandboxUnavailable(f"A worker machine runs another version of labbot: {reply.error}.")
+    log.warning("executor.worker_failed host=%s", host)
+    raise SandboxUnavailable(f"The worker machine failed: {reply.error}")
+
+
+async def control(nc: Any, host: str, request: wire.CtlRequest) -> Any:
+    """One control request to ``host`` on connection ``nc``: its value, or None when the
+    worker does not answer, refuses, or answers what this side cannot read."""
+    try:
+        msg = await nc.request(bus.ctl_subject(host), wire.encode(request), timeout=10)
+    except (NoRespondersError, NatsTimeout):
+        return None
+    try:
+        reply = wire.decode(wire.CtlReply, msg.data)
+    except wire.WireError as exc:
+        log.warning("executor.bad_ctl_reply host=%s error=%s", host, exc)
+        return None
+    if not reply.ok:
+        log.warning("executor.ctl_refused host=%s op=%s error=%s", host, request.op, reply.error)
+        return None
+    return reply.value
+
+
+async def to_result(store: FileStore, user: str, raw: wire.Result) -> ExecutionResult:
+    """A worker's result, with its new files registered under the user's limits (a file that
+    cannot be kept is named in ``skipped_files``)."""
+    result = ExecutionResult(**raw.model_dump(exclude={"files"}))
+    for out in raw.files:
+        try:
+            saved = await store.register(
+                user, out.name, out.id, kind=out.kind, size=out.size, sha256=out.sha256
+            )
+        except (FileError, StorageError) as exc:
+            result.skipped_files.append({"name": out.name, "reason": str(exc)})
+            continue
+        result.files.append(file_entry(saved.record))
+        result.notes.extend(eviction_notes(saved.evicted))
+    return result
