@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from labbot.chat.services import open_services  # noqa: E402
+from labbot.app import open_app  # noqa: E402
 from labbot.config import load_settings  # noqa: E402
 from labbot.llm import client as llm_client  # noqa: E402
 from tests.fakes.openai_server import FakeOpenAI, Reply  # noqa: E402
@@ -48,7 +48,7 @@ async def main(quick: bool) -> None:
                 DEFAULT_MODEL="gpt-4o",
                 SANDBOX_WARM_POOL=0,
             )
-            async with open_services(settings) as services:
+            async with open_app(settings) as services:
                 engine = services.engine
                 assert engine is not None
                 overhead, history_sizes = [], []

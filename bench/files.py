@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from labbot.app import open_store
 from labbot.config import load_settings
-from labbot.files import create_file_store
 from labbot.files.names import new_file_id
 
 MIB = 1024 * 1024
@@ -42,20 +42,18 @@ async def ingest(data_dir: Path, total_mib: int) -> None:
         MAX_FILE_SIZE_MB=total_mib + 1,
         MAX_STORAGE_MB_PER_USER=total_mib + 1,
     )
-    store = create_file_store(settings)
-    await store.start()
-    chunk = os.urandom(MIB)
+    async with open_store(settings) as store:
+        chunk = os.urandom(MIB)
 
-    async def stream() -> AsyncIterator[bytes]:
-        for _ in range(total_mib):
-            yield chunk
+        async def stream() -> AsyncIterator[bytes]:
+            for _ in range(total_mib):
+                yield chunk
 
-    before = peak_rss_mib()
-    start = time.perf_counter()
-    await store.save("bench", "big.bin", stream())
-    seconds = time.perf_counter() - start
-    print(f"{total_mib / seconds:.1f} {before:.1f} {peak_rss_mib():.1f}")
-    await store.close()
+        before = peak_rss_mib()
+        start = time.perf_counter()
+        await store.save("bench", "big.bin", stream())
+        seconds = time.perf_counter() - start
+        print(f"{total_mib / seconds:.1f} {before:.1f} {peak_rss_mib():.1f}")
 
 
 def run_ingest(total_mib: int) -> tuple[float, float, float]:
@@ -113,38 +111,34 @@ def pct(values: list[float], q: float) -> float:
 async def lookups(users: int, per_user: int, calls: int) -> dict[str, list[float]]:
     with tempfile.TemporaryDirectory(dir=Path.home()) as tmp:
         settings = load_settings(LABBOT_DATA_DIR=tmp)
-        store = create_file_store(settings)
-        await store.start()
-        keys = populate(settings.database_path, users, per_user, expired=False)
-        timings: dict[str, list[float]] = {"list": [], "get": []}
-        for _ in range(calls):
-            user, file_id = random.choice(keys)
-            start = time.perf_counter()
-            listed = await store.list(user)
-            timings["list"].append((time.perf_counter() - start) * 1000)
-            assert len(listed) == per_user
-            start = time.perf_counter()
-            await store.get(user, file_id)
-            timings["get"].append((time.perf_counter() - start) * 1000)
-        await store.close()
+        async with open_store(settings) as store:
+            keys = populate(settings.database_path, users, per_user, expired=False)
+            timings: dict[str, list[float]] = {"list": [], "get": []}
+            for _ in range(calls):
+                user, file_id = random.choice(keys)
+                start = time.perf_counter()
+                listed = await store.list(user)
+                timings["list"].append((time.perf_counter() - start) * 1000)
+                assert len(listed) == per_user
+                start = time.perf_counter()
+                await store.get(user, file_id)
+                timings["get"].append((time.perf_counter() - start) * 1000)
     return timings
 
 
 async def sweep(files: int) -> float:
     with tempfile.TemporaryDirectory(dir=Path.home()) as tmp:
         settings = load_settings(LABBOT_DATA_DIR=tmp)
-        store = create_file_store(settings)
-        await store.start()
-        keys = populate(settings.database_path, files // 20, 20, expired=True)
-        for user, file_id in keys:
-            path = store.blobs.path(user, file_id)
-            path.parent.mkdir(exist_ok=True)
-            path.write_bytes(b"x")
-        start = time.perf_counter()
-        result = await store.sweep()
-        seconds = time.perf_counter() - start
-        assert result.files == files and not any(store.blobs.root.glob("user*/*"))
-        await store.close()
+        async with open_store(settings) as store:
+            keys = populate(settings.database_path, files // 20, 20, expired=True)
+            for user, file_id in keys:
+                path = store.blobs.path(user, file_id)
+                path.parent.mkdir(exist_ok=True)
+                path.write_bytes(b"x")
+            start = time.perf_counter()
+            result = await store.sweep()
+            seconds = time.perf_counter() - start
+            assert result.files == files and not any(store.blobs.root.glob("user*/*"))
     return seconds
 
 

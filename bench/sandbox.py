@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from labbot.app import open_store
 from labbot.config import load_settings
-from labbot.files import create_file_store
 from labbot.sandbox import CodeInterpreter
 
 
@@ -70,84 +70,86 @@ async def main(quick: bool) -> None:
             MAX_FILE_SIZE_MB=64,
             SANDBOX_MEMORY_MB=512,  # 20 users at once must fit this machine's memory
         )
-        store = create_file_store(settings)
-        await store.start()
-        interpreter = CodeInterpreter(settings, store)
-        await interpreter.start()
-        try:
-            await interpreter.sessions.wait_for_pool()
-            # First execution of a new session (a warm pooled kernel), then warm print(1).
-            first = []
-            for n in range(5 if quick else 15):
+        async with open_store(settings) as store:
+            interpreter = CodeInterpreter(settings, store)
+            await interpreter.start()
+            try:
                 await interpreter.sessions.wait_for_pool()
-                ms, _ = await timed(interpreter.run(f"user{n}", "c", "print(1)"))
-                first.append(ms)
-            warm = []
-            for _ in range(runs):
-                ms, _ = await timed(interpreter.run("user0", "c", "print(1)"))
-                warm.append(ms)
-            rows.append(("print(1), warm session", stats(warm)))
-            rows.append(("print(1), first execution of a new session", stats(first)))
-            rows.append(
-                (
-                    "print(1), original design: fresh python + import pandas",
-                    stats(original_design(settings.LABBOT_RUNTIME_DIR, 5 if quick else 15)),
-                )
-            )
-
-            # A typical step: load a 10 MB CSV, describe it, plot it.
-            csv = Path(tmp) / "sales.csv"
-            make_csv(csv, 10)
-            from labbot.files import file_chunks
-
-            record = (await store.save("analyst", "sales.csv", file_chunks(csv))).record
-            step = (
-                f"df = load_file('{record.id}')\nsummary = df.describe()\n"
-                "df.groupby('region')['units'].sum().plot(kind='bar')\nsummary"
-            )
-            await interpreter.sessions.wait_for_pool()
-            ms_first, result = await timed(interpreter.run("analyst", "c", step))
-            assert result.status == "ok" and result.files, result
-            ms_second, _ = await timed(interpreter.run("analyst", "c", step))
-            rows.append(("10 MB CSV: load + describe + plot, first time", f"{ms_first:8.1f} ms"))
-            rows.append(("10 MB CSV: load + describe + plot, second time", f"{ms_second:8.1f} ms"))
-
-            # Memory per idle session (the cgroup's own count when there is one).
-            usages = []
-            for session in list(interpreter.sessions.sessions.values())[:5]:
-                cgroup = session.kernel.cgroup
-                dirs = getattr(cgroup, "dirs", None)
-                if dirs:
-                    usages.append(int((dirs["memory"] / "memory.usage_in_bytes").read_text()))
-            if usages:
+                # First execution of a new session (a warm pooled kernel), then warm print(1).
+                first = []
+                for n in range(5 if quick else 15):
+                    await interpreter.sessions.wait_for_pool()
+                    ms, _ = await timed(interpreter.run(f"user{n}", "c", "print(1)"))
+                    first.append(ms)
+                warm = []
+                for _ in range(runs):
+                    ms, _ = await timed(interpreter.run("user0", "c", "print(1)"))
+                    warm.append(ms)
+                rows.append(("print(1), warm session", stats(warm)))
+                rows.append(("print(1), first execution of a new session", stats(first)))
                 rows.append(
                     (
-                        "memory per idle session (cgroup usage)",
-                        f"{statistics.median(usages) / 2**20:8.1f} MiB",
+                        "print(1), original design: fresh python + import pandas",
+                        stats(original_design(settings.LABBOT_RUNTIME_DIR, 5 if quick else 15)),
                     )
                 )
 
-            # Throughput: 20 users, each with a warm session, all at once.
-            users = [f"load{n}" for n in range(20)]
-            for user in users:
-                await interpreter.run(user, "c", "1")
-            seconds = 3 if quick else 10
-            done = 0
-            deadline = time.perf_counter() + seconds
+                # A typical step: load a 10 MB CSV, describe it, plot it.
+                csv = Path(tmp) / "sales.csv"
+                make_csv(csv, 10)
+                from labbot.files import file_chunks
 
-            async def hammer(user: str) -> None:
-                nonlocal done
-                while time.perf_counter() < deadline:
-                    await interpreter.run(user, "c", "print(1)")
-                    done += 1
+                record = (await store.save("analyst", "sales.csv", file_chunks(csv))).record
+                step = (
+                    f"df = load_file('{record.id}')\nsummary = df.describe()\n"
+                    "df.groupby('region')['units'].sum().plot(kind='bar')\nsummary"
+                )
+                await interpreter.sessions.wait_for_pool()
+                ms_first, result = await timed(interpreter.run("analyst", "c", step))
+                assert result.status == "ok" and result.files, result
+                ms_second, _ = await timed(interpreter.run("analyst", "c", step))
+                rows.append(
+                    ("10 MB CSV: load + describe + plot, first time", f"{ms_first:8.1f} ms")
+                )
+                rows.append(
+                    ("10 MB CSV: load + describe + plot, second time", f"{ms_second:8.1f} ms")
+                )
 
-            start = time.perf_counter()
-            await asyncio.gather(*(hammer(u) for u in users))
-            rate = done / (time.perf_counter() - start)
-            rows.append(("executions/s, 20 users at once (2 cores)", f"{rate:8.1f} /s"))
-        finally:
-            await interpreter.close()
-            await store.close()
+                # Memory per idle session (the cgroup's own count when there is one).
+                usages = []
+                for session in list(interpreter.sessions.sessions.values())[:5]:
+                    cgroup = session.kernel.cgroup
+                    dirs = getattr(cgroup, "dirs", None)
+                    if dirs:
+                        usages.append(int((dirs["memory"] / "memory.usage_in_bytes").read_text()))
+                if usages:
+                    rows.append(
+                        (
+                            "memory per idle session (cgroup usage)",
+                            f"{statistics.median(usages) / 2**20:8.1f} MiB",
+                        )
+                    )
+
+                # Throughput: 20 users, each with a warm session, all at once.
+                users = [f"load{n}" for n in range(20)]
+                for user in users:
+                    await interpreter.run(user, "c", "1")
+                seconds = 3 if quick else 10
+                done = 0
+                deadline = time.perf_counter() + seconds
+
+                async def hammer(user: str) -> None:
+                    nonlocal done
+                    while time.perf_counter() < deadline:
+                        await interpreter.run(user, "c", "print(1)")
+                        done += 1
+
+                start = time.perf_counter()
+                await asyncio.gather(*(hammer(u) for u in users))
+                rate = done / (time.perf_counter() - start)
+                rows.append(("executions/s, 20 users at once (2 cores)", f"{rate:8.1f} /s"))
+            finally:
+                await interpreter.close()
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")

@@ -18,8 +18,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from labbot.app import open_store  # noqa: E402
 from labbot.config import load_settings  # noqa: E402
-from labbot.files import create_file_store  # noqa: E402
 from labbot.remote.executor import RemoteExecutor  # noqa: E402
 from labbot.sandbox import CodeInterpreter  # noqa: E402
 from tests.remote.cluster import Cluster, can_build  # noqa: E402
@@ -98,25 +98,21 @@ def round_trip(n: int) -> None:
                         **nats.bot_env(),
                         **s3.env(),
                     )
-                    store = create_file_store(remote_settings)
-                    await store.start()
-                    remote = RemoteExecutor(remote_settings, store)
-                    await remote.start()
-                    try:
-                        over_nats = await timed_runs(remote, n)
-                    finally:
-                        await remote.close()
-                        await store.close()
+                    async with open_store(remote_settings) as store:
+                        remote = RemoteExecutor(remote_settings, store)
+                        await remote.start()
+                        try:
+                            over_nats = await timed_runs(remote, n)
+                        finally:
+                            await remote.close()
                     local_settings = load_settings(LABBOT_DATA_DIR=root / "local")
-                    store = create_file_store(local_settings)
-                    await store.start()
-                    local = CodeInterpreter(local_settings, store)
-                    await local.start()
-                    try:
-                        here = await timed_runs(local, n)
-                    finally:
-                        await local.close()
-                        await store.close()
+                    async with open_store(local_settings) as store:
+                        local = CodeInterpreter(local_settings, store)
+                        await local.start()
+                        try:
+                            here = await timed_runs(local, n)
+                        finally:
+                            await local.close()
                     return raw, over_nats, here
 
                 raw, over_nats, here = asyncio.run(measure())

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from labbot.app import blob_store
 from labbot.config import Settings, load_settings
-from labbot.files import FileStore, create_file_store
+from labbot.files import FileStore, Limits, SqliteMetadataStore
 from tests.servers import S3, Nats, nats_server, seaweedfs
 
 FIXTURES = Path(
@@ -81,9 +82,18 @@ def clock() -> Clock:
     return Clock()
 
 
+def make_store(settings: Settings) -> FileStore:
+    """A file store on the embedded SQLite file and the settings' blob store (not started)."""
+    return FileStore(
+        SqliteMetadataStore(settings.database_path),
+        blob_store(settings),
+        Limits.from_settings(settings),
+    )
+
+
 @pytest.fixture
 async def store(settings: Settings, clock: Clock) -> AsyncIterator[FileStore]:
-    store = create_file_store(settings)
+    store = make_store(settings)
     store.clock = clock
     await store.start()
     yield store

@@ -7,9 +7,8 @@ import logging
 import sys
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from labbot.chat.history import (
     ConversationStore,
@@ -21,6 +20,20 @@ from labbot.chat.history import (
 from labbot.chat.images import ModelImages, image_part
 from labbot.chat.usage import UsageLedger, UsageRecord
 from labbot.config import Settings
+from labbot.core import (
+    Event,
+    ExecError,
+    ExecutionResult,
+    Failed,
+    FileProduced,
+    Final,
+    Status,
+    TextDelta,
+    ToolFinished,
+    ToolOutput,
+    ToolStarted,
+    Usage,
+)
 from labbot.errors import LabbotError, LLMRequestTooLarge
 from labbot.files import FileRecord, FileStore, kind_by_name
 from labbot.llm import tokens
@@ -29,34 +42,11 @@ from labbot.llm.client import Completion, LLMClient, ToolCall
 from labbot.llm.models import ModelCatalog, ModelInfo
 from labbot.llm.prompts import system_prompt
 from labbot.llm.tools import read_call, tool_definition
-from labbot.sandbox import ExecutionResult, Executor
+from labbot.sandbox import Executor
 
 log = logging.getLogger(__name__)
 
 PREVIEW_MAX_BYTES = 64 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Something that happened during a turn; ``type`` names it."""
-
-    type: str
-    text: str = ""
-    call_id: str = ""
-    stream: str = ""
-    code: str = ""
-    file: dict[str, Any] | None = None
-    result: dict[str, Any] | None = None
-    usage: dict[str, Any] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The event as JSON (empty fields left out)."""
-        return {k: getattr(self, k) for k in self.__slots__ if getattr(self, k) not in ("", None)}
-
-
-def status(text: str) -> Event:
-    """A progress note for the user."""
-    return Event("status", text=text)
 
 
 class Engine:
@@ -156,7 +146,7 @@ class Engine:
                     yield event
             except LabbotError as exc:
                 log.warning("turn.failed user=%s kind=%s", user, type(exc).__name__)
-                yield Event("error", text=str(exc))
+                yield Failed(str(exc))
 
     async def _turn(
         self,
@@ -185,7 +175,7 @@ class Engine:
                 user, conversation, [assistant_message(completion.text, calls)]
             )
             if not calls:
-                yield Event("final", text=completion.text)
+                yield Final(completion.text)
                 return
             limit = self.settings.MAX_TOOL_CALLS_PER_ROUND
             for n, call in enumerate(calls):
@@ -216,7 +206,7 @@ class Engine:
                     model, request, tools=[tool_definition()] if use_tools else None
                 ):
                     if isinstance(piece, str):
-                        yield Event("text", text=piece)
+                        yield TextDelta(piece)
                     else:
                         completion = piece
             except LLMRequestTooLarge:
@@ -225,7 +215,7 @@ class Engine:
                 keep = images // 2
                 self._image_caps[(user, conversation)] = keep
                 log.warning("turn.too_large user=%s images=%d kept=%d", user, images, keep)
-                yield status(
+                yield Status(
                     "The model API refused the request as too large (HTTP 413): I left out the"
                     f" {images - keep} oldest image(s) of this conversation (they stay in your"
                     " files) and asked again."
@@ -294,7 +284,7 @@ class Engine:
         model: ModelInfo,
         request: list[Message],
         completion: Completion,
-    ) -> Event:
+    ) -> Usage:
         """Record the request's tokens and cost in the ledger; estimate what was not reported."""
         usage = completion.usage
         if usage is None:
@@ -320,33 +310,35 @@ class Engine:
                 duration_ms=completion.duration_ms,
             )
         )
-        return Event(
-            "usage",
-            usage={
-                "model": model.name,
-                "input_tokens": input_tokens,
-                "cached_tokens": cached,
-                "output_tokens": output_tokens,
-                "estimated": estimated,
-                "cost_usd": None if cost is None else str(cost),
-            },
+        return Usage(
+            model=model.name,
+            input_tokens=input_tokens,
+            cached_tokens=cached,
+            output_tokens=output_tokens,
+            estimated=estimated,
+            cost_usd=None if cost is None else str(cost),
         )
 
-    async def _refuse(self, user: str, conversation: str, call: ToolCall, problem: str) -> Event:
+    async def _refuse(
+        self, user: str, conversation: str, call: ToolCall, problem: str
+    ) -> ToolFinished:
         """Answer a call that is not run (the model reads why); nothing reaches the sandbox."""
         log.info("tool.refused user=%s arguments=%d", user, len(call.arguments))
-        result = {"status": "error", "error": {"name": "ToolError", "message": problem}}
-        await self.conversations.append(user, conversation, [tool_message(call.id, result)])
-        return Event("tool_finished", call_id=call.id, result=result)
+        result = ExecutionResult(status="error", error=ExecError("ToolError", problem))
+        await self.conversations.append(
+            user, conversation, [tool_message(call.id, result.to_json())]
+        )
+        return ToolFinished(call.id, result)
 
     async def _run_code(
         self, user: str, conversation: str, call: ToolCall, code: str
     ) -> AsyncIterator[Event]:
-        yield Event("tool_started", call_id=call.id, code=code)
+        yield ToolStarted(call.id, code)
         queue: asyncio.Queue[Event] = asyncio.Queue()
 
         async def on_output(stream: str, text: str) -> None:
-            queue.put_nowait(Event("tool_output", call_id=call.id, stream=stream, text=text))
+            name: Literal["stdout", "stderr"] = "stderr" if stream == "stderr" else "stdout"
+            queue.put_nowait(ToolOutput(call.id, name, text))
 
         task = asyncio.create_task(
             self.interpreter.run(user, conversation, code, on_output=on_output)
@@ -365,10 +357,11 @@ class Engine:
                 await self.interpreter.stop(user, conversation)
                 task.cancel()
         for produced in outcome.files:
-            yield Event("file", call_id=call.id, file=produced)
-        full = outcome.to_json()
-        await self.conversations.append(user, conversation, [tool_message(call.id, full)])
-        yield Event("tool_finished", call_id=call.id, result=full)
+            yield FileProduced(call.id, produced)
+        await self.conversations.append(
+            user, conversation, [tool_message(call.id, outcome.to_json())]
+        )
+        yield ToolFinished(call.id, outcome)
 
 
 def _too_many(limit: int) -> tuple[None, str]:

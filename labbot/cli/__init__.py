@@ -11,9 +11,10 @@ from typing import Any, TypeVar
 import click
 
 from labbot import __version__
+from labbot.app import open_store
 from labbot.config import Settings, load_settings
 from labbot.errors import LabbotError
-from labbot.files import FileStore, create_file_store
+from labbot.files import FileStore
 from labbot.frontends.escapes import json_text, printable
 from labbot.logs import configure_logging
 
@@ -36,12 +37,8 @@ def run_with_store(ctx: click.Context, work: Callable[[FileStore], Coroutine[Any
     settings: Settings = ctx.obj["settings"]()
 
     async def main() -> T:
-        store = create_file_store(settings)
-        await store.start()
-        try:
+        async with open_store(settings) as store:
             return await work(store)
-        finally:
-            await store.close()
 
     return asyncio.run(main())
 

@@ -11,6 +11,7 @@ import click
 
 from labbot.cli import cli, echo, json_option, user_option
 from labbot.config import Settings
+from labbot.core import Failed, FileProduced, Status, TextDelta, ToolOutput, ToolStarted
 from labbot.errors import LabbotError
 from labbot.logs import configure_logging
 
@@ -75,7 +76,7 @@ def ask(
       labbot ask "Plot it by month" --user 1234 --json     # JSON lines of events
       labbot ask "Summarise it" --user 1234 --model gpt-4o
     """
-    from labbot.chat.services import open_services
+    from labbot.app import open_app
     from labbot.files import file_chunks
     from labbot.files.receipt import render_upload_confirmation
     from labbot.frontends.escapes import PrintableStream, json_text
@@ -94,7 +95,7 @@ def ask(
     async def main() -> bool:
         failed = False
         answer, output = PrintableStream(), PrintableStream()  # stdout, stderr
-        async with open_services(settings) as services:
+        async with open_app(settings) as services:
             assert services.engine is not None
             if model is not None:  # an unknown name stops here, before any upload or request
                 await services.engine.set_model(user, model, force=force_model)
@@ -118,23 +119,27 @@ def ask(
                 user, conversation, question, file_ids=file_ids, image_ids=image_ids
             ):
                 data = event.to_json()
-                if event.type == "file" and event.file:
+                if isinstance(event, FileProduced):
                     data["path"] = str(await save_produced(services, user, event.file, output_dir))
-                failed = failed or event.type == "error"
+                failed = failed or isinstance(event, Failed)
                 if json_:
                     out(data)
-                elif event.type == "text":
-                    click.echo(answer.feed(event.text), nl=False)
-                elif event.type == "tool_started":
-                    echo(f"\n--- running code ---\n{event.code}\n---", err=True)
-                elif event.type == "tool_output":
-                    click.echo(output.feed(event.text), nl=False, err=True)
-                elif event.type == "status":
-                    echo(f"\n[{event.text}]", err=True)
-                elif event.type == "file":
-                    echo(f"\nfile: {data['path']}")
-                elif event.type == "error":
-                    echo(f"\nError: {event.text}", err=True)
+                    continue
+                match event:
+                    case TextDelta(text=text):
+                        click.echo(answer.feed(text), nl=False)
+                    case ToolStarted(code=code):
+                        echo(f"\n--- running code ---\n{code}\n---", err=True)
+                    case ToolOutput(text=text):
+                        click.echo(output.feed(text), nl=False, err=True)
+                    case Status(text=text):
+                        echo(f"\n[{text}]", err=True)
+                    case FileProduced():
+                        echo(f"\nfile: {data['path']}")
+                    case Failed(text=text):
+                        echo(f"\nError: {text}", err=True)
+                    case _:
+                        pass  # usage, results and the final text are in the stream above
             if not json_:
                 click.echo(output.flush(), nl=False, err=True)
                 click.echo(answer.flush())
@@ -157,13 +162,13 @@ def ask(
 @click.pass_context
 def chat(ctx: click.Context, user: str, conversation: str, output_dir: Path) -> None:
     """Chat in the terminal (a sandboxed Python console when no model is configured)."""
-    from labbot.chat.services import open_services
+    from labbot.app import open_app
     from labbot.frontends.terminal import TerminalChat
 
     settings: Settings = ctx.obj["settings"]()
 
     async def main() -> None:
-        async with open_services(settings) as services:
+        async with open_app(settings) as services:
             await TerminalChat(
                 services, user=user, conversation=conversation, output_dir=output_dir
             ).run()

@@ -11,6 +11,7 @@ from typing import Any
 import click
 from pydantic import SecretStr
 
+from labbot.app import database_name
 from labbot.cli import cli, echo, emit_json, json_option, run_with_store, user_option
 from labbot.config import Settings
 from labbot.errors import LabbotError
@@ -44,7 +45,7 @@ def exec_(
       labbot exec --user 1234 "df = load_file('sales.csv'); df.describe()"
       labbot exec --user 1234 -f analysis.py --json
     """
-    from labbot.sandbox import create_executor
+    from labbot.app import create_executor
 
     if (code is None) == (code_file is None):
         raise click.UsageError("give the code as an argument or with -f FILE (one of them)")
@@ -72,18 +73,15 @@ def exec_(
             click.echo(stream.flush(), nl=False, err=name == "stderr")
         if result.value is not None:
             echo(result.value)
-        if result.error:
-            echo(
-                result.error.get("traceback")
-                or f"{result.error['name']}: {result.error['message']}",
-                err=True,
-            )
+        if result.error is not None:
+            error = result.error
+            echo(error.traceback or f"{error.name}: {error.message}", err=True)
         for note in result.notes:
             echo(f"note: {note}", err=True)
         for f in result.files:
-            echo(f"file: {f['name']} ({f['id']}, {format_size(f['size'])})")
-        for f in result.skipped_files:
-            echo(f"not kept: {f['name']}: {f['reason']}", err=True)
+            echo(f"file: {f.name} ({f.id}, {format_size(f.size)})")
+        for s in result.skipped_files:
+            echo(f"not kept: {s.name}: {s.reason}", err=True)
     if result.status != "ok":
         ctx.exit(1)
 
@@ -110,10 +108,10 @@ def _probe_sandbox(ctx: click.Context, settings: Settings) -> str:
 
 async def _probe_blobs(settings: Settings) -> str:
     """Write, read back and delete a small object where file contents live."""
+    from labbot.app import blob_store
     from labbot.files.names import new_file_id
-    from labbot.files.objects import open_blob_store
 
-    blobs = open_blob_store(settings)
+    blobs = blob_store(settings)
     await blobs.start()
     probe = new_file_id()
     try:
@@ -216,7 +214,7 @@ def doctor(ctx: click.Context, json_: bool) -> None:
             check("data dir", False, f"{data_dir}: {exc.strerror}; set LABBOT_DATA_DIR")
         try:
             ids = run_with_store(ctx, lambda store: store.meta.file_ids())
-            check("database", True, f"{settings.database_path} ({len(ids)} files)")
+            check("database", True, f"{database_name(settings)} ({len(ids)} files)")
         except LabbotError as exc:
             check("database", False, str(exc))
         if settings.LABBOT_BLOB_URL:

@@ -47,9 +47,9 @@ def worker(ctx: click.Context, drain_host: str | None, json_: bool) -> None:
 
 
 async def _serve(settings: Settings) -> None:
-    from labbot.remote.worker import WorkerAgent
+    from labbot.app import create_worker
 
-    agent = WorkerAgent(settings)
+    agent = create_worker(settings)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, agent.stop)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from labbot.config import Settings
 from labbot.files.blobs import BlobStore, LocalBlobStore, file_chunks
 from labbot.files.kinds import FileKind, detect_kind, kind_by_name
 from labbot.files.meta import FileRecord, MetadataStore, SqliteMetadataStore
@@ -14,15 +13,6 @@ from labbot.files.store import (
     SaveResult,
     SweepResult,
 )
-
-
-def create_file_store(settings: Settings) -> FileStore:
-    """The file store the settings describe (not started)."""
-    from labbot.files.objects import open_blob_store
-
-    meta = SqliteMetadataStore(settings.database_path)
-    return FileStore(meta, open_blob_store(settings), Limits.from_settings(settings))
-
 
 __all__ = [
     "BlobStore",
@@ -36,7 +26,6 @@ __all__ = [
     "SaveResult",
     "SqliteMetadataStore",
     "SweepResult",
-    "create_file_store",
     "detect_kind",
     "file_chunks",
     "kind_by_name",

@@ -12,7 +12,6 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -212,25 +211,3 @@ class ObjectBlobStore:
     async def remove(self, blobs: list[StoredBlob]) -> None:
         """Remove scanned blobs."""
         await self._delete_keys([b.ref for b in blobs])
-
-
-def open_blob_store(settings: Any) -> Any:
-    """The BlobStore that ``LABBOT_BLOB_URL`` names (a local folder by default)."""
-    from labbot.files.blobs import LocalBlobStore
-
-    url = settings.LABBOT_BLOB_URL
-    if not url:
-        return LocalBlobStore(settings.files_dir)
-    parts = urlsplit(url)
-    if parts.scheme == "file":
-        return LocalBlobStore(Path(parts.path))
-    secret = settings.AWS_SECRET_ACCESS_KEY
-    token = settings.AWS_SESSION_TOKEN
-    return ObjectBlobStore.from_url(
-        url,
-        endpoint=settings.AWS_ENDPOINT_URL,
-        region=settings.AWS_REGION,
-        access_key_id=settings.AWS_ACCESS_KEY_ID,
-        secret_access_key=secret.get_secret_value() if secret else None,
-        session_token=token.get_secret_value() if token else None,
-    )

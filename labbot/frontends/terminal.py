@@ -16,8 +16,21 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
-from labbot.chat.engine import Event
-from labbot.chat.services import Services
+from labbot.app import App
+from labbot.core import (
+    Event,
+    ExecutionResult,
+    Failed,
+    FileProduced,
+    Final,
+    OutputFile,
+    Status,
+    TextDelta,
+    ToolFinished,
+    ToolOutput,
+    ToolStarted,
+    Usage,
+)
 from labbot.errors import LabbotError
 from labbot.files import file_chunks, kind_by_name
 from labbot.files.receipt import format_expiry, format_size, render_upload_confirmation
@@ -42,12 +55,12 @@ def _local_path(arg: str) -> Path:
     return Path(arg).expanduser()
 
 
-async def save_produced(services: Services, user: str, file: dict, folder: Path) -> Path:
+async def save_produced(services: App, user: str, file: OutputFile, folder: Path) -> Path:
     """Copy a file the code made to a local folder; returns its path."""
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-    target = folder / f"{file['id']}-{file['name']}"
+    target = folder / f"{file.id}-{file.name}"
     with await asyncio.to_thread(target.open, "wb") as handle:
-        async for chunk in services.store.read(user, file["id"]):
+        async for chunk in services.store.read(user, file.id):
             await asyncio.to_thread(handle.write, chunk)
     return target
 
@@ -57,7 +70,7 @@ class TerminalChat:
 
     def __init__(
         self,
-        services: Services,
+        services: App,
         *,
         user: str,
         conversation: str,
@@ -192,7 +205,7 @@ class TerminalChat:
             self.user, self.conversation, code, on_output=live
         )
         self.console.print(escape(self._output.flush()), end="")
-        await self._show_result(result.to_json())
+        await self._show_result(result)
         for file in result.files:
             await self._show_file(file)
 
@@ -208,39 +221,43 @@ class TerminalChat:
 
     async def render(self, event: Event) -> None:
         """Show one engine event."""
-        if event.type == "text":
-            self.console.print(escape(self._answer.feed(event.text)), end="")
-        elif event.type == "tool_started":
-            self.console.print(escape(self._answer.flush()))
-            code = printable(event.code)
-            self.console.print(Syntax(code, "python", theme="ansi_dark", line_numbers=False))
-        elif event.type == "tool_output":
-            self.console.print(escape(self._output.feed(event.text)), end="", style="dim")
-        elif event.type == "status":
-            self.console.print(f"\n[yellow]{shown(event.text)}[/]")
-        elif event.type == "tool_finished" and event.result:
-            self.console.print(escape(self._output.flush()), end="", style="dim")
-            await self._show_result(event.result, brief=True)
-        elif event.type == "file" and event.file:
-            await self._show_file(event.file)
-        elif event.type == "error":
-            self.console.print(f"\n[red]{shown(event.text)}[/]")
+        match event:
+            case TextDelta(text=text):
+                self.console.print(escape(self._answer.feed(text)), end="")
+            case ToolStarted(code=code):
+                self.console.print(escape(self._answer.flush()))
+                shown_code = printable(code)
+                self.console.print(
+                    Syntax(shown_code, "python", theme="ansi_dark", line_numbers=False)
+                )
+            case ToolOutput(text=text):
+                self.console.print(escape(self._output.feed(text)), end="", style="dim")
+            case Status(text=text):
+                self.console.print(f"\n[yellow]{shown(text)}[/]")
+            case ToolFinished(result=result):
+                self.console.print(escape(self._output.flush()), end="", style="dim")
+                await self._show_result(result, brief=True)
+            case FileProduced(file=file):
+                await self._show_file(file)
+            case Failed(text=text):
+                self.console.print(f"\n[red]{shown(text)}[/]")
+            case Usage() | Final():
+                pass
 
-    async def _show_result(self, result: dict, *, brief: bool = False) -> None:
-        if result.get("value") and not brief:
-            self.console.print(shown(result["value"]))
-        if result.get("error"):
-            error = result["error"]
+    async def _show_result(self, result: ExecutionResult, *, brief: bool = False) -> None:
+        if result.value and not brief:
+            self.console.print(shown(result.value))
+        if result.error is not None:
+            error = result.error
             self.console.print(
-                shown(error.get("traceback") or f"{error['name']}: {error['message']}"),
-                style="red",
+                shown(error.traceback or f"{error.name}: {error.message}"), style="red"
             )
-        for note in result.get("notes", []):
+        for note in result.notes:
             self.console.print(f"[yellow]note:[/] {shown(note)}")
 
-    async def _show_file(self, file: dict) -> None:
+    async def _show_file(self, file: OutputFile) -> None:
         path = await save_produced(self.services, self.user, file, self.output_dir)
         self.console.print(
-            f"[cyan]file:[/] {shown(file['name'])} ({shown(file['id'])},"
-            f" {format_size(file['size'])}) -> {shown(str(path))}"
+            f"[cyan]file:[/] {shown(file.name)} ({shown(file.id)},"
+            f" {format_size(file.size)}) -> {shown(str(path))}"
         )

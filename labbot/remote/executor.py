@@ -16,7 +16,7 @@ import logging
 import math
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nats.errors import NoRespondersError
@@ -29,6 +29,7 @@ from nats.js.errors import (
 )
 
 from labbot.config import Settings
+from labbot.core import ExecError, ExecutionResult
 from labbot.errors import SandboxUnavailable
 from labbot.files import FileStore
 from labbot.remote import bus, wire
@@ -50,7 +51,7 @@ from labbot.remote.rpc import (
     to_result,
 )
 from labbot.remote.stream import OutputStream
-from labbot.sandbox.interpreter import ExecutionResult, OutputHandler
+from labbot.sandbox import OutputHandler
 
 log = logging.getLogger(__name__)
 
@@ -303,8 +304,8 @@ class RemoteExecutor:
         :raises SandboxUnavailable: no worker can take it.
         """
         key = bus.session_key(user, conversation)
-        records = await self.store.list(user)
-        request = exec_request(user, conversation, code, records, timeout=self.timeout)
+        refs = [record.ref() for record in await self.store.list(user)]
+        request = exec_request(user, conversation, code, refs, timeout=self.timeout)
         exclude: set[str] = set()
         note: str | None = None
         for _ in range(PLACE_ATTEMPTS):
@@ -330,12 +331,10 @@ class RemoteExecutor:
             raise SandboxUnavailable("No worker machine could run the code.")
         assert reply.result is not None  # a valid ok reply has one
         result = await to_result(self.store, user, reply.result)
+        if not note and reply.new_session and not placed and not result.session_restarted:
+            note = HOST_RESTARTED_NOTE
         if note:
-            result.session_restarted = True
-            result.notes.insert(0, note)
-        elif reply.new_session and not placed and not result.session_restarted:
-            result.session_restarted = True
-            result.notes.insert(0, HOST_RESTARTED_NOTE)
+            result = replace(result, session_restarted=True, notes=(note, *result.notes))
         return result
 
     async def _call(
@@ -380,7 +379,7 @@ class RemoteExecutor:
         waited = self.timeout + REPLY_GRACE
         message = f"The worker machine did not answer within {waited:g} s; the code was stopped."
         return ExecutionResult(
-            status="timeout", error={"name": "Timeout", "message": message}, notes=[message]
+            status="timeout", error=ExecError("Timeout", message), notes=(message,)
         )
 
     async def _control(self, host: str, request: wire.CtlRequest | None) -> Any:

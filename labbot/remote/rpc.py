@@ -4,16 +4,18 @@ clear error), and control requests."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from pydantic import ValidationError
 
+from labbot.core import ExecutionResult, FileRef, OutputFile, SkippedFile
 from labbot.errors import FileError, SandboxError, SandboxUnavailable, StorageError
-from labbot.files import FileRecord, FileStore
+from labbot.files import FileStore
 from labbot.remote import bus, wire
-from labbot.sandbox.interpreter import ExecutionResult, eviction_notes, file_entry
+from labbot.sandbox import eviction_notes
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +37,11 @@ class Refused(Exception):
 
 
 def exec_request(
-    user: str, conversation: str, code: str, records: list[FileRecord], *, timeout: float
+    user: str, conversation: str, code: str, refs: list[FileRef], *, timeout: float
 ) -> wire.ExecRequest:
     """The execution request, or a clear error if it cannot go on the wire."""
     try:
-        files = [
-            wire.FileRef(id=r.id, name=r.name, kind=r.kind, size=r.size, sha256=r.sha256)
-            for r in records
-        ]
+        files = [wire.FileRef.of(ref) for ref in refs]
         return wire.ExecRequest(
             user=user, conversation=conversation, code=code, files=files, timeout=timeout
         )
@@ -107,15 +106,22 @@ async def control(nc: Any, host: str, request: wire.CtlRequest) -> Any:
 async def to_result(store: FileStore, user: str, raw: wire.Result) -> ExecutionResult:
     """A worker's result, with its new files registered under the user's limits (a file that
     cannot be kept is named in ``skipped_files``)."""
-    result = ExecutionResult(**raw.model_dump(exclude={"files"}))
+    made: list[OutputFile] = []
+    skipped: list[SkippedFile] = []
+    notes: list[str] = []
     for out in raw.files:
         try:
             saved = await store.register(
                 user, out.name, out.id, kind=out.kind, size=out.size, sha256=out.sha256
             )
         except (FileError, StorageError) as exc:
-            result.skipped_files.append({"name": out.name, "reason": str(exc)})
+            skipped.append(SkippedFile(out.name, str(exc)))
             continue
-        result.files.append(file_entry(saved.record))
-        result.notes.extend(eviction_notes(saved.evicted))
-    return result
+        made.append(saved.record.output())
+        notes.extend(eviction_notes(saved.evicted))
+    result = raw.core(tuple(made))
+    return replace(
+        result,
+        skipped_files=result.skipped_files + tuple(skipped),
+        notes=result.notes + tuple(notes),
+    )

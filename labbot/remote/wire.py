@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from labbot import core
 from labbot.files.blobs import USER_PATTERN
 from labbot.files.names import FILE_ID_PATTERN
 
@@ -86,6 +87,15 @@ class FileRef(Wire):
     size: Count
     sha256: Sha256
 
+    @classmethod
+    def of(cls, ref: core.FileRef) -> FileRef:
+        """The wire form of a file reference."""
+        return cls(id=ref.id, name=ref.name, kind=ref.kind, size=ref.size, sha256=ref.sha256)
+
+    def core(self) -> core.FileRef:
+        """Back to the typed core."""
+        return core.FileRef(self.id, self.name, self.kind, self.size, self.sha256)
+
 
 class ExecRequest(Versioned):
     """Run ``code`` in the (user, conversation) session; ``timeout`` is the bot's time limit."""
@@ -125,6 +135,39 @@ class Result(Wire):
     session_restarted: bool = False
     notes: Annotated[list[Note], Field(max_length=100)] = []
     packages_installed: Annotated[list[Note], Field(max_length=100)] = []
+
+    @classmethod
+    def of(cls, result: core.ExecutionResult, files: list[FileRef]) -> Result:
+        """The wire form of a worker's result; ``files`` are its outputs with their sha256.
+
+        :raises ValidationError: the result is outside what a worker may send.
+        """
+        data = result.to_json()
+        data["files"] = files
+        return cls.model_validate(data)
+
+    def core(self, files: tuple[core.OutputFile, ...] = ()) -> core.ExecutionResult:
+        """The typed result, with ``files`` as registered by the bot."""
+        error = None
+        if self.error is not None:
+            error = core.ExecError(
+                self.error.get("name", "Error"),
+                self.error.get("message", ""),
+                self.error.get("traceback", ""),
+            )
+        return core.ExecutionResult(
+            status=self.status,
+            stdout=self.stdout,
+            stderr=self.stderr,
+            error=error,
+            value=self.value,
+            files=files,
+            skipped_files=tuple(core.SkippedFile(s.name, s.reason) for s in self.skipped_files),
+            duration=self.duration,
+            session_restarted=self.session_restarted,
+            notes=tuple(self.notes),
+            packages_installed=tuple(self.packages_installed),
+        )
 
 
 class ExecReply(Versioned):

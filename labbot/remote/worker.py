@@ -14,7 +14,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +21,12 @@ from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from labbot.config import Settings
+from labbot.core import FileRef, OutputFile
 from labbot.errors import FileTooLarge, LabbotError
-from labbot.files import FileRecord, kinds
+from labbot.files import kinds
 from labbot.files.blobs import BlobStore
 from labbot.files.cache import BlobCache
 from labbot.files.names import new_file_id
-from labbot.files.objects import open_blob_store
 from labbot.remote import bus, wire
 from labbot.sandbox.interpreter import CodeInterpreter
 
@@ -35,56 +34,38 @@ log = logging.getLogger(__name__)
 
 
 class ShippedFiles:
-    """The files of one request: inputs named by the bot, outputs uploaded under fresh ids."""
+    """The files of one request: inputs named by the bot, outputs uploaded under fresh ids
+    (``uploaded`` keeps each output's sha256 for the reply)."""
 
     def __init__(
-        self,
-        records: list[FileRecord],
-        cache: BlobCache,
-        blobs: BlobStore,
-        max_file_bytes: int,
+        self, refs: list[FileRef], cache: BlobCache, blobs: BlobStore, max_file_bytes: int
     ) -> None:
-        self._records = records
+        self._refs = refs
         self.cache = cache
         self.blobs = blobs
         self.max_file_bytes = max_file_bytes
+        self.uploaded: dict[str, str] = {}
 
     @classmethod
-    def from_request(
-        cls, user: str, files: list[wire.FileRef], worker: WorkerAgent
-    ) -> ShippedFiles:
-        """Rebuild the records the bot sent (only the fields the sandbox needs)."""
-        epoch = datetime.fromtimestamp(0, UTC)
-        records = [
-            FileRecord(
-                id=f.id,
-                user=user,
-                name=f.name,
-                kind=f.kind,
-                size=f.size,
-                sha256=f.sha256,
-                source="upload",
-                created_at=epoch,
-                expires_at=None,
-            )
-            for f in files
-        ]
-        return cls(records, worker.cache, worker.blobs, worker.settings.max_file_bytes)
-
-    async def records(self, user: str) -> list[FileRecord]:
+    def from_request(cls, files: list[wire.FileRef], worker: WorkerAgent) -> ShippedFiles:
         """The files the bot sent."""
-        return self._records
+        refs = [f.core() for f in files]
+        return cls(refs, worker.cache, worker.blobs, worker.settings.max_file_bytes)
 
-    async def local(self, record: FileRecord) -> Path | None:
+    async def refs(self, user: str) -> list[FileRef]:
+        """The files the bot sent."""
+        return self._refs
+
+    async def local(self, user: str, ref: FileRef) -> Path | None:
         """The cached copy (fetched now if needed), or None if the blob is gone."""
         try:
-            return await self.cache.path(record.user, record.id, record.sha256)
+            return await self.cache.path(user, ref.id, ref.sha256)
         except FileNotFoundError:
             return None
 
     async def save_output(
         self, user: str, name: str, chunks: AsyncIterator[bytes]
-    ) -> tuple[dict[str, Any], list[str]]:
+    ) -> tuple[OutputFile, list[str]]:
         """Upload the file under a fresh id; the bot registers it (limits, eviction)."""
         file_id = new_file_id()
         writer = await self.blobs.writer(user, file_id, head_bytes=kinds.HEAD_BYTES)
@@ -98,14 +79,15 @@ class ShippedFiles:
             await asyncio.shield(writer.abort())
             raise
         kind = await asyncio.to_thread(kinds.detect_kind, name, writer.head, writer.local_path)
-        entry = {
-            "id": file_id,
-            "name": name,
-            "kind": kind.name,
-            "size": writer.size,
-            "sha256": writer.sha256,
-        }
-        return entry, []
+        self.uploaded[file_id] = writer.sha256
+        return OutputFile(file_id, name, kind.name, writer.size), []
+
+    def wire_files(self, made: tuple[OutputFile, ...]) -> list[wire.FileRef]:
+        """The outputs as the reply names them, sha256 included."""
+        return [
+            wire.FileRef(id=f.id, name=f.name, kind=f.kind, size=f.size, sha256=self.uploaded[f.id])
+            for f in made
+        ]
 
 
 class WorkerAgent:
@@ -115,10 +97,10 @@ class WorkerAgent:
     await agent.serve()   # until stop() or a drain completes
     """
 
-    def __init__(self, settings: Settings, *, blobs: BlobStore | None = None) -> None:
+    def __init__(self, settings: Settings, *, blobs: BlobStore) -> None:
         self.settings = settings
         self.host = settings.LABBOT_HOST_ID
-        self.blobs = blobs or open_blob_store(settings)
+        self.blobs = blobs
         cache_bytes = int(settings.LABBOT_BLOB_CACHE_MAX_GB * 1024**3)
         self.cache = BlobCache(self.blobs, settings.blob_cache_dir, max_bytes=cache_bytes)
         sized = settings.model_copy(update={"MAX_SESSIONS": settings.host_slots})
@@ -212,7 +194,7 @@ class WorkerAgent:
         if not live and self.draining:
             await self._answer(msg, _refusal("draining", "draining"))
             return
-        files = ShippedFiles.from_request(user, request.files, self)
+        files = ShippedFiles.from_request(request.files, self)
         parts = 0
 
         async def on_output(name: str, text: str) -> None:
@@ -236,7 +218,7 @@ class WorkerAgent:
             )
             reply = wire.ExecReply(
                 ok=True,
-                result=wire.Result.model_validate(result.to_json()),
+                result=wire.Result.of(result, files.wire_files(result.files)),
                 new_session=not live,
                 streamed=parts,
             )

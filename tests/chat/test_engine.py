@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from labbot.app import App, open_app
 from labbot.chat.engine import Event
-from labbot.chat.services import Services, open_services
 from labbot.config import load_settings
+from labbot.core import Failed, FileProduced, Final, TextDelta, Usage
 from labbot.llm.tools import TOOL_NAME
 from tests.conftest import FIXTURES, chunks_of, model_settings
 from tests.fakes.openai_server import FakeOpenAI, Reply
@@ -31,7 +32,7 @@ async def api() -> AsyncIterator[FakeOpenAI]:
 def make_services(tmp_path: Path, api: FakeOpenAI):
     def make(**overrides: Any):
         settings = model_settings(tmp_path / "data", api.base_url, **overrides)
-        return open_services(settings)
+        return open_app(settings)
 
     return make
 
@@ -68,14 +69,14 @@ async def test_upload_ask_plot_and_answer(make_services, api: FakeOpenAI) -> Non
                 "42", "thread-1", "Who sold most? Plot it.", file_ids=[saved.record.id]
             )
         )
-        types = [e.type for e in events]
+        types = [e.kind for e in events]
         assert types.index("tool_started") < types.index("tool_finished") < types.index("final")
-        files = [e.file for e in events if e.type == "file"]
-        assert len(files) == 1 and files[0]["kind"] == "image"
-        assert (await services.store.get("42", files[0]["id"])).source == "generated"
-        final = [e for e in events if e.type == "final"][0]
+        files = [e.file for e in events if isinstance(e, FileProduced)]
+        assert len(files) == 1 and files[0].kind == "image"
+        assert (await services.store.get("42", files[0].id)).source == "generated"
+        final = [e for e in events if isinstance(e, Final)][0]
         assert "North" in final.text
-        assert "".join(e.text for e in events if e.type == "text") == final.text
+        assert "".join(e.text for e in events if isinstance(e, TextDelta)) == final.text
     first, second = api.requests
     assert first["tools"][0]["function"]["name"] == TOOL_NAME
     system = first["messages"][0]
@@ -84,7 +85,7 @@ async def test_upload_ask_plot_and_answer(make_services, api: FakeOpenAI) -> Non
     assert "sales.csv" in first["messages"][-1]["content"]
     result = tool_results(second)[0]
     assert result["status"] == "ok" and result["stdout"] == "29\n"
-    assert result["files"][0]["id"] == files[0]["id"]
+    assert result["files"][0]["id"] == files[0].id
 
 
 async def test_failing_code_then_fixed(make_services, api: FakeOpenAI) -> None:
@@ -97,7 +98,7 @@ async def test_failing_code_then_fixed(make_services, api: FakeOpenAI) -> None:
     async with make_services() as services:
         await services.store.save("42", "sales.csv", chunks_of(CSV))
         events = await collect(services.engine.turn("42", "c", "Total units?"))
-    assert [e.text for e in events if e.type == "final"] == ["29 units in total."]
+    assert [e.text for e in events if isinstance(e, Final)] == ["29 units in total."]
     error = tool_results(api.requests[1])[0]
     assert error["status"] == "error" and error["error"]["name"] == "KeyError"
     assert "line 2" in error["error"]["traceback"]
@@ -129,10 +130,10 @@ async def test_api_outage_mid_turn_is_a_clear_error(make_services, api: FakeOpen
     )
     async with make_services() as services:
         events = await collect(services.engine.turn("42", "c", "go"))
-        assert events[-1].type == "error" and "HTTP 500" in events[-1].text
+        assert isinstance(events[-1], Failed) and "HTTP 500" in events[-1].text
         assert [r.name for r in await services.store.list("42")] == ["out.txt"]
         events = await collect(services.engine.turn("42", "c", "and now?"))
-        assert events[-1].type == "final"
+        assert isinstance(events[-1], Final)
     roles = [m["role"] for m in api.requests[2]["messages"]]
     assert roles == ["system", "user", "assistant", "tool", "user"]
 
@@ -152,7 +153,7 @@ async def test_retries_then_succeeds(make_services, api: FakeOpenAI) -> None:
     api.enqueue(Reply.error(500), Reply.text("fine"))
     async with make_services(LLM_MAX_RETRIES=2) as services:
         events = await collect(services.engine.turn("42", "c", "hi"))
-    assert events[-1].type == "final" and events[-1].text == "fine"
+    assert isinstance(events[-1], Final) and events[-1].text == "fine"
 
 
 async def test_history_is_trimmed_to_the_window(
@@ -199,7 +200,7 @@ async def test_usage_is_recorded_with_cost(make_services, api: FakeOpenAI) -> No
         events = await collect(services.engine.turn("42", "c", "x"))
         await collect(services.engine.turn("42", "c", "y"))
         summary = await services.ledger.summary("42")
-    assert [e.usage["input_tokens"] for e in events if e.type == "usage"] == [1000]
+    assert [e.input_tokens for e in events if isinstance(e, Usage)] == [1000]
     (row,) = summary
     assert (row.model, row.requests, row.input_tokens, row.cached_tokens, row.output_tokens) == (
         "gpt-4o",
@@ -233,7 +234,7 @@ async def test_images_go_to_the_model_as_data(make_services, api: FakeOpenAI) ->
 async def test_without_a_model_the_engine_is_absent(tmp_path: Path) -> None:
     """With no model configured the services still open (console mode), without an engine."""
     settings = load_settings(LABBOT_DATA_DIR=tmp_path / "d", SANDBOX_WARM_POOL=0)
-    async with open_services(settings) as services:
-        assert isinstance(services, Services) and services.engine is None
+    async with open_app(settings) as services:
+        assert isinstance(services, App) and services.engine is None
         result = await services.interpreter.run("u", "c", "1 + 1")
         assert result.value == "2"

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from labbot.app import open_app
 from labbot.chat.engine import Event
 from labbot.chat.images import IMAGE_REF, MAX_IMAGE_BYTES
-from labbot.chat.services import open_services
+from labbot.core import Final, Status
 from labbot.llm import tokens
 from tests.conftest import chunks_of, model_settings
 from tests.fakes.openai_server import FakeOpenAI, Reply
@@ -91,7 +92,7 @@ async def test_ten_large_pngs_keep_requests_and_memory_bounded(
     async with FakeOpenAI(max_body_bytes=16 * MIB) as api:
         api.respond_with(lambda body: Reply.text("seen"))
         settings = model_settings(tmp_path / "data", api.base_url, DEFAULT_MODEL="gpt-4o")
-        async with open_services(settings) as services:
+        async with open_app(settings) as services:
             assert services.engine is not None
             for n in range(10):
                 if n == 1:
@@ -100,7 +101,7 @@ async def test_ten_large_pngs_keep_requests_and_memory_bounded(
                 events = await collect(
                     services.engine.turn("42", "c", f"photo {n}?", image_ids=[saved.record.id])
                 )
-                assert events[-1].type == "final", events[-1]
+                assert isinstance(events[-1], Final), events[-1]
             rise = peak_memory() - base
             stored = await services.conversations.messages("42", "c")
     limit = settings.MAX_IMAGES_PER_REQUEST
@@ -132,7 +133,7 @@ async def test_a_413_drops_the_oldest_images_and_the_conversation_goes_on(
     async with FakeOpenAI(max_body_bytes=limit) as api:
         api.respond_with(lambda body: Reply.text("ok"))
         settings = model_settings(tmp_path / "data", api.base_url, DEFAULT_MODEL="gpt-4o")
-        async with open_services(settings) as services:
+        async with open_app(settings) as services:
             assert services.engine is not None
             turns = []
             for n in range(4):
@@ -142,10 +143,10 @@ async def test_a_413_drops_the_oldest_images_and_the_conversation_goes_on(
                         services.engine.turn("42", "c", f"and {n}?", image_ids=[saved.record.id])
                     )
                 )
-    assert [events[-1].type for events in turns] == ["final"] * 4
+    assert [events[-1].kind for events in turns] == ["final"] * 4
     refused = [size for size in api.body_sizes if size > limit]
     assert len(refused) == 1, api.body_sizes
-    statuses = [e.text for events in turns for e in events if e.type == "status"]
+    statuses = [e.text for events in turns for e in events if isinstance(e, Status)]
     assert len(statuses) == 1 and "left out" in statuses[0] and "413" in statuses[0]
     retried = api.requests[2]
     assert 1 <= len(image_urls(retried)) < 3
@@ -160,7 +161,7 @@ async def test_the_same_image_twice_is_sent_once(tmp_path: Path) -> None:
     async with FakeOpenAI() as api:
         api.respond_with(lambda body: Reply.text("ok"))
         settings = model_settings(tmp_path / "data", api.base_url, DEFAULT_MODEL="gpt-4o")
-        async with open_services(settings) as services:
+        async with open_app(settings) as services:
             assert services.engine is not None
             image = (await services.store.save("42", "tiny.png", chunks_of(png))).record
             for text in ("look", "look again"):

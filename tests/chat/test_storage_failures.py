@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from pymongo import AsyncMongoClient
 
+from labbot.app import open_app
 from labbot.chat.mongo import MongoConversationStore
-from labbot.chat.services import open_services
 from labbot.config import load_settings
+from labbot.core import Failed, Final
 from labbot.errors import StorageError
 from tests.fakes.openai_server import FakeOpenAI, Reply
 
@@ -46,7 +47,7 @@ async def test_unreachable_mongo_at_start_is_one_clear_error(tmp_path: Path) -> 
         SANDBOX_WARM_POOL=0,
     )
     with pytest.raises(StorageError, match="MONGODB_URI"):
-        async with open_services(settings):
+        async with open_app(settings):
             pass
 
 
@@ -63,7 +64,7 @@ async def test_storage_lost_mid_run_keeps_the_bot_answering(tmp_path: Path) -> N
             DEFAULT_MODEL="gpt-4o-mini",
             LLM_MAX_RETRIES=0,
         )
-        async with open_services(settings) as services:
+        async with open_app(settings) as services:
             engine = services.engine
             assert engine is not None
             healthy = engine.conversations
@@ -75,8 +76,8 @@ async def test_storage_lost_mid_run_keeps_the_bot_answering(tmp_path: Path) -> N
                 events = [e async for e in engine.turn("u", "c", "hello")]
             finally:
                 await client.close()
-            assert events[-1].type == "error"
+            assert isinstance(events[-1], Failed)
             assert "database cannot be reached" in events[-1].text
             engine.conversations = healthy
             events = [e async for e in engine.turn("u", "c", "hello again")]
-            assert events[-1].type == "final" and events[-1].text == "back to normal"
+            assert isinstance(events[-1], Final) and events[-1].text == "back to normal"

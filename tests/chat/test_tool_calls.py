@@ -9,8 +9,9 @@ import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from labbot.app import open_app
 from labbot.chat.engine import Event
-from labbot.chat.services import open_services
+from labbot.core import Final, ToolStarted
 from labbot.llm.tools import MAX_ARGUMENT_CHARS, TOOL_NAME
 from tests.conftest import model_settings
 from tests.fakes.openai_server import FakeOpenAI, Reply
@@ -42,11 +43,11 @@ async def test_calls_over_the_round_limit_are_answered_not_run(tmp_path: Path) -
         api.enqueue(Reply.tool_calls(calls), Reply.text("done"))
         settings = model_settings(tmp_path / "data", api.base_url)
         assert settings.MAX_TOOL_CALLS_PER_ROUND == 4
-        async with open_services(settings) as services:
+        async with open_app(settings) as services:
             assert services.engine is not None
             events = await collect(services.engine.turn("42", "c", "go wide"))
-    assert events[-1].type == "final"
-    assert [e.call_id for e in events if e.type == "tool_started"] == [
+    assert isinstance(events[-1], Final)
+    assert [e.call_id for e in events if isinstance(e, ToolStarted)] == [
         f"call_{n}" for n in range(4)
     ]
     results = tool_results(api.requests[1])
@@ -71,11 +72,11 @@ async def test_oversized_arguments_are_refused_and_never_stored(tmp_path: Path) 
             Reply.text("done"),
         )
         settings = model_settings(tmp_path / "data", api.base_url)
-        async with open_services(settings) as services:
+        async with open_app(settings) as services:
             assert services.engine is not None
             events = await collect(services.engine.turn("42", "c", "paste it"))
-    assert events[-1].type == "final"
-    assert [e.call_id for e in events if e.type == "tool_started"] == ["small"]
+    assert isinstance(events[-1], Final)
+    assert [e.call_id for e in events if isinstance(e, ToolStarted)] == ["small"]
     refused = tool_results(api.requests[1])["big"]
     assert refused["status"] == "error" and "not run" in refused["error"]["message"].lower()
     assert f"{MAX_ARGUMENT_CHARS:,}" in refused["error"]["message"]
@@ -96,11 +97,11 @@ async def test_arguments_that_are_not_json_are_refused_with_the_reason(tmp_path:
             Reply.text("fine"),
         )
         settings = model_settings(tmp_path / "data", api.base_url)
-        async with open_services(settings) as services:
+        async with open_app(settings) as services:
             assert services.engine is not None
             events = await collect(services.engine.turn("42", "c", "go"))
             await collect(services.engine.turn("42", "c", "again"))
-    assert not [e for e in events if e.type == "tool_started"]
+    assert not [e for e in events if isinstance(e, ToolStarted)]
     refused = tool_results(api.requests[1])["cut"]
     assert "not valid JSON" in refused["error"]["message"]
     for request in api.requests[1:]:

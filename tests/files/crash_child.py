@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 from labbot.config import load_settings
-from labbot.files import create_file_store
+from tests.conftest import make_store
 
 
 async def hang() -> None:
@@ -22,7 +22,7 @@ async def hang() -> None:
 
 async def main(data_dir: str, point: str) -> None:
     settings = load_settings(LABBOT_DATA_DIR=data_dir, MAX_FILES_PER_USER=1)
-    store = create_file_store(settings)
+    store = make_store(settings)
     await store.start()
 
     async def stream() -> AsyncIterator[bytes]:

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from labbot.app import blob_store
 from labbot.config import load_settings
 from labbot.errors import FileTooLarge, InvalidFileId, InvalidUser, StorageError
 from labbot.files import FileStore, Limits, SqliteMetadataStore
 from labbot.files.blobs import BlobStore, LocalBlobStore
 from labbot.files.cache import BlobCache
 from labbot.files.names import new_file_id
-from labbot.files.objects import ObjectBlobStore, open_blob_store
+from labbot.files.objects import ObjectBlobStore
 from tests.servers import S3
 
 MIB = 1024 * 1024
@@ -30,7 +31,7 @@ async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     else:
         server: S3 = request.getfixturevalue("s3_server")
         env = server.env(prefix=f"contract-{new_file_id()}")
-        store = open_blob_store(load_settings(LABBOT_DATA_DIR=tmp_path, **env))
+        store = blob_store(load_settings(LABBOT_DATA_DIR=tmp_path, **env))
     await store.start()
     yield store
     await store.close()
@@ -252,7 +253,7 @@ def _rss_kib(field: str) -> int:
 
 async def test_a_large_upload_to_s3_keeps_memory_flat(s3_server: S3, tmp_path: Path) -> None:
     settings = load_settings(LABBOT_DATA_DIR=tmp_path, **s3_server.env(prefix="flat"))
-    blobs = open_blob_store(settings)
+    blobs = blob_store(settings)
     block = os.urandom(MIB)
     _reset_peak_rss()
     before = _rss_kib("VmRSS")

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from labbot.config import load_settings
-from labbot.files import FileStore, create_file_store
+from labbot.files import FileStore
 from labbot.files.blobs import TMP_DIR
-from tests.conftest import chunks_of
+from tests.conftest import chunks_of, make_store
 
 CHILD = Path(__file__).with_name("crash_child.py")
 
@@ -38,7 +38,7 @@ async def kill_at(data_dir: Path, point: str) -> None:
 
 
 async def open_store(data_dir: Path) -> FileStore:
-    store = create_file_store(load_settings(LABBOT_DATA_DIR=data_dir, MAX_FILES_PER_USER=1))
+    store = make_store(load_settings(LABBOT_DATA_DIR=data_dir, MAX_FILES_PER_USER=1))
     await store.start()
     return store
 

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from labbot.config import load_settings
-from labbot.files import create_file_store
 from labbot.files.blobs import TMP_DIR
-from tests.conftest import chunks_of
+from tests.conftest import chunks_of, make_store
 
 
 def mode(path: Path) -> int:
@@ -40,7 +39,7 @@ async def test_fresh_data_dir_database_and_blobs_get_their_modes(tmp_path: Path)
     """A first start creates the data dir 0700, the database and its -wal/-shm 0600, the blob
     folders 0700 and each blob 0644."""
     data = tmp_path / "fresh" / "labbot"
-    store = create_file_store(load_settings(LABBOT_DATA_DIR=data))
+    store = make_store(load_settings(LABBOT_DATA_DIR=data))
     await store.start()
     try:
         saved = await store.save("u", "a.csv", chunks_of(b"a,b\n1,2\n"))
@@ -60,13 +59,13 @@ async def test_an_existing_world_readable_install_is_tightened(tmp_path: Path) -
     """A data dir and database left 0755/0644 by an older version are made 0700/0600."""
     data = tmp_path / "old"
     data.mkdir(mode=0o755)
-    store = create_file_store(load_settings(LABBOT_DATA_DIR=data))
+    store = make_store(load_settings(LABBOT_DATA_DIR=data))
     await store.start()
     await store.close()
     database = data / "labbot.sqlite3"
     os.chmod(data, 0o755)
     os.chmod(database, 0o644)
-    store = create_file_store(load_settings(LABBOT_DATA_DIR=data))
+    store = make_store(load_settings(LABBOT_DATA_DIR=data))
     await store.start()
     try:
         await store.save("u", "a.txt", chunks_of(b"hello"))

@@ -20,9 +20,9 @@ from labbot.errors import (
     QuotaInUse,
     StorageError,
 )
-from labbot.files import FileStore, Limits, create_file_store, render_upload_confirmation
+from labbot.files import FileStore, Limits, render_upload_confirmation
 from labbot.files.blobs import TMP_DIR
-from tests.conftest import FIXTURES, Clock, chunks_of
+from tests.conftest import FIXTURES, Clock, chunks_of, make_store
 
 MIB = 1024 * 1024
 PNG = FIXTURES / "images" / "camera.png"
@@ -248,7 +248,7 @@ async def test_fractional_and_never_expiry(tmp_path: Path, clock: Clock) -> None
     """FILE_EXPIRATION_HOURS=0.1 means 6 minutes; -1 means the file never expires."""
     for hours, expected in [(0.1, 360.0), (-1, None)]:
         settings = load_settings(LABBOT_DATA_DIR=tmp_path / str(hours), FILE_EXPIRATION_HOURS=hours)
-        store = create_file_store(settings)
+        store = make_store(settings)
         store.clock = clock
         await store.start()
         result = await store.save("u", "a.txt", chunks_of(b"a"))
@@ -294,7 +294,7 @@ async def test_locked_database_gives_a_clear_error_and_keeps_nothing(
 ) -> None:
     """While another process holds the database lock, a save fails with a clear message, its
     bytes are removed, and it works again once the lock is gone."""
-    store = create_file_store(settings)
+    store = make_store(settings)
     store.meta.busy_timeout = 0.05
     store.clock = clock
     await store.start()
@@ -324,7 +324,7 @@ async def test_full_disk_mid_write_is_a_clean_error(tmp_path: Path, clock: Clock
         pytest.skip(f"cannot mount a small tmpfs here: {err.decode().strip()}")
     try:
         settings = load_settings(LABBOT_DATA_DIR=mount)
-        store = create_file_store(settings)
+        store = make_store(settings)
         store.clock = clock
         await store.start()
         with pytest.raises(StorageError, match="disk is full"):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from labbot.chat.services import open_services
+from labbot.app import open_app
 from labbot.config import load_settings
 from labbot.frontends.terminal import TerminalChat
 from labbot.llm.tools import TOOL_NAME
@@ -92,7 +92,7 @@ async def test_console_mode_runs_python_and_uploads(tmp_path: Path) -> None:
     data.write_text("a\n1\n2\n")
     settings = load_settings(LABBOT_DATA_DIR=tmp_path / "d", SANDBOX_WARM_POOL=0)
     screen = io.StringIO()
-    async with open_services(settings) as services:
+    async with open_app(settings) as services:
         chat = TerminalChat(
             services,
             user="me",
@@ -133,7 +133,7 @@ async def test_chat_mode_streams_answers_and_commands(tmp_path: Path) -> None:
             DEFAULT_MODEL="gpt-4o-mini",
         )
         screen = io.StringIO()
-        async with open_services(settings) as services:
+        async with open_app(settings) as services:
             chat = TerminalChat(
                 services,
                 user="me",
@@ -200,7 +200,7 @@ async def test_chat_strips_control_sequences(tmp_path: Path) -> None:
             DEFAULT_MODEL="gpt-4o-mini",
         )
         screen = io.StringIO()
-        async with open_services(settings) as services:
+        async with open_app(settings) as services:
             chat = TerminalChat(
                 services,
                 user="me",
@@ -211,7 +211,7 @@ async def test_chat_strips_control_sequences(tmp_path: Path) -> None:
             await chat.run(lines("say something"))
     console_screen = io.StringIO()
     console_settings = load_settings(LABBOT_DATA_DIR=tmp_path / "c", SANDBOX_WARM_POOL=0)
-    async with open_services(console_settings) as services:
+    async with open_app(console_settings) as services:
         console = TerminalChat(
             services,
             user="me",

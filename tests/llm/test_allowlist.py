@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from labbot.app import open_app
 from labbot.chat.history import SqliteConversationStore
-from labbot.chat.services import open_services
 from labbot.config import load_settings
 from labbot.errors import ModelNotAllowed
 from labbot.frontends.terminal import TerminalChat
@@ -85,7 +85,7 @@ async def test_terminal_model_refuses_unknown_names_unless_forced(tmp_path: Path
         api.enqueue(Reply.text("from my model"))
         settings = model_settings(tmp_path / "d", api.base_url)
         screen = io.StringIO()
-        async with open_services(settings) as services:
+        async with open_app(settings) as services:
             chat = TerminalChat(
                 services,
                 user="me",

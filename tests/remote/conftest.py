@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from labbot.config import Settings, load_settings
-from labbot.files import FileStore, create_file_store
+from labbot.files import FileStore
 from labbot.remote.executor import RemoteExecutor
+from tests.conftest import make_store
 from tests.servers import S3, Nats, Process, start_worker
 
 
@@ -53,7 +54,7 @@ def make_remote(nats: Nats, s3_server: S3, tmp_path: Path) -> RemoteFactory:
     @asynccontextmanager
     async def make(**overrides: Any) -> AsyncIterator[tuple[RemoteExecutor, FileStore]]:
         settings = bot_settings(nats, s3_server, tmp_path / "bot", **overrides)
-        store = create_file_store(settings)
+        store = make_store(settings)
         await store.start()
         executor = RemoteExecutor(settings, store)
         await executor.start()

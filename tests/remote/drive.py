@@ -18,8 +18,8 @@ import uuid
 from typing import Any
 
 from labbot.config import load_settings
-from labbot.files import create_file_store
 from labbot.remote.executor import HOST_LOST_NOTE, RemoteExecutor
+from tests.conftest import make_store
 
 # About 10 ms of CPU on this machine; x counts the cell's executions in its session.
 CELL = "x = globals().get('x', 0) + 1\n_ = sum(i * i for i in range({work}))\nx"
@@ -28,7 +28,7 @@ WORK = 120_000
 
 async def main(job: dict[str, Any]) -> dict[str, Any]:
     settings = load_settings(CODE_EXECUTION_TIMEOUT=120)
-    store = create_file_store(settings)
+    store = make_store(settings)
     await store.start()
     executor = RemoteExecutor(settings, store)
     await executor.start()

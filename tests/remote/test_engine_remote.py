@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from labbot.chat.services import open_services
+from labbot.app import open_app
+from labbot.core import FileProduced
 from labbot.llm.tools import TOOL_NAME
 from labbot.remote.executor import RemoteExecutor
 from tests.conftest import chunks_of, model_settings
@@ -33,7 +34,7 @@ async def test_a_turn_runs_its_code_on_a_worker(
             **nats.bot_env(),
             **s3_server.env(),
         )
-        async with open_services(settings) as services:
+        async with open_app(settings) as services:
             assert isinstance(services.interpreter, RemoteExecutor)
             assert services.engine is not None
             saved = await services.store.save("42", "sales.csv", chunks_of(CSV))
@@ -43,9 +44,9 @@ async def test_a_turn_runs_its_code_on_a_worker(
                     "42", "t-1", "Who sold most? Plot it.", file_ids=[saved.record.id]
                 )
             ]
-            files = [e.file for e in events if e.type == "file"]
-            assert len(files) == 1 and files[0]["kind"] == "image"
-            png = await services.store.read_bytes("42", files[0]["id"])  # from the bucket
+            files = [e.file for e in events if isinstance(e, FileProduced)]
+            assert len(files) == 1 and files[0].kind == "image"
+            png = await services.store.read_bytes("42", files[0].id)  # from the bucket
             assert png.startswith(b"\x89PNG")
         second = api.requests[1]
         result = [json.loads(m["content"]) for m in second["messages"] if m["role"] == "tool"][0]

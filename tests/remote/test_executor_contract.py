@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from labbot.config import load_settings
-from labbot.files import FileStore, create_file_store
+from labbot.files import FileStore
 from labbot.sandbox import CodeInterpreter, Executor
+from tests.conftest import make_store
 from tests.remote.conftest import RemoteFactory
 
 Make = Callable[..., AbstractAsyncContextManager[tuple[Executor, FileStore]]]
@@ -32,7 +33,7 @@ def make(request: pytest.FixtureRequest, tmp_path: Path) -> Make:
         overrides.setdefault("CODE_EXECUTION_TIMEOUT", 30)
         overrides.setdefault("SANDBOX_WARM_POOL", 1)
         settings = load_settings(LABBOT_DATA_DIR=tmp_path / "data", **overrides)
-        store = create_file_store(settings)
+        store = make_store(settings)
         await store.start()
         interpreter = CodeInterpreter(settings, store)
         await interpreter.start()
@@ -61,7 +62,7 @@ async def test_variables_persist_and_errors_are_results(make: Make) -> None:
         assert (result.status, result.value) == ("ok", "42")
         assert not result.session_restarted
         failed = await executor.run("u1", c, "1 / 0")
-        assert failed.status == "error" and failed.error["name"] == "ZeroDivisionError"
+        assert failed.status == "error" and failed.error.name == "ZeroDivisionError"
         other = await executor.run("u1", conversation(), "'x' in globals()")
         assert other.value == "False"  # another conversation, another session
 
@@ -80,10 +81,10 @@ async def test_written_files_come_back_with_ids_under_the_users_limits(make: Mak
         await store.save("u3", "b.txt", chunks(b"b"))
         code = "import pandas as pd\npd.DataFrame({'n': [1, 2]}).to_csv('out.csv', index=False)"
         result = await executor.run("u3", conversation(), code)
-        assert [f["name"] for f in result.files] == ["out.csv"], result.to_json()
+        assert [f.name for f in result.files] == ["out.csv"], result.to_json()
         out = result.files[0]
-        assert out["kind"] == "csv" and out["size"] == len(b"n\n1\n2\n")
-        assert await store.read_bytes("u3", out["id"]) == b"n\n1\n2\n"
+        assert out.kind == "csv" and out.size == len(b"n\n1\n2\n")
+        assert await store.read_bytes("u3", out.id) == b"n\n1\n2\n"
         assert any(first.record.id in note for note in result.notes)  # the oldest was evicted
         assert {r.name for r in await store.list("u3")} == {"b.txt", "out.csv"}
 
@@ -116,7 +117,7 @@ async def test_stop_interrupts_and_keeps_variables(make: Make) -> None:
             await started.wait()
         assert await executor.stop("u5", c)
         result = await asyncio.wait_for(run, 20)
-        assert result.status == "error" and result.error["name"] == "KeyboardInterrupt"
+        assert result.status == "error" and result.error.name == "KeyboardInterrupt"
         assert (await executor.run("u5", c, "kept")).value == "7"
         assert not await executor.stop("u5", c)  # nothing running now
 

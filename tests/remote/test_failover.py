@@ -56,7 +56,7 @@ async def _lose_a_worker(make_remote: RemoteFactory, pair: dict[str, Process], h
         victim = hosts[convs[0]]
         survivor = next(c for c in convs if hosts[c] != victim)
         before = await executor.run("u", convs[0], "open('kept.txt', 'w').write('acknowledged')")
-        kept_id = before.files[0]["id"]
+        kept_id = before.files[0].id
 
         rerun = asyncio.Event()
         hit: list[float] = []

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from labbot.config import load_settings
-from labbot.files import FileStore, create_file_store
+from labbot.files import FileStore
 from labbot.sandbox import CodeInterpreter
+from tests.conftest import make_store
 
 Factory = Callable[..., Any]
 
@@ -28,7 +29,7 @@ def make_interpreter(tmp_path: Path) -> Factory:
     async def make(**overrides: Any) -> AsyncIterator[tuple[CodeInterpreter, FileStore]]:
         overrides.setdefault("SANDBOX_WARM_POOL", 0)
         settings = load_settings(LABBOT_DATA_DIR=tmp_path / "data", **overrides)
-        store = create_file_store(settings)
+        store = make_store(settings)
         await store.start()
         interpreter = CodeInterpreter(settings, store)
         await interpreter.start()

@@ -220,7 +220,7 @@ async def test_attack5_forged_frames_end_only_that_session(jailed, forged: str) 
 
     result = await interpreter.run("attacker", "c", FORGE + forged, on_output=on_output)
     assert result.status == "killed", result
-    assert "sent something it must not" in result.error["message"]
+    assert "sent something it must not" in result.error.message
     assert sum(map(len, seen)) <= interpreter.limits.output_head
     assert len(json.dumps(result.to_json())) < 100_000
     assert len(await store.list("attacker")) <= interpreter.limits.max_output_files
@@ -260,7 +260,7 @@ async def test_attack8_repr_raising_base_exceptions_is_an_error(jailed, raised: 
     interpreter, _ = jailed
     code = f"keep = 5\nclass Evil:\n    def __repr__(self):\n        raise {raised}\nEvil()"
     result = await interpreter.run("u", "c", code)
-    assert result.status == "error" and result.error["name"] == raised.split("(")[0]
+    assert result.status == "error" and result.error.name == raised.split("(")[0]
     after = await interpreter.run("u", "c", "keep")
     assert after.value == "5" and not after.session_restarted
 
@@ -271,7 +271,7 @@ async def test_attack8_undecodable_names_and_surrogates_do_not_end_the_kernel(ja
     interpreter, _ = jailed
     code = "open(b'bad\\xff.txt', 'wb').write(b'1')\nraise ValueError('\\udc80')"
     result = await interpreter.run("u", "c", code)
-    assert result.status == "error" and result.error["name"] == "ValueError", result
+    assert result.status == "error" and result.error.name == "ValueError", result
     assert len(result.files) == 1 and not result.session_restarted
     assert (await interpreter.run("u", "c", "1")).value == "1"
 

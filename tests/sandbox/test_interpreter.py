@@ -25,7 +25,7 @@ async def test_variables_persist_and_the_last_expression_is_shown(
     second = await interpreter.run("u", "c", "x * 2 + 2")
     assert (second.status, second.value, second.session_restarted) == ("ok", "42", False)
     other = await interpreter.run("u", "other", "x")
-    assert other.status == "error" and other.error and other.error["name"] == "NameError"
+    assert other.status == "error" and other.error and other.error.name == "NameError"
 
 
 async def test_errors_carry_a_traceback_with_the_users_line_numbers(
@@ -35,8 +35,8 @@ async def test_errors_carry_a_traceback_with_the_users_line_numbers(
     code = "def f(d):\n    return d['missing']\n\nprint('before')\nf({})\n"
     result = await interpreter.run("u", "c", code)
     assert result.status == "error" and result.stdout == "before\n"
-    assert result.error is not None and result.error["name"] == "KeyError"
-    trace = result.error["traceback"]
+    assert result.error is not None and result.error.name == "KeyError"
+    trace = result.error.traceback
     assert "line 5, in <module>" in trace and "line 2, in f" in trace
     assert "kernel.py" not in trace and "return d['missing']" in trace
 
@@ -44,8 +44,8 @@ async def test_errors_carry_a_traceback_with_the_users_line_numbers(
 async def test_syntax_error_is_a_result(interpreter: CodeInterpreter) -> None:
     """Code that does not parse is reported with its line, not raised."""
     result = await interpreter.run("u", "c", "x = 1\nif x\n    pass")
-    assert result.status == "error" and result.error and result.error["name"] == "SyntaxError"
-    assert "line 2" in result.error["traceback"]
+    assert result.status == "error" and result.error and result.error.name == "SyntaxError"
+    assert "line 2" in result.error.traceback
 
 
 async def test_stderr_and_live_output(interpreter: CodeInterpreter) -> None:
@@ -80,7 +80,7 @@ async def test_files_load_by_id_and_by_name(make_interpreter) -> None:
         assert result.value == "(42, True)"
         assert f"['{record.id}'] ['{record.id}'] ['sales.csv']" in result.stdout
         missing = await interpreter.run("u", "c", "load_file('nope.csv')")
-        assert missing.error and "sales.csv" in missing.error["message"]
+        assert missing.error and "sales.csv" in missing.error.message
 
 
 async def test_written_files_and_figures_come_back_with_ids(make_interpreter) -> None:
@@ -95,7 +95,7 @@ async def test_written_files_and_figures_come_back_with_ids(make_interpreter) ->
         )
         result = await interpreter.run("u", "c", code)
         assert result.status == "ok", result.error
-        names = sorted(f["name"] for f in result.files)
+        names = sorted(f.name for f in result.files)
         assert names == ["bars.png", "figure-1.png", "result.csv"]
         stored = {r.name: r for r in await store.list("u")}
         assert stored["result.csv"].source == "generated" and stored["result.csv"].kind == "csv"
@@ -103,15 +103,15 @@ async def test_written_files_and_figures_come_back_with_ids(make_interpreter) ->
         data = b"".join([c async for c in store.read("u", stored["result.csv"].id)])
         assert data == b"a\n1\n2\n"
         again = await interpreter.run("u", "c", "print('nothing new')")
-        assert again.files == []  # unchanged files are not sent again
+        assert again.files == ()  # unchanged files are not sent again
 
 
 async def test_generated_files_obey_the_users_limits(make_interpreter) -> None:
     """An output over the per-file limit is not kept and the result says why."""
     async with make_interpreter(MAX_FILE_SIZE_MB=0.01) as (interpreter, store):
         result = await interpreter.run("u", "c", "open('big.bin', 'wb').write(b'x' * 50000)")
-        assert result.files == []
-        assert result.skipped_files and result.skipped_files[0]["name"] == "big.bin"
+        assert result.files == ()
+        assert result.skipped_files and result.skipped_files[0].name == "big.bin"
         assert await store.list("u") == []
 
 
@@ -123,7 +123,7 @@ async def test_reset_forgets_variables_and_keeps_files(make_interpreter) -> None
         result = await interpreter.run(
             "u", "c", "print(sorted(f['name'] for f in list_files()))\nx"
         )
-        assert result.error and result.error["name"] == "NameError"
+        assert result.error and result.error.name == "NameError"
         assert "keep.txt" in result.stdout
         assert not result.session_restarted  # a reset the user asked for is not news
 
@@ -222,7 +222,7 @@ async def test_stop_interrupts_and_keeps_variables(make_interpreter) -> None:
             await started.wait()
             assert await interpreter.stop("u", "c") is True
             result = await task
-        assert result.status == "error" and result.error["name"] == "KeyboardInterrupt"
+        assert result.status == "error" and result.error.name == "KeyboardInterrupt"
         assert (await interpreter.run("u", "c", "x")).value == "7"
 
 
@@ -231,7 +231,7 @@ async def test_module_outside_the_allowlist_names_the_allowlist(
 ) -> None:
     """Importing a module nobody allowed fails with a note naming the allow-list."""
     result = await interpreter.run("u", "c", "import surely_not_a_module_xyz")
-    assert result.status == "error" and result.error["name"] == "ModuleNotFoundError"
+    assert result.status == "error" and result.error.name == "ModuleNotFoundError"
     assert "allow-list" in result.notes[-1] and "scikit-learn" in result.notes[-1]
 
 
@@ -261,7 +261,7 @@ async def test_allowed_package_installs_itself_on_import(make_interpreter, unins
     async with make_interpreter(PACKAGE_ALLOWLIST="tinydb") as (interpreter, _):
         result = await interpreter.run("u", "c", "import tinydb\ntinydb.__name__")
         assert result.status == "ok", (result.error, result.notes)
-        assert result.value == "'tinydb'" and result.packages_installed == ["tinydb"]
+        assert result.value == "'tinydb'" and result.packages_installed == ("tinydb",)
 
 
 async def test_missing_bubblewrap_is_refused_with_the_fix(tmp_path, monkeypatch) -> None:
@@ -281,7 +281,7 @@ async def test_sandbox_off_runs_code_with_a_loud_warning(make_interpreter, caplo
     """LABBOT_SANDBOX=off (development only) still runs code and warns at start."""
     async with make_interpreter(LABBOT_SANDBOX="off") as (interpreter, _):
         result = await interpreter.run("u", "c", "open('o.txt', 'w').write('x')\n40 + 2")
-        assert result.value == "42" and [f["name"] for f in result.files] == ["o.txt"]
+        assert result.value == "42" and [f.name for f in result.files] == ["o.txt"]
     assert any("WITHOUT isolation" in r.getMessage() for r in caplog.records)
 
 

@@ -200,7 +200,7 @@ async def test_row9_infinite_loop_long_sleep_and_input(jailed) -> None:
         result = await interpreter.run("u", "c", code)
         assert result.status == "timeout" and "8 s time limit" in result.notes[-1]
     result = await interpreter.run("u", "c", "input('name? ')")
-    assert result.status == "error" and result.error["name"] == "EOFError"
+    assert result.status == "error" and result.error.name == "EOFError"
 
 
 async def test_row10_daemons_do_not_outlive_the_timeout(jailed) -> None:
@@ -237,7 +237,7 @@ async def test_row12_output_names_cannot_escape(jailed) -> None:
         "import os\nos.makedirs('a/b', exist_ok=True)\nopen('a/b/x\\\\..\\\\y.csv', 'w').write('1')"
     )
     result = await interpreter.run("u", "c", code)
-    assert [f["name"] for f in result.files] == ["y.csv"]
+    assert [f.name for f in result.files] == ["y.csv"]
     record = (await store.list("u"))[0]
     assert store.path(record).parent == store.blobs.root / "u"
 
@@ -259,7 +259,7 @@ async def test_row13_links_fifos_and_devices_are_not_collected(jailed) -> None:
     )
     result = await interpreter.run("u", "c", code)
     assert result.status == "ok", result.error
-    assert [f["name"] for f in result.files] == ["real.txt"]
+    assert [f.name for f in result.files] == ["real.txt"]
     assert "link refused" in result.stdout
 
 
@@ -277,7 +277,7 @@ async def test_row14_zip_bomb_upload_is_refused_inside(jailed) -> None:
     record = (await store.save("u", "bomb.zip", chunks_of(buffer.getvalue()))).record
     result = await interpreter.run("u", "c", f"load_file({record.id!r})")
     assert result.status == "error"
-    assert "bomb.zip" in result.error["message"] and "MiB" in result.error["message"]
+    assert "bomb.zip" in result.error.message and "MiB" in result.error.message
     await still_responsive(interpreter)
 
 
@@ -317,7 +317,7 @@ async def test_row16_image_bomb_is_not_decoded_by_the_host(jailed) -> None:
         "open('huge.png', 'wb').write(png)\n"
     )
     result = await interpreter.run("u", "c", code)
-    assert [(f["name"], f["kind"]) for f in result.files] == [("huge.png", "image")]
+    assert [(f.name, f.kind) for f in result.files] == [("huge.png", "image")]
 
 
 async def test_row17_kernel_attack_surface_is_closed(jailed) -> None:

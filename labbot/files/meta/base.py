@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from labbot.core import FileRef, OutputFile
+
 Source = Literal["upload", "generated"]
 
 
@@ -28,6 +30,14 @@ class FileRecord:
     def is_live(self, now: datetime) -> bool:
         """True until the file expires."""
         return self.expires_at is None or self.expires_at > now
+
+    def ref(self) -> FileRef:
+        """The file as an execution needs it."""
+        return FileRef(self.id, self.name, self.kind, self.size, self.sha256)
+
+    def output(self) -> OutputFile:
+        """The file as an execution that made it reports it."""
+        return OutputFile(self.id, self.name, self.kind, self.size)
 
     def to_json(self) -> dict[str, Any]:
         """The one JSON shape of a file record (CLI and APIs)."""

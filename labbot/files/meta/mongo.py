@@ -105,16 +105,22 @@ class MongoMetadataStore:
     sweeper; records it removes leave blobs that ``reconcile`` deletes.
     """
 
-    def __init__(self, database: Any) -> None:
+    def __init__(self, database: Any, *, ttl_grace: float | None = TTL_GRACE) -> None:
+        """``ttl_grace``: seconds after expiry before MongoDB's TTL monitor deletes a record
+        (None: no TTL index; that monitor reads the real clock, a test's fixed "now" does not)."""
         self.db = database
         self.files = database["files"]
+        self.ttl_grace = ttl_grace
 
     async def start(self) -> None:
         """Create the indexes (idempotent) and check the schema version."""
         await guarded(self.files.create_index([("user", ASCENDING), ("created_us", ASCENDING)]))
         await guarded(self.files.create_index([("expires_us", ASCENDING)]))
-        # A backstop only: a day after expiry, long after the sweeper removed file and record.
-        await guarded(self.files.create_index("expires_at", expireAfterSeconds=TTL_GRACE))
+        if self.ttl_grace is not None:
+            # A backstop only: a day after expiry, long after the sweeper removed the record.
+            await guarded(
+                self.files.create_index("expires_at", expireAfterSeconds=int(self.ttl_grace))
+            )
         meta = self.db["labbot_schema"]
         found = await guarded(meta.find_one({"_id": "files"}))
         if found and found.get("version", 0) > SCHEMA_VERSION:

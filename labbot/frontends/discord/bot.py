@@ -14,7 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from labbot.chat.services import Services, open_services
+from labbot.app import App, open_app
 from labbot.config import Settings
 from labbot.errors import LabbotError
 from labbot.frontends.discord.access import AccessPolicy
@@ -69,7 +69,7 @@ class LabBot(commands.Bot):
     """labbot on Discord. Build it with ``create_bot``; start it with ``start(token)``."""
 
     def __init__(
-        self, settings: Settings, services: Services | None = None, **client_options: Any
+        self, settings: Settings, services: App | None = None, **client_options: Any
     ) -> None:
         intents = discord.Intents.default()
         intents.message_content = True  # privileged: enable it in the Developer Portal
@@ -83,7 +83,7 @@ class LabBot(commands.Bot):
         )
         self.settings = settings
         self._given_services = services
-        self.services: Services = services  # type: ignore[assignment]  # set in setup_hook
+        self.services: App = services  # type: ignore[assignment]  # set in setup_hook
         self.access: AccessPolicy
         self.gate: Gate
         self.http_session: aiohttp.ClientSession
@@ -97,7 +97,7 @@ class LabBot(commands.Bot):
     async def setup_hook(self) -> None:
         """Open the services (unless given), load the cogs, start the sweeper, sync commands."""
         if self._given_services is None:
-            self.services = await self._stack.enter_async_context(open_services(self.settings))
+            self.services = await self._stack.enter_async_context(open_app(self.settings))
         self.http_session = aiohttp.ClientSession()
         self._stack.push_async_callback(self.http_session.close)
         self.access = AccessPolicy(self.settings, self.services.conversations)
@@ -172,7 +172,7 @@ class LabBot(commands.Bot):
 
 
 def create_bot(
-    settings: Settings, services: Services | None = None, **client_options: Any
+    settings: Settings, services: App | None = None, **client_options: Any
 ) -> LabBot:
     """An unstarted labbot client; ``await bot.start(token)`` runs it."""
     return LabBot(settings, services, **client_options)

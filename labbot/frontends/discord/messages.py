@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord.ext import commands
 
+from labbot.core import Failed, FileProduced, OutputFile, TextDelta, ToolStarted
 from labbot.errors import FileNotFound, FileTooLarge, LabbotError
 from labbot.files import SaveResult
 from labbot.files.receipt import format_size
@@ -252,20 +253,23 @@ class Messages(commands.Cog):
             return edit
 
         stream = ReplyStream(send)
-        produced: list[dict] = []
+        produced: list[OutputFile] = []
         try:
             async with message.channel.typing():
                 async for event in services.engine.turn(
                     user, conversation, text, file_ids=file_ids, image_ids=image_ids
                 ):
-                    if event.type == "text":
-                        await stream.write(event.text)
-                    elif event.type == "tool_started" and show_code:
-                        await stream.write(f"\n```python\n{event.code.strip()}\n```\n")
-                    elif event.type == "file" and event.file:
-                        produced.append(event.file)
-                    elif event.type == "error":
-                        await stream.write(f"\n⚠️ {event.text}")
+                    match event:
+                        case TextDelta(text=piece):
+                            await stream.write(piece)
+                        case ToolStarted(code=code) if show_code:
+                            await stream.write(f"\n```python\n{code.strip()}\n```\n")
+                        case FileProduced(file=file):
+                            produced.append(file)
+                        case Failed(text=problem):
+                            await stream.write(f"\n⚠️ {problem}")
+                        case _:
+                            pass  # status, output, usage and the final text: not shown here
         finally:
             await stream.flush(final=True)
             view.stop()
@@ -273,26 +277,29 @@ class Messages(commands.Cog):
                 await posted[0].edit(view=None)
         await self._send_files(message, user, produced)
 
-    async def _send_files(self, message: discord.Message, user: str, files: list[dict]) -> None:
+    async def _send_files(
+        self, message: discord.Message, user: str, files: list[OutputFile]
+    ) -> None:
         """Attach what the code made, within the upload limit; name the rest by id."""
         limit = message.guild.filesize_limit if message.guild else DEFAULT_UPLOAD_LIMIT
         store = self.bot.services.store
-        attachable, too_big = [], []
+        attachable: list[OutputFile] = []
+        too_big: list[OutputFile] = []
         for file in files:
-            (attachable if file["size"] <= limit else too_big).append(file)
+            (attachable if file.size <= limit else too_big).append(file)
         for start in range(0, len(attachable), FILES_PER_MESSAGE):
             batch = []
             for file in attachable[start : start + FILES_PER_MESSAGE]:
                 try:
-                    data = await store.read_bytes(user, file["id"])
+                    data = await store.read_bytes(user, file.id)
                 except FileNotFound:  # evicted by a later output of the same answer
                     continue
-                batch.append(discord.File(io.BytesIO(data), filename=file["name"]))
+                batch.append(discord.File(io.BytesIO(data), filename=file.name))
             if batch:
                 await message.channel.send(files=batch)
         if too_big:
             names = ", ".join(
-                f"{shown_name(f['name'])} (`{f['id']}`, {format_size(f['size'])})" for f in too_big
+                f"{shown_name(f.name)} (`{f.id}`, {format_size(f.size)})" for f in too_big
             )
             await message.channel.send(
                 f"Too large to attach here: {names}. Use /files to get them."

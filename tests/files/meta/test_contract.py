@@ -22,7 +22,8 @@ async def meta(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         if database is None:
             store: MetadataStore = SqliteMetadataStore(tmp_path / "meta.sqlite3")
         else:
-            store = MongoMetadataStore(database)
+            # No TTL index: its monitor follows the real clock, and NOW is fixed.
+            store = MongoMetadataStore(database, ttl_grace=None)
         await store.start()
         await store.start()  # idempotent
         yield store
@@ -144,3 +145,16 @@ async def test_sqlite_use_after_close_raises(tmp_path: Path) -> None:
     await store.close()
     with pytest.raises(StorageError):
         await store.list("u", now=NOW)
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "sqlite"])
+async def test_mongo_keeps_a_ttl_backstop(backend: str) -> None:
+    """By default the MongoDB store has a TTL index a day after expiry (checked on the index,
+    not by waiting for the real clock)."""
+    from labbot.files.meta.mongo import TTL_GRACE
+
+    async with mongo_database(backend) as database:
+        await MongoMetadataStore(database).start()
+        indexes = await database["files"].index_information()
+    ttl = [i for i in indexes.values() if i["key"] == [("expires_at", 1)]]
+    assert ttl and ttl[0]["expireAfterSeconds"] == TTL_GRACE == 24 * 3600
