@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 
 from labbot.files.kinds import HEAD_BYTES, detect_kind, kind_by_name
-from tests.fixtures import require_shared_corpus
+from tests.fixtures import SHARED_MISSING, shared_corpus
 
-FIXTURES = require_shared_corpus()
+_CORPUS = shared_corpus()
+if _CORPUS is None:
+    pytest.skip(SHARED_MISSING, allow_module_level=True)
+FIXTURES: Path = _CORPUS
 
 # Expected kind for every fixture file, by its real name.
 EXPECTED = {
