@@ -1,4 +1,4 @@
-"""Shared fixtures: a clean environment, settings on tmp_path, a file store with a test clock."""
+"""Common fixtures: a clean environment, settings on tmp_path, a file store with a test clock."""
 
 from __future__ import annotations
 
@@ -14,21 +14,10 @@ import pytest
 from labbot.app import blob_store
 from labbot.config import Settings, load_settings
 from labbot.files import FileStore, Limits, SqliteMetadataStore
+from tests.fixtures import FORMATS
 from tests.servers import S3, Nats, nats_server, seaweedfs
 
-FIXTURES = Path(
-    os.environ.get("LABBOT_FIXTURES_DIR")
-    or Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "formats"
-)
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """Fail loudly, not by skipping, when the shared fixtures are not where CI puts them."""
-    if not FIXTURES.is_dir():
-        raise pytest.UsageError(
-            f"format fixtures not found at {FIXTURES}: clone beside shared/ or set "
-            "LABBOT_FIXTURES_DIR"
-        )
+FIXTURES = FORMATS  # the in-repo format fixtures (tests/fixtures/make_fixtures.py writes them)
 
 
 _PREFIXES = (

@@ -4,7 +4,7 @@ BPE ranks come from the gzipped files shipped in the `bpe_openai` wheel (checked
 sha256 that the installed `tiktoken_ext.openai_public` pins); nothing here opens a socket.
 Message overhead and tool definitions follow the OpenAI cookbook ("How to count tokens with
 tiktoken"); image tokens follow the "Images and vision" guide, with the open points decided as
-recorded in shared/fixtures/tokens/README.md. All functions are pure and thread-safe.
+recorded in tests/fixtures/token_cases.py. All functions are pure and thread-safe.
 """
 
 from __future__ import annotations
@@ -256,8 +256,8 @@ def _tile_size(width: int, height: int) -> tuple[int, int]:
 def _patch_size(width: int, height: int, budget: int, max_side: int) -> tuple[float, float]:
     """The size a patch model sees: longest side capped, then shrunk to fit the patch budget.
 
-    The cap keeps fractional pixels (2049x513 -> 2048x512.75 -> 17 patch rows, as cases.json
-    derives); only the budget shrink resizes to whole pixels."""
+    The cap keeps fractional pixels (2049x513 -> 2048x512.75 -> 17 patch rows, as the worked
+    sizes in tests/fixtures/token_cases.py do); only the budget shrink resizes to whole pixels."""
     w, h = float(width), float(height)
     if max(w, h) > max_side:  # the 2048 cap; only with it does 4000x1474 give the measured 1536
         w, h = w * max_side / max(width, height), h * max_side / max(width, height)

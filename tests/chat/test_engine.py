@@ -216,7 +216,7 @@ async def test_usage_is_recorded_with_cost(make_services, api: FakeOpenAI) -> No
 async def test_images_go_to_the_model_as_data(make_services, api: FakeOpenAI) -> None:
     """An attached image is sent as base64 data (never a link), in this turn and later ones."""
     api.enqueue(Reply.text("A camera man."), Reply.text("Yes."))
-    png = (FIXTURES / "images" / "camera.png").read_bytes()
+    png = (FIXTURES / "images" / "noise.png").read_bytes()
     async with make_services(DEFAULT_MODEL="gpt-4o") as services:
         image = (await services.store.save("42", "camera.png", chunks_of(png))).record
         await collect(

@@ -25,7 +25,7 @@ from labbot.files.blobs import TMP_DIR
 from tests.conftest import FIXTURES, Clock, chunks_of, make_store
 
 MIB = 1024 * 1024
-PNG = FIXTURES / "images" / "camera.png"
+PNG = FIXTURES / "images" / "noise.png"
 
 
 def blob_files(store: FileStore) -> list[Path]:

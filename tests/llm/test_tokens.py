@@ -1,9 +1,9 @@
-"""Token counts, image tokens, image headers and cost (labbot.llm.tokens) against cases.json."""
+"""Token counts, image tokens, image headers and cost (labbot.llm.tokens) against documented
+cases (tests/fixtures/token_cases.py) and the in-repo image fixtures."""
 
 from __future__ import annotations
 
 import base64
-import json
 import os
 import shutil
 import struct
@@ -19,74 +19,56 @@ import pytest
 import tiktoken.model
 
 from labbot.llm import tokens
-from tests.conftest import FIXTURES
+from tests.fixtures import FORMATS, MANIFEST
+from tests.fixtures import token_cases as cases
 
-CASES_PATH = Path(
-    os.environ.get("LABBOT_TOKEN_CASES")
-    or Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "tokens" / "cases.json"
-)
-CASES = json.loads(CASES_PATH.read_text(encoding="utf-8"))
-IMAGES = FIXTURES / "images"
+IMAGES = FORMATS / "images"
 ROOT = Path(__file__).resolve().parents[2]
 OFFLINE_ENCODINGS = {"cl100k_base": "gpt-4", "o200k_base": "gpt-4o"}
-
-
-def model_of(key: str) -> str:
-    """`gpt-4.1-mini (2025-04-14)` / `gpt-3.5-turbo (0125)` -> the bare model name."""
-    return key.split()[0]
 
 
 # --- strings, messages, tools --------------------------------------------------------------------
 
 STRING_CASES = [
-    pytest.param(case["text"], enc, ids, id=f"{enc}-{i}")
-    for i, case in enumerate(CASES["strings"]["cases"])
-    for enc, ids in case.items()
-    if enc != "text"
+    pytest.param(text, enc, ids, id=f"{enc}-{i}")
+    for i, (text, by_encoding) in enumerate(cases.TOKEN_IDS)
+    for enc, ids in by_encoding.items()
 ]
 
 
 @pytest.mark.parametrize(("text", "encoding", "ids"), STRING_CASES)
 def test_string_token_ids(text: str, encoding: str, ids: list[int]) -> None:
     """The bundled BPE files give the cookbook's token ids, and count_text their number."""
-    if encoding not in OFFLINE_ENCODINGS:
-        pytest.skip(f"{encoding} is not shipped in bpe_openai and no model of ours uses it")
     model = OFFLINE_ENCODINGS[encoding]
     assert tokens.get_encoding(model).encode(text) == ids
     assert tokens.count_text(text, model) == len(ids)
 
 
-@pytest.mark.parametrize(
-    ("model", "expected"), sorted(CASES["chat_messages"]["prompt_tokens"].items())
-)
+@pytest.mark.parametrize(("model", "expected"), sorted(cases.JARGON_PROMPT_TOKENS.items()))
 def test_chat_messages(model: str, expected: int) -> None:
     """The cookbook's six messages count as the API reported, per model."""
-    assert tokens.count_messages(CASES["chat_messages"]["messages"], model_of(model)) == expected
+    assert tokens.count_messages(cases.JARGON_MESSAGES, model) == expected
 
 
-@pytest.mark.parametrize(
-    ("model", "expected"), sorted(CASES["chat_with_tools"]["prompt_tokens"].items())
-)
+@pytest.mark.parametrize(("model", "expected"), sorted(cases.WEATHER_PROMPT_TOKENS.items()))
 def test_chat_with_tools(model: str, expected: int) -> None:
     """Messages plus the get_current_weather tool count as the API reported, per model."""
-    case = CASES["chat_with_tools"]
-    assert tokens.count_messages(case["messages"], model, tools=case["tools"]) == expected
+    got = tokens.count_messages(cases.WEATHER_MESSAGES, model, tools=cases.WEATHER_TOOLS)
+    assert got == expected
 
 
-@pytest.mark.parametrize("family", sorted(CASES["chat_with_tools"]["rule_constants"]))
-def test_tool_rule_constants(family: str) -> None:
+@pytest.mark.parametrize(("encoding", "expected"), sorted(cases.TOOL_RULES.items()))
+def test_tool_rule_constants(encoding: str, expected: dict[str, int]) -> None:
     """Our per-encoding tool constants are the notebook's."""
-    encoding = "o200k_base" if family.startswith("o200k") else "cl100k_base"
-    expected = CASES["chat_with_tools"]["rule_constants"][family]
     assert tokens.TOOL_RULES[encoding]._asdict() == expected
 
 
 def test_count_tools_is_the_difference() -> None:
     """count_tools is exactly what tools add to count_messages, and 0 without tools."""
-    case = CASES["chat_with_tools"]
-    with_tools = tokens.count_messages(case["messages"], "gpt-4o", tools=case["tools"])
-    without = tokens.count_messages(case["messages"], "gpt-4o")
-    assert with_tools - without == tokens.count_tools(case["tools"], "gpt-4o")
+    messages, tools = cases.WEATHER_MESSAGES, cases.WEATHER_TOOLS
+    with_tools = tokens.count_messages(messages, "gpt-4o", tools=tools)
+    without = tokens.count_messages(messages, "gpt-4o")
+    assert with_tools - without == tokens.count_tools(tools, "gpt-4o")
     assert tokens.count_tools([], "gpt-4o") == 0
 
 
@@ -216,103 +198,89 @@ def test_encoding_loads_once_across_threads(monkeypatch: pytest.MonkeyPatch) -> 
 
 # --- image tokens --------------------------------------------------------------------------------
 
-TILE_EXAMPLES = [e for e in CASES["documented_examples"] if "tokens" in e]
-PATCH_EXAMPLES = [e for e in CASES["documented_examples"] if "patches" in e]
+
+def half_up(value: Decimal) -> int:
+    return int(value + Decimal("0.5"))
 
 
-@pytest.mark.parametrize("case", TILE_EXAMPLES, ids=lambda c: f"{c['width']}x{c['height']}")
-def test_documented_tile_examples(case: dict) -> None:
+@pytest.mark.parametrize("case", cases.TILE_EXAMPLES, ids=lambda c: f"{c.width}x{c.height}")
+def test_documented_tile_examples(case: cases.TileExample) -> None:
     """The vision guide's gpt-4o examples."""
-    got = tokens.image_tokens(
-        case["width"], case["height"], model=case["model"], detail=case["detail"]
-    )
-    assert got == case["tokens"]
+    got = tokens.image_tokens(case.width, case.height, model=case.model, detail=case.detail)
+    assert got == case.tokens
 
 
-@pytest.mark.parametrize("case", PATCH_EXAMPLES, ids=lambda c: f"{c['width']}x{c['height']}")
-def test_documented_patch_examples(case: dict) -> None:
+@pytest.mark.parametrize("case", cases.PATCH_EXAMPLES, ids=lambda c: f"{c.width}x{c.height}")
+def test_documented_patch_examples(case: cases.PatchExample) -> None:
     """The vision guide's patch counts for the 1536 budget."""
-    assert tokens._patches(case["width"], case["height"], 1536, 2048) == case["patches"]
+    assert tokens._patches(case.width, case.height, 1536, 2048) == case.patches
 
 
-def community(model: str, width: int, height: int) -> dict:
-    return next(
-        c
-        for c in CASES["community_observed"]
-        if (c["model"], c["width"], c["height"]) == (model, width, height)
+def text_overhead(name: str, key: str = "billed") -> int:
+    """What a forum measurement billed beyond our image count: the prompt's text."""
+    case = cases.FORUM[name]
+    image = tokens.image_tokens(
+        case["width"], case["height"], model=case["model"], detail=case.get("detail", "high")
     )
+    return case[key] - image
 
 
-def test_community_resize_rounding() -> None:
+def test_forum_resize_rounding() -> None:
     """2049x513 costs 8 tiles and 2050x513 4 tiles on gpt-4.1; the text around them is the same."""
-    a, b = community("gpt-4.1", 2049, 513), community("gpt-4.1", 2050, 513)
-    text_a = a["billed_input_tokens"] - tokens.image_tokens(2049, 513, model="gpt-4.1")
-    text_b = b["billed_input_tokens"] - tokens.image_tokens(2050, 513, model="gpt-4.1")
-    assert text_a == text_b and 0 <= text_a < 20
+    assert text_overhead("round-up") == text_overhead("round-down")
+    assert 0 <= text_overhead("round-up") < 20
     assert tokens.image_tokens(2049, 513, model="gpt-4.1") == 85 + 8 * 170
 
 
-def test_community_patch_cap() -> None:
+def test_forum_patch_cap() -> None:
     """4000x1474 on gpt-4.1-mini bills 2488 image tokens: the 2048 cap step and floor/round."""
-    case = community("gpt-4.1-mini", 4000, 1474)
-    assert tokens.image_tokens(4000, 1474, model="gpt-4.1-mini") == case["image_tokens"]
+    assert text_overhead("patch-cap", "image_tokens") == 0
 
 
-def test_community_gpt5_low_and_high() -> None:
+def test_forum_gpt5_low_and_high() -> None:
     """gpt-5 512x513 at low and high: the same text overhead explains both measurements."""
-    low, high = (
-        next(c for c in CASES["community_observed"] if c["model"] == "gpt-5" and c["detail"] == d)
-        for d in ("low", "high")
-    )
-    text_low = low["input_tokens"] - tokens.image_tokens(512, 513, model="gpt-5", detail="low")
-    text_high = high["input_tokens"] - tokens.image_tokens(512, 513, model="gpt-5", detail="high")
-    assert text_low == text_high and 0 <= text_low < 20
+    assert text_overhead("gpt-5-low") == text_overhead("gpt-5-high")
+    assert 0 <= text_overhead("gpt-5-low") < 20
 
 
-DERIVED = CASES["derived_image_cases"]
-TILE_DERIVED = [
-    pytest.param(
-        c["width"], c["height"], model, detail, want,
-        id=f"{c['width']}x{c['height']}-{model}-{detail}",
-    )
-    for c in DERIVED
+TILE_WORKED = [
+    pytest.param(c, model, detail, base + (tile * c.tiles if detail == "high" else 0),
+                 id=f"{c.width}x{c.height}-{model}-{detail}")
+    for c in cases.WORKED
+    for family, (base, tile) in cases.TILE_RATES.items()
+    for model in family
     for detail in ("high", "low")
-    for key, want in c["tile_based"][f"tokens_{detail}"].items()
-    for model in key.split("|")
 ]  # fmt: skip
-PATCH_DERIVED = [
-    pytest.param(
-        c["width"], c["height"], model_of(key), value, id=f"{c['width']}x{c['height']}-{key}"
-    )
-    for c in DERIVED
-    for key, value in c["patch_based_high"]["tokens_unrounded"].items()
-]  # fmt: skip
+PATCH_WORKED = [
+    pytest.param(c, model, half_up(c.patches * Decimal(mult)), id=f"{c.width}x{c.height}-{model}")
+    for c in cases.WORKED
+    for model, mult in cases.PATCH_MULTIPLIERS.items()
+]
 
 
-@pytest.mark.parametrize(("width", "height", "model", "detail", "want"), TILE_DERIVED)
-def test_derived_tile_tokens(width: int, height: int, model: str, detail: str, want: int) -> None:
-    """Tile models: every derived size, model and detail."""
-    assert tokens.image_tokens(width, height, model=model, detail=detail) == want
+@pytest.mark.parametrize(("case", "model", "detail", "want"), TILE_WORKED)
+def test_worked_tile_tokens(case: cases.WorkedSize, model: str, detail: str, want: int) -> None:
+    """Tile models: every worked size, model and detail (low: the base; high: base + tiles)."""
+    assert tokens.image_tokens(case.width, case.height, model=model, detail=detail) == want
 
 
-@pytest.mark.parametrize("case", DERIVED, ids=lambda c: f"{c['width']}x{c['height']}")
-def test_derived_resizes(case: dict) -> None:
-    """Resized sizes, tiles and patch counts of every derived case."""
-    w, h = case["width"], case["height"]
+@pytest.mark.parametrize("case", cases.WORKED, ids=lambda c: f"{c.width}x{c.height}")
+def test_worked_resizes(case: cases.WorkedSize) -> None:
+    """Resized sizes, tiles and patch counts of every worked size."""
+    w, h = case.width, case.height
     tiled = tokens._tile_size(w, h)
-    assert list(tiled) == case["tile_based"]["high_resized_to"]
-    assert (-(-tiled[0] // 512)) * (-(-tiled[1] // 512)) == case["tile_based"]["tiles"]
+    assert tiled == case.tile_size
+    assert (-(-tiled[0] // 512)) * (-(-tiled[1] // 512)) == case.tiles
     patched = tokens._patch_size(w, h, 1536, 2048)
-    assert [int(patched[0]), int(patched[1])] == case["patch_based_high"]["resized_to"]
-    assert tokens._patches(w, h) == case["patch_based_high"]["patches"]
+    assert (int(patched[0]), int(patched[1])) == case.patch_size
+    assert tokens._patches(w, h) == case.patches
 
 
-@pytest.mark.parametrize(("width", "height", "model", "unrounded"), PATCH_DERIVED)
-def test_derived_patch_tokens(width: int, height: int, model: str, unrounded: float) -> None:
+@pytest.mark.parametrize(("case", "model", "want"), PATCH_WORKED)
+def test_worked_patch_tokens(case: cases.WorkedSize, model: str, want: int) -> None:
     """Patch models: patches x multiplier, rounded half up (detail auto and high alike)."""
-    want = int(Decimal(str(unrounded)) + Decimal("0.5"))
     for detail in ("high", "auto"):
-        assert tokens.image_tokens(width, height, model=model, detail=detail) == want
+        assert tokens.image_tokens(case.width, case.height, model=model, detail=detail) == want
 
 
 def test_patch_low_counts_as_high_and_original_only_on_new_models() -> None:
@@ -358,27 +326,21 @@ def test_image_size_must_be_positive() -> None:
 # --- image headers -------------------------------------------------------------------------------
 
 
-def manifest_sizes() -> dict[str, tuple[int, int]]:
-    sizes = {}
-    for line in (FIXTURES / "manifest.tsv").read_text(encoding="utf-8").splitlines()[1:]:
-        fields = line.split("\t")
-        if fields[1] == "image":
-            w, h = fields[3].split("size(WxH)=(")[1].split(")")[0].split(", ")
-            sizes[fields[0].removeprefix("images/")] = (int(w), int(h))
-    return sizes
-
-
-SIZES = manifest_sizes()
+SIZES: dict[str, tuple[int, int]] = {
+    entry["file"].removeprefix("images/"): tuple(entry["loads"][0]["expect"]["size"])
+    for entry in MANIFEST
+    if entry["kind"] == "image"
+}
 
 
 def test_manifest_covers_every_image() -> None:
-    """Every staged image has a PIL size in the manifest."""
+    """Every image fixture has its size in the manifest."""
     assert sorted(SIZES) == sorted(p.name for p in IMAGES.iterdir())
 
 
 @pytest.mark.parametrize("name", sorted(SIZES))
 def test_image_size_of_fixtures(name: str) -> None:
-    """image_size on the first 64 KiB of each staged image equals PIL's size."""
+    """image_size on the first 64 KiB of each image fixture is the size it was written with."""
     with open(IMAGES / name, "rb") as f:
         assert tokens.image_size(f.read(65536)) == SIZES[name]
 
@@ -442,11 +404,17 @@ def image_message(url: str, **extra: object) -> list[dict]:
 TEXT_ONLY = [{"role": "user", "content": [{"type": "text", "text": "what is this?"}]}]
 
 
-@pytest.mark.parametrize("name", ["camera.png", "hubble_deep_field.jpg", "rocket.jpg"])
+# Each image with the head step (decoded bytes) that reaches its size: comment.jpg has a 12 KB
+# comment before its frame header.
+DATA_URL_IMAGES = [("noise.png", 4096), ("photo.jpg", 4096), ("comment.jpg", 65536)]
+
+
+@pytest.mark.parametrize(("name", "step"), DATA_URL_IMAGES)
 def test_data_url_image_is_counted_from_its_header(
-    name: str, monkeypatch: pytest.MonkeyPatch
+    name: str, step: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A data: URL image costs image_tokens(its size), decoding only a small head of the base64."""
+    """A data: URL image costs image_tokens(its size), decoding only a head of the base64 as
+    long as the step that reaches the size."""
     data = (IMAGES / name).read_bytes()
     url = f"data:image/{name.rsplit('.', 1)[1]};base64," + base64.b64encode(data).decode()
     decoded: list[int] = []
@@ -457,8 +425,11 @@ def test_data_url_image_is_counted_from_its_header(
         *SIZES[name], model="gpt-4o", detail="high"
     )
     assert got == want
-    assert max(decoded) <= 4 * -(-65536 // 3)  # the 64 KiB step at most (hubble's SOF is at 15 KB)
-    assert max(decoded) < len(url) // 2
+    assert max(decoded) <= 4 * -(-step // 3)
+    if step == tokens.DATA_URL_HEAD_STEPS[0]:
+        assert max(decoded) < len(url) // 2  # the image is more than twice the first step
+    else:
+        assert max(decoded) > 4 * -(-tokens.DATA_URL_HEAD_STEPS[0] // 3)
 
 
 def test_http_image_uses_hints_or_worst_case() -> None:
@@ -480,7 +451,7 @@ def test_undecodable_data_url_counts_worst_case() -> None:
 
 # --- cost ----------------------------------------------------------------------------------------
 
-PRICE_TABLE = {  # shared/notes/pricing.md: 1,000,000 in (200,000 cached) + 100,000 out
+PRICE_TABLE = {  # USD with genai-prices PINNED_PRICES: 1,000,000 in (200,000 cached) + 100,000 out
     "gpt-4o": "3.25",
     "gpt-4o-mini": "0.195",
     "gpt-4.1": "2.50",
@@ -498,13 +469,13 @@ def pinned_prices() -> None:
     """The reference prices hold for the genai-prices table they were read from."""
     version = metadata.version("genai-prices")
     if version != PINNED_PRICES:
-        pytest.skip(f"pricing.md was checked with genai-prices {PINNED_PRICES}, not {version}")
+        pytest.skip(f"the prices were read from genai-prices {PINNED_PRICES}, not {version}")
 
 
 @pytest.mark.usefixtures("pinned_prices")
 @pytest.mark.parametrize(("model", "usd"), sorted(PRICE_TABLE.items()))
 def test_estimate_cost_reference_table(model: str, usd: str) -> None:
-    """pricing.md's reference table, to the cent and beyond."""
+    """The reference table, to the cent and beyond."""
     got = tokens.estimate_cost(
         model, input_tokens=1_000_000, cached_tokens=200_000, output_tokens=100_000
     )
@@ -513,10 +484,10 @@ def test_estimate_cost_reference_table(model: str, usd: str) -> None:
 
 @pytest.mark.usefixtures("pinned_prices")
 def test_estimate_cost_small_examples() -> None:
-    """pricing.md's small examples, including the cookbook messages counted by us."""
+    """Small examples, including the cookbook messages counted by us."""
     got = tokens.estimate_cost("gpt-4o", input_tokens=1200, cached_tokens=1024, output_tokens=300)
     assert got == Decimal("0.00472")
-    prompt = tokens.count_messages(CASES["chat_messages"]["messages"], "gpt-4o")
+    prompt = tokens.count_messages(cases.JARGON_MESSAGES, "gpt-4o")
     assert tokens.estimate_cost("openai/gpt-4o", input_tokens=prompt, output_tokens=50) == Decimal(
         "0.00081"
     )

@@ -21,7 +21,6 @@ import pytest
 
 from labbot.config import default_runtime_dir
 from labbot.sandbox.jail import Runtime
-from tests.conftest import FIXTURES
 
 REPO = Path(__file__).resolve().parents[2]
 SUITE = ["tests/sandbox/test_security.py", "tests/sandbox/test_attacks.py"]
@@ -66,7 +65,7 @@ def test_security_suite_as_an_unprivileged_bot() -> None:
         os.chmod(work, 0o700)
         runtime = default_runtime_dir()
         python = Path(sys.executable).resolve()
-        needed = [REPO, runtime, Runtime.locate(runtime).base_prefix, python.parents[1], FIXTURES]
+        needed = [REPO, runtime, Runtime.locate(runtime).base_prefix, python.parents[1]]
         script = view_script([p.resolve() for p in needed], work / "view")
         inner = [
             str(REPO / ".venv/bin/python"), "-m", "pytest", *SUITE, "-q", "-p",
@@ -81,7 +80,6 @@ def test_security_suite_as_an_unprivileged_bot() -> None:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(work),
             "PYTHONDONTWRITEBYTECODE": "1",
-            "LABBOT_FIXTURES_DIR": str(FIXTURES),
             "UV_PYTHON_DOWNLOADS": "never",
         }
         run = subprocess.run(

@@ -171,9 +171,7 @@ class LabBot(commands.Bot):
         return len(tasks)
 
 
-def create_bot(
-    settings: Settings, services: App | None = None, **client_options: Any
-) -> LabBot:
+def create_bot(settings: Settings, services: App | None = None, **client_options: Any) -> LabBot:
     """An unstarted labbot client; ``await bot.start(token)`` runs it."""
     return LabBot(settings, services, **client_options)
 
