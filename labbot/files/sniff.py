@@ -145,16 +145,18 @@ def _zip_members(head: bytes, path: Path | None) -> tuple[list[str], dict[str, b
         try:
             with zipfile.ZipFile(path) as zf:
                 infos = zf.infolist()[:10000]
-                peek = {
-                    i.filename: zf.read(i)
-                    for i in infos
-                    if i.filename in _ZIP_PEEK and i.file_size < 1 << 20
-                }
+                peek: dict[str, bytes] = {}
+                for info in infos:
+                    # Only the first of each marker, and a small one: an archive of 10,000
+                    # members named "mimetype" must not make the host inflate them all.
+                    if info.filename in _ZIP_PEEK and info.filename not in peek:
+                        if info.file_size < 64 * 1024 and info.compress_size < 64 * 1024:
+                            peek[info.filename] = zf.read(info)
                 return [i.filename for i in infos], peek
         except Exception:  # zipfile raises many types on damaged input; fall back to head
             pass
     names: list[str] = []
-    peek: dict[str, bytes] = {}
+    peek = {}
     for m in re.finditer(rb"PK\x01\x02", head):  # central directory, when it fits in head
         off = m.start()
         if off + 46 <= len(head):

@@ -34,7 +34,7 @@ class Ready(_Frame):
     """The kernel has started and imported the data stack."""
 
     type: Literal["ready"]
-    startup: Annotated[float, Field(ge=0)]
+    startup: Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)]
 
 
 class Stream(_Frame):
@@ -73,7 +73,7 @@ class Skipped(_Frame):
 
     name: Name
     size: Count
-    reason: Literal["size", "count", "budget"]
+    reason: Literal["size", "count", "budget", "name"]
 
 
 class Result(_Frame):
@@ -86,7 +86,7 @@ class Result(_Frame):
     value: Annotated[str, Field(max_length=MAX_VALUE)] | None
     stdout: Annotated[str, Field(max_length=MAX_STREAM)]
     stderr: Annotated[str, Field(max_length=MAX_STREAM)]
-    duration: Annotated[float, Field(ge=0)]
+    duration: Annotated[float, Field(ge=0, le=7 * 24 * 3600, allow_inf_nan=False)]
     files: Annotated[list[Name], Field(max_length=MAX_ENTRIES)]
     skipped: Annotated[list[Skipped], Field(max_length=MAX_ENTRIES)]
     more_skipped: Count

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,7 +23,7 @@ from pydantic import ValidationError
 from labbot.errors import SandboxUnavailable
 from labbot.sandbox.frames import FRAME, FileEnd, FileStart, Ready, Result, Stream
 from labbot.sandbox.jail import Cgroup, Jail, SandboxLimits, new_kernel_name
-from labbot.sandbox.jail.freezer import Stopper, children, tree_cpu_seconds, tree_pids
+from labbot.sandbox.jail.freezer import Stopper, tree_cpu_seconds, tree_pids
 from labbot.sandbox.runtime import protocol
 
 log = logging.getLogger(__name__)
@@ -55,13 +56,19 @@ class _Budget:
         self.limits = limits
         self.cell = cell
         self.live = {"stdout": 0, "stderr": 0}
+        self.late = {"stdout": 0, "stderr": 0}
         self.files = 0
         self.file_bytes = 0
 
-    def stream(self, frame: Stream) -> None:
-        self._check(frame.cell == self.cell, "output of another cell")
-        self.live[frame.name] += len(frame.text)
-        self._check(self.live[frame.name] <= self.limits.output_head, "live output over limit")
+    def stream(self, frame: Stream) -> bool:
+        """Count live output; False for output an earlier cell's thread printed late (dropped,
+        and counted against an allowance of its own, as the kernel counts it per cell)."""
+        self._check(frame.cell <= self.cell, "output of a cell not yet run")
+        current = frame.cell == self.cell
+        counts = self.live if current else self.late
+        counts[frame.name] += len(frame.text)
+        self._check(counts[frame.name] <= self.limits.output_head, "live output over limit")
+        return current
 
     def file(self, frame: FileStart) -> None:
         self.files += 1
@@ -105,7 +112,6 @@ class KernelProcess:
         self.cgroup: Cgroup | None = None
         self.startup_seconds = 0.0
         self.stopper: Stopper | None = None  # stops its processes between cells
-        self._bwrap: set[int] = set()
         self._stderr = bytearray()
         self._cells = 0
         self.dead: KernelLost | None = None
@@ -182,17 +188,15 @@ class KernelProcess:
         await self.process.stdin.drain()
 
     def _pids(self) -> list[int]:
-        """Every process of this sandbox now but bubblewrap's own two, which run no user code
-        (a thread)."""
+        """Every process of this sandbox now but the outer bubblewrap, which runs no user
+        code and is outside the sandbox's PID namespace (a thread)."""
         if self.process is None:
             return []
-        if not self._bwrap:
-            self._bwrap = {self.process.pid, *children(self.process.pid)}
         if self.cgroup is not None and self.cgroup.procs_files():
             found = self.cgroup.pids()
         else:
             found = tree_pids(self.process.pid)
-        return [pid for pid in found if pid not in self._bwrap]
+        return [pid for pid in found if pid != self.process.pid]
 
     def _freeze(self) -> None:
         """Stop the sandbox's processes until the next cell."""
@@ -238,8 +242,8 @@ class KernelProcess:
                 while True:
                     frame = await self._read()
                     if isinstance(frame, Stream):
-                        budget.stream(frame)
-                        await on_stream(frame.name, frame.text)
+                        if budget.stream(frame):
+                            await on_stream(frame.name, frame.text)
                     elif isinstance(frame, FileStart):
                         budget.file(frame)
                         await self._receive_file(frame, budget, on_file)
@@ -336,6 +340,11 @@ class KernelProcess:
         if self.stopper is not None:  # never race a stop; stopped tasks still die of SIGKILL
             await self.stopper.settle()
         if process is not None and process.returncode is None:
+            # The kernel first: it is the namespace's init, so every process inside dies with
+            # it, even if the code cleared its parent-death signal.
+            for pid in await asyncio.to_thread(self._pids):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGKILL)  # the launcher chain ends in bwrap
             await self._reap(process)

@@ -76,6 +76,7 @@ class SessionManager:
         self._need_fill = asyncio.Event()
         self._pool_full = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._dying: set[asyncio.Task[None]] = set()  # sandboxes being killed
         self._lock = asyncio.Lock()
         self._starts = asyncio.Semaphore(os.cpu_count() or 2)
         self.dropped = asyncio.Event()  # set whenever a session is ended for a reason
@@ -99,7 +100,7 @@ class SessionManager:
                 await task
         kernels = [*self._pool, *self._starting, *(s.kernel for s in self.sessions.values())]
         self._pool, self.sessions = [], OrderedDict()
-        await asyncio.gather(*(k.kill() for k in kernels), return_exceptions=True)
+        await asyncio.gather(*(k.kill() for k in kernels), *self._dying, return_exceptions=True)
 
     @property
     def warm(self) -> int:
@@ -143,12 +144,16 @@ class SessionManager:
                     await self._drop(key, f"it was idle for more than {minutes:g} minutes")
 
     async def _drop(self, key: Key, reason: str) -> None:
+        """End a session for ``reason``; its sandbox is killed in the background, so the
+        manager's lock is never held while a sandbox dies."""
         session = self.sessions.pop(key, None)
         if session is None:
             return
         self._remember_loss(key, reason)
         log.info("session.dropped reason=%s", reason)
-        await session.kernel.kill()
+        task = asyncio.get_running_loop().create_task(session.kernel.kill())
+        self._dying.add(task)
+        task.add_done_callback(self._dying.discard)
         self.dropped.set()
         self._room.set()
 

@@ -23,7 +23,11 @@ from labbot.config import default_runtime_dir
 from labbot.sandbox.jail import Runtime
 
 REPO = Path(__file__).resolve().parents[2]
-SUITE = ["tests/sandbox/test_security.py", "tests/sandbox/test_attacks.py"]
+SUITE = [
+    "tests/sandbox/test_security.py",
+    "tests/sandbox/test_attacks.py",
+    "tests/sandbox/test_review_attacks.py",
+]
 
 
 def _blocker(path: Path) -> Path | None:

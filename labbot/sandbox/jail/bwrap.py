@@ -236,6 +236,9 @@ class Command:
             self.bwrap,
             "--unshare-all",
             "--die-with-parent",
+            # The kernel is the namespace's init: no bubblewrap process runs inside, where user
+            # code could write its memory through /proc/1/mem (same uid, so allowed).
+            "--as-pid-1",
             "--new-session",
             "--clearenv",
             "--cap-drop",
@@ -266,6 +269,8 @@ class Command:
             "--proc", "/proc",
             "--dev", "/dev",
             "--size", disk, "--tmpfs", "/dev/shm",
+            # No pseudo-terminals: their number is capped for the whole machine.
+            "--size", "4096", "--tmpfs", "/dev/pts",
             "--remount-ro", "/dev",
             "--remount-ro", "/",  # last: the root tmpfs holds only mount points
             "--chdir", INSIDE_OUTPUT,

@@ -51,6 +51,32 @@ DENIED_SYSCALLS = (
     "fspick",
     "mount_setattr",
 )
+# Kernel-wide or per-uid pools one session could drain for every other (all sessions share the
+# sandbox user): AIO contexts (fs.aio-max-nr), inotify instances, POSIX message queues. ENOSYS,
+# so libraries fall back to what they do without them.
+POOLED_SYSCALLS = (
+    "io_setup",
+    "io_destroy",
+    "io_submit",
+    "io_cancel",
+    "io_getevents",
+    "io_pgetevents",
+    "inotify_init",
+    "inotify_init1",
+    "mq_open",
+)
+SIGCONT = 18
+F_SETPIPE_SZ = 1031
+# Where each signal-sending syscall takes its signal number: SIGCONT is refused, or one
+# process could undo the host's SIGSTOP of the others between cells.
+_SIGNAL_ARG = {
+    "kill": 1,
+    "tkill": 1,
+    "tgkill": 2,
+    "rt_sigqueueinfo": 1,
+    "rt_tgsigqueueinfo": 2,
+    "pidfd_send_signal": 1,
+}
 # Address families allowed for socket(): local and the (empty) IP stack; AF_ALG, AF_RXRPC,
 # AF_PACKET and the rest are refused.
 ALLOWED_FAMILIES = {1, 2, 10, 16}  # AF_UNIX, AF_INET, AF_INET6, AF_NETLINK
@@ -68,6 +94,15 @@ def seccomp_filter() -> bytes:
             rules.add_rule(sc.ERRNO(errno.EPERM), name)
         except (OSError, ValueError, RuntimeError):
             log.debug("seccomp.unknown_syscall name=%s", name)
+    for name in POOLED_SYSCALLS:
+        try:
+            rules.add_rule(sc.ERRNO(errno.ENOSYS), name)
+        except (OSError, ValueError, RuntimeError):
+            log.debug("seccomp.unknown_syscall name=%s", name)
+    for name, arg in _SIGNAL_ARG.items():
+        rules.add_rule(sc.ERRNO(errno.EPERM), name, sc.Arg(arg, sc.EQ, SIGCONT))
+    # Pipe buffers count against a per-uid budget (fs.pipe-user-pages-soft): no growing them.
+    rules.add_rule(sc.ERRNO(errno.EPERM), "fcntl", sc.Arg(1, sc.EQ, F_SETPIPE_SZ))
     rules.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")  # glibc falls back to clone(), checked below
     rules.add_rule(
         sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, _CLONE_NEWUSER, _CLONE_NEWUSER)

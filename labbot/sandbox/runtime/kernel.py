@@ -452,27 +452,25 @@ def _close_figures() -> None:
 
 def _stop_strays() -> None:
     """End every process the cell left behind (daemons, runaway children): a cell's processes
-    end with it. pid 1 is the sandbox's init; we are the kernel. Only inside the sandbox's own
-    PID namespace: without the sandbox (development) /proc is the whole machine's."""
+    end with it. The kernel is the sandbox's init (pid 1), so every orphan is its child: it
+    reaps them all. Only inside the sandbox's own PID namespace: without the sandbox
+    (development) /proc is the whole machine's."""
     if os.environ.get("LABBOT_IN_SANDBOX") != "1":
         return
     me = os.getpid()
-    mine = []
     for name in os.listdir("/proc"):
-        if name.isdigit() and int(name) not in (1, me):
+        if name.isdigit() and int(name) != me:
             try:
-                with open(f"/proc/{name}/stat") as stat_file:
-                    ppid = int(stat_file.read().rsplit(")", 1)[1].split()[1])
                 os.kill(int(name), signal.SIGKILL)
-            except (OSError, ValueError, IndexError):
+            except OSError:
                 continue
-            if ppid == me:
-                mine.append(int(name))
-    for pid in mine:  # reap our own children now; init reaps the rest
+    while True:  # the killed, and any zombie left before
         try:
-            os.waitpid(pid, 0)
+            os.waitpid(-1, 0)
         except ChildProcessError:
-            pass
+            return
+        except InterruptedError:
+            continue
 
 
 def _prepare_matplotlib() -> None:

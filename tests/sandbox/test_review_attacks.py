@@ -1,0 +1,176 @@
+"""Attacks a review found after the sandbox-escape fixes, each a test: the namespace's init
+taken over through /proc/1/mem, SIGCONT undoing the stop between cells, machine-wide and
+per-uid pools drained (AIO, PTYs, inotify, pipe buffers), a kernel that clears its
+parent-death signal, and honest code that used to be taken for a forger."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import warnings
+import zipfile
+
+import pytest
+
+from labbot.files import sniff
+from labbot.sandbox.jail.freezer import tree_pids
+from tests.sandbox.test_attacks import FORGE
+
+FORGED_RESULT = (
+    "channel.send({'type': 'result', 'cell': cell, 'status': 'ok', 'error': None, 'value': None,"
+    " 'stdout': '', 'stderr': '', 'duration': 0.0, 'files': [], 'skipped': [],"
+    " 'more_skipped': 0, 'missing_module': None})\n"
+)
+
+
+async def test_no_bubblewrap_process_inside_to_take_over(jailed) -> None:
+    """The kernel is the namespace's init: no process inside runs bubblewrap, whose memory
+    user code could write through /proc/1/mem."""
+    interpreter, _ = jailed
+    code = (
+        "import os\nnames = {}\nfor p in os.listdir('/proc'):\n    if p.isdigit():\n"
+        "        names[int(p)] = open(f'/proc/{p}/cmdline', 'rb').read().split(b'\\0')[0]\n"
+        "names"
+    )
+    result = await interpreter.run("u", "c", code)
+    names = eval(result.value)  # noqa: S307 - our own dict repr
+    assert names[1].endswith(b"python") and not [n for n in names.values() if b"bwrap" in n]
+
+
+async def test_sigcont_cannot_undo_the_stop(jailed) -> None:
+    """Thirty processes sending SIGCONT to everything, a spinning thread, and a forged result
+    so the cell's clean-up never runs: SIGCONT is refused, and the session uses no CPU once
+    the host has stopped it."""
+    interpreter, _ = jailed
+    code = (
+        FORGE + "import os, signal, threading, time\n"
+        "try:\n    os.kill(os.getpid(), signal.SIGCONT)\n    refused = False\n"
+        "except PermissionError:\n    refused = True\n"
+        "for _ in range(30):\n    if os.fork() == 0:\n        while True:\n"
+        "            try:\n                os.kill(-1, signal.SIGCONT)\n"
+        "            except OSError:\n                pass\n"
+        "def spin():\n    while True:\n        pass\n"
+        "threading.Thread(target=spin, daemon=True).start()\n"
+        "print('refused' if refused else 'ALLOWED', flush=True)\n"
+        "time.sleep(0.5)\n" + FORGED_RESULT + "time.sleep(10**6)\n"
+    )
+    seen: list[str] = []
+
+    async def on_output(name: str, text: str) -> None:
+        seen.append(text)
+
+    await interpreter.run("u", "c", code, on_output=on_output)
+    assert "".join(seen).strip() == "refused"
+    kernel = interpreter.sessions.sessions[("u", "c")].kernel
+    await kernel.stopper.settle()
+    before = await asyncio.to_thread(kernel.cpu_seconds)
+    await asyncio.sleep(1.0)  # a measuring window, not a synchronisation
+    assert await asyncio.to_thread(kernel.cpu_seconds) - before < 0.05
+
+
+async def test_machine_wide_and_per_user_pools_are_out_of_reach(jailed) -> None:
+    """AIO contexts, inotify instances and message queues are not available, pipe buffers
+    cannot grow, and no pseudo-terminal can be opened."""
+    interpreter, _ = jailed
+    code = (
+        "import ctypes, fcntl, os\nlibc = ctypes.CDLL(None, use_errno=True)\nout = {}\n"
+        "ctx = ctypes.c_ulong(0)\n"
+        "out['io_setup'] = (libc.syscall(206, 1, ctypes.byref(ctx)), ctypes.get_errno())\n"
+        "out['inotify'] = (libc.inotify_init(), ctypes.get_errno())\n"
+        "r, w = os.pipe()\n"
+        "try:\n    fcntl.fcntl(r, 1031, 1 << 20)\n    out['pipe'] = 'GREW'\n"
+        "except OSError as exc:\n    out['pipe'] = exc.errno\n"
+        "try:\n    os.openpty()\n    out['pty'] = 'OPENED'\n"
+        "except OSError as exc:\n    out['pty'] = exc.errno\n"
+        "out"
+    )
+    result = await interpreter.run("u", "c", code)
+    out = eval(result.value)  # noqa: S307
+    assert out["io_setup"] == (-1, 38) and out["inotify"] == (-1, 38), out  # ENOSYS
+    assert out["pipe"] == 1 and out["pty"] not in ("OPENED",), out  # EPERM
+
+
+async def test_a_kernel_without_its_parent_death_signal_still_dies(jailed) -> None:
+    """Code that clears the kernel's parent-death signal and starts a daemon: resetting the
+    session leaves no process of it on the host."""
+    interpreter, _ = jailed
+    code = (
+        "import ctypes, os\nctypes.CDLL(None).prctl(1, 0, 0, 0, 0)\n"
+        "if os.fork() == 0:\n    os.setsid()\n    while True:\n        pass\n'ok'"
+    )
+    assert (await interpreter.run("u", "c", FORGE + code)).value == "'ok'"
+    kernel = interpreter.sessions.sessions[("u", "c")].kernel
+    pids = await asyncio.to_thread(tree_pids, kernel.process.pid)
+    assert len(pids) >= 2
+    await interpreter.reset("u", "c")
+    left = [p for p in pids if await asyncio.to_thread(_alive, p)]
+    assert left == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+async def test_late_output_of_a_background_thread_is_not_a_forgery(jailed) -> None:
+    """A thread that keeps printing after its cell returns does not end the session; its late
+    output is dropped, the next cells run."""
+    interpreter, _ = jailed
+    code = (
+        "import threading, time\ndef tick():\n    while True:\n        print('tick')\n"
+        "        time.sleep(0.001)\nthreading.Thread(target=tick, daemon=True).start()\n"
+        "time.sleep(0.05)\nkeep = 3"
+    )
+    assert (await interpreter.run("u", "c", code)).status == "ok"
+    for _ in range(3):
+        result = await interpreter.run("u", "c", "keep")
+        assert result.value == "3" and not result.session_restarted, result
+
+
+async def test_a_name_too_long_is_skipped_not_a_forgery(jailed) -> None:
+    """An output nested five 250-character folders deep is named as skipped; the session
+    stays."""
+    interpreter, _ = jailed
+    code = (
+        "import os\npath = '/'.join(['d' * 250] * 5)\nos.makedirs(path)\n"
+        "open(os.path.join(path, 'x.txt'), 'w').write('1')\nkeep = 1"
+    )
+    result = await interpreter.run("u", "c", code)
+    assert result.status == "ok" and result.skipped_files, result
+    assert "too long" in result.skipped_files[0].reason
+    assert (await interpreter.run("u", "c", "keep")).value == "1"
+
+
+@pytest.mark.parametrize("duration", ["float('inf')", "float('nan')", "1e999"])
+async def test_infinite_numbers_are_forgeries(jailed, duration: str) -> None:
+    """A result whose duration is not a finite number ends the session, as any bad frame."""
+    interpreter, _ = jailed
+    forged = FORGED_RESULT.replace("'duration': 0.0", f"'duration': {duration}")
+    result = await interpreter.run("u", "c", FORGE + forged + "import time\ntime.sleep(10)")
+    assert result.status == "killed" and "must not" in result.error.message
+
+
+def test_sniffing_an_output_reads_one_marker_member(monkeypatch, tmp_path) -> None:
+    """A zip of 2,000 members all named "mimetype" is sniffed by reading one of them, not all
+    (each read inflates on the host)."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():  # zipfile warns of each duplicate name: the point here
+        warnings.simplefilter("ignore", UserWarning)
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for _ in range(2000):
+                archive.writestr("mimetype", b"\0" * 4096)
+    path = tmp_path / "many.zip"
+    path.write_bytes(buffer.getvalue())
+    reads = []
+    original = zipfile.ZipFile.read
+
+    def counted(self, name, pwd=None):  # noqa: ANN001, ANN202 - the stdlib's signature
+        reads.append(name)
+        return original(self, name, pwd)
+
+    monkeypatch.setattr(zipfile.ZipFile, "read", counted)
+    sniff._zip_members(path.read_bytes()[:4096], path)
+    assert len(reads) == 1
