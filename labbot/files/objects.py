@@ -12,11 +12,14 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 import obstore
 from obstore.store import MemoryStore, S3Store
+
+if TYPE_CHECKING:
+    from obstore.store import ClientConfig
 
 from labbot.errors import ConfigError
 from labbot.files.blobs import StoredBlob, check_blob
@@ -148,7 +151,11 @@ class ObjectBlobStore:
             config["secret_access_key"] = secret_access_key
         if session_token:
             config["session_token"] = session_token
-        client = {"allow_http": True} if endpoint and endpoint.startswith("http://") else None
+        client = (
+            cast("ClientConfig", {"allow_http": True})
+            if endpoint and endpoint.startswith("http://")
+            else None
+        )
         store = S3Store(parts.netloc, client_options=client, **config)
         return cls(store, parts.path)
 

@@ -6,7 +6,7 @@ import asyncio
 import errno
 import logging
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -286,7 +286,7 @@ class FileStore:
         """A live file of this user, or FileNotFound (also for another user's id)."""
         return await self.meta.get(check_user(user), file_id, now=self.clock())
 
-    async def read(self, user: str, file_id: str) -> AsyncIterator[bytes]:
+    async def read(self, user: str, file_id: str) -> AsyncGenerator[bytes, None]:
         """Stream the bytes of a live file owned by ``user``."""
         await self.get(user, file_id)
         async for chunk in self.blobs.read(user, file_id):

@@ -9,7 +9,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import openai
@@ -220,9 +220,9 @@ class LLMClient:
         result = Completion(model=model.name)
         calls: dict[int, dict[str, str]] = {}
         try:
-            response = await self._client.chat.completions.create(
-                messages=messages, **self._params(model, tools)
-            )
+            response: Any = await self._client.chat.completions.create(
+                messages=cast(Any, messages), **self._params(model, tools)
+            )  # a stream: _params asks for one
             async for chunk in response:
                 if chunk.usage is not None:
                     details = chunk.usage.prompt_tokens_details

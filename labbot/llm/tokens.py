@@ -351,9 +351,9 @@ def _image_part_tokens(part: dict, model: str) -> int:
     detail = spec.get("detail") or "auto"
     url = spec.get("url") or ""
     size = _data_url_size(url) if url[:5].lower() == "data:" else None
-    hint = (spec.get("width"), spec.get("height"))
-    if size is None and all(isinstance(v, int) and v > 0 for v in hint):
-        size = hint
+    width, height = spec.get("width"), spec.get("height")
+    if size is None and isinstance(width, int) and isinstance(height, int):
+        size = (width, height) if width > 0 and height > 0 else None
     if size is None:
         return max_image_tokens(model, detail)
     return image_tokens(size[0], size[1], model=model, detail=detail)

@@ -4,6 +4,7 @@ may only take its own subjects, say it is alive and answer the requests it was s
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 from labbot.remote import bus
@@ -50,7 +51,7 @@ def server_config(
     return "\n".join(lines)
 
 
-def _user(name: str, password: str, permissions: dict[str, object]) -> str:
+def _user(name: str, password: str, permissions: Mapping[str, object]) -> str:
     rules = "\n".join(f"      {key}: {json.dumps(value)}" for key, value in permissions.items())
     return (
         f"    {{user: {json.dumps(name)}, password: {json.dumps(password)}, permissions: {{\n"

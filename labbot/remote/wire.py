@@ -27,7 +27,9 @@ from labbot import core
 from labbot.files.blobs import USER_PATTERN
 from labbot.files.names import FILE_ID_PATTERN
 
-PROTOCOL = 2  # 2: heartbeats carry no host and say the worker's time limit; requests theirs
+PROTOCOL: Literal[2] = (
+    2  # 2: heartbeats carry no host and say the worker's time limit; requests theirs
+)
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # more than NATS carries by default (1 MiB)
 MAX_HOST_SLOTS = 1024  # the most sessions one worker may hold (LABBOT_HOST_SLOTS's bound)
 MAX_FILES = 10_000  # files per request (MAX_FILES_PER_USER's bound)

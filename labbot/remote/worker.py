@@ -206,7 +206,9 @@ class WorkerAgent:
                     return  # the bot would drop them: the result still has the output
                 parts += 1
                 part = wire.StreamPart(
-                    n=parts, name=name, text=text[start : start + wire.MAX_PART_CHARS]
+                    n=parts,
+                    name="stderr" if name == "stderr" else "stdout",
+                    text=text[start : start + wire.MAX_PART_CHARS],
                 )
                 await self._nc.publish(request.stream, wire.encode(part))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -89,7 +90,7 @@ class MetadataStore(Protocol):
     async def set_preview(self, user: str, file_id: str, preview: str) -> None:
         """Store the schema preview of a file (no error if the file has gone)."""
 
-    async def take_expired(self, *, now: datetime, limit: int) -> list[FileRecord]:
+    async def take_expired(self, *, now: datetime, limit: int) -> builtins.list[FileRecord]:
         """Remove up to ``limit`` expired records of any user; return them, oldest expiry first."""
 
     async def file_ids(self) -> set[str]:

@@ -7,6 +7,7 @@ keep only milliseconds and the contract promises exact round trips and a strict 
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from contextlib import asynccontextmanager
@@ -197,7 +198,7 @@ class MongoMetadataStore:
             self.files.update_one({"_id": file_id, "user": user}, {"$set": {"preview": preview}})
         )
 
-    async def take_expired(self, *, now: datetime, limit: int) -> list[FileRecord]:
+    async def take_expired(self, *, now: datetime, limit: int) -> builtins.list[FileRecord]:
         """Remove up to ``limit`` expired records, oldest expiry first, and return them."""
         async with reading():
             cursor = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -198,7 +199,7 @@ class SqliteMetadataStore:
             write=True,
         )
 
-    async def take_expired(self, *, now: datetime, limit: int) -> list[FileRecord]:
+    async def take_expired(self, *, now: datetime, limit: int) -> builtins.list[FileRecord]:
         """Remove up to ``limit`` expired records, oldest expiry first, and return them."""
 
         def take(db: sqlite3.Connection) -> list[FileRecord]:

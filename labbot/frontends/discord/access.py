@@ -67,8 +67,12 @@ class AccessPolicy:
 
     def uses_roles(self) -> bool:
         """True when some role is allowed or blocked (so a user's roles must be known)."""
-        lists = (self.configured.allowed, self.configured.blocked)
-        lists += (self.commanded.allowed, self.commanded.blocked)
+        lists = (
+            self.configured.allowed,
+            self.configured.blocked,
+            self.commanded.allowed,
+            self.commanded.blocked,
+        )
         return any(found["role"] for found in lists)
 
     def is_admin(self, user_id: int) -> bool:

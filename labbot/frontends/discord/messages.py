@@ -7,7 +7,7 @@ import asyncio
 import io
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -238,7 +238,7 @@ class Messages(commands.Cog):
         view = StopView(self.bot, message.author.id, asyncio.current_task())
         posted: list[discord.Message] = []
 
-        async def send(content: str):  # noqa: ANN202 - ReplyStream's protocol
+        async def send(content: str) -> Callable[[str], Awaitable[None]]:
             sent = await message.reply(
                 content, mention_author=False, view=view if not posted else discord.utils.MISSING
             )

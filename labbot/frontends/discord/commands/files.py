@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -124,7 +125,7 @@ class FilePicker(OwnerView):
             )
             for r in records[:MAX_CHOICES]
         ]
-        self.choose.options = options
+        self.choose.options = options  # type: ignore[assignment]  # typed Select[Never]
 
     @discord.ui.select(placeholder="Pick a file to download or delete")
     async def choose(self, interaction: discord.Interaction, select: discord.ui.Select) -> None:
@@ -137,7 +138,7 @@ class FilePicker(OwnerView):
         )
 
 
-def file_list(records: list[FileRecord], *, now, max_files: int) -> str:  # noqa: ANN001
+def file_list(records: list[FileRecord], *, now: datetime, max_files: int) -> str:
     """The /files text: one line per file with its expiry."""
     lines = [f"**Your files ({len(records)}/{max_files})**"]
     for r in records:

@@ -1,0 +1,1 @@
+"""One conversation turn: the engine, its history, the usage ledger and their stores."""
