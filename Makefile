@@ -1,10 +1,12 @@
-# make run  - set everything up, then start labbot
-# make test - set everything up, then lint and run the whole test suite
+# make run   - set everything up, then start labbot
+# make test  - set everything up, then lint and run the whole test suite (CI)
+# make check - lint, types, layering and the fast tier (no sandbox, NATS, S3), in under 2 min
 SHELL := /bin/bash
 export UV_PYTHON_DOWNLOADS := never
 VENV := .venv
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test check lint bench clean
+FAST := not sandbox and not nats and not s3 and not multihost and not mongo
 
 # Idempotent and quick when nothing changed, so it runs every time.
 setup:
@@ -16,9 +18,14 @@ run: setup
 lint: setup
 	$(VENV)/bin/ruff check labbot tests bench
 	$(VENV)/bin/ruff format --check labbot tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: lint
 	$(VENV)/bin/pytest
+
+check: lint
+	$(VENV)/bin/pytest -m "$(FAST)"
 
 bench: setup
 	$(VENV)/bin/python bench/files.py

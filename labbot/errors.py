@@ -9,8 +9,14 @@ LabbotError
 │   ├── InvalidFileId            a file id labbot never gives out (never reaches a path)
 │   └── QuotaInUse               the user's quota is taken by uploads still streaming
 ├── StorageError                 the metadata database or the disk failed
-└── LLMError                     the model API refused or failed (ModelNotAllowed: not on
-                                 the operator's list)
+├── SandboxError                 code cannot run at all (its own failures are results)
+│   └── SandboxUnavailable       no sandbox here, no room for a session, no worker
+└── LLMError                     the model API refused or failed
+    ├── LLMUnavailable           it cannot be reached or failed (after retries)
+    ├── LLMAuthError             the key was refused
+    ├── LLMRateLimited           too many requests or no quota left
+    ├── LLMRequestTooLarge       the request is too large (HTTP 413)
+    └── ModelNotAllowed          a model that is not on the operator's list
 """
 
 from __future__ import annotations
@@ -101,17 +107,6 @@ class SandboxError(LabbotError):
 
 class SandboxUnavailable(SandboxError):
     """The sandbox cannot run here; the hint names the fix."""
-
-
-class PackageNotAllowed(SandboxError):
-    """A module that is neither installed nor on the allow-list."""
-
-    def __init__(self, module: str, allowed: list[str]) -> None:
-        super().__init__(
-            f"The module {module!r} is not installed and is not on the package allow-list.",
-            hint=f"Use one of the installed or allowed packages: {', '.join(allowed)}.",
-        )
-        self.module = module
 
 
 class LLMError(LabbotError):

@@ -211,10 +211,6 @@ class LocalBlobStore:
         """The blob's path: local blobs are mounted into the sandbox as they are."""
         return self.path(user, file_id)
 
-    def user_dir(self, user: str) -> Path:
-        """The folder holding this user's blobs (what a sandbox mounts)."""
-        return self.root / check_user(user)
-
     def path(self, user: str, file_id: str) -> Path:
         """Where the blob ``file_id`` of ``user`` lives."""
         user, file_id = check_blob(user, file_id)

@@ -43,7 +43,6 @@ MAX_TIMEOUT_S = 7 * 24 * 3600.0
 BIG = 2**53  # counts and sizes: any sane number, but a number
 
 HOST_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"  # a NATS subject token (LABBOT_HOST_ID)
-HostId = Annotated[str, StringConstraints(pattern=HOST_PATTERN)]
 UserId = Annotated[str, StringConstraints(pattern=f"^{USER_PATTERN}$")]
 FileId = Annotated[str, StringConstraints(pattern=f"^{FILE_ID_PATTERN}$")]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]

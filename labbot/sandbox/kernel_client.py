@@ -110,7 +110,6 @@ class KernelProcess:
         self.output_dir = self.workdir / "output"
         self.process: asyncio.subprocess.Process | None = None
         self.cgroup: Cgroup | None = None
-        self.startup_seconds = 0.0
         self.stopper: Stopper | None = None  # stops its processes between cells
         self._stderr = bytearray()
         self._cells = 0
@@ -149,7 +148,6 @@ class KernelProcess:
         except BaseException:  # cancelled mid-start: never leave a sandbox behind
             await asyncio.shield(self.kill())
             raise
-        self.startup_seconds = ready.startup
         self._freeze()
 
     def _make_folders(self) -> None:

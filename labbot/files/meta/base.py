@@ -28,10 +28,6 @@ class FileRecord:
     expires_at: datetime | None
     preview: str | None = None
 
-    def is_live(self, now: datetime) -> bool:
-        """True until the file expires."""
-        return self.expires_at is None or self.expires_at > now
-
     def ref(self) -> FileRef:
         """The file as an execution needs it."""
         return FileRef(self.id, self.name, self.kind, self.size, self.sha256)
