@@ -34,9 +34,9 @@ from labbot.sandbox.jail.limits import SandboxLimits
 from labbot.sandbox.jail.seccomp import seccomp_filter
 
 __all__ = [
+    "Cgroup",
     "INSIDE_FILES",
     "INSIDE_OUTPUT",
-    "Cgroup",
     "Jail",
     "Runtime",
     "SandboxLimits",
