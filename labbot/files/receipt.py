@@ -52,7 +52,13 @@ def render_upload_confirmation(result: SaveResult, *, now: datetime) -> str:
         f" · {format_size(result.total_bytes)} of {format_size(limits.max_total_bytes)}",
     ]
     for old in result.evicted:
-        lines.append(f"⚠️ To make room, your oldest file {describe(old)} was removed.")
+        which = "oldest file the code made" if old.source == "generated" else "oldest upload"
+        lines.append(f"⚠️ To make room, your {which}, {describe(old)}, was removed.")
+    if record.source == "upload" and result.file_count >= limits.max_files:
+        lines.append(
+            "When room is needed, files the code made go first; your uploads go only when none"
+            " is left."
+        )
     if record.source == "upload":
         examples = ", ".join(e.format(name=record.name) for e in _EXAMPLES[kind.is_table])
         lines.append(f"Ask about it in plain words, e.g. {examples}.")

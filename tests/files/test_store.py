@@ -263,12 +263,18 @@ async def test_fractional_and_never_expiry(tmp_path: Path, clock: Clock) -> None
 
 
 async def test_generated_files_share_the_limits(store: FileStore) -> None:
-    """Files the code makes count against the same limit and push out the oldest upload."""
-    store.limits = replace(store.limits, max_files=2)
-    upload = (await store.save("u", "in.csv", chunks_of(b"a\n1\n"))).record
-    await store.save("u", "plot.png", chunks_of(PNG.read_bytes()), source="generated")
+    """Files the code makes count against the same limit, but push out older files the code
+    made before any upload: six runs of a three-output script keep the user's upload."""
+    store.limits = replace(store.limits, max_files=4)
+    upload = (await store.save("u", "sales.csv", chunks_of(b"a\n1\n"))).record
+    plot = (await store.save("u", "plot.png", chunks_of(PNG.read_bytes()), source="generated"))
     result = await store.save("u", "out.csv", chunks_of(b"b\n2\n"), source="generated")
-    assert [r.id for r in result.evicted] == [upload.id]
+    assert result.evicted == []
+    for run in range(6):
+        for name in ("a.csv", "b.csv", "c.png"):
+            await store.save("u", f"{run}{name}", chunks_of(b"x"), source="generated")
+    live = await store.list("u")
+    assert upload.id in {r.id for r in live} and plot.record.id not in {r.id for r in live}
 
 
 async def test_sweeper_task_removes_expired_files(store: FileStore, clock: Clock) -> None:

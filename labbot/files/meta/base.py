@@ -44,6 +44,26 @@ class FileRecord:
         return data
 
 
+def evictions(
+    live: Iterable[FileRecord], new: FileRecord, *, max_files: int, max_bytes: int
+) -> builtins.list[FileRecord]:
+    """Which records go so ``new`` fits the limits: files the code made before files the user
+    uploaded, each oldest first; ``new`` never. ``live`` is the user's live records, oldest
+    first, ``new`` included."""
+    records = [r for r in live if r.id != new.id]
+    count = len(records) + 1
+    total = sum(r.size for r in records) + new.size
+    order = [r for r in records if r.source == "generated"]
+    order += [r for r in records if r.source != "generated"]
+    evicted = []
+    for record in order:
+        if count <= max_files and total <= max_bytes:
+            break
+        evicted.append(record)
+        count, total = count - 1, total - record.size
+    return evicted
+
+
 class MetadataStore(Protocol):
     """Where file records live. Every method is atomic; times are tz-aware UTC.
 

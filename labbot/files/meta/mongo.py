@@ -18,7 +18,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 
 from labbot.errors import FileNotFound, StorageError
-from labbot.files.meta.base import FileRecord
+from labbot.files.meta.base import FileRecord, evictions
 from labbot.sqlite import from_us, to_us
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,8 @@ class MongoMetadataStore:
     async def add(
         self, record: FileRecord, *, max_files: int, max_bytes: int, now: datetime
     ) -> list[FileRecord]:
-        """Insert, then evict the oldest live records past the limits."""
+        """Insert, then evict past the limits (made files first, then uploads, each oldest
+        first)."""
         await guarded(self.files.insert_one(to_document(record)))
         try:
             return await self._evict(record, max_files=max_files, max_bytes=max_bytes, now=now)
@@ -161,13 +162,7 @@ class MongoMetadataStore:
         self, record: FileRecord, *, max_files: int, max_bytes: int, now: datetime
     ) -> list[FileRecord]:
         rows = await self._records({"user": record.user, **live(now)})
-        count, total = len(rows), sum(r.size for r in rows)
-        evicted: list[FileRecord] = []
-        for row in rows:
-            if (count <= max_files and total <= max_bytes) or row.id == record.id:
-                break
-            evicted.append(row)
-            count, total = count - 1, total - row.size
+        evicted = evictions(rows, record, max_files=max_files, max_bytes=max_bytes)
         if evicted:
             await guarded(self.files.delete_many({"_id": {"$in": [r.id for r in evicted]}}))
         return evicted

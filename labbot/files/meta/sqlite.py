@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from labbot.errors import FileNotFound
-from labbot.files.meta.base import FileRecord
+from labbot.files.meta.base import FileRecord, evictions
 from labbot.sqlite import SqliteDatabase, from_us, to_us
 
 T = TypeVar("T")
@@ -115,7 +115,8 @@ class SqliteMetadataStore:
     async def add(
         self, record: FileRecord, *, max_files: int, max_bytes: int, now: datetime
     ) -> list[FileRecord]:
-        """Insert and evict the oldest live records past the limits, atomically."""
+        """Insert and evict past the limits (made files first, then uploads, each oldest
+        first), atomically."""
 
         def add(db: sqlite3.Connection) -> list[FileRecord]:
             db.execute(
@@ -137,13 +138,8 @@ class SqliteMetadataStore:
                 f"SELECT {_COLUMNS} FROM files WHERE user = ? AND {_LIVE} ORDER BY seq",
                 (record.user, _us(now)),
             ).fetchall()
-            count, total = len(rows), sum(row[4] for row in rows)
-            evicted: list[FileRecord] = []
-            for row in rows:
-                if (count <= max_files and total <= max_bytes) or row[0] == record.id:
-                    break
-                evicted.append(_record(row))
-                count, total = count - 1, total - row[4]
+            live = [_record(row) for row in rows]
+            evicted = evictions(live, record, max_files=max_files, max_bytes=max_bytes)
             db.executemany("DELETE FROM files WHERE id = ?", [(r.id,) for r in evicted])
             return evicted
 

@@ -10,6 +10,7 @@ import pytest
 
 from labbot.errors import FileNotFound, StorageError
 from labbot.files import FileRecord, MetadataStore, SqliteMetadataStore
+from labbot.files.meta import Source
 from labbot.files.meta.mongo import MongoMetadataStore
 from tests.backends import BACKENDS, mongo_database
 
@@ -37,6 +38,7 @@ def rec(
     size: int = 1,
     expires: timedelta | None = None,
     created: datetime = NOW,
+    source: Source = "upload",
 ) -> FileRecord:
     return FileRecord(
         id=f"id{n:04d}",
@@ -45,7 +47,7 @@ def rec(
         kind="csv",
         size=size,
         sha256="ab" * 32,
-        source="upload",
+        source=source,
         created_at=created + timedelta(microseconds=n),
         expires_at=None if expires is None else created + expires,
         preview=None,
@@ -158,3 +160,17 @@ async def test_mongo_keeps_a_ttl_backstop(backend: str) -> None:
         indexes = await database["files"].index_information()
     ttl = [i for i in indexes.values() if i["key"] == [("expires_at", 1)]]
     assert ttl and ttl[0]["expireAfterSeconds"] == TTL_GRACE == 24 * 3600
+
+
+async def test_files_the_code_made_go_before_uploads(meta: MetadataStore) -> None:
+    """Past the limits, the oldest file the code made goes first; an upload goes only when no
+    made file is left; the new file never."""
+    await add(meta, rec(0))  # an upload, the oldest
+    await add(meta, rec(1, source="generated"))
+    await add(meta, rec(2, source="generated"))
+    evicted = await add(meta, rec(3, source="generated"), max_files=3)
+    assert [r.id for r in evicted] == ["id0001"]
+    evicted = await add(meta, rec(4), max_files=2)
+    assert [r.id for r in evicted] == ["id0002", "id0003"]
+    evicted = await add(meta, rec(5), max_files=2)
+    assert [r.id for r in evicted] == ["id0000"]
