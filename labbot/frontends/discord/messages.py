@@ -70,9 +70,10 @@ class Messages(commands.Cog):
         self.bot = bot
 
     # When to answer ---------------------------------------------------------------------
-    async def should_answer(self, message: discord.Message) -> bool:
+    def addressed(self, message: discord.Message) -> bool | None:
         """DMs, mentions of the bot (not @everyone/@here), replies to the bot, and messages in
-        threads the bot started; never bots (itself included) or system messages."""
+        threads the bot started; never bots (itself included) or system messages. None: a
+        reply whose message discord.py does not hold (asked of Discord only once admitted)."""
         me = self.bot.user
         if (
             message.author.bot
@@ -86,26 +87,31 @@ class Messages(commands.Cog):
             return True
         if any(user.id == me.id for user in message.mentions):
             return True
-        replied = await self._replied(message)
-        return replied is not None and replied.author.id == me.id
+        reference = message.reference
+        if reference is None or reference.message_id is None:
+            return False
+        if isinstance(reference.resolved, discord.Message):
+            return reference.resolved.author.id == me.id
+        return None if reference.resolved is None else False  # else: deleted
 
-    async def _replied(self, message: discord.Message) -> discord.Message | None:
+    async def replied(self, message: discord.Message) -> discord.Message | None:
+        """The message this one replies to: as discord.py holds it, else fetched (once the
+        message is admitted); None when there is none or it is gone."""
         reference = message.reference
         if reference is None or reference.message_id is None:
             return None
-        if isinstance(reference.resolved, discord.Message):
-            return reference.resolved
+        if reference.resolved is not None:
+            return reference.resolved if isinstance(reference.resolved, discord.Message) else None
         try:
             return await message.channel.fetch_message(reference.message_id)
         except discord.HTTPException:
             return None
 
-    async def conversation(self, message: discord.Message) -> str:
+    async def conversation(self, message: discord.Message, replied: discord.Message | None) -> str:
         """Threads are one conversation; replies continue the replied-to answer's conversation;
         a DM is one conversation; a fresh mention in a channel starts a new one."""
         if isinstance(message.channel, discord.Thread):
             return f"thread:{message.channel.id}"
-        replied = await self._replied(message)
         if replied is not None and self.bot.user and replied.author.id == self.bot.user.id:
             known = await self.bot.services.conversations.preference(
                 str(message.author.id), conversation_of_message(replied.id)
@@ -122,10 +128,15 @@ class Messages(commands.Cog):
         current = asyncio.current_task()
         if current is not None:
             self.bot.handling(current)
-        if not await self.should_answer(message) or not await self.bot.gate.admit_message(message):
+        addressed = self.addressed(message)  # no API call before the gate
+        if addressed is False or not await self.bot.gate.admit_message(message):
+            return
+        replied = await self.replied(message)
+        me = self.bot.user
+        if addressed is None and (replied is None or me is None or replied.author.id != me.id):
             return
         try:
-            await self.handle(message)
+            await self.handle(message, replied)
         except LabbotError as exc:
             await message.reply(str(exc), mention_author=False)
         except Exception:
@@ -138,7 +149,7 @@ class Messages(commands.Cog):
             )
 
     # The turn ----------------------------------------------------------------------------
-    async def handle(self, message: discord.Message) -> None:
+    async def handle(self, message: discord.Message, replied: discord.Message | None) -> None:
         """Store the attachments, confirm them, and answer the text in the same turn."""
         user = str(message.author.id)
         text = self._clean(message)
@@ -160,7 +171,7 @@ class Messages(commands.Cog):
                 "No model is configured on this bot (OPENAI_API_KEY).", mention_author=False
             )
             return
-        conversation = await self.conversation(message)
+        conversation = await self.conversation(message, replied)
         running = self.bot.conversation_tasks(message.author.id)
         if running:
             await message.reply(
