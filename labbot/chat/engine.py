@@ -37,7 +37,7 @@ from labbot.core import (
 from labbot.errors import LabbotError, LLMRequestTooLarge
 from labbot.files import FileRecord, FileStore, kind_by_name
 from labbot.llm import tokens
-from labbot.llm.allowlist import ModelAllowList
+from labbot.llm.allowlist import ModelAllowList, ProviderAllowList
 from labbot.llm.client import Completion, LLMClient, ToolCall
 from labbot.llm.models import ModelCatalog, ModelInfo
 from labbot.llm.prompts import system_prompt
@@ -84,20 +84,11 @@ class Engine:
         self.images = ModelImages(store)
         # Images per request a conversation's provider took after refusing more (HTTP 413).
         self._image_caps: dict[tuple[str, str], int] = {}
-        self._allowed: ModelAllowList | None = None
-        self._allowed_lock = asyncio.Lock()
+        self._models = ProviderAllowList(settings, catalog, llm.list_models, store=conversations)
 
     async def models(self) -> ModelAllowList:
-        """The models users may pick (the provider's list is asked for once, when needed)."""
-        async with self._allowed_lock:
-            if self._allowed is None:
-                listed = None if self.settings.ALLOWED_MODELS else await self.llm.list_models()
-                allowed = ModelAllowList(
-                    self.settings, self.catalog, listed=listed, store=self.conversations
-                )
-                await allowed.load()
-                self._allowed = allowed
-            return self._allowed
+        """The models users may pick (the provider's list is asked for when needed)."""
+        return await self._models.get()
 
     async def model_for(self, user: str) -> ModelInfo:
         """The user's chosen model while it is allowed, else DEFAULT_MODEL."""
