@@ -14,6 +14,7 @@ from labbot.chat.history import (
     ConversationStore,
     Message,
     assistant_message,
+    bounded_calls,
     tool_message,
     turns,
 )
@@ -161,18 +162,18 @@ class Engine:
                 yield event
             ((request, completion),) = answered
             yield await self._account(user, conversation, model, request, completion)
-            calls = completion.tool_calls if use_tools else []
+            calls = bounded_calls(
+                completion.tool_calls if use_tools else [],
+                self.settings.MAX_TOOL_CALLS_PER_ROUND,
+            )
             await self.conversations.append(
                 user, conversation, [assistant_message(completion.text, calls)]
             )
             if not calls:
                 yield Final(completion.text)
                 return
-            limit = self.settings.MAX_TOOL_CALLS_PER_ROUND
-            for n, call in enumerate(calls):
-                code, problem = (
-                    read_call(call.name, call.arguments) if n < limit else _too_many(limit)
-                )
+            for call, refused in calls:
+                code, problem = (None, refused) if refused else read_call(call.name, call.arguments)
                 if code is None:
                     yield await self._refuse(user, conversation, call, str(problem))
                     continue
@@ -353,13 +354,6 @@ class Engine:
             user, conversation, [tool_message(call.id, outcome.to_json())]
         )
         yield ToolFinished(call.id, outcome)
-
-
-def _too_many(limit: int) -> tuple[None, str]:
-    return None, (
-        f"Not run: too many calls in one round (limit {limit}). Run the rest in your next"
-        " round, or combine them into one call."
-    )
 
 
 def _with_system(system: str, history: list[Message], model: ModelInfo) -> list[Message]:
