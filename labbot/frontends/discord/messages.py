@@ -19,8 +19,10 @@ from labbot.files import SaveResult
 from labbot.files.receipt import format_size
 from labbot.frontends.discord.gate import GatedView
 from labbot.frontends.discord.render import (
+    MAX_MESSAGES_PER_ANSWER,
     ReplyStream,
     shown_name,
+    shown_text,
     split_message,
     upload_confirmation,
 )
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 DOWNLOAD_CHUNK = 1024 * 1024
 FILES_PER_MESSAGE = 10
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # DMs, and guilds without a boost
+ANSWER_FILE = "answer.md"  # the whole of an answer too long to post
 
 
 def conversation_of_message(message_id: int) -> str:
@@ -138,7 +141,7 @@ class Messages(commands.Cog):
         try:
             await self.handle(message, replied)
         except LabbotError as exc:
-            await message.reply(str(exc), mention_author=False)
+            await message.reply(shown_text(str(exc)), mention_author=False)
         except Exception:
             from labbot.frontends.discord.bot import incident
 
@@ -220,7 +223,7 @@ class Messages(commands.Cog):
                     str(message.author.id), attachment.filename, self._download(attachment.url)
                 )
             except (FileTooLarge, LabbotError) as exc:
-                problems.append(f"⚠️ {shown_name(attachment.filename)}: {exc}")
+                problems.append(f"⚠️ {shown_name(attachment.filename)}: {shown_text(str(exc))}")
                 continue
             saved.append(result)
             if result.record.kind == "image":
@@ -278,7 +281,7 @@ class Messages(commands.Cog):
                         case FileProduced(file=file):
                             produced.append(file)
                         case Failed(text=problem):
-                            await stream.write(f"\n⚠️ {problem}")
+                            await stream.write(f"\n⚠️ {shown_text(problem)}")
                         case _:
                             pass  # status, output, usage and the final text: not shown here
         finally:
@@ -286,7 +289,21 @@ class Messages(commands.Cog):
             view.stop()
             if posted:
                 await posted[0].edit(view=None)
+        if stream.cut:
+            await self._send_whole(message, stream)
         await self._send_files(message, user, produced)
+
+    async def _send_whole(self, message: discord.Message, stream: ReplyStream) -> None:
+        """An answer cut after MAX_MESSAGES_PER_ANSWER messages: say so, with all of it
+        (up to MAX_KEPT_CHARS) attached as a Markdown file."""
+        size = len(stream.text) + stream.dropped
+        kept = f" (its first {len(stream.text):,})" if stream.dropped else ""
+        await message.channel.send(
+            f"✂️ This answer is {size:,} characters, too long to post here: it was cut after"
+            f" {MAX_MESSAGES_PER_ANSWER} messages. The whole answer{kept} is attached as"
+            f" {ANSWER_FILE}.",
+            file=discord.File(io.BytesIO(stream.text.encode()), filename=ANSWER_FILE),
+        )
 
     async def _send_files(
         self, message: discord.Message, user: str, files: list[OutputFile]
