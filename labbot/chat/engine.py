@@ -14,6 +14,7 @@ from labbot.chat.history import (
     ConversationStore,
     Message,
     assistant_message,
+    bounded_calls,
     tool_message,
     turns,
 )
@@ -37,7 +38,7 @@ from labbot.core import (
 from labbot.errors import LabbotError, LLMRequestTooLarge
 from labbot.files import FileRecord, FileStore, kind_by_name
 from labbot.llm import tokens
-from labbot.llm.allowlist import ModelAllowList
+from labbot.llm.allowlist import ModelAllowList, ProviderAllowList
 from labbot.llm.client import Completion, LLMClient, ToolCall
 from labbot.llm.models import ModelCatalog, ModelInfo
 from labbot.llm.prompts import system_prompt
@@ -84,20 +85,11 @@ class Engine:
         self.images = ModelImages(store)
         # Images per request a conversation's provider took after refusing more (HTTP 413).
         self._image_caps: dict[tuple[str, str], int] = {}
-        self._allowed: ModelAllowList | None = None
-        self._allowed_lock = asyncio.Lock()
+        self._models = ProviderAllowList(settings, catalog, llm.list_models, store=conversations)
 
     async def models(self) -> ModelAllowList:
-        """The models users may pick (the provider's list is asked for once, when needed)."""
-        async with self._allowed_lock:
-            if self._allowed is None:
-                listed = None if self.settings.ALLOWED_MODELS else await self.llm.list_models()
-                allowed = ModelAllowList(
-                    self.settings, self.catalog, listed=listed, store=self.conversations
-                )
-                await allowed.load()
-                self._allowed = allowed
-            return self._allowed
+        """The models users may pick (the provider's list is asked for when needed)."""
+        return await self._models.get()
 
     async def model_for(self, user: str) -> ModelInfo:
         """The user's chosen model while it is allowed, else DEFAULT_MODEL."""
@@ -170,18 +162,18 @@ class Engine:
                 yield event
             ((request, completion),) = answered
             yield await self._account(user, conversation, model, request, completion)
-            calls = completion.tool_calls if use_tools else []
+            calls = bounded_calls(
+                completion.tool_calls if use_tools else [],
+                self.settings.MAX_TOOL_CALLS_PER_ROUND,
+            )
             await self.conversations.append(
                 user, conversation, [assistant_message(completion.text, calls)]
             )
             if not calls:
                 yield Final(completion.text)
                 return
-            limit = self.settings.MAX_TOOL_CALLS_PER_ROUND
-            for n, call in enumerate(calls):
-                code, problem = (
-                    read_call(call.name, call.arguments) if n < limit else _too_many(limit)
-                )
+            for call, refused in calls:
+                code, problem = (None, refused) if refused else read_call(call.name, call.arguments)
                 if code is None:
                     yield await self._refuse(user, conversation, call, str(problem))
                     continue
@@ -362,13 +354,6 @@ class Engine:
             user, conversation, [tool_message(call.id, outcome.to_json())]
         )
         yield ToolFinished(call.id, outcome)
-
-
-def _too_many(limit: int) -> tuple[None, str]:
-    return None, (
-        f"Not run: too many calls in one round (limit {limit}). Run the rest in your next"
-        " round, or combine them into one call."
-    )
 
 
 def _with_system(system: str, history: list[Message], model: ModelInfo) -> list[Message]:

@@ -7,9 +7,11 @@ these bounds are cut again when read, so nothing oversized is re-sent every roun
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Protocol
@@ -26,6 +28,9 @@ MAX_TOOL_MESSAGE = 24_000  # characters of a whole tool result as stored and re-
 MAX_TOOL_TEXT = 6000  # characters of any one string of a tool result (its head and tail)
 MAX_TOOL_FIELDS = 12  # fields of an object kept (a result has 11)
 MAX_KEY = 100  # characters of a field name
+MAX_ANSWER_CHARS = 64_000  # characters of the model's text kept per answer (its head and tail)
+MAX_CALL_ID = 64  # characters of a tool call's id; longer ones are refused
+MAX_CALLS_KEPT = 64  # tool calls of one round kept and answered; the rest are dropped
 # Tried in turn until the result fits: (characters per string, items per list, nesting kept).
 # The last always fits: 12 fields of at most 100 + 100 characters.
 _CUTS = ((MAX_TOOL_TEXT, 20, 4), (3000, 10, 4), (1500, 5, 4), (750, 3, 3), (300, 2, 2), (100, 2, 1))
@@ -187,19 +192,59 @@ def tool_message(call_id: str, result: Any) -> Message:
     return {"role": "tool", "tool_call_id": call_id, "content": bounded_json(result)}
 
 
-def assistant_message(text: str, calls: Sequence[ToolCall]) -> Message:
-    """The model's answer as history stores it, each call's arguments as ``stored_arguments``."""
-    message: Message = {"role": "assistant", "content": text or None}
+def bounded_calls(calls: Sequence[ToolCall], run_limit: int) -> list[tuple[ToolCall, str | None]]:
+    """A round's calls as history keeps and answers them, each with why it is not run (None:
+    it may run, once ``read_call`` agrees). At most MAX_CALLS_KEPT (the rest are dropped);
+    an id over MAX_CALL_ID characters is refused and replaced by a short one; the calls past
+    ``run_limit`` are refused."""
+    screened: list[tuple[ToolCall, str | None]] = []
+    for n, call in enumerate(calls[:MAX_CALLS_KEPT]):
+        why = None
+        if not 0 < len(call.id) <= MAX_CALL_ID:
+            why = (
+                f"Not run: the call's id is {len(call.id):,} characters; ids are 1 to"
+                f" {MAX_CALL_ID} characters."
+            )
+            call = replace(call, id=short_call_id(call.id))
+        elif n >= run_limit:
+            why = (
+                f"Not run: too many calls in one round (limit {run_limit}). Run the rest in your"
+                " next round, or combine them into one call."
+            )
+        screened.append((call, why))
+    return screened
+
+
+def short_call_id(call_id: str) -> str:
+    """A call id as history keeps it: as given within MAX_CALL_ID characters, else a short id
+    made from it (the same for the call and its result)."""
+    if 0 < len(call_id) <= MAX_CALL_ID:
+        return call_id
+    return "call_" + hashlib.sha256(call_id.encode("utf-8", "replace")).hexdigest()[:32]
+
+
+def assistant_message(text: str, calls: Sequence[tuple[ToolCall, str | None]]) -> Message:
+    """The model's answer as history stores it: the text cut to MAX_ANSWER_CHARS; the
+    arguments (``stored_arguments``) of the calls that may run, a placeholder for the refused
+    (``bounded_calls`` gives both)."""
+    message: Message = {"role": "assistant", "content": _cut_text(text, MAX_ANSWER_CHARS) or None}
     if calls:
         message["tool_calls"] = [
             {
                 "id": c.id,
                 "type": "function",
-                "function": {"name": c.name[:64], "arguments": stored_arguments(c.arguments)},
+                "function": {
+                    "name": c.name[:64],
+                    "arguments": stored_arguments(c.arguments) if why is None else _not_run(c),
+                },
             }
-            for c in calls
+            for c, why in calls
         ]
     return message
+
+
+def _not_run(call: ToolCall) -> str:
+    return json.dumps({"not_kept": f"{len(call.arguments):,} characters of arguments, not run"})
 
 
 def stored_arguments(arguments: str) -> str:
@@ -262,21 +307,29 @@ def _bounded(message: Message) -> Message:
     """A stored message cut to the bounds (rows written before there were any)."""
     content = message.get("content")
     if message.get("role") == "tool" and isinstance(content, str):
-        if len(content) <= MAX_TOOL_MESSAGE:
+        call_id = short_call_id(str(message.get("tool_call_id") or ""))
+        if len(content) <= MAX_TOOL_MESSAGE and call_id == message.get("tool_call_id"):
             return message
-        try:
-            value = json.loads(content)
-        except (ValueError, RecursionError):
-            value = content
-        return {**message, "content": bounded_json(value)}
+        if len(content) > MAX_TOOL_MESSAGE:
+            try:
+                content = bounded_json(json.loads(content))
+            except (ValueError, RecursionError):
+                content = bounded_json(content)
+        return {**message, "tool_call_id": call_id, "content": content}
+    if message.get("role") != "assistant":
+        return message
+    if isinstance(content, str) and len(content) > MAX_ANSWER_CHARS:
+        message = {**message, "content": _cut_text(content, MAX_ANSWER_CHARS)}
     calls = message.get("tool_calls")
-    if message.get("role") == "assistant" and isinstance(calls, list):
+    if isinstance(calls, list):
         kept = []
-        for call in calls:
+        for call in calls[:MAX_CALLS_KEPT]:
             function = call.get("function") or {}
             arguments = function.get("arguments")
             arguments = stored_arguments(arguments if isinstance(arguments, str) else "")
             name = str(function.get("name") or "")[:64]
-            kept.append({**call, "function": {**function, "name": name, "arguments": arguments}})
+            call_id = short_call_id(str(call.get("id") or ""))
+            function = {**function, "name": name, "arguments": arguments}
+            kept.append({**call, "id": call_id, "function": function})
         return {**message, "tool_calls": kept}
     return message

@@ -3,18 +3,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 from labbot.config import Settings
-from labbot.errors import ModelNotAllowed
+from labbot.errors import LLMError, ModelNotAllowed
 from labbot.llm.models import ModelCatalog
 
 log = logging.getLogger(__name__)
 
+LISTING_RETRY_SECONDS = 300  # after a failed listing, ask the provider again after this
 _ROW = "__models__"  # the preferences row holding the models admins added
 # What a provider's model id looks like ("gpt-4o", "openai/gpt-4o", "qwen2.5:7b", "org/m@v2").
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
@@ -32,7 +35,8 @@ class ModelAllowList:
     """Which model names users may choose.
 
     ALLOWED_MODELS when set; otherwise the catalog's models that the provider lists (all the
-    catalog's models when it lists none); always DEFAULT_MODEL; plus what admins added.
+    catalog's models when it lists none; none of them when its listing ``failed``); always
+    DEFAULT_MODEL; plus what admins added.
 
     allowed = ModelAllowList(settings, ModelCatalog(), listed=["gpt-4o", "whisper-1"])
     allowed.check("gpt-4o")                 # "gpt-4o"
@@ -48,11 +52,13 @@ class ModelAllowList:
         listed: Iterable[str] | None = None,
         added: Iterable[str] = (),
         store: Preferences | None = None,
+        failed: bool = False,
     ) -> None:
         self.default = settings.DEFAULT_MODEL
         self.configured = list(settings.ALLOWED_MODELS)
         self.catalog = catalog
         self.listed = None if listed is None else set(listed)
+        self.failed = failed
         self.added = set(added)
         self.store = store
 
@@ -65,6 +71,8 @@ class ModelAllowList:
         """The operator's choice: ALLOWED_MODELS, else the catalog's models the provider has."""
         if self.configured:
             return set(self.configured)
+        if self.failed:  # fail closed: the provider's list is not known
+            return set()
         known = set(self.catalog.names())
         if self.listed is None:
             return known
@@ -99,3 +107,60 @@ class ModelAllowList:
             if self.store is not None:
                 await self.store.set_preference(_ROW, "added", json.dumps(sorted(self.added)))
         return name
+
+
+class ProviderAllowList:
+    """The allow-list as the provider's listing makes it: asked for once when first needed and
+    kept while the provider answered. A failed listing (not a 404: that means there is none)
+    allows only DEFAULT_MODEL, ALLOWED_MODELS and what admins added, is logged, and is asked
+    again after LISTING_RETRY_SECONDS.
+
+    models = ProviderAllowList(settings, catalog, llm.list_models, store=conversations)
+    (await models.get()).check("gpt-4o")
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: ModelCatalog,
+        lister: Callable[[], Awaitable[list[str] | None]],
+        *,
+        store: Preferences | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings, self.catalog, self.lister = settings, catalog, lister
+        self.store, self.clock = store, clock
+        self._current: ModelAllowList | None = None
+        self._failed_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> ModelAllowList:
+        """The current allow-list (asks the provider when it never answered, or failed a while
+        ago)."""
+        async with self._lock:
+            retry = self._failed_at is not None and (
+                self.clock() - self._failed_at >= LISTING_RETRY_SECONDS
+            )
+            if self._current is None or retry:
+                self._current = await self._build()
+            return self._current
+
+    async def _build(self) -> ModelAllowList:
+        listed, failed = None, False
+        if not self.settings.ALLOWED_MODELS:
+            try:
+                listed = await self.lister()
+            except LLMError as exc:
+                failed = True
+                log.warning(
+                    "model.listing_failed kind=%s allowed=%s retry_in_s=%d",
+                    type(exc).__name__,
+                    "DEFAULT_MODEL,ALLOWED_MODELS,added",
+                    LISTING_RETRY_SECONDS,
+                )
+        self._failed_at = self.clock() if failed else None
+        allowed = ModelAllowList(
+            self.settings, self.catalog, listed=listed, store=self.store, failed=failed
+        )
+        await allowed.load()
+        return allowed

@@ -178,16 +178,19 @@ class LLMClient:
         return translate(exc, model=model, secrets=self._secrets)
 
     async def list_models(self) -> list[str] | None:
-        """The model ids the provider lists (GET /models); None when it lists none or fails."""
+        """The model ids the provider lists (GET /models); None when it lists none (or has no
+        such endpoint: 404). Raises LLMError when the listing fails otherwise."""
         names: list[str] = []
         try:
             async for entry in self._client.models.list():
                 names.append(entry.id)
                 if len(names) >= MAX_LISTED_MODELS:
                     break
-        except openai.OpenAIError as exc:
+        except openai.NotFoundError as exc:
             self._failed(exc, "(listing)")
             return None
+        except openai.OpenAIError as exc:
+            raise self._failed(exc, "(listing)") from exc
         log.info("llm.models_listed count=%d endpoint=%s", len(names), self.endpoint)
         return names or None
 

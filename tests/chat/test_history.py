@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import json
 
-from labbot.chat.history import MAX_TOOL_MESSAGE, MAX_TOOL_TEXT, repair, tool_message, turns
+from labbot.chat.history import (
+    MAX_ANSWER_CHARS,
+    MAX_CALL_ID,
+    MAX_TOOL_MESSAGE,
+    MAX_TOOL_TEXT,
+    repair,
+    tool_message,
+    turns,
+)
 
 
 def call(call_id: str) -> dict:
@@ -118,3 +126,21 @@ def test_repair_bounds_oversized_rows_already_stored() -> None:
     assert len(json.dumps(fixed)) < MAX_TOOL_MESSAGE + 2048
     assert json.loads(fixed[2]["content"])["status"] == "error"
     json.loads(fixed[1]["tool_calls"][0]["function"]["arguments"])
+
+
+def test_repair_shortens_long_call_ids_and_answers_already_stored() -> None:
+    """A 2 MB call id stored before ids were bounded becomes the same short id in the call and
+    its result; a 300k-character answer is cut to MAX_ANSWER_CHARS."""
+    long_id = "call_" + "A" * 2_000_000
+    history = [
+        {"role": "user", "content": "go"},
+        call(long_id),
+        {"role": "tool", "tool_call_id": long_id, "content": '{"status": "ok"}'},
+        {"role": "assistant", "content": "x " * 150_000},
+    ]
+    fixed = repair(history)
+    short = fixed[1]["tool_calls"][0]["id"]
+    assert len(short) <= MAX_CALL_ID and fixed[2]["tool_call_id"] == short
+    assert fixed[2]["content"] == '{"status": "ok"}'
+    assert len(fixed[3]["content"]) < MAX_ANSWER_CHARS + 100
+    assert len(json.dumps(fixed)) < MAX_ANSWER_CHARS + 1024

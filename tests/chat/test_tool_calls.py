@@ -108,3 +108,39 @@ async def test_arguments_that_are_not_json_are_refused_with_the_reason(tmp_path:
         for message in request["messages"]:
             for call in message.get("tool_calls") or []:
                 json.loads(call["function"]["arguments"])
+
+
+async def test_a_hostile_provider_cannot_bloat_the_history(tmp_path: Path) -> None:
+    """60 parallel calls of 200 kB arguments each: only the 4 that run keep their arguments in
+    history, the rest a placeholder. A 2 MB call id: the call is refused and history keeps a
+    short id for it and its result. A 300k-character answer is stored cut. No stored row and
+    no later request carries the megabytes."""
+    wide = [(TOOL_NAME, {"code": "1", "pad": "p" * 200_000}, f"c{n}") for n in range(60)]
+    long_id = "call_" + "A" * 2_000_000
+    async with FakeOpenAI() as api:
+        api.enqueue(
+            Reply.tool_calls(wide),
+            Reply.tool_call(TOOL_NAME, {"code": "print(1)"}, call_id=long_id),
+            Reply.text("x " * 150_000),
+            Reply.text("and next"),
+        )
+        settings = model_settings(tmp_path / "data", api.base_url)
+        async with open_app(settings) as services:
+            assert services.engine is not None
+            events = await collect(services.engine.turn("42", "c", "go"))
+            await collect(services.engine.turn("42", "c", "next"))
+    assert [e.call_id for e in events if isinstance(e, ToolStarted)] == ["c0", "c1", "c2", "c3"]
+    rows = [json.loads(row) for row in stored_rows(tmp_path / "data")]
+    wide_row = next(r for r in rows if len(r.get("tool_calls") or []) == 60)
+    kept = [c["function"]["arguments"] for c in wide_row["tool_calls"]]
+    assert all(len(a) > 200_000 for a in kept[:4])
+    assert all("not run" in json.loads(a)["not_kept"] for a in kept[4:])
+    assert len(json.dumps(wide_row)) < 4 * 200_100 + 56 * 200
+    (short,) = next(r["tool_calls"] for r in rows if len(r.get("tool_calls") or []) == 1)
+    assert len(short["id"]) <= 64
+    refused = tool_results(api.requests[2])[short["id"]]
+    assert "id is 2,000,005 characters" in refused["error"]["message"]
+    answer = next(r["content"] for r in rows if (r.get("content") or "").startswith("x x"))
+    assert len(answer) < 65_000
+    assert max(len(json.dumps(r)) for r in rows if not r.get("tool_calls")) < 65_000
+    assert api.body_sizes[-1] < 1_200_000

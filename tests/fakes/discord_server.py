@@ -1367,10 +1367,11 @@ class FakeDiscord:
         declared_sizes: dict[str, int] | None = None,
         mention_bot: bool = False,
         mention_everyone: bool = False,
-        reply_to: dict | Sent | None = None,
+        reply_to: dict | Sent | int | None = None,
         dm: bool = False,
     ) -> dict:
-        """Dispatch MESSAGE_CREATE from a user; returns the message payload."""
+        """Dispatch MESSAGE_CREATE from a user; returns the message payload. ``reply_to`` may
+        be a message id, of one deleted since (Discord then sends a null referenced message)."""
         user = self._resolve_user(author)
         if dm:
             cid = self._dm_channel(user)
@@ -1393,7 +1394,9 @@ class FakeDiscord:
             for name, data in (files or {}).items()
         ]
         reference = None
-        if reply_to is not None:
+        if isinstance(reply_to, int):  # a message id, maybe of one deleted since
+            reference = {"message_id": str(reply_to), "channel_id": str(cid)}
+        elif reply_to is not None:
             target = self._message_of(reply_to)
             reference = {"message_id": target["id"], "channel_id": target["channel_id"]}
         msg = self._new_message(
@@ -1529,12 +1532,20 @@ class FakeDiscord:
         return msg
 
     async def create_thread(
-        self, name: str, *, parent_id: int | None = None, owner: str = "alice"
+        self,
+        name: str,
+        *,
+        parent_id: int | None = None,
+        owner: str = "alice",
+        announce: bool = True,
     ) -> dict:
-        """Dispatch THREAD_CREATE for a public thread a user started; returns the channel."""
+        """Dispatch THREAD_CREATE for a public thread a user started; returns the channel.
+        ``announce=False`` sends no event: the bot learns of the thread only from its messages
+        (as for a thread it was not in when it started), so discord.py does not cache it."""
         parent = self.channel_id if parent_id is None else parent_id
         thread = self._new_thread({"name": name}, parent_id=parent, owner=self._resolve_user(owner))
-        await self.dispatch("THREAD_CREATE", thread | {"newly_created": True})
+        if announce:
+            await self.dispatch("THREAD_CREATE", thread | {"newly_created": True})
         return thread
 
     def _interaction(self, itype: int, data: dict, *, user: str, channel_id: int) -> Json:

@@ -197,6 +197,8 @@ class FakeOpenAI:
         self.body_sizes: list[int] = []
         self.headers: list[dict[str, str]] = []
         self._queue: deque[Reply] = deque()
+        self.model_listings = 0  # GET /v1/models received
+        self._listing_failures: deque[int] = deque()
         self._handler: Handler | None = None
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
@@ -211,6 +213,10 @@ class FakeOpenAI:
             if not isinstance(reply, Reply):
                 raise TypeError(f"expected Reply, got {type(reply).__name__}")
         self._queue.extend(replies)
+
+    def fail_listings(self, *statuses: int) -> None:
+        """Answer the next GET /v1/models with these HTTP errors, one each, in order."""
+        self._listing_failures.extend(statuses)
 
     def respond_with(self, handler: Handler | None) -> None:
         """Decide replies from the request body once the queue is empty (``None`` removes it)."""
@@ -298,6 +304,9 @@ class FakeOpenAI:
         )
 
     async def _models(self, request: web.Request) -> web.Response:
+        self.model_listings += 1
+        if self._listing_failures:
+            return self._error(self._listing_failures.popleft())
         created = 1_700_000_000
         data = [
             {"id": model, "object": "model", "created": created, "owned_by": "system"}

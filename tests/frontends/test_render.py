@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from labbot.frontends.discord.render import DISCORD_MESSAGE_LIMIT, ReplyStream, split_message
+from labbot.frontends.discord.render import (
+    DISCORD_MESSAGE_LIMIT,
+    MAX_KEPT_CHARS,
+    MAX_MESSAGES_PER_ANSWER,
+    STREAMING_INDICATOR,
+    ReplyStream,
+    show_links,
+    split_message,
+)
 
 
 def test_short_text_is_one_piece() -> None:
@@ -63,3 +71,43 @@ async def test_stream_edits_are_throttled_and_overflow_starts_a_new_message() ->
     assert all(len(v) <= DISCORD_MESSAGE_LIMIT for p in posts for v in p)
     assert not posts[-1][-1].endswith("⏳")
     assert "".join(p[-1] for p in posts).count("z") == 2500
+
+
+def test_masked_links_show_their_address_outside_code() -> None:
+    """[text](url) becomes "text (<url>)" so the real address shows (and is not previewed);
+    code, inline code and an escaped bracket stay as written."""
+    assert show_links("[Download your results](https://evil.example/login)!") == (
+        "Download your results (<https://evil.example/login>)!"
+    )
+    assert (
+        show_links('[a [b]](<https://x.example/w_(p)> "t")') == "a [b] (<https://x.example/w_(p)>)"
+    )
+    code = "`[x](https://a.example)` and\n```\n[y](https://b.example)\n```\n"
+    assert show_links(code) == code
+    assert show_links(r"\[z](https://c.example)") == r"\[z](https://c.example)"
+
+
+async def test_a_stream_posts_at_most_max_messages_then_is_cut() -> None:
+    """300,000 characters make 10 messages, the last one final, and the stream says it was
+    cut; what comes later is kept for the attached copy but not posted."""
+    posts: list[list[str]] = []
+
+    async def send(text: str):
+        history = [text]
+        posts.append(history)
+
+        async def edit(new: str) -> None:
+            history.append(new)
+
+        return edit
+
+    stream = ReplyStream(send, interval=0.0)
+    for _ in range(50):
+        await stream.write("x " * 3000)
+    await stream.flush(final=True)
+    assert stream.cut and len(posts) == MAX_MESSAGES_PER_ANSWER
+    assert not posts[-1][-1].endswith(STREAMING_INDICATOR)
+    assert len(stream.text) == 300_000 and stream.dropped == 0
+    await stream.write("y" * MAX_KEPT_CHARS)
+    assert len(stream.text) == MAX_KEPT_CHARS and stream.dropped == 300_000
+    assert len(posts) == MAX_MESSAGES_PER_ANSWER

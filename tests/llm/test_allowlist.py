@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from labbot.chat.history import SqliteConversationStore
 from labbot.config import load_settings
 from labbot.errors import ModelNotAllowed
 from labbot.frontends.terminal import TerminalChat
-from labbot.llm.allowlist import ModelAllowList
+from labbot.llm.allowlist import LISTING_RETRY_SECONDS, ModelAllowList, ProviderAllowList
 from labbot.llm.client import LLMClient
 from labbot.llm.models import ModelCatalog
 from labbot.sqlite import SqliteDatabase
@@ -76,6 +77,37 @@ async def test_the_provider_list_comes_from_its_models_endpoint(tmp_path: Path) 
         await client.close()
         client = LLMClient(model_settings(tmp_path, api.base_url.removesuffix("/v1") + "/x"))
         assert await client.list_models() is None
+        await client.close()
+
+
+async def test_a_failed_listing_allows_only_the_operators_models_for_a_while(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 503 from GET /v1/models (the real SDK) allows only DEFAULT_MODEL, says so in the log,
+    and is asked again after LISTING_RETRY_SECONDS, not before; once the provider answered,
+    its list is kept. A 404 (no listing endpoint) still means "it lists none"."""
+    async with FakeOpenAI() as api:
+        settings = model_settings(tmp_path, api.base_url)
+        client = LLMClient(settings)
+        now = [0.0]
+        models = ProviderAllowList(
+            settings, ModelCatalog(), client.list_models, clock=lambda: now[0]
+        )
+        api.fail_listings(503)
+        with caplog.at_level(logging.WARNING, logger="labbot.llm.allowlist"):
+            failed = await models.get()
+        assert failed.names() == ["gpt-4o-mini"] and not failed.allows("o1")
+        assert "model.listing_failed" in caplog.text
+        now[0] += LISTING_RETRY_SECONDS - 1
+        assert await models.get() is failed and api.model_listings == 1
+        now[0] += 1
+        assert (await models.get()).names() == sorted(MODELS)
+        now[0] += 10 * LISTING_RETRY_SECONDS
+        await models.get()
+        assert api.model_listings == 2
+        api.fail_listings(404)
+        none = ProviderAllowList(settings, ModelCatalog(), client.list_models)
+        assert (await none.get()).names() == ModelCatalog().names()
         await client.close()
 
 

@@ -83,21 +83,48 @@ class AccessPolicy:
         """Admins always. Otherwise nothing of theirs blocked; the user or one of their roles
         allowed when a user or role allow list exists; and the channel (or its parent, for a
         thread) allowed when a channel allow list exists. DMs pass no channel ids."""
+        return bool(self.decide(user_id=user_id, role_ids=role_ids, channel_ids=channel_ids))
+
+    def decide(
+        self,
+        *,
+        user_id: int,
+        role_ids: set[int] | None,
+        channel_ids: set[int],
+        channels_complete: bool = True,
+    ) -> bool | None:
+        """``permits`` with what may still be unknown: ``role_ids`` None (a DM's roles not
+        looked up yet) or ``channels_complete`` False (a thread whose parent is not known).
+        True or False when that is enough to decide; None when the unknown part matters."""
         if self.is_admin(user_id):
             return True
-
-        def merged(lists: dict[str, set[int]], extra: dict[str, set[int]], kind: str) -> set[int]:
-            return lists[kind] | extra[kind]
-
         c, m = self.configured, self.commanded
-        blocked = {k: merged(c.blocked, m.blocked, k) for k in KINDS}
-        allowed = {k: merged(c.allowed, m.allowed, k) for k in KINDS}
-        if user_id in blocked["user"] or role_ids & blocked["role"]:
+        blocked = {k: c.blocked[k] | m.blocked[k] for k in KINDS}
+        allowed = {k: c.allowed[k] | m.allowed[k] for k in KINDS}
+        if user_id in blocked["user"] or channel_ids & blocked["channel"]:
             return False
-        if channel_ids & blocked["channel"]:
+        if role_ids is not None and role_ids & blocked["role"]:
             return False
-        if (allowed["user"] or allowed["role"]) and not (
-            user_id in allowed["user"] or role_ids & allowed["role"]
-        ):
-            return False
-        return not (allowed["channel"] and channel_ids and not channel_ids & allowed["channel"])
+        undecided = False
+        if allowed["user"] or allowed["role"]:
+            if user_id in allowed["user"] or (role_ids is not None and role_ids & allowed["role"]):
+                pass
+            elif role_ids is None and allowed["role"]:
+                undecided = True
+            else:
+                return False
+        if allowed["channel"] and channel_ids and not channel_ids & allowed["channel"]:
+            if channels_complete:
+                return False
+            undecided = True
+        if role_ids is None and blocked["role"]:
+            undecided = True
+        if not channels_complete and blocked["channel"]:
+            undecided = True
+        return None if undecided else True
+
+    def uses_channels(self) -> bool:
+        """True when some channel is allowed or blocked (so a thread's parent must be known)."""
+        lists = (self.configured.allowed, self.configured.blocked)
+        lists += (self.commanded.allowed, self.commanded.blocked)
+        return any(found["channel"] for found in lists)

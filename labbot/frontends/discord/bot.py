@@ -19,6 +19,7 @@ from labbot.config import Settings
 from labbot.errors import LabbotError
 from labbot.frontends.discord.access import AccessPolicy
 from labbot.frontends.discord.gate import Gate, gate_of
+from labbot.frontends.discord.render import shown_text
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class LabbotTree(app_commands.CommandTree):
         """Show a LabbotError's message; anything else gets a reference for the logs."""
         original = getattr(error, "original", error)
         if isinstance(original, LabbotError):
-            text = str(original)
+            text = shown_text(str(original))
         else:
             ref = incident()
             log.error(

@@ -19,8 +19,10 @@ from labbot.files import SaveResult
 from labbot.files.receipt import format_size
 from labbot.frontends.discord.gate import GatedView
 from labbot.frontends.discord.render import (
+    MAX_MESSAGES_PER_ANSWER,
     ReplyStream,
     shown_name,
+    shown_text,
     split_message,
     upload_confirmation,
 )
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 DOWNLOAD_CHUNK = 1024 * 1024
 FILES_PER_MESSAGE = 10
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # DMs, and guilds without a boost
+ANSWER_FILE = "answer.md"  # the whole of an answer too long to post
 
 
 def conversation_of_message(message_id: int) -> str:
@@ -70,9 +73,10 @@ class Messages(commands.Cog):
         self.bot = bot
 
     # When to answer ---------------------------------------------------------------------
-    async def should_answer(self, message: discord.Message) -> bool:
+    def addressed(self, message: discord.Message) -> bool | None:
         """DMs, mentions of the bot (not @everyone/@here), replies to the bot, and messages in
-        threads the bot started; never bots (itself included) or system messages."""
+        threads the bot started; never bots (itself included) or system messages. None: a
+        reply whose message discord.py does not hold (asked of Discord only once admitted)."""
         me = self.bot.user
         if (
             message.author.bot
@@ -86,26 +90,31 @@ class Messages(commands.Cog):
             return True
         if any(user.id == me.id for user in message.mentions):
             return True
-        replied = await self._replied(message)
-        return replied is not None and replied.author.id == me.id
+        reference = message.reference
+        if reference is None or reference.message_id is None:
+            return False
+        if isinstance(reference.resolved, discord.Message):
+            return reference.resolved.author.id == me.id
+        return None if reference.resolved is None else False  # else: deleted
 
-    async def _replied(self, message: discord.Message) -> discord.Message | None:
+    async def replied(self, message: discord.Message) -> discord.Message | None:
+        """The message this one replies to: as discord.py holds it, else fetched (once the
+        message is admitted); None when there is none or it is gone."""
         reference = message.reference
         if reference is None or reference.message_id is None:
             return None
-        if isinstance(reference.resolved, discord.Message):
-            return reference.resolved
+        if reference.resolved is not None:
+            return reference.resolved if isinstance(reference.resolved, discord.Message) else None
         try:
             return await message.channel.fetch_message(reference.message_id)
         except discord.HTTPException:
             return None
 
-    async def conversation(self, message: discord.Message) -> str:
+    async def conversation(self, message: discord.Message, replied: discord.Message | None) -> str:
         """Threads are one conversation; replies continue the replied-to answer's conversation;
         a DM is one conversation; a fresh mention in a channel starts a new one."""
         if isinstance(message.channel, discord.Thread):
             return f"thread:{message.channel.id}"
-        replied = await self._replied(message)
         if replied is not None and self.bot.user and replied.author.id == self.bot.user.id:
             known = await self.bot.services.conversations.preference(
                 str(message.author.id), conversation_of_message(replied.id)
@@ -122,12 +131,17 @@ class Messages(commands.Cog):
         current = asyncio.current_task()
         if current is not None:
             self.bot.handling(current)
-        if not await self.should_answer(message) or not await self.bot.gate.admit_message(message):
+        addressed = self.addressed(message)  # no API call before the gate
+        if addressed is False or not await self.bot.gate.admit_message(message):
+            return
+        replied = await self.replied(message)
+        me = self.bot.user
+        if addressed is None and (replied is None or me is None or replied.author.id != me.id):
             return
         try:
-            await self.handle(message)
+            await self.handle(message, replied)
         except LabbotError as exc:
-            await message.reply(str(exc), mention_author=False)
+            await message.reply(shown_text(str(exc)), mention_author=False)
         except Exception:
             from labbot.frontends.discord.bot import incident
 
@@ -138,7 +152,7 @@ class Messages(commands.Cog):
             )
 
     # The turn ----------------------------------------------------------------------------
-    async def handle(self, message: discord.Message) -> None:
+    async def handle(self, message: discord.Message, replied: discord.Message | None) -> None:
         """Store the attachments, confirm them, and answer the text in the same turn."""
         user = str(message.author.id)
         text = self._clean(message)
@@ -160,7 +174,7 @@ class Messages(commands.Cog):
                 "No model is configured on this bot (OPENAI_API_KEY).", mention_author=False
             )
             return
-        conversation = await self.conversation(message)
+        conversation = await self.conversation(message, replied)
         running = self.bot.conversation_tasks(message.author.id)
         if running:
             await message.reply(
@@ -209,7 +223,7 @@ class Messages(commands.Cog):
                     str(message.author.id), attachment.filename, self._download(attachment.url)
                 )
             except (FileTooLarge, LabbotError) as exc:
-                problems.append(f"⚠️ {shown_name(attachment.filename)}: {exc}")
+                problems.append(f"⚠️ {shown_name(attachment.filename)}: {shown_text(str(exc))}")
                 continue
             saved.append(result)
             if result.record.kind == "image":
@@ -267,7 +281,7 @@ class Messages(commands.Cog):
                         case FileProduced(file=file):
                             produced.append(file)
                         case Failed(text=problem):
-                            await stream.write(f"\n⚠️ {problem}")
+                            await stream.write(f"\n⚠️ {shown_text(problem)}")
                         case _:
                             pass  # status, output, usage and the final text: not shown here
         finally:
@@ -275,7 +289,21 @@ class Messages(commands.Cog):
             view.stop()
             if posted:
                 await posted[0].edit(view=None)
+        if stream.cut:
+            await self._send_whole(message, stream)
         await self._send_files(message, user, produced)
+
+    async def _send_whole(self, message: discord.Message, stream: ReplyStream) -> None:
+        """An answer cut after MAX_MESSAGES_PER_ANSWER messages: say so, with all of it
+        (up to MAX_KEPT_CHARS) attached as a Markdown file."""
+        size = len(stream.text) + stream.dropped
+        kept = f" (its first {len(stream.text):,})" if stream.dropped else ""
+        await message.channel.send(
+            f"✂️ This answer is {size:,} characters, too long to post here: it was cut after"
+            f" {MAX_MESSAGES_PER_ANSWER} messages. The whole answer{kept} is attached as"
+            f" {ANSWER_FILE}.",
+            file=discord.File(io.BytesIO(stream.text.encode()), filename=ANSWER_FILE),
+        )
 
     async def _send_files(
         self, message: discord.Message, user: str, files: list[OutputFile]

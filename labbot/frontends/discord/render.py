@@ -1,9 +1,12 @@
 """Turning engine output into Discord messages: 2000-character pieces that never break a code
-block, and one reply edited at most about once a second while the answer streams."""
+block, one reply edited at most about once a second while the answer streams, at most
+MAX_MESSAGES_PER_ANSWER of them, masked links shown with their address, and names and error
+texts Markdown-escaped."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -17,12 +20,44 @@ from labbot.files.names import clean_filename
 DISCORD_MESSAGE_LIMIT = 2000
 EDIT_INTERVAL_SECONDS = 1.0
 STREAMING_INDICATOR = " ⏳"
+MAX_MESSAGES_PER_ANSWER = 10  # past this the answer is cut (and attached whole by the caller)
+MAX_KEPT_CHARS = 1_000_000  # of one answer's text, for the attached copy
+
+# Code (fenced, maybe still open while streaming, or inline) is shown as written.
+_CODE = re.compile(r"```.*?(?:```|\Z)|`[^`\n]*`", re.DOTALL)
+# [text](url), [text](<url>) and [text](url "title"); text may hold one level of [brackets].
+_MASKED_LINK = re.compile(
+    r"(?<!\\)\[((?:[^\[\]\n]|\[[^\[\]\n]*\])*)\]"
+    r"\(\s*<?([^\s()<>]+(?:\([^\s()<>]*\)[^\s()<>]*)*)>?(?:\s+\"[^\"\n]*\")?\s*\)"
+)
 
 
 def shown_name(name: str) -> str:
     """A file name fit to post in Discord: cleaned as the file store cleans names (no control,
     bidi or escape characters) and Markdown-escaped."""
     return escape_markdown(clean_filename(name))
+
+
+def shown_text(text: str) -> str:
+    """A text Discord should show as written (error texts, which may repeat a name or a
+    provider's words): Markdown-escaped."""
+    return escape_markdown(text)
+
+
+def show_links(text: str) -> str:
+    """Masked links ``[text](url)`` outside code shown as ``text (<url>)``: the real address
+    is visible (and not previewed), so a link cannot pretend to go somewhere else."""
+    shown: list[str] = []
+    start = 0
+    for code in _CODE.finditer(text):
+        shown += [_unmask(text[start : code.start()]), code.group()]
+        start = code.end()
+    shown.append(_unmask(text[start:]))
+    return "".join(shown)
+
+
+def _unmask(text: str) -> str:
+    return _MASKED_LINK.sub(lambda m: f"{m[1]} (<{m[2]}>)", text)
 
 
 def upload_confirmation(result: SaveResult, *, now: datetime) -> str:
@@ -70,7 +105,9 @@ def split_message(text: str, limit: int = DISCORD_MESSAGE_LIMIT) -> list[str]:
 
 class ReplyStream:
     """Streams text into Discord messages: edits at most every EDIT_INTERVAL_SECONDS, and when a
-    message is full, finishes it and continues in a new one.
+    message is full, finishes it and continues in a new one, up to ``max_messages``; past
+    them the answer is ``cut`` (the caller says so and attaches ``text``). Masked links are
+    shown with their address.
 
     ``send(text)`` posts a new message and returns an ``edit(text)`` coroutine function for it.
     """
@@ -81,11 +118,15 @@ class ReplyStream:
         *,
         interval: float = EDIT_INTERVAL_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        max_messages: int = MAX_MESSAGES_PER_ANSWER,
     ) -> None:
         self._send = send
         self._interval = interval
         self._clock = clock
+        self._max_messages = max_messages
         self._text = ""
+        self.dropped = 0  # characters written past MAX_KEPT_CHARS (not kept at all)
+        self.cut = False  # the answer outgrew max_messages: the rest is not shown
         self._done: list[str] = []  # pieces already final in earlier messages
         self._edit: Callable[[str], Awaitable[None]] | None = None
         self._shown = ""
@@ -94,19 +135,26 @@ class ReplyStream:
 
     @property
     def text(self) -> str:
-        """Everything written so far."""
+        """Everything written so far (its first MAX_KEPT_CHARS characters)."""
         return self._text
 
     async def write(self, text: str) -> None:
         """Add text; the visible message catches up within the interval."""
-        self._text += text
-        if self._clock() - self._last >= self._interval:
+        room = MAX_KEPT_CHARS - len(self._text)
+        self._text += text[:room]
+        self.dropped += max(0, len(text) - room)
+        if not self.cut and self._clock() - self._last >= self._interval:
             await self.flush(final=False)
 
     async def flush(self, *, final: bool) -> None:
         """Show everything written so far (``final``: without the streaming indicator)."""
         async with self._lock:
-            pieces = split_message(self._text, DISCORD_MESSAGE_LIMIT - len(STREAMING_INDICATOR))
+            if self.cut:
+                return
+            limit = DISCORD_MESSAGE_LIMIT - len(STREAMING_INDICATOR)
+            pieces = split_message(show_links(self._text), limit)
+            if len(pieces) > self._max_messages:  # show what fits, final; the rest is cut
+                pieces, final, self.cut = pieces[: self._max_messages], True, True
             done_count = len(self._done)
             # Pieces before the last are complete messages; post those not yet posted.
             while len(pieces) - 1 > done_count:

@@ -13,7 +13,7 @@ import discord
 import pytest
 
 import labbot.frontends.discord as discord_frontend
-from labbot.frontends.discord.gate import REFUSED, GatedModal, GatedView
+from labbot.frontends.discord.gate import REFUSED, ROLE_CACHE_SECONDS, GatedModal, GatedView
 from labbot.llm.tools import TOOL_NAME
 from tests.conftest import chunks_of
 from tests.fakes.discord_server import Sent
@@ -301,13 +301,16 @@ def test_every_view_and_modal_passes_the_gate() -> None:
 @pytest.mark.parametrize("world", [{"BLOCKED_ROLE_IDS": ["muted"]}], indirect=True)
 async def test_blocked_roles_apply_in_direct_messages(world: World) -> None:
     """A DM's author has no roles of their own: the bot looks them up in the guilds it shares
-    with them, at each message, so a blocked role given meanwhile counts too."""
+    with them (kept for ROLE_CACHE_SECONDS), so a blocked role given meanwhile counts too."""
     fake = world.fake
+    now = [1000.0]
+    world.bot.gate.clock = lambda: now[0]
     asked = [await fake.user_message("hi from carol", author="carol", dm=True)]
     world.api.enqueue(Reply.text("hello bob"))
     await fake.user_message("hi from bob", author="bob", dm=True)
     await fake.wait_for(lambda s: "hello bob" in (s.content or ""))
     await fake.give_role("bob", world.muted)
+    now[0] += ROLE_CACHE_SECONDS
     asked.append(await fake.user_message("still there?", author="bob", dm=True))
     await marker(world, "alice")
     assert replies_to(world, asked) == []

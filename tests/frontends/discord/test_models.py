@@ -58,3 +58,20 @@ async def test_model_choice_is_limited_and_errors_hide_the_endpoint(world: World
         assert_no_endpoint(sent.content or "", url)
     choices = await fake.autocomplete("model", [{"name": "name", "value": "no"}])
     assert [c["value"] for c in choices] == ["nope"]  # added for everyone
+
+
+async def test_a_failed_model_listing_does_not_open_the_catalog(world: World) -> None:
+    """The provider's model listing fails once (HTTP 503): that is not "it lists none", so
+    /model o1 (in the catalog, not offered by this provider) is refused, and the next
+    question goes to DEFAULT_MODEL."""
+    fake, api = world.fake, world.api
+    api.fail_listings(503)
+    refused = await answer_to(fake, await fake.slash("model", [{"name": "name", "value": "o1"}]))
+    assert "'o1' is not offered here" in refused.content
+    assert (
+        await world.bot.services.conversations.preference(str(world.ids["alice"]), "model") is None
+    )
+    api.enqueue(Reply.text("answered by the default"))
+    await fake.user_message("hi", mention_bot=True)
+    await fake.wait_for(lambda s: s.content == "answered by the default")
+    assert api.requests[-1]["model"] == "gpt-4o-mini"

@@ -4,6 +4,7 @@ OpenAI servers, and the users, role and channel the access tests need."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ from labbot.frontends.discord.bot import LabBot
 from tests.conftest import model_settings
 from tests.fakes.discord_server import FakeDiscord, Sent, running
 from tests.fakes.openai_server import FakeOpenAI, Reply
+
+_markers = itertools.count(1)
 
 
 @dataclass
@@ -72,9 +75,10 @@ async def marker(world: World, author: str = "bob") -> None:
     """Wait until the bot has dealt with everything sent before: gateway events are handled
     in order, so once a later question is answered, the earlier ones went through the
     gate; then wait for handlers still running."""
-    world.api.enqueue(Reply.text("marker answered"))
+    answer = f"marker answered {next(_markers)}"  # each call waits for its own answer
+    world.api.enqueue(Reply.text(answer))
     await world.fake.user_message("marker", author=author, mention_bot=True)
-    await world.fake.wait_for(lambda s: "marker answered" in (s.content or ""))
+    await world.fake.wait_for(lambda s: s.content == answer)
     async with asyncio.timeout(30):
         await world.bot.wait_idle()
 

@@ -16,7 +16,7 @@ from labbot.files import FileRecord, kind_by_name
 from labbot.files.names import clean_filename
 from labbot.files.receipt import format_expiry, format_size
 from labbot.frontends.discord.gate import GatedView
-from labbot.frontends.discord.render import shown_name
+from labbot.frontends.discord.render import shown_name, shown_text
 
 if TYPE_CHECKING:
     from labbot.frontends.discord.bot import LabBot
@@ -45,7 +45,11 @@ class OwnerView(GatedView):
         self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item[Any]
     ) -> None:
         """Say what went wrong (a file that expired meanwhile, ...) instead of failing mutely."""
-        text = str(error) if isinstance(error, LabbotError) else "That did not work; try /files."
+        text = (
+            shown_text(str(error))
+            if isinstance(error, LabbotError)
+            else "That did not work; try /files."
+        )
         if not isinstance(error, LabbotError):
             log.error("files.view_failed", exc_info=error)
         if interaction.response.is_done():
