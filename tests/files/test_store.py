@@ -267,7 +267,7 @@ async def test_generated_files_share_the_limits(store: FileStore) -> None:
     made before any upload: six runs of a three-output script keep the user's upload."""
     store.limits = replace(store.limits, max_files=4)
     upload = (await store.save("u", "sales.csv", chunks_of(b"a\n1\n"))).record
-    plot = (await store.save("u", "plot.png", chunks_of(PNG.read_bytes()), source="generated"))
+    plot = await store.save("u", "plot.png", chunks_of(PNG.read_bytes()), source="generated")
     result = await store.save("u", "out.csv", chunks_of(b"b\n2\n"), source="generated")
     assert result.evicted == []
     for run in range(6):

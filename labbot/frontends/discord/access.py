@@ -125,6 +125,10 @@ class AccessPolicy:
 
     def uses_channels(self) -> bool:
         """True when some channel is allowed or blocked (so a thread's parent must be known)."""
-        lists = (self.configured.allowed, self.configured.blocked)
-        lists += (self.commanded.allowed, self.commanded.blocked)
+        lists = (
+            self.configured.allowed,
+            self.configured.blocked,
+            self.commanded.allowed,
+            self.commanded.blocked,
+        )
         return any(found["channel"] for found in lists)
