@@ -57,6 +57,7 @@ class Settings(BaseSettings):
         extra="ignore",
         frozen=True,
         case_sensitive=True,
+        env_ignore_empty=True,  # `NAME=` (as in .env.example) means unset, for every setting
     )
 
     LABBOT_DATA_DIR: Path = Field(default_factory=default_data_dir)

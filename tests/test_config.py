@@ -30,6 +30,28 @@ def test_environment_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert settings.max_file_bytes == int(2.5 * 1024 * 1024)
 
 
+def test_empty_values_are_unset_for_every_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty variable is the default, whatever its type (not a parse error, not "")."""
+    for name in ("DISCORD_TOKEN", "OPENAI_API_KEY", "MAX_FILES_PER_USER", "DEV_GUILD_ID"):
+        monkeypatch.setenv(name, "")
+    settings = load_settings()
+    assert settings.DISCORD_TOKEN is None and settings.OPENAI_API_KEY is None
+    assert settings.MAX_FILES_PER_USER == 20 and settings.DEV_GUILD_ID is None
+    assert not settings.llm_configured
+
+
+def test_env_example_copied_as_it_is_sets_no_token_and_no_key(tmp_path) -> None:
+    """`cp .env.example .env`: DISCORD_TOKEN= and OPENAI_API_KEY= are unset (no Discord login
+    with an empty token, no OpenAI without a key)."""
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / ".env.example"
+    (tmp_path / ".env").write_text(example.read_text())  # the working directory (conftest)
+    settings = load_settings()
+    assert settings.DISCORD_TOKEN is None and settings.OPENAI_API_KEY is None
+    assert not settings.llm_configured
+
+
 def test_minus_one_means_never() -> None:
     """FILE_EXPIRATION_HOURS=-1 becomes no lifetime at all."""
     assert load_settings(FILE_EXPIRATION_HOURS=-1).file_lifetime is None
