@@ -9,11 +9,16 @@ from typing import Any
 
 import click
 
-from labbot.cli import cli, echo, json_option, user_option
+from labbot.cli import cli, echo, error_json, json_option, user_option
+from labbot.cli.checks import check_base_url, run_mode
 from labbot.config import Settings
 from labbot.core import Failed, FileProduced, Status, TextDelta, ToolOutput, ToolStarted
-from labbot.errors import LabbotError
+from labbot.errors import ConfigError, FileNotFound, LabbotError
 from labbot.logs import configure_logging
+
+
+class TurnFailed(LabbotError):
+    """The turn could not go on (the engine's Failed event), as the JSON error's type."""
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -84,13 +89,29 @@ def ask(
 
     settings = _settings(ctx)
     if not settings.llm_configured:
-        raise click.ClickException(
-            "no model is configured: set OPENAI_API_KEY (and OPENAI_BASE_URL for another"
-            " OpenAI-compatible endpoint such as Ollama or vLLM)"
+        raise ConfigError(
+            "No model is configured.",
+            hint="Set OPENAI_API_KEY (and OPENAI_BASE_URL for another OpenAI-compatible"
+            " endpoint such as Ollama or vLLM).",
         )
+    check_base_url(settings)
 
     def out(data: dict[str, Any]) -> None:
         click.echo(json_text(data))
+
+    async def file_json(services: Any, produced: FileProduced) -> dict[str, Any]:
+        """The file's record (the one JSON shape of a file), and where it was saved."""
+        path = await save_produced(services, user, produced.file, output_dir)
+        try:
+            record = (await services.store.get(user, produced.file.id)).to_json()
+        except FileNotFound:  # already gone again (evicted): what the execution reported
+            record = produced.file.to_json()
+        return {
+            "type": produced.kind,
+            "call_id": produced.call_id,
+            "file": record,
+            "path": str(path),
+        }
 
     async def main() -> bool:
         failed = False
@@ -120,7 +141,9 @@ def ask(
             ):
                 data = event.to_json()
                 if isinstance(event, FileProduced):
-                    data["path"] = str(await save_produced(services, user, event.file, output_dir))
+                    data = await file_json(services, event)
+                elif isinstance(event, Failed):  # the one JSON shape of an error
+                    data = {"type": "error"} | error_json(TurnFailed(event.text))
                 failed = failed or isinstance(event, Failed)
                 if json_:
                     out(data)
@@ -186,17 +209,32 @@ def chat(ctx: click.Context, user: str, conversation: str, output_dir: Path) -> 
 def bot(ctx: click.Context) -> None:
     """Run the Discord bot (needs DISCORD_TOKEN) until interrupted."""
     from labbot.frontends.discord import run_bot
+    from labbot.frontends.discord.setup_check import login, login_error
 
     settings: Settings = ctx.obj["settings"]()
+    if settings.DISCORD_TOKEN is None:
+        raise ConfigError("DISCORD_TOKEN is not set.", hint="Put the bot token in .env.")
+    # A malformed or refused token, or no network: one sentence, before any log line.
+    asyncio.run(login(settings.DISCORD_TOKEN.get_secret_value()))
     configure_logging(
         settings.LOG_LEVEL, settings.LOG_FORMAT, discord_debug=settings.LOG_DISCORD_DEBUG
     )
-    run_bot(settings)
+    try:
+        run_bot(settings)
+    except Exception as exc:
+        if (error := login_error(exc)) is None:
+            raise
+        raise error from exc
 
 
 @cli.command()
 @click.pass_context
 def run(ctx: click.Context) -> None:
-    """Start labbot: the Discord bot when DISCORD_TOKEN is set, else the terminal chat."""
+    """Start labbot as `labbot doctor` reports it: the Discord bot when DISCORD_TOKEN is set;
+    else, in a terminal, the chat with the model, or a Python console when none is set."""
     settings: Settings = ctx.obj["settings"]()
-    ctx.invoke(bot if settings.DISCORD_TOKEN is not None else chat)
+    mode, sentence = run_mode(settings, terminal=sys.stdin.isatty())
+    if mode is None:
+        raise ConfigError(sentence)
+    echo(f"labbot: starting {sentence}.", err=True)
+    ctx.invoke(bot if mode == "bot" else chat)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,55 +11,78 @@ from typing import Any
 
 import click
 
-from labbot.cli import echo, emit_json, files_group, json_option, run_with_store, user_option
-from labbot.errors import LabbotError
-from labbot.files import FileStore, file_chunks, kind_by_name
+from labbot.cli import (
+    echo,
+    emit_json,
+    error_json,
+    files_group,
+    json_option,
+    plural,
+    run_with_store,
+    user_option,
+)
+from labbot.cli.saving import save_file
+from labbot.errors import FileError, LabbotError
+from labbot.files import FileStore, SaveResult, file_chunks, kind_by_name
 from labbot.files.receipt import format_expiry, format_size, render_upload_confirmation
 
 
+def _add_error(path: Path, exc: BaseException) -> dict[str, Any]:
+    """The JSON error of one file that was not added, its message naming the file."""
+    data = error_json(exc)
+    data["error"]["message"] = f"{path.name}: {data['error']['message']}"
+    return data
+
+
+async def _save_local(store: FileStore, user: str, path: Path) -> SaveResult:
+    """Store one local file; a path that is no readable file is a FileError naming it."""
+    if not await asyncio.to_thread(path.exists):
+        raise FileError("No such file.", hint="Check the path.")
+    if await asyncio.to_thread(path.is_dir):
+        raise FileError("This is a folder, not a file.", hint="Add the files inside it.")
+    try:
+        return await store.save(user, path.name, file_chunks(path))
+    except OSError as exc:
+        raise FileError(f"The file cannot be read ({exc.strerror or exc}).") from exc
+
+
 @files_group.command(name="add")
-@click.argument(
-    "paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @user_option
 @json_option
 @click.pass_context
 def files_add(ctx: click.Context, paths: tuple[Path, ...], user: str, json_: bool) -> None:
-    """Store local files for a user and print the upload confirmation.
+    """Store local files for a user and print the upload confirmation (each file is tried;
+    --json prints one entry per file: its record, or its error).
 
     \b
     Example:
       labbot files add sales.csv notes.pdf --user 1234
     """
 
-    async def add(store: FileStore) -> tuple[list[dict[str, Any]], list[str]]:
-        rows: list[dict[str, Any]] = []
-        failures: list[str] = []
+    async def add(store: FileStore) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = []
         for path in paths:
             try:
-                result = await store.save(user, path.name, file_chunks(path))
+                result = await _save_local(store, user, path)
             except LabbotError as exc:
-                failures.append(f"{path.name}: {exc}")
+                entries.append(_add_error(path, exc))
+                if not json_:
+                    echo(f"Error: {path.name}: {exc}", err=True)
                 continue
-            if json_:
-                rows.append(
-                    {
-                        "file": result.record.to_json(),
-                        "evicted": [r.to_json() for r in result.evicted],
-                        "file_count": result.file_count,
-                        "total_bytes": result.total_bytes,
-                    }
-                )
-            else:
+            entries.append(
+                result.record.to_json() | {"evicted": [r.to_json() for r in result.evicted]}
+            )
+            if not json_:
                 echo(render_upload_confirmation(result, now=datetime.now(UTC)))
                 echo()
-        return rows, failures
+        return entries
 
-    rows, failures = run_with_store(ctx, add)
+    entries = run_with_store(ctx, add)
     if json_:
-        emit_json(rows)
-    if failures:
-        raise click.ClickException("; ".join(failures))
+        emit_json(entries)
+    if any("error" in e for e in entries):
+        ctx.exit(1)
 
 
 @files_group.command(name="list")
@@ -111,33 +135,43 @@ def files_show(ctx: click.Context, file_id: str, user: str, json_: bool) -> None
 @files_group.command(name="get")
 @click.argument("file_id")
 @user_option
-@click.option("--output", "-o", required=True, help="Where to write the file ('-' = stdout).")
+@click.option(
+    "--output",
+    "-o",
+    default=None,
+    help="A folder (default: the current one; the file keeps its name, numbered if taken),"
+    " a file path, or '-' for stdout.",
+)
+@click.option("--force", is_flag=True, help="Overwrite the -o file if it exists.")
+@json_option
 @click.pass_context
-def files_get(ctx: click.Context, file_id: str, user: str, output: str) -> None:
-    """Write a file's contents to a path or stdout."""
+def files_get(
+    ctx: click.Context, file_id: str, user: str, output: str | None, force: bool, json_: bool
+) -> None:
+    """Write a file's contents out; never over an existing file unless --force."""
+    if output == "-" and json_:
+        raise click.UsageError("--json prints the record: give -o a folder or a path, not '-'")
 
-    async def get(store: FileStore) -> None:
-        chunks = store.read(user, file_id)
+    async def get(store: FileStore) -> dict[str, Any] | None:
+        record = await store.get(user, file_id)
         if output == "-":
-            async for chunk in chunks:
+            async for chunk in store.read(user, file_id):
                 sys.stdout.buffer.write(chunk)
             sys.stdout.buffer.flush()
-            return
-        target = Path(output)
-        if await asyncio.to_thread(target.is_dir):
-            target = target / (await store.get(user, file_id)).name
-        partial = target.with_name(f".{target.name}.part")
-        try:
-            with partial.open("wb") as handle:
-                async for chunk in chunks:
-                    await asyncio.to_thread(handle.write, chunk)
-            partial.replace(target)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        echo(str(target), err=True)
+            return None
+        target = Path(output or ".")
+        folder = output is None or output.endswith(("/", os.sep))
+        folder = folder or await asyncio.to_thread(target.is_dir)
+        path = await save_file(store, user, record, target, folder=folder, overwrite=force)
+        return record.to_json() | {"path": str(path)}
 
-    run_with_store(ctx, get)
+    written = run_with_store(ctx, get)
+    if written is None:
+        return
+    if json_:
+        emit_json(written)
+    else:
+        echo(written["path"])
 
 
 @files_group.command(name="rm")
@@ -146,17 +180,28 @@ def files_get(ctx: click.Context, file_id: str, user: str, output: str) -> None:
 @json_option
 @click.pass_context
 def files_rm(ctx: click.Context, file_ids: tuple[str, ...], user: str, json_: bool) -> None:
-    """Delete files."""
+    """Delete files (each is tried; --json prints one entry per id: its record, or its error)."""
 
     async def rm(store: FileStore) -> list[dict[str, Any]]:
-        return [(await store.delete(user, file_id)).to_json() for file_id in file_ids]
+        entries = []
+        for file_id in file_ids:
+            try:
+                record = (await store.delete(user, file_id)).to_json()
+            except LabbotError as exc:
+                entries.append(error_json(exc))
+                if not json_:
+                    echo(f"Error: {exc}", err=True)
+                continue
+            entries.append(record)
+            if not json_:
+                echo(f"Deleted {record['name']} ({record['id']}).")
+        return entries
 
-    removed = run_with_store(ctx, rm)
+    entries = run_with_store(ctx, rm)
     if json_:
-        emit_json(removed)
-    else:
-        for r in removed:
-            echo(f"Deleted {r['name']} ({r['id']}).")
+        emit_json(entries)
+    if any("error" in e for e in entries):
+        ctx.exit(1)
 
 
 @files_group.command(name="sweep")
@@ -180,9 +225,10 @@ def files_sweep(ctx: click.Context, json_: bool) -> None:
     if json_:
         emit_json(summary)
     else:
+        stray = summary["orphan_blobs"] + summary["partial_files"]
         echo(
-            f"Removed {summary['expired_files']} expired files"
+            f"Removed {plural(summary['expired_files'], 'expired file')}"
             f" ({format_size(summary['expired_bytes'])}); repaired"
-            f" {summary['orphan_blobs'] + summary['partial_files']} stray blobs and"
-            f" {summary['missing_blobs']} records without contents."
+            f" {plural(stray, 'stray blob')} and"
+            f" {plural(summary['missing_blobs'], 'record')} without contents."
         )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
+import logging
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +14,39 @@ import click
 from pydantic import SecretStr
 
 from labbot.app import database_name
-from labbot.cli import cli, echo, emit_json, json_option, run_with_store, user_option
+from labbot.cli import cli, echo, emit_json, json_option, plural, run_with_store, user_option
+from labbot.cli.checks import Check, data_dir_check, discord_checks, mode_check, model_checks
+from labbot.cli.saving import save_file
 from labbot.config import Settings
+from labbot.core import ExecutionResult
 from labbot.errors import LabbotError
 from labbot.files import FileStore
 from labbot.files.receipt import format_size
 from labbot.frontends.escapes import PrintableStream
 
+log = logging.getLogger(__name__)
 _SECRET_SUFFIXES = ("_TOKEN", "_KEY", "_SECRET", "_PASSWORD", "_URI")
+
+
+def _seconds(value: float) -> str:
+    """ "0.1 ms", "3.72 s"."""
+    return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def _print_result(result: ExecutionResult, streams: dict[str, PrintableStream]) -> None:
+    """What an execution did, as text: output, value, error, notes, files."""
+    for name, stream in streams.items():
+        click.echo(stream.flush(), nl=False, err=name == "stderr")
+    if result.value is not None:
+        echo(result.value)
+    error = result.error
+    # A stopped execution's note already says why (the timeout sentence once, not twice).
+    if error is not None and not any(error.message in note for note in result.notes):
+        echo(error.traceback or f"{error.name}: {error.message}", err=True)
+    for note in result.notes:
+        echo(f"note: {note}", err=True)
+    for s in result.skipped_files:
+        echo(f"not kept: {s.name}: {s.reason}", err=True)
 
 
 @cli.command(name="exec")
@@ -33,20 +60,33 @@ _SECRET_SUFFIXES = ("_TOKEN", "_KEY", "_SECRET", "_PASSWORD", "_URI")
     help="Conversation whose session runs the code.",
 )
 @click.option("--file", "-f", "code_file", type=click.File("r"), help="Read the code from a file.")
+@click.option(
+    "--output-dir",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Save the files the code makes into this folder (never over an existing file).",
+)
 @json_option
 @click.pass_context
 def exec_(
-    ctx: click.Context, code: str | None, user: str, session: str, code_file: Any, json_: bool
+    ctx: click.Context,
+    code: str | None,
+    user: str,
+    session: str,
+    code_file: Any,
+    output_dir: Path | None,
+    json_: bool,
 ) -> None:
     """Run Python in the user's sandbox, with their files, and store what it writes.
 
     \b
     Examples:
       labbot exec --user 1234 "df = load_file('sales.csv'); df.describe()"
-      labbot exec --user 1234 -f analysis.py --json
+      labbot exec --user 1234 -f analysis.py -o out/ --json
     """
     from labbot.app import create_executor
 
+    started = time.perf_counter()
     if (code is None) == (code_file is None):
         raise click.UsageError("give the code as an argument or with -f FILE (one of them)")
     source = code if code is not None else code_file.read()
@@ -57,31 +97,41 @@ def exec_(
         if not json_:
             click.echo(streams[name].feed(text), nl=False, err=name == "stderr")
 
-    async def run(store: FileStore) -> Any:
+    async def run(store: FileStore) -> tuple[ExecutionResult, list[dict[str, Any]]]:
         interpreter = create_executor(settings, store)
         await interpreter.start()
         try:
-            return await interpreter.run(user, session, source, on_output=live)
+            result = await interpreter.run(user, session, source, on_output=live)
         finally:
             await interpreter.close()
+        files = []
+        for made in result.files:
+            record = await store.get(user, made.id)
+            entry = record.to_json()
+            if output_dir is not None:
+                path = await save_file(store, user, record, output_dir, folder=True)
+                entry["path"] = str(path)
+            files.append(entry)
+        return result, files
 
-    result = run_with_store(ctx, run)
+    result, files = run_with_store(ctx, run)
+    took = time.perf_counter() - started
     if json_:
-        emit_json(result.to_json())
+        data = result.to_json()
+        data.pop("duration", None)
+        if files:
+            data["files"] = files
+        emit_json(data | {"execution_seconds": result.duration, "command_seconds": took})
     else:
-        for name, stream in streams.items():
-            click.echo(stream.flush(), nl=False, err=name == "stderr")
-        if result.value is not None:
-            echo(result.value)
-        if result.error is not None:
-            error = result.error
-            echo(error.traceback or f"{error.name}: {error.message}", err=True)
-        for note in result.notes:
-            echo(f"note: {note}", err=True)
-        for f in result.files:
-            echo(f"file: {f.name} ({f.id}, {format_size(f.size)})")
-        for s in result.skipped_files:
-            echo(f"not kept: {s.name}: {s.reason}", err=True)
+        _print_result(result, streams)
+        for f in files:
+            where = f" saved to {f['path']}" if "path" in f else ""
+            echo(f"file: {f['name']} ({f['id']}, {format_size(f['size'])}){where}")
+        echo(
+            f"time: execution {_seconds(result.duration)}, whole command {_seconds(took)}"
+            " (starting the sandbox included)",
+            err=True,
+        )
     if result.status != "ok":
         ctx.exit(1)
 
@@ -178,15 +228,72 @@ def _masked(name: str, value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
+_LABELS = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "SKIP"}
+
+
+def _guarded(name: str, probe: Callable[[], Check | str | list[Check]]) -> list[Check]:
+    """Run one check; whatever it raises becomes its failed line (doctor never crashes)."""
+    try:
+        found = probe()
+    except LabbotError as exc:
+        return [Check(name, "fail", str(exc))]
+    except OSError as exc:
+        log.warning("doctor.check_failed check=%s kind=%s", name, type(exc).__name__)
+        return [Check(name, "fail", f"{type(exc).__name__}: {exc.strerror or 'failed'}")]
+    except Exception as exc:
+        log.exception("doctor.check_failed check=%s", name)
+        why = f"unexpected failure ({type(exc).__name__}); run with --debug for details"
+        return [Check(name, "fail", why)]  # its message may hold what must not be shown
+    if isinstance(found, str):
+        return [Check(name, "ok", found)]
+    return found if isinstance(found, list) else [found]
+
+
+def _database(ctx: click.Context, settings: Settings) -> str:
+    ids = run_with_store(ctx, lambda store: store.meta.file_ids())
+    return f"{database_name(settings)} ({plural(len(ids), 'file')})"
+
+
+def _doctor_checks(ctx: click.Context, settings: Settings, report: Callable[..., None]) -> None:
+    """Every check after the settings, each reported as soon as it is done."""
+    report(*_guarded("labbot run", lambda: mode_check(settings, terminal=sys.stdin.isatty())))
+    data_dir = _guarded("data dir", lambda: data_dir_check(settings.LABBOT_DATA_DIR))
+    report(*data_dir)
+    unusable = data_dir[0].status == "fail"
+    skipped = "not checked: the data folder cannot be used (see data dir)"
+    if unusable and settings.MONGODB_URI is None:
+        report(Check("database", "skip", skipped))
+    else:
+        report(*_guarded("database", lambda: _database(ctx, settings)))
+    if settings.LABBOT_BLOB_URL:
+        report(*_guarded("blob storage", lambda: asyncio.run(_probe_blobs(settings))))
+    if settings.LABBOT_EXECUTOR == "nats":
+        report(*_guarded("workers", lambda: asyncio.run(_probe_workers(settings))))
+    elif unusable:
+        report(Check("sandbox", "skip", skipped))
+    else:
+        report(*_guarded("sandbox", lambda: _probe_sandbox(ctx, settings)))
+    report(*_guarded("model", lambda: asyncio.run(model_checks(settings))))
+    token = settings.DISCORD_TOKEN.get_secret_value() if settings.DISCORD_TOKEN else None
+    report(*_guarded("discord", lambda: asyncio.run(discord_checks(token))))
+
+
 @cli.command()
 @json_option
 @click.pass_context
 def doctor(ctx: click.Context, json_: bool) -> None:
-    """Check the settings and storage, and say what is wrong and how to fix it."""
-    checks: list[dict[str, Any]] = []
+    """Check the settings, what `labbot run` starts, storage, the sandbox, the model and
+    Discord, and say what is wrong and how to fix it (every check prints its line)."""
+    checks: list[Check] = []
+
+    def report(*lines: Check) -> None:
+        for line in lines:
+            checks.append(line)
+            if not json_:
+                echo(f"{_LABELS[line.status]} {line.name}: {line.detail}")
 
     def check(name: str, ok: bool, detail: str) -> None:
-        checks.append({"check": name, "ok": ok, "detail": detail})
+        report(Check(name, "ok" if ok else "fail", detail))
 
     try:
         settings: Settings = ctx.obj["settings"]()
@@ -199,48 +306,8 @@ def doctor(ctx: click.Context, json_: bool) -> None:
         check("settings", False, str(exc))
         settings = None  # type: ignore[assignment]
     if settings is not None:
-        data_dir = settings.LABBOT_DATA_DIR
-        try:
-            data_dir.mkdir(parents=True, exist_ok=True)
-            writable = os.access(data_dir, os.W_OK)
-            free = shutil.disk_usage(data_dir).free
-            check(
-                "data dir",
-                writable,
-                f"{data_dir} ({format_size(free)} free)"
-                + ("" if writable else ": not writable; fix its owner or LABBOT_DATA_DIR"),
-            )
-        except OSError as exc:
-            check("data dir", False, f"{data_dir}: {exc.strerror}; set LABBOT_DATA_DIR")
-        try:
-            ids = run_with_store(ctx, lambda store: store.meta.file_ids())
-            check("database", True, f"{database_name(settings)} ({len(ids)} files)")
-        except LabbotError as exc:
-            check("database", False, str(exc))
-        if settings.LABBOT_BLOB_URL:
-            try:
-                check("blob storage", True, asyncio.run(_probe_blobs(settings)))
-            except (LabbotError, OSError) as exc:
-                check("blob storage", False, f"{settings.LABBOT_BLOB_URL}: {exc}")
-        if settings.LABBOT_EXECUTOR == "nats":
-            try:
-                check("workers", True, asyncio.run(_probe_workers(settings)))
-            except LabbotError as exc:
-                check("workers", False, str(exc))
-        else:
-            try:
-                check("sandbox", True, _probe_sandbox(ctx, settings))
-            except LabbotError as exc:
-                check("sandbox", False, str(exc))
-        from labbot.frontends.discord.setup_check import checks as discord_checks
-
-        token = settings.DISCORD_TOKEN.get_secret_value() if settings.DISCORD_TOKEN else None
-        for name, ok, detail in discord_checks(token):
-            check(name, ok, detail)
+        _doctor_checks(ctx, settings, report)
     if json_:
-        emit_json(checks)
-    else:
-        for c in checks:
-            click.echo(f"{'ok  ' if c['ok'] else 'FAIL'} {c['check']}: {c['detail']}")
-    if not all(c["ok"] for c in checks):
+        emit_json([c.to_json() for c in checks])
+    if not all(c.to_json()["ok"] for c in checks):
         ctx.exit(1)

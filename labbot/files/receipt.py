@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from humanize import naturaldelta, naturalsize
+from humanize import naturalsize
 
 from labbot.files import kinds
 from labbot.files.meta.base import FileRecord
@@ -21,16 +21,27 @@ def format_size(size: int) -> str:
     return naturalsize(size, binary=True)
 
 
+_UNITS = ((86400, "day"), (3600, "hour"), (60, "minute"))
+
+
+def time_left(seconds: float) -> str:
+    """ "2 days", "47 hours", "5 minutes": the largest unit of which at least two whole ones
+    are left (never more than is left), after rounding to the minute."""
+    whole = round(seconds / 60) * 60  # 47:59:59.9 left just after an upload reads as 48 hours
+    for size, unit in _UNITS:
+        if whole // size >= 2:
+            return f"{whole // size} {unit}s"
+    return "1 minute" if whole >= 60 else "less than a minute"
+
+
 def format_expiry(expires_at: datetime | None, now: datetime) -> str:
-    """ "in 2 days (2026-11-28 06:30 UTC)", or "never expires"."""
+    """ "in 2 days (2026-11-28 06:30 UTC)", "in 47 hours (...)", or "never"."""
     if expires_at is None:
-        return "never expires"
+        return "never"
     when = expires_at.strftime("%Y-%m-%d %H:%M UTC")
     if expires_at <= now:
         return f"expired ({when})"
-    # Rounded to the minute, so a fresh 48-hour file reads "in 2 days", not "in a day".
-    left = timedelta(minutes=round((expires_at - now).total_seconds() / 60))
-    return f"in {naturaldelta(left)} ({when})"
+    return f"in {time_left((expires_at - now).total_seconds())} ({when})"
 
 
 def describe(record: FileRecord) -> str:

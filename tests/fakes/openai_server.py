@@ -184,9 +184,10 @@ class FakeOpenAI:
 
     ``requests`` holds every JSON body POSTed to ``/v1/chat/completions`` (in order, including
     retries), ``body_sizes`` their sizes in bytes and ``headers`` their headers with lower-cased
-    names. With ``api_key`` set, requests without ``Authorization: Bearer <api_key>`` get the
-    real API's 401. A body over ``max_body_bytes`` is read to its end and answered 413, as a
-    real provider's front does; it is counted in ``body_sizes`` but not kept in ``requests``.
+    names. With ``api_key`` set, requests (listings too) without ``Authorization: Bearer
+    <api_key>`` get the real API's 401. A body over ``max_body_bytes`` is read to its end and
+    answered 413, as a real provider's front does; it is counted in ``body_sizes`` but not kept
+    in ``requests``.
     """
 
     def __init__(self, *, api_key: str | None = None, max_body_bytes: int = 64 * MIB) -> None:
@@ -298,6 +299,9 @@ class FakeOpenAI:
         all_headers = {"x-request-id": self._new_id("req_"), **(headers or {})}
         return web.json_response(body, status=status, headers=all_headers)
 
+    def _authorized(self, request: web.Request) -> bool:
+        return request.headers.get("Authorization") == f"Bearer {self.api_key}"
+
     async def _not_found(self, request: web.Request) -> web.Response:
         return self._error(
             404, f"Invalid URL ({request.method} {request.path})", code="unknown_url"
@@ -305,6 +309,8 @@ class FakeOpenAI:
 
     async def _models(self, request: web.Request) -> web.Response:
         self.model_listings += 1
+        if self.api_key is not None and not self._authorized(request):
+            return self._error(401)  # the real API refuses a wrong key here too
         if self._listing_failures:
             return self._error(self._listing_failures.popleft())
         created = 1_700_000_000
@@ -341,9 +347,8 @@ class FakeOpenAI:
             self.headers.append({k.lower(): v for k, v in request.headers.items()})
             self._received.notify_all()
 
-        if self.api_key is not None:
-            if request.headers.get("Authorization") != f"Bearer {self.api_key}":
-                return self._error(401)
+        if self.api_key is not None and not self._authorized(request):
+            return self._error(401)
         if not body.get("model"):
             return self._error(400, "you must provide a model parameter")
         if not isinstance(body.get("messages"), list):

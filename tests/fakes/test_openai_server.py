@@ -442,12 +442,14 @@ async def test_models_endpoint(client: AsyncOpenAI) -> None:
 
 
 async def test_api_key_is_enforced_when_set() -> None:
-    """With api_key set, a wrong key gets the real API's 401 invalid_api_key."""
+    """With api_key set, a wrong key gets the real API's 401 invalid_api_key (listings too)."""
     async with FakeOpenAI(api_key="sk-right") as server:
         server.enqueue(Reply.text("welcome"))
         async with server.client(api_key="sk-wrong") as wrong:
             with pytest.raises(openai.AuthenticationError) as caught:
                 await wrong.chat.completions.create(model=MODEL, messages=USER)
+            with pytest.raises(openai.AuthenticationError):
+                await wrong.models.list()
         async with server.client() as right:
             completion = await right.chat.completions.create(model=MODEL, messages=USER)
 

@@ -258,7 +258,7 @@ async def test_fractional_and_never_expiry(tmp_path: Path, clock: Clock) -> None
         if expected is None:
             clock.advance(days=3650)
             assert (await store.get("u", record.id)).id == record.id
-            assert "never expires" in render_upload_confirmation(result, now=clock())
+            assert "Expires: never\n" in render_upload_confirmation(result, now=clock())
         await store.close()
 
 

@@ -174,6 +174,8 @@ class LabBot(commands.Bot):
 
 def create_bot(settings: Settings, services: App | None = None, **client_options: Any) -> LabBot:
     """An unstarted labbot client; ``await bot.start(token)`` runs it."""
+    # labbot uses no voice: no "PyNaCl is not installed" warning at every start.
+    discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
     return LabBot(settings, services, **client_options)
 
 

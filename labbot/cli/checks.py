@@ -1,0 +1,194 @@
+"""`labbot doctor`'s checks of what `labbot run` will start, the data folder, the model API and
+Discord; each returns its lines and never raises for what it checks."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from labbot.config import Settings
+from labbot.errors import ConfigError, LabbotError, LLMAuthError
+from labbot.files.receipt import format_size
+from labbot.logs import mask_url
+
+CheckStatus = Literal["ok", "warn", "fail", "skip"]
+RunMode = Literal["bot", "model chat", "console"]
+MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
+MODEL_CHECK_TIMEOUT = 15.0  # seconds for the model API's answer to the listing
+NO_TERMINAL = (
+    "No DISCORD_TOKEN, and no terminal for the chat: set DISCORD_TOKEN (in .env) to run the"
+    " Discord bot, or start `labbot run` in a terminal."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One line of doctor: ok, a warning (works, but see the detail), failed or not checked."""
+
+    name: str
+    status: CheckStatus
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"check", "ok", "status", "detail"}`` (a warning is ok)."""
+        ok = self.status in ("ok", "warn")
+        return {"check": self.name, "ok": ok, "status": self.status, "detail": self.detail}
+
+
+def run_mode(settings: Settings, *, terminal: bool) -> tuple[RunMode | None, str]:
+    """What `labbot run` starts, and the sentence saying so; None when it cannot start."""
+    if settings.DISCORD_TOKEN is not None:
+        return "bot", "the Discord bot (DISCORD_TOKEN is set)"
+    if not terminal:
+        return None, NO_TERMINAL
+    if settings.llm_configured:
+        return "model chat", (
+            f"the terminal chat with the model {settings.DEFAULT_MODEL} (no DISCORD_TOKEN)"
+        )
+    return "console", (
+        "a sandboxed Python console in the terminal (no DISCORD_TOKEN; no model:"
+        " OPENAI_API_KEY and OPENAI_BASE_URL are unset)"
+    )
+
+
+def mode_check(settings: Settings, *, terminal: bool) -> Check:
+    """What `labbot run` would start here (a warning when it would stop at once)."""
+    mode, sentence = run_mode(settings, terminal=terminal)
+    return Check("labbot run", "ok" if mode else "warn", f"starts {sentence}" if mode else sentence)
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The type of the filesystem holding ``path`` (tmpfs, ext4, ...), from mountinfo."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    target, best, kind = str(path.resolve()), "", None
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        if len(fields) < 5 or not right:
+            continue
+        mount = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):  # the last mount on a point wins
+            best, kind = mount, right.split()[0]
+    return kind
+
+
+def data_dir_check(path: Path) -> Check:
+    """The data folder exists (or can be made), is a folder, is writable and is on disk."""
+    fix = "set LABBOT_DATA_DIR to a folder labbot may write"
+    if path.exists() and not path.is_dir():
+        return Check("data dir", "fail", f"{path} is a file, not a folder; {fix}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return Check("data dir", "fail", f"{path} cannot be created ({exc.strerror}); {fix}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".doctor-"):
+            pass
+    except OSError as exc:
+        return Check("data dir", "fail", f"{path} is not writable ({exc.strerror}); {fix}")
+    shown = f"{path} ({format_size(shutil.disk_usage(path).free)} free)"
+    kind = filesystem_type(path)
+    if kind in MEMORY_FILESYSTEMS:
+        return Check(
+            "data dir",
+            "warn",
+            f"{shown} is on {kind} (memory): files and the database vanish at reboot;"
+            " set LABBOT_DATA_DIR to a folder on disk",
+        )
+    return Check("data dir", "ok", shown)
+
+
+def base_url_problem(url: str) -> str | None:
+    """Why OPENAI_BASE_URL cannot be an API address, or None (the value is never repeated:
+    a malformed one may hold a key)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a bad port raises)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        return (
+            "OPENAI_BASE_URL is not an http(s) URL with a host; set it to the API's address,"
+            " e.g. http://localhost:11434/v1 (Ollama) or https://openrouter.ai/api/v1,"
+            " or leave it unset for OpenAI"
+        )
+    return None
+
+
+def check_base_url(settings: Settings) -> None:
+    """Raise ConfigError when OPENAI_BASE_URL is set but cannot be an API address."""
+    if settings.OPENAI_BASE_URL and (problem := base_url_problem(settings.OPENAI_BASE_URL)):
+        raise ConfigError(f"{problem}.")
+
+
+async def model_checks(settings: Settings) -> list[Check]:
+    """The model: the base URL's form, the API reachable, the key accepted, the model listed."""
+    if not settings.llm_configured:
+        return [
+            Check(
+                "model",
+                "ok",
+                "none (OPENAI_API_KEY and OPENAI_BASE_URL unset): the terminal is a Python console",
+            )
+        ]
+    url = settings.OPENAI_BASE_URL or "https://api.openai.com/v1"
+    if problem := base_url_problem(url):
+        return [Check("model endpoint", "fail", problem)]
+    from labbot.llm.client import LLMClient
+
+    shown = mask_url(url)
+    quick = {"LLM_MAX_RETRIES": 0, "LLM_TIMEOUT": min(settings.LLM_TIMEOUT, MODEL_CHECK_TIMEOUT)}
+    client = LLMClient(settings.model_copy(update=quick))
+    try:
+        names = await client.list_models()
+    except LLMAuthError:
+        return [Check("model API", "fail", f"{shown} refused the key; check OPENAI_API_KEY")]
+    except LabbotError as exc:
+        return [Check("model API", "fail", f"{shown}: {exc}")]
+    finally:
+        await client.close()
+    key = "the key is accepted" if settings.OPENAI_API_KEY else "no key is sent (OPENAI_API_KEY)"
+    if names is None:
+        return [
+            Check("model API", "ok", f"{shown} answers; it lists no models, so {key} unchecked"),
+            Check("model", "ok", f"{settings.DEFAULT_MODEL} (not checked: no listing)"),
+        ]
+    listed = Check("model API", "ok", f"{shown} answers, {key}, {len(names)} models listed")
+    if settings.DEFAULT_MODEL in names:
+        return [listed, Check("model", "ok", f"{settings.DEFAULT_MODEL} is offered")]
+    some = ", ".join(sorted(names)[:8])
+    return [
+        listed,
+        Check(
+            "model",
+            "fail",
+            f"DEFAULT_MODEL {settings.DEFAULT_MODEL!r} is not among the models {shown} lists"
+            f" ({some}{', ...' if len(names) > 8 else ''}); set DEFAULT_MODEL to one of them",
+        ),
+    ]
+
+
+async def discord_checks(token: str | None) -> list[Check]:
+    """The token's form, Discord's answer to it (when it can be reached), intents, invite."""
+    from labbot.frontends.discord.setup_check import DiscordUnreachable, checks, login
+
+    lines = [Check(name, "ok" if ok else "fail", detail) for name, ok, detail in checks(token)]
+    if token is None or any(c.status == "fail" for c in lines):
+        return lines
+    try:
+        me = await login(token)
+        accepted = Check("discord login", "ok", f"accepted: the bot is {me.get('username')}")
+    except DiscordUnreachable as exc:
+        accepted = Check("discord login", "warn", f"not verified: {exc}")
+    except LabbotError as exc:
+        accepted = Check("discord login", "fail", str(exc))
+    return [lines[0], accepted, *lines[1:]]
