@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     SANDBOX_MAX_OUTPUT_FILES: int = Field(50, ge=1, le=1000)
     SANDBOX_USER: str = "labbot-sandbox"
     SANDBOX_WARM_POOL: int = Field(2, ge=0, le=64)
+    SANDBOX_PRELOAD: bool = True
     SESSION_IDLE_MINUTES: float = Field(20.0, gt=0)
     MAX_SESSIONS: int = Field(16, ge=1)
     MAX_SESSIONS_PER_USER: int = Field(2, ge=1)

@@ -97,6 +97,7 @@ def model_settings(data_dir: Path, base_url: str, **overrides: Any) -> Settings:
         "OPENAI_BASE_URL": base_url,
         "DEFAULT_MODEL": "gpt-4o-mini",
         "SANDBOX_WARM_POOL": 0,
+        "SANDBOX_PRELOAD": False,  # interpreters start in milliseconds
         "LLM_MAX_RETRIES": 0,
         "CODE_EXECUTION_TIMEOUT": 30,
     }

@@ -265,6 +265,8 @@ def start_worker(
             # Test cells are tiny: room for every session the tests start on one machine
             # (memory admission would otherwise size 2 GiB sessions to this machine).
             "SANDBOX_MEMORY_MB": "512",
+            "SANDBOX_PRELOAD": "false",  # kernels start in milliseconds, even at a quarter core
+            "MAX_SESSIONS_PER_USER": "16",  # tests hold many conversations of one user
             "CODE_EXECUTION_TIMEOUT": "30",  # as the tests' bots (a longer one gets no cells)
             "LOG_LEVEL": "INFO",
             **settings,

@@ -160,7 +160,7 @@ async def failover(executor: RemoteExecutor, store: Any, job: dict[str, Any]) ->
             if result.value != str(expected[conv]):
                 wrong.append(f"{conv}: x={result.value}, expected {expected[conv]}")
             for f in result.files:
-                acknowledged.append((conv[0], f["id"], f"{conv[1]}:{n}".encode()))
+                acknowledged.append((conv[0], f.id, f"{conv[1]}:{n}".encode()))
 
     async def strike() -> None:
         nonlocal hit_at

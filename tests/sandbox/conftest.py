@@ -28,6 +28,8 @@ def make_interpreter(tmp_path: Path) -> Factory:
     @asynccontextmanager
     async def make(**overrides: Any) -> AsyncIterator[tuple[CodeInterpreter, FileStore]]:
         overrides.setdefault("SANDBOX_WARM_POOL", 0)
+        # Most tests need no data stack: interpreters start in milliseconds instead of seconds.
+        overrides.setdefault("SANDBOX_PRELOAD", False)
         settings = load_settings(LABBOT_DATA_DIR=tmp_path / "data", **overrides)
         store = make_store(settings)
         await store.start()

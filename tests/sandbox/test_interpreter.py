@@ -171,7 +171,7 @@ async def test_least_recently_used_session_goes_first(make_interpreter) -> None:
 async def test_warm_pool_kernel_serves_one_user_only(make_interpreter) -> None:
     """A new session takes an already-started kernel from the pool; that kernel never returns
     to the pool, and after a reset it is gone."""
-    async with make_interpreter(SANDBOX_WARM_POOL=1) as (interpreter, _):
+    async with make_interpreter(SANDBOX_WARM_POOL=1, SANDBOX_PRELOAD=True) as (interpreter, _):
         await interpreter.sessions.wait_for_pool()
         pooled = interpreter.sessions._pool[0]
         result = await interpreter.run("alice", "c", "import sys\n'pandas' in sys.modules")

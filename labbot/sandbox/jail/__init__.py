@@ -53,6 +53,7 @@ class Jail:
 
     def __init__(self, settings: Settings, limits: SandboxLimits, *, capacity: int = 1) -> None:
         self.enabled = settings.LABBOT_SANDBOX == "on"
+        self.preload = settings.SANDBOX_PRELOAD
         self.limits = limits
         self.root = settings.sandbox_dir
         self.runtime = Runtime.locate(settings.LABBOT_RUNTIME_DIR)
@@ -151,6 +152,7 @@ class Jail:
             "MKL_NUM_THREADS": threads,
             "TMPDIR": "/tmp",
         }
+        env["LABBOT_PRELOAD"] = "1" if self.preload else "0"
         if inside:
             env["LABBOT_IN_SANDBOX"] = "1"  # the kernel may then clean up its PID namespace
         return env

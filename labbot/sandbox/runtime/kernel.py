@@ -9,8 +9,11 @@ stack only; never imports labbot.
 from __future__ import annotations
 
 import ast
+import importlib.abc
+import importlib.util
 import io
 import linecache
+import logging
 import os
 import queue
 import re
@@ -474,18 +477,16 @@ def _stop_strays() -> None:
 
 
 def _prepare_matplotlib() -> None:
-    """Import the data stack once (the warm pool's point) and make plt.show() harmless."""
-    import logging
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    # A missing fallback font is not the user's problem: keep it out of their stderr.
-    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
-    import matplotlib.figure
-    import matplotlib.pyplot as plt
+    """Import the data stack once (the warm pool's point); pyplot is made ready on import."""
+    import matplotlib.pyplot  # noqa: F401 - _PyplotHook prepares it
     import numpy  # noqa: F401
     import pandas  # noqa: F401
+
+
+def _ready_pyplot(plt: Any) -> None:
+    """Make plt.show() harmless and note which figures the code saved itself (those are not
+    sent again as figure-N.png)."""
+    import matplotlib.figure
 
     original = matplotlib.figure.Figure.savefig
 
@@ -495,6 +496,30 @@ def _prepare_matplotlib() -> None:
 
     matplotlib.figure.Figure.savefig = savefig
     plt.show = lambda *args, **kwargs: None
+
+
+class _PyplotHook(importlib.abc.MetaPathFinder):
+    """Prepares matplotlib.pyplot the moment anything imports it, preloaded or not."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name != "matplotlib.pyplot":
+            return None
+        sys.meta_path.remove(self)  # find the real module, once
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+
+        class Loader(importlib.abc.Loader):
+            def create_module(self, spec: Any) -> Any:
+                return loader.create_module(spec)
+
+            def exec_module(self, module: Any) -> None:
+                loader.exec_module(module)
+                _ready_pyplot(module)
+
+        spec.loader = Loader()
+        return spec
 
 
 def _cpu_limit(signum: int, frame: Any) -> None:
@@ -532,6 +557,9 @@ def main() -> None:
     os.makedirs(OUTPUT_DIR, exist_ok=True)
     os.chdir(OUTPUT_DIR)
     started = time.perf_counter()
+    # A missing fallback font is not the user's problem: keep it out of their stderr.
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
+    sys.meta_path.insert(0, _PyplotHook())
     if os.environ.get("LABBOT_PRELOAD", "1") == "1":
         _prepare_matplotlib()
     kernel = Kernel(channel, streams)
