@@ -1,4 +1,5 @@
-"""The `labbot` CLI on the embedded defaults: files add/list/show/get/rm/sweep and doctor."""
+"""The `labbot` CLI on the embedded defaults: files add/list/show/get/rm/sweep, and doctor and exec
+(on the real sandbox)."""
 
 from __future__ import annotations
 
@@ -115,6 +116,7 @@ def test_sweep_reports_json(run) -> None:
     }
 
 
+@pytest.mark.sandbox  # doctor starts a sandbox to check it
 def test_doctor_checks_settings_and_storage(run, monkeypatch) -> None:
     """doctor passes on defaults and masks secrets."""
     monkeypatch.setenv("DISCORD_TOKEN", "MTAxNjk4NzY1NDMyMTA.GhIjKl.super-secret-token")
@@ -131,6 +133,7 @@ def test_doctor_checks_settings_and_storage(run, monkeypatch) -> None:
     assert "super-secret-token" not in json.dumps(checks)
 
 
+@pytest.mark.sandbox  # doctor starts a sandbox to check it
 def test_doctor_reports_a_malformed_discord_token(run, monkeypatch) -> None:
     """A token that is not three dot-separated parts fails the check with the fix, exit 1."""
     monkeypatch.setenv("DISCORD_TOKEN", "oops")
@@ -140,6 +143,7 @@ def test_doctor_reports_a_malformed_discord_token(run, monkeypatch) -> None:
     assert "Developer Portal" in failed[0]["detail"] and "oops" not in result.output
 
 
+@pytest.mark.sandbox
 def test_exec_strips_control_sequences(run) -> None:
     """`labbot exec` prints output, values, tracebacks and notes without escape sequences
     (OSC 52, ESC c, 8-bit CSI, bell, carriage return); --json keeps them escaped."""

@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 from rich.console import Console
 
 from labbot.app import open_app
 from labbot.chat.history import SqliteConversationStore
+from labbot.cli import cli
 from labbot.config import load_settings
 from labbot.errors import ModelNotAllowed
 from labbot.frontends.terminal import TerminalChat
@@ -20,7 +23,7 @@ from labbot.llm.models import ModelCatalog
 from labbot.sqlite import SqliteDatabase
 from tests.conftest import model_settings
 from tests.fakes.openai_server import MODELS, FakeOpenAI, Reply
-from tests.frontends.test_terminal import lines, run_labbot
+from tests.frontends.test_terminal import lines
 
 
 def allow_list(tmp_path: Path, listed: list[str] | None, **settings: object) -> ModelAllowList:
@@ -100,8 +103,16 @@ async def test_terminal_model_refuses_unknown_names_unless_forced(tmp_path: Path
     assert "Model: nope (allowed: gpt-4.1-mini, gpt-4o, gpt-4o-mini, nope, o4-mini)" in text
 
 
-async def test_ask_model_refuses_unknown_names_unless_forced(tmp_path: Path) -> None:
+async def test_ask_model_refuses_unknown_names_unless_forced(
+    tmp_path: Path, restore_logging: None
+) -> None:
     """`labbot ask --model` fails in one line before any request; --force-model adds it."""
+    runner = CliRunner()
+
+    async def ask(*args: str, env: dict[str, str]) -> Result:
+        argv = ["ask", "hi", "-u", "7", "--model", "nope", *args]
+        return await asyncio.to_thread(runner.invoke, cli, argv, env=env)
+
     async with FakeOpenAI() as api:
         api.enqueue(Reply.text("forced answer"))
         env = {
@@ -109,12 +120,11 @@ async def test_ask_model_refuses_unknown_names_unless_forced(tmp_path: Path) -> 
             "OPENAI_API_KEY": "sk-test",
             "OPENAI_BASE_URL": api.base_url,
             "DEFAULT_MODEL": "gpt-4o-mini",
+            "SANDBOX_WARM_POOL": "0",
         }
-        code, _, err = await run_labbot("ask", "hi", "-u", "7", "--model", "nope", env=env)
-        assert code == 1 and "The model 'nope' is not offered here" in err
+        refused = await ask(env=env)
+        assert refused.exit_code == 1 and "The model 'nope' is not offered here" in refused.output
         assert api.requests == []
-        code, out, err = await run_labbot(
-            "ask", "hi", "-u", "7", "--model", "nope", "--force-model", env=env
-        )
-        assert code == 0, err
-        assert "forced answer" in out and api.requests[0]["model"] == "nope"
+        forced = await ask("--force-model", env=env)
+        assert forced.exit_code == 0, forced.output
+        assert "forced answer" in forced.stdout and api.requests[0]["model"] == "nope"

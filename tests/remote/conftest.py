@@ -3,8 +3,8 @@ nats-server and a real S3 server."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import pytest
 from labbot.config import Settings, load_settings
 from labbot.files import FileStore
 from labbot.remote.executor import RemoteExecutor
-from tests.conftest import make_store
+from tests.conftest import Factory, open_executor
 from tests.servers import S3, Nats, Process, start_worker
 
 
@@ -44,24 +44,16 @@ def bot_settings(nats: Nats, s3: S3, data_dir: Path, **overrides: Any) -> Settin
     )
 
 
-RemoteFactory = Callable[..., Any]
+RemoteFactory = Factory
 
 
 @pytest.fixture
 def make_remote(nats: Nats, s3_server: S3, tmp_path: Path) -> RemoteFactory:
     """A bot process's RemoteExecutor and FileStore (blobs in S3), closed by ``async with``."""
 
-    @asynccontextmanager
-    async def make(**overrides: Any) -> AsyncIterator[tuple[RemoteExecutor, FileStore]]:
-        settings = bot_settings(nats, s3_server, tmp_path / "bot", **overrides)
-        store = make_store(settings)
-        await store.start()
-        executor = RemoteExecutor(settings, store)
-        await executor.start()
-        try:
-            yield executor, store
-        finally:
-            await executor.close()
-            await store.close()
+    def make(**overrides: Any) -> AbstractAsyncContextManager[tuple[RemoteExecutor, FileStore]]:
+        return open_executor(
+            RemoteExecutor, bot_settings(nats, s3_server, tmp_path / "bot", **overrides)
+        )
 
     return make
