@@ -18,6 +18,7 @@ from labbot.config import Settings, load_settings
 from labbot.errors import SandboxUnavailable
 from labbot.files import FileStore, Limits, SqliteMetadataStore
 from labbot.sandbox import CodeInterpreter, Executor, Jail
+from tests.fakes.openai_server import fake_openai  # noqa: F401 - the fixture, for every test
 from tests.fixtures import FORMATS
 from tests.servers import S3, Nats, nats_server, seaweedfs
 
@@ -78,7 +79,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         return
     counts = {tier: sum(1 for i in _deselected if i.get_closest_marker(tier)) for tier in TIERS}
     shown = ", ".join(f"{tier} {n}" for tier, n in counts.items() if n)
-    terminalreporter.write_line(f"deselected by marker: {shown or 'none of the tiers'}")
+    terminalreporter.write_line(f"deselected tests by tier: {shown or 'none of the tiers'}")
 
 
 @pytest.fixture(autouse=True)

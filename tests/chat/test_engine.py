@@ -42,17 +42,11 @@ def make_services(tmp_path: Path, model: ScriptedModel):
 
 
 @pytest.fixture
-async def api() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture
-def make_real_services(tmp_path: Path, api: FakeOpenAI):
+def make_real_services(tmp_path: Path, fake_openai: FakeOpenAI):
     """The App as the bot opens it: the real sandbox and the openai SDK on the loopback API."""
 
     def make(**overrides: Any):
-        return open_app(model_settings(tmp_path / "data", api.base_url, **overrides))
+        return open_app(model_settings(tmp_path / "data", fake_openai.base_url, **overrides))
 
     return make
 
@@ -67,10 +61,10 @@ def tool_results(request: dict) -> list[dict]:
 
 
 @pytest.mark.sandbox
-async def test_upload_ask_plot_and_answer(make_real_services, api: FakeOpenAI) -> None:
+async def test_upload_ask_plot_and_answer(make_real_services, fake_openai: FakeOpenAI) -> None:
     """The user uploads a CSV and asks; the model runs code with load_file and a plot; the
     structured result reaches the model; the reply carries text and a PNG file id."""
-    api.enqueue(
+    fake_openai.enqueue(
         Reply.tool_call(
             TOOL_NAME,
             {
@@ -98,7 +92,7 @@ async def test_upload_ask_plot_and_answer(make_real_services, api: FakeOpenAI) -
         final = [e for e in events if isinstance(e, Final)][0]
         assert "North" in final.text
         assert "".join(e.text for e in events if isinstance(e, TextDelta)) == final.text
-    first, second = api.requests
+    first, second = fake_openai.requests
     assert first["tools"][0]["function"]["name"] == TOOL_NAME
     system = first["messages"][0]
     assert system["role"] == "system" and saved.record.id in system["content"]
@@ -169,9 +163,9 @@ async def test_rate_limit_and_bad_key_messages(make_services, model: ScriptedMod
     assert "OPENAI_API_KEY" in refused[-1].text
 
 
-async def test_retries_then_succeeds(make_real_services, api: FakeOpenAI) -> None:
+async def test_retries_then_succeeds(make_real_services, fake_openai: FakeOpenAI) -> None:
     """With retries allowed (the SDK's), a 500 then a success gives the answer."""
-    api.enqueue(Reply.error(500), Reply.text("fine"))
+    fake_openai.enqueue(Reply.error(500), Reply.text("fine"))
     async with make_real_services(LLM_MAX_RETRIES=2) as services:
         events = await collect(services.engine.turn("42", "c", "hi"))
     assert isinstance(events[-1], Final) and events[-1].text == "fine"
@@ -246,6 +240,7 @@ async def test_images_go_to_the_model_as_data(make_services, model: ScriptedMode
             )
         )
         await collect(services.engine.turn("42", "c", "Sure?"))
+    assert len(model.requests) == 2  # both turns asked the model
     for request in model.requests:
         parts = request["messages"][1]["content"]
         urls = [p["image_url"]["url"] for p in parts if p["type"] == "image_url"]

@@ -17,29 +17,24 @@ events ending with ``data: [DONE]``; others get one ``chat.completion`` object.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import secrets
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiohttp import web
 from openai import AsyncOpenAI
 
-from tests.fakes.replies import MODELS, Reply, cut_short, error_body, split, usage_for
+from tests.fakes.replies import MODELS, Reply, Script, cut_short, error_body, split, usage_for
 
 __all__ = ["FakeOpenAI", "Reply", "fake_openai"]
 
 MIB = 1024 * 1024
 
 
-Handler = Callable[[dict[str, Any]], "Reply | Awaitable[Reply]"]
-
-
-class FakeOpenAI:
+class FakeOpenAI(Script):
     """``async with FakeOpenAI() as server: server.enqueue(Reply.text("hi")); ... server.requests``
 
     ``requests`` holds every JSON body POSTed to ``/v1/chat/completions`` (in order, including
@@ -50,41 +45,15 @@ class FakeOpenAI:
     """
 
     def __init__(self, *, api_key: str | None = None, max_body_bytes: int = 64 * MIB) -> None:
+        super().__init__()
         self.api_key = api_key
         self.max_body_bytes = max_body_bytes
         self.base_url = ""
-        self.requests: list[dict[str, Any]] = []
         self.body_sizes: list[int] = []
         self.headers: list[dict[str, str]] = []
-        self._queue: deque[Reply] = deque()
-        self._handler: Handler | None = None
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
-        self._received = asyncio.Condition()
         self._ids = 0
-
-    # -- scripting -----------------------------------------------------------------------------
-
-    def enqueue(self, *replies: Reply) -> None:
-        """Append replies; each request consumes the oldest one."""
-        for reply in replies:
-            if not isinstance(reply, Reply):
-                raise TypeError(f"expected Reply, got {type(reply).__name__}")
-        self._queue.extend(replies)
-
-    def respond_with(self, handler: Handler | None) -> None:
-        """Decide replies from the request body once the queue is empty (``None`` removes it)."""
-        self._handler = handler
-
-    @property
-    def pending(self) -> int:
-        """How many enqueued replies have not been served yet."""
-        return len(self._queue)
-
-    async def wait_for_requests(self, count: int = 1) -> None:
-        """Return once at least ``count`` chat requests have arrived (wrap in a timeout)."""
-        async with self._received:
-            await self._received.wait_for(lambda: len(self.requests) >= count)
 
     def client(self, **kwargs: Any) -> AsyncOpenAI:
         """A real SDK client for this server (``api_key="test"``, ``max_retries=0`` by default)."""
@@ -220,18 +189,6 @@ class FakeOpenAI:
         return web.json_response(
             self._completion(body, reply), headers={"x-request-id": self._new_id("req_")}
         )
-
-    async def _next_reply(self, body: dict[str, Any]) -> Reply | None:
-        if self._queue:
-            return self._queue.popleft()
-        if self._handler is None:
-            return None
-        result = self._handler(body)
-        if inspect.isawaitable(result):
-            result = await result
-        if not isinstance(result, Reply):
-            raise TypeError(f"respond_with handler returned {type(result).__name__}, not Reply")
-        return result
 
     # -- bodies --------------------------------------------------------------------------------
 

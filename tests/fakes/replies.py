@@ -4,8 +4,11 @@ dropped connections), and what the real API would send for it. Served over HTTP 
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -171,6 +174,54 @@ class Reply:
         if after_chunks < 0:
             raise ValueError("after_chunks must be >= 0")
         return cls("disconnect", after_chunks=after_chunks)
+
+
+Handler = Callable[[dict[str, Any]], "Reply | Awaitable[Reply]"]
+
+
+class Script:
+    """The replies a model fake plays: queued ones in order, then the handler's; ``requests``
+    holds the request bodies it was asked, in order."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self._queue: deque[Reply] = deque()
+        self._handler: Handler | None = None
+        self._received = asyncio.Condition()
+
+    def enqueue(self, *replies: Reply) -> None:
+        """Append replies; each request consumes the oldest one."""
+        for reply in replies:
+            if not isinstance(reply, Reply):
+                raise TypeError(f"expected Reply, got {type(reply).__name__}")
+        self._queue.extend(replies)
+
+    def respond_with(self, handler: Handler | None) -> None:
+        """Decide replies from the request body once the queue is empty (``None`` removes it)."""
+        self._handler = handler
+
+    @property
+    def pending(self) -> int:
+        """How many enqueued replies have not been served yet."""
+        return len(self._queue)
+
+    async def wait_for_requests(self, count: int = 1) -> None:
+        """Return once at least ``count`` requests have arrived (wrap in a timeout)."""
+        async with self._received:
+            await self._received.wait_for(lambda: len(self.requests) >= count)
+
+    async def _next_reply(self, body: dict[str, Any]) -> Reply | None:
+        """The next queued reply, else the handler's, else None."""
+        if self._queue:
+            return self._queue.popleft()
+        if self._handler is None:
+            return None
+        result = self._handler(body)
+        if inspect.isawaitable(result):
+            result = await result
+        if not isinstance(result, Reply):
+            raise TypeError(f"respond_with handler returned {type(result).__name__}, not Reply")
+        return result
 
 
 def cut_short(reply: Reply) -> Reply:

@@ -18,13 +18,10 @@ contract.
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import inspect
 import itertools
 import json
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
@@ -33,9 +30,7 @@ import openai
 from labbot.llm.client import translate
 from labbot.llm.models import ModelInfo
 from labbot.llm.protocol import Completion, ToolCall, Usage
-from tests.fakes.replies import MODELS, Reply, cut_short, error_body, split, usage_for
-
-Handler = Callable[[dict[str, Any]], "Reply | Awaitable[Reply]"]
+from tests.fakes.replies import MODELS, Reply, Script, cut_short, error_body, split, usage_for
 
 _REQUEST = httpx2.Request("POST", "http://scripted.invalid/v1/chat/completions")
 # The SDK's class for each status (openai._client.AsyncOpenAI._make_status_error).
@@ -50,7 +45,7 @@ _STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
 }
 
 
-class ScriptedModel:
+class ScriptedModel(Script):
     """A ``ModelClient`` answering from a queue of ``Reply`` values, then from a handler.
 
     ``requests`` holds each request's body (``model``, ``messages``, and ``tools`` when the
@@ -59,36 +54,10 @@ class ScriptedModel:
     """
 
     def __init__(self, *, models: tuple[str, ...] = MODELS) -> None:
+        super().__init__()
         self.models = models
-        self.requests: list[dict[str, Any]] = []
         self.closed = False
-        self._queue: deque[Reply] = deque()
-        self._handler: Handler | None = None
-        self._received = asyncio.Condition()
         self._ids = itertools.count(1)
-
-    # -- scripting -----------------------------------------------------------------------------
-
-    def enqueue(self, *replies: Reply) -> None:
-        """Append replies; each request consumes the oldest one."""
-        for reply in replies:
-            if not isinstance(reply, Reply):
-                raise TypeError(f"expected Reply, got {type(reply).__name__}")
-        self._queue.extend(replies)
-
-    def respond_with(self, handler: Handler | None) -> None:
-        """Decide replies from the request body once the queue is empty (``None`` removes it)."""
-        self._handler = handler
-
-    @property
-    def pending(self) -> int:
-        """How many enqueued replies have not been served yet."""
-        return len(self._queue)
-
-    async def wait_for_requests(self, count: int = 1) -> None:
-        """Return once at least ``count`` requests were made (wrap in a timeout)."""
-        async with self._received:
-            await self._received.wait_for(lambda: len(self.requests) >= count)
 
     # -- the ModelClient protocol --------------------------------------------------------------
 
@@ -107,7 +76,9 @@ class ScriptedModel:
         async with self._received:
             self.requests.append(body)
             self._received.notify_all()
-        reply = await self._next_reply(body)
+        reply = await self._next_reply(copy.deepcopy(body)) or Reply.error(
+            500, "no scripted reply: the ScriptedModel queue is empty and no handler is set"
+        )
         if reply.kind == "error":
             raise translate(_status_error(reply), model=model.name)
         if reply.kind == "hang":
@@ -130,20 +101,6 @@ class ScriptedModel:
         self.closed = True
 
     # -- replies -------------------------------------------------------------------------------
-
-    async def _next_reply(self, body: dict[str, Any]) -> Reply:
-        if self._queue:
-            return self._queue.popleft()
-        if self._handler is None:
-            return Reply.error(
-                500, "no scripted reply: the ScriptedModel queue is empty and no handler is set"
-            )
-        result = self._handler(copy.deepcopy(body))
-        if inspect.isawaitable(result):
-            result = await result
-        if not isinstance(result, Reply):
-            raise TypeError(f"respond_with handler returned {type(result).__name__}, not Reply")
-        return result
 
     def _completion(self, model: ModelInfo, body: dict[str, Any], reply: Reply) -> Completion:
         calls = [

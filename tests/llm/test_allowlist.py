@@ -4,26 +4,23 @@
 from __future__ import annotations
 
 import asyncio
-import io
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from rich.console import Console
 
 from labbot.app import open_app
 from labbot.chat.history import SqliteConversationStore
 from labbot.cli import cli
 from labbot.config import load_settings
 from labbot.errors import ModelNotAllowed
-from labbot.frontends.terminal import TerminalChat
 from labbot.llm.allowlist import ModelAllowList
 from labbot.llm.client import LLMClient
 from labbot.llm.models import ModelCatalog
 from labbot.sqlite import SqliteDatabase
 from tests.conftest import model_settings
 from tests.fakes.openai_server import MODELS, FakeOpenAI, Reply
-from tests.frontends.test_terminal import lines
+from tests.frontends.test_terminal import typed
 
 
 def allow_list(tmp_path: Path, listed: list[str] | None, **settings: object) -> ModelAllowList:
@@ -87,18 +84,10 @@ async def test_terminal_model_refuses_unknown_names_unless_forced(tmp_path: Path
     async with FakeOpenAI() as api:
         api.enqueue(Reply.text("from my model"))
         settings = model_settings(tmp_path / "d", api.base_url)
-        screen = io.StringIO()
         async with open_app(settings) as services:
-            chat = TerminalChat(
-                services,
-                user="me",
-                conversation="t",
-                output_dir=tmp_path / "o",
-                console=Console(file=screen, width=200),
-            )
-            await chat.run(lines("/model nope", "/model nope --force", "hello"))
+            said = ("/model nope", "/model nope --force", "hello")
+            text = await typed(services, tmp_path / "o", *said, width=200)
         assert api.requests[0]["model"] == "nope"
-    text = screen.getvalue()
     assert "The model 'nope' is not offered here. Pick one of: gpt-4.1-mini, gpt-4o" in text
     assert "Model: nope (allowed: gpt-4.1-mini, gpt-4o, gpt-4o-mini, nope, o4-mini)" in text
 
