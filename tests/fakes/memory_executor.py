@@ -101,23 +101,35 @@ class _Session:
     guard: threading.Lock = field(default_factory=threading.Lock)
     sent: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     thread_id: int = 0
-    armed: bool = False  # a cell is in user code and may be interrupted
+    state: str = "idle"  # "starting" (a thread is on its way), "running" (in user code)
+    pending: type[BaseException] | None = None  # an interrupt that came while starting
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     outcome: asyncio.Queue[tuple[Any, ...]] | None = None
 
     def interrupt(self, exc_type: type[BaseException]) -> bool:
-        """Interrupt the running cell once; False when no user code is running."""
+        """Interrupt the cell once (one still starting never runs); False when none runs."""
         with self.guard:
-            if not self.armed:
+            if self.state == "starting":
+                self.pending, self.state = exc_type, "idle"
+                return True
+            if self.state != "running":
                 return False
-            self.armed = False
+            self.state = "idle"
             _raise_in(self.thread_id, exc_type)
             return True
+
+    def arm(self) -> type[BaseException] | None:
+        """The cell's thread enters user code; or the interrupt that came before it did."""
+        with self.guard:
+            pending, self.pending = self.pending, None
+            if pending is None:
+                self.thread_id, self.state = threading.get_ident(), "running"
+            return pending
 
     def disarm(self) -> None:
         """The cell left user code: no interrupt may land after this."""
         with self.guard:
-            self.armed = False
+            self.state = "idle"
             _raise_in(self.thread_id, None)
 
 
@@ -132,6 +144,7 @@ class InMemoryExecutor:
         self.data_dir = settings.LABBOT_DATA_DIR
         self.root: Path | None = None
         self.sessions: dict[tuple[str, str], _Session] = {}
+        self.stop_grace = STOP_GRACE
 
     async def start(self) -> None:
         """Make the folder the sessions live in."""
@@ -162,7 +175,7 @@ class InMemoryExecutor:
         if session is None or not session.interrupt(KeyboardInterrupt):
             return False
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(STOP_GRACE):
+            async with asyncio.timeout(self.stop_grace):
                 await session.finished.wait()
                 return True
         self._drop((user, conversation), status="killed")
@@ -238,6 +251,8 @@ class InMemoryExecutor:
         thread = threading.Thread(
             target=_cell, args=(session, code, post), daemon=True, name=f"cell-{user}"
         )
+        with session.guard:
+            session.state, session.pending = "starting", None
         thread.start()
         try:
             async with asyncio.timeout(self.time_limit):
@@ -320,10 +335,11 @@ def _cell(session: _Session, code: str, post: Callable[..., None]) -> None:
 
     _output.emit = emit
     kernel = session.kernel
-    with session.guard:
-        session.thread_id, session.armed = threading.get_ident(), True
+    pending = session.arm()
     try:
         try:
+            if pending is not None:
+                raise pending
             value = kernel._run(code, f"<cell {kernel.cell}>")
             status, error, shown = "ok", None, kernel._render(value)
         except BaseException as exc:  # noqa: BLE001 - everything the code raises is reported
