@@ -24,9 +24,12 @@ BACKENDS = [
     "mongo-standin",
     pytest.param(
         "mongo",
-        marks=pytest.mark.skipif(
-            not REAL_MONGO, reason="set LABBOT_TEST_MONGODB_URI to run against a real MongoDB"
-        ),
+        marks=[
+            pytest.mark.mongo,
+            pytest.mark.skipif(
+                not REAL_MONGO, reason="set LABBOT_TEST_MONGODB_URI to run against a real MongoDB"
+            ),
+        ],
     ),
 ]
 

@@ -1,19 +1,24 @@
-"""Common fixtures: a clean environment, settings on tmp_path, a file store with a test clock."""
+"""Common fixtures: a clean environment, settings on tmp_path, a file store with a test clock;
+the markers that split the suite into tiers (see pyproject.toml)."""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from labbot.app import blob_store
 from labbot.config import Settings, load_settings
+from labbot.errors import SandboxUnavailable
 from labbot.files import FileStore, Limits, SqliteMetadataStore
+from labbot.sandbox import CodeInterpreter, Executor, Jail
+from tests.fakes.openai_server import fake_openai  # noqa: F401 - the fixture, for every test
 from tests.fixtures import FORMATS
 from tests.servers import S3, Nats, nats_server, seaweedfs
 
@@ -31,6 +36,71 @@ _PREFIXES = (
     "CODE_",
     "AWS_",
 )
+
+
+# What a test needs, from the fixtures it uses (all of them, however indirectly)...
+FIXTURE_MARKS = {
+    "make_interpreter": "sandbox",  # interpreter and jailed use it
+    "workers": "sandbox",  # worker machines run real sandboxes
+    "nats": "nats",
+    "s3_server": "s3",
+}
+# ... or from where it lives. Parameters that start servers carry their marks themselves.
+PATH_MARKS = {
+    "tests/sandbox/": "sandbox",  # the sandbox's own tests (its runtime's loaders included)
+    "tests/remote/test_tls.py": "nats",  # starts its own nats-server with TLS
+    "tests/remote/test_multihost.py": "multihost",
+    "tests/test_doctor.py": "sandbox",  # doctor starts a sandbox to check it
+}
+TIERS = ("sandbox", "nats", "s3", "multihost", "mongo")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with what it needs, so ``-m "not sandbox and not nats ..."`` selects
+    the fast tier."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        marks = {mark for fixture, mark in FIXTURE_MARKS.items() if fixture in names}
+        where = item.path.relative_to(config.rootpath).as_posix()
+        marks |= {mark for prefix, mark in PATH_MARKS.items() if where.startswith(prefix)}
+        for mark in sorted(marks - {m.name for m in item.iter_markers()}):
+            item.add_marker(getattr(pytest.mark, mark))
+
+
+_deselected: list[pytest.Item] = []
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    _deselected.extend(items)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line saying which tiers were left out by ``-m`` and how many tests each holds."""
+    if not _deselected:
+        return
+    counts = {tier: sum(1 for i in _deselected if i.get_closest_marker(tier)) for tier in TIERS}
+    shown = ", ".join(f"{tier} {n}" for tier, n in counts.items() if n)
+    terminalreporter.write_line(f"deselected tests by tier: {shown or 'none of the tiers'}")
+
+
+@pytest.fixture(autouse=True)
+def sandbox_only_when_marked(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """A test not marked ``sandbox`` that starts a real sandbox fails, naming the marker: the
+    fast tier never starts one unnoticed."""
+    if request.node.get_closest_marker("sandbox") is not None:
+        yield
+        return
+    tried: list[str] = []
+
+    async def refuse(self: Jail, name: str, **kwargs: Any) -> Any:
+        tried.append(name)
+        raise SandboxUnavailable("This test is not marked sandbox (tests/conftest.py).")
+
+    monkeypatch.setattr(Jail, "spawn", refuse)
+    yield
+    assert not tried, "this test starts a real sandbox: mark it sandbox (tests/conftest.py)"
 
 
 class Clock:
@@ -80,6 +150,43 @@ def make_store(settings: Settings) -> FileStore:
     )
 
 
+E = TypeVar("E", bound=Executor)
+Factory = Callable[..., Any]  # make_interpreter, make_remote: (**overrides) -> async with
+
+
+@asynccontextmanager
+async def open_executor(
+    build: Callable[[Settings, FileStore], E], settings: Settings
+) -> AsyncIterator[tuple[E, FileStore]]:
+    """An executor of any kind and its file store, started, closed in reverse on exit."""
+    store = make_store(settings)
+    await store.start()
+    try:
+        executor = build(settings, store)
+        await executor.start()
+        try:
+            yield executor, store
+        finally:
+            await executor.close()
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def make_interpreter(tmp_path: Path) -> Factory:
+    """Build an interpreter (and its store) with settings overrides; closed by the caller's
+    ``async with``."""
+
+    def make(**overrides: Any) -> AbstractAsyncContextManager[tuple[CodeInterpreter, FileStore]]:
+        overrides.setdefault("SANDBOX_WARM_POOL", 0)
+        # Most tests need no data stack: interpreters start in milliseconds instead of seconds.
+        overrides.setdefault("SANDBOX_PRELOAD", False)
+        settings = load_settings(LABBOT_DATA_DIR=tmp_path / "data", **overrides)
+        return open_executor(CodeInterpreter, settings)
+
+    return make
+
+
 @pytest.fixture
 async def store(settings: Settings, clock: Clock) -> AsyncIterator[FileStore]:
     store = make_store(settings)
@@ -125,6 +232,17 @@ def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nats]:
     """A real nats-server with JetStream and per-role users (bot; workers w1-w4) on loopback."""
     with nats_server(tmp_path_factory.mktemp("nats"), WORKER_IDS) as server:
         yield server
+
+
+class Keep(logging.Handler):
+    """A log handler that keeps every line as "logger message" (add it to the root logger)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.name} {record.getMessage()}")
 
 
 @pytest.fixture

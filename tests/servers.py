@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,10 +78,12 @@ class Process:
                 self._seen.wait(remaining)
 
     def stop(self) -> None:
-        """SIGTERM by PID (the whole process group), SIGKILL after 10 s."""
+        """SIGTERM by PID (the whole process group; a paused one is woken to get it), SIGKILL
+        after 10 s."""
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
+                os.killpg(self.proc.pid, signal.SIGCONT)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
@@ -279,3 +281,18 @@ def start_worker(
     process = Process(argv, data_dir / "worker.log", prefix=prefix, env=env)
     process.wait_for("worker.ready")
     return process
+
+
+@contextlib.contextmanager
+def workers_running(
+    hosts: Iterable[str], nats: Nats, s3: S3, root: Path, **settings: str
+) -> Iterator[dict[str, Process]]:
+    """`labbot worker` processes for ``hosts`` (data dirs under ``root``), stopped on exit."""
+    started: dict[str, Process] = {}
+    try:
+        for host in hosts:
+            started[host] = start_worker(host, nats, s3, root / host, **settings)
+        yield started
+    finally:
+        for process in started.values():
+            process.stop()

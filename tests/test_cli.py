@@ -1,4 +1,5 @@
-"""The `labbot` CLI on the embedded defaults: files add/list/show/get/rm/sweep and doctor."""
+"""The `labbot` CLI on the embedded defaults: files add/list/show/get/rm/sweep, and doctor and exec
+(on the real sandbox)."""
 
 from __future__ import annotations
 
@@ -133,6 +134,7 @@ def test_sweep_reports_json(run) -> None:
     }
 
 
+@pytest.mark.sandbox
 def test_exec_strips_control_sequences(run) -> None:
     """`labbot exec` prints output, values, tracebacks and notes without escape sequences
     (OSC 52, ESC c, 8-bit CSI, bell, carriage return); --json keeps them escaped."""
@@ -155,6 +157,7 @@ def add_file(run, path: Path, user: str = "42") -> str:
 # --- Settings that mean what they look like -----------------------------------------------
 
 
+@pytest.mark.sandbox
 def test_env_example_as_is_stops_with_what_to_set(run, tmp_path: Path) -> None:
     """`cp .env.example .env`: the empty DISCORD_TOKEN is unset, so without a terminal `labbot
     run` does not log in to Discord but stops with one line saying what to set: the sentence
@@ -336,6 +339,7 @@ def test_get_writes_into_a_folder_without_overwriting(run, csv_file: Path, tmp_p
     assert csv_file.read_text().startswith("region,amount")
 
 
+@pytest.mark.sandbox
 def test_exec_saves_outputs_with_the_one_file_record(run, tmp_path: Path) -> None:
     """`exec -o DIR` saves what the code wrote; its JSON names each file with the same record
     as `files list`, plus where it was saved."""
@@ -348,6 +352,7 @@ def test_exec_saves_outputs_with_the_one_file_record(run, tmp_path: Path) -> Non
     assert Path(made["path"]).read_text() == "hi" and data["value"] == "42"
 
 
+@pytest.mark.sandbox
 def test_ask_json_uses_the_one_file_record_and_error_object(run, monkeypatch, tmp_path) -> None:
     """`ask --json`: a file the code made is the record `files list` prints (plus its path);
     a failed turn is the one error object."""
@@ -373,6 +378,7 @@ def test_ask_json_uses_the_one_file_record_and_error_object(run, monkeypatch, tm
 # --- Honest durations and the wordings ------------------------------------------------------
 
 
+@pytest.mark.sandbox
 def test_exec_names_the_execution_and_the_whole_command(run) -> None:
     """`exec` reports the code's own time and the whole command's (sandbox start included),
     named as such, in JSON and as text; there is no bare "duration"."""
@@ -387,6 +393,7 @@ def test_exec_names_the_execution_and_the_whole_command(run) -> None:
     )
 
 
+@pytest.mark.sandbox
 def test_a_timeout_is_said_once(run, monkeypatch) -> None:
     """The timeout sentence appears once, not as the error and again in the note."""
     monkeypatch.setenv("CODE_EXECUTION_TIMEOUT", "1")

@@ -39,9 +39,9 @@ from labbot.errors import LabbotError, LLMRequestTooLarge
 from labbot.files import FileRecord, FileStore, kind_by_name
 from labbot.llm import tokens
 from labbot.llm.allowlist import ModelAllowList, ProviderAllowList
-from labbot.llm.client import Completion, LLMClient, ToolCall
 from labbot.llm.models import ModelCatalog, ModelInfo
 from labbot.llm.prompts import system_prompt
+from labbot.llm.protocol import Completion, ModelClient, ToolCall
 from labbot.llm.tools import read_call, tool_definition
 from labbot.sandbox import Executor
 
@@ -65,7 +65,7 @@ class Engine:
         *,
         store: FileStore,
         interpreter: Executor,
-        llm: LLMClient,
+        llm: ModelClient,
         conversations: ConversationStore,
         ledger: UsageLedger,
         catalog: ModelCatalog,

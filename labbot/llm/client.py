@@ -7,8 +7,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -23,40 +22,10 @@ from labbot.errors import (
     LLMUnavailable,
 )
 from labbot.llm.models import ModelInfo
+from labbot.llm.protocol import Completion, ToolCall, Usage
 from labbot.logs import mask_url
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    """One function call the model asked for."""
-
-    id: str
-    name: str
-    arguments: str  # as the model sent them: check with tools.read_call before use
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Tokens the API reported for one request (None fields: it reported nothing)."""
-
-    input_tokens: int
-    output_tokens: int
-    cached_tokens: int = 0
-    reported: bool = True
-
-
-@dataclass
-class Completion:
-    """A finished streamed answer: its text, tool calls, finish reason and usage."""
-
-    text: str = ""
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    finish_reason: str | None = None
-    usage: Usage | None = None
-    model: str = ""
-    duration_ms: float = 0.0
 
 
 _URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
@@ -82,57 +51,113 @@ def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
     return text
 
 
-def translate(exc: openai.OpenAIError, *, model: str, secrets: tuple[str, ...] = ()) -> LLMError:
-    """The one place openai's errors become labbot's, each with what the user can do. The
-    texts never name the endpoint (its URL can hold credentials); the log does, masked."""
-    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
-        return LLMAuthError(
-            "The model API refused our credentials.",
-            hint="The operator should check OPENAI_API_KEY.",
-        )
-    if isinstance(exc, openai.RateLimitError):
-        body = getattr(exc, "body", None) or {}
-        code = body.get("code") if isinstance(body, dict) else None
-        if code == "insufficient_quota":
-            return LLMRateLimited(
-                "The model API's quota is used up.",
-                hint="The operator should check the account's billing.",
-            )
+Translation = Callable[[openai.OpenAIError, str, tuple[str, ...]], LLMError]
+
+
+def _credentials(exc: openai.OpenAIError, model: str, secrets: tuple[str, ...]) -> LLMError:
+    return LLMAuthError(
+        "The model API refused our credentials.",
+        hint="The operator should check OPENAI_API_KEY.",
+    )
+
+
+def _rate_limited(exc: openai.OpenAIError, model: str, secrets: tuple[str, ...]) -> LLMError:
+    body = getattr(exc, "body", None) or {}
+    code = body.get("code") if isinstance(body, dict) else None
+    if code == "insufficient_quota":
         return LLMRateLimited(
-            "The model API is busy (rate limited).", hint="Try again in a minute."
+            "The model API's quota is used up.",
+            hint="The operator should check the account's billing.",
         )
-    if isinstance(exc, openai.NotFoundError):
+    return LLMRateLimited("The model API is busy (rate limited).", hint="Try again in a minute.")
+
+
+def _not_found(exc: openai.OpenAIError, model: str, secrets: tuple[str, ...]) -> LLMError:
+    return LLMError(
+        f"The model {model!r} was not found at the model API.",
+        hint="Pick another model (/model) or check DEFAULT_MODEL.",
+    )
+
+
+def _refused(exc: openai.OpenAIError, model: str, secrets: tuple[str, ...]) -> LLMError:
+    text = scrub(str(getattr(exc, "message", exc)), secrets)
+    if "context" in text and ("length" in text or "window" in text):
         return LLMError(
-            f"The model {model!r} was not found at the model API.",
-            hint="Pick another model (/model) or check DEFAULT_MODEL.",
+            "The conversation is too long for this model.",
+            hint="Start a fresh conversation or reset this one.",
         )
-    if isinstance(exc, openai.BadRequestError):
-        text = scrub(str(getattr(exc, "message", exc)), secrets)
-        if "context" in text and ("length" in text or "window" in text):
-            return LLMError(
-                "The conversation is too long for this model.",
-                hint="Start a fresh conversation or reset this one.",
-            )
-        detail = f": {text[:MAX_DETAIL].rstrip('.')}" if text else ""
-        return LLMError(f"The model API refused the request{detail}.")
-    if isinstance(exc, openai.APITimeoutError):
-        return LLMUnavailable("The model API did not answer in time.", hint="Try again.")
-    if isinstance(exc, openai.APIConnectionError):
-        return LLMUnavailable(
-            "The model API cannot be reached.",
-            hint="Try again later; the operator should check OPENAI_BASE_URL.",
-        )
-    if isinstance(exc, openai.APIStatusError) and getattr(exc, "status_code", None) == 413:
+    detail = f": {text[:MAX_DETAIL].rstrip('.')}" if text else ""
+    return LLMError(f"The model API refused the request{detail}.")
+
+
+def _timed_out(exc: openai.OpenAIError, model: str, secrets: tuple[str, ...]) -> LLMError:
+    return LLMUnavailable("The model API did not answer in time.", hint="Try again.")
+
+
+def _unreachable(exc: openai.OpenAIError, model: str, secrets: tuple[str, ...]) -> LLMError:
+    return LLMUnavailable(
+        "The model API cannot be reached.",
+        hint="Try again later; the operator should check OPENAI_BASE_URL.",
+    )
+
+
+def _status(exc: openai.OpenAIError, model: str, secrets: tuple[str, ...]) -> LLMError:
+    status_code = getattr(exc, "status_code", None)
+    if status_code == 413:
         return LLMRequestTooLarge(
             "The model API refused the request as too large (HTTP 413).",
             hint="Reset the conversation or send fewer images at once.",
         )
-    if isinstance(exc, openai.APIStatusError):
-        status_code = getattr(exc, "status_code", "error")
-        return LLMUnavailable(
-            f"The model API failed (HTTP {status_code}).", hint="Try again in a moment."
-        )
+    return LLMUnavailable(
+        f"The model API failed (HTTP {status_code or 'error'}).", hint="Try again in a moment."
+    )
+
+
+def _failed_midway(exc: openai.OpenAIError, model: str, secrets: tuple[str, ...]) -> LLMError:
     return LLMUnavailable("The model API failed mid-answer.", hint="Try again.")
+
+
+# Every exception class of the openai SDK, by name, each mapped on purpose (a test fails when
+# the SDK grows one that is not here). A subclass the SDK adds later is translated as its
+# nearest listed ancestor until it is listed.
+TRANSLATIONS: dict[str, Translation] = {
+    "AuthenticationError": _credentials,  # 401
+    "OAuthError": _credentials,
+    "PermissionDeniedError": _credentials,  # 403
+    "SubjectTokenProviderError": _credentials,  # workload identity could not get a token
+    "RateLimitError": _rate_limited,  # 429
+    "NotFoundError": _not_found,  # 404
+    "BadRequestError": _refused,  # 400
+    "ConflictError": _status,  # 409
+    "UnprocessableEntityError": _status,  # 422
+    "InternalServerError": _status,  # >= 500
+    "APIStatusError": _status,  # any other status (413 among them)
+    "APITimeoutError": _timed_out,
+    "APIConnectionError": _unreachable,  # also a connection dropped mid-stream
+    "APIResponseValidationError": _failed_midway,  # an answer that does not parse
+    "APIError": _failed_midway,  # an error event in the stream
+    "OpenAIError": _failed_midway,  # the SDK's own checks (client options, providers)
+    # Raised only by parts of the SDK labbot does not use (parse helpers, the realtime
+    # websocket, Azure, the module-level client, pre-1.0 names, a response read twice).
+    "LengthFinishReasonError": _failed_midway,
+    "ContentFilterFinishReasonError": _failed_midway,
+    "WebSocketConnectionClosedError": _failed_midway,
+    "WebSocketQueueFullError": _failed_midway,
+    "MutuallyExclusiveAuthError": _failed_midway,
+    "_AmbiguousModuleClientUsageError": _failed_midway,
+    "APIRemovedInV1": _failed_midway,
+    "StreamAlreadyConsumed": _failed_midway,
+}
+
+
+def translate(exc: openai.OpenAIError, *, model: str, secrets: tuple[str, ...] = ()) -> LLMError:
+    """The one place openai's errors become labbot's, each with what the user can do. The
+    texts never name the endpoint (its URL can hold credentials); the log does, masked."""
+    for cls in type(exc).__mro__:
+        translation = TRANSLATIONS.get(cls.__name__)
+        if translation is not None and issubclass(cls, openai.OpenAIError):
+            return translation(exc, model, secrets)
+    raise TypeError(f"not an openai error: {type(exc).__name__}")
 
 
 class LLMClient:

@@ -1,6 +1,6 @@
 """What the model may ask of the sandbox in one round: a bounded number of calls, arguments of a
-sane size and shape, refused before they reach the sandbox or the stored history. The real
-openai SDK against the loopback API, the real sandbox and SQLite."""
+sane size and shape, refused before they reach the sandbox or the stored history. The engine on
+the in-memory fakes (ScriptedModel, InMemoryExecutor) with the real file store and SQLite."""
 
 from __future__ import annotations
 
@@ -9,12 +9,17 @@ import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from labbot.app import open_app
 from labbot.chat.engine import Event
 from labbot.core import Final, ToolStarted
 from labbot.llm.tools import MAX_ARGUMENT_CHARS, TOOL_NAME
 from tests.conftest import model_settings
-from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.fakes.app import fake_settings, open_fake_app
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.replies import Reply
+from tests.fakes.scripted_model import ScriptedModel
 
 
 async def collect(stream: AsyncIterator[Event]) -> list[Event]:
@@ -39,18 +44,18 @@ async def test_calls_over_the_round_limit_are_answered_not_run(tmp_path: Path) -
     """Ten parallel calls in one round: four run (MAX_TOOL_CALLS_PER_ROUND), the other six are
     answered 'not run' without executing, and the model gets a result for every call."""
     calls = [(TOOL_NAME, {"code": f"print({n})"}, f"call_{n}") for n in range(10)]
-    async with FakeOpenAI() as api:
-        api.enqueue(Reply.tool_calls(calls), Reply.text("done"))
-        settings = model_settings(tmp_path / "data", api.base_url)
-        assert settings.MAX_TOOL_CALLS_PER_ROUND == 4
-        async with open_app(settings) as services:
-            assert services.engine is not None
-            events = await collect(services.engine.turn("42", "c", "go wide"))
+    model = ScriptedModel()
+    model.enqueue(Reply.tool_calls(calls), Reply.text("done"))
+    settings = fake_settings(tmp_path / "data")
+    assert settings.MAX_TOOL_CALLS_PER_ROUND == 4
+    async with open_fake_app(settings, model) as services:
+        assert services.engine is not None
+        events = await collect(services.engine.turn("42", "c", "go wide"))
     assert isinstance(events[-1], Final)
     assert [e.call_id for e in events if isinstance(e, ToolStarted)] == [
         f"call_{n}" for n in range(4)
     ]
-    results = tool_results(api.requests[1])
+    results = tool_results(model.requests[1])
     assert list(results) == [f"call_{n}" for n in range(10)]
     for n in range(4):
         assert results[f"call_{n}"]["stdout"] == f"{n}\n"
@@ -65,24 +70,24 @@ async def test_oversized_arguments_are_refused_and_never_stored(tmp_path: Path) 
     goes on, and history stores a short placeholder instead of the 2 MB."""
     huge = "x = 1\n" + "# padding\n" * 200_000
     assert len(huge) > MAX_ARGUMENT_CHARS
-    async with FakeOpenAI() as api:
-        api.enqueue(
-            Reply.tool_call(TOOL_NAME, {"code": huge}, call_id="big"),
-            Reply.tool_call(TOOL_NAME, {"code": "print('small')"}, call_id="small"),
-            Reply.text("done"),
-        )
-        settings = model_settings(tmp_path / "data", api.base_url)
-        async with open_app(settings) as services:
-            assert services.engine is not None
-            events = await collect(services.engine.turn("42", "c", "paste it"))
+    model = ScriptedModel()
+    model.enqueue(
+        Reply.tool_call(TOOL_NAME, {"code": huge}, call_id="big"),
+        Reply.tool_call(TOOL_NAME, {"code": "print('small')"}, call_id="small"),
+        Reply.text("done"),
+    )
+    settings = fake_settings(tmp_path / "data")
+    async with open_fake_app(settings, model) as services:
+        assert services.engine is not None
+        events = await collect(services.engine.turn("42", "c", "paste it"))
     assert isinstance(events[-1], Final)
     assert [e.call_id for e in events if isinstance(e, ToolStarted)] == ["small"]
-    refused = tool_results(api.requests[1])["big"]
+    refused = tool_results(model.requests[1])["big"]
     assert refused["status"] == "error" and "not run" in refused["error"]["message"].lower()
     assert f"{MAX_ARGUMENT_CHARS:,}" in refused["error"]["message"]
-    assert tool_results(api.requests[2])["small"]["stdout"] == "small\n"
+    assert tool_results(model.requests[2])["small"]["stdout"] == "small\n"
     assert max(len(row) for row in stored_rows(tmp_path / "data")) < 4096
-    (call,) = api.requests[1]["messages"][-2]["tool_calls"]
+    (call,) = model.requests[1]["messages"][-2]["tool_calls"]
     assert len(call["function"]["arguments"]) < 1024
     json.loads(call["function"]["arguments"])
 
@@ -90,26 +95,27 @@ async def test_oversized_arguments_are_refused_and_never_stored(tmp_path: Path) 
 async def test_arguments_that_are_not_json_are_refused_with_the_reason(tmp_path: Path) -> None:
     """Arguments that do not parse are refused with the parse error; history keeps valid JSON
     in their place so later requests stay well-formed."""
-    async with FakeOpenAI() as api:
-        api.enqueue(
-            Reply.tool_call(TOOL_NAME, '{"code": "print(1)', call_id="cut"),
-            Reply.text("sorry"),
-            Reply.text("fine"),
-        )
-        settings = model_settings(tmp_path / "data", api.base_url)
-        async with open_app(settings) as services:
-            assert services.engine is not None
-            events = await collect(services.engine.turn("42", "c", "go"))
-            await collect(services.engine.turn("42", "c", "again"))
+    model = ScriptedModel()
+    model.enqueue(
+        Reply.tool_call(TOOL_NAME, '{"code": "print(1)', call_id="cut"),
+        Reply.text("sorry"),
+        Reply.text("fine"),
+    )
+    settings = fake_settings(tmp_path / "data")
+    async with open_fake_app(settings, model) as services:
+        assert services.engine is not None
+        events = await collect(services.engine.turn("42", "c", "go"))
+        await collect(services.engine.turn("42", "c", "again"))
     assert not [e for e in events if isinstance(e, ToolStarted)]
-    refused = tool_results(api.requests[1])["cut"]
+    refused = tool_results(model.requests[1])["cut"]
     assert "not valid JSON" in refused["error"]["message"]
-    for request in api.requests[1:]:
+    for request in model.requests[1:]:
         for message in request["messages"]:
             for call in message.get("tool_calls") or []:
                 json.loads(call["function"]["arguments"])
 
 
+@pytest.mark.sandbox  # the real SDK and sandbox: what goes over the wire is measured
 async def test_a_hostile_provider_cannot_bloat_the_history(tmp_path: Path) -> None:
     """60 parallel calls of 200 kB arguments each: only the 4 that run keep their arguments in
     history, the rest a placeholder. A 2 MB call id: the call is refused and history keeps a

@@ -504,6 +504,21 @@ class FakeDiscord:
             )
         return out
 
+    def _bot_message(self, channel_id: int, payload: dict, uploads: dict, **extra: Any) -> dict:
+        """A message the bot posts (a message or a followup), from its JSON payload."""
+        return self._new_message(
+            channel_id,
+            self.bot_user,
+            content=payload.get("content") or "",
+            embeds=payload.get("embeds"),
+            components=payload.get("components"),
+            attachments=self._attachments_from_uploads(
+                channel_id, uploads, payload.get("attachments")
+            ),
+            flags=payload.get("flags") or 0,
+            **extra,
+        )
+
     def _new_message(
         self,
         channel_id: int,
@@ -940,18 +955,7 @@ class FakeDiscord:
                 if reference.get("fail_if_not_exists", True):
                     return _error(400, 50035, "Invalid Form Body: Unknown message")
                 reference = None
-            msg = self._new_message(
-                cid,
-                self.bot_user,
-                content=payload.get("content") or "",
-                embeds=payload.get("embeds"),
-                components=payload.get("components"),
-                attachments=self._attachments_from_uploads(
-                    cid, uploads, payload.get("attachments")
-                ),
-                flags=payload.get("flags") or 0,
-                reference=reference,
-            )
+            msg = self._bot_message(cid, payload, uploads, reference=reference)
             kind = "dm" if channel["type"] == _DM else "message"
             self._sent(kind, request, channel_id=cid, message=msg, payload=payload, uploads=uploads)
             self._event(request, "MESSAGE_CREATE", msg)
@@ -1141,18 +1145,7 @@ class FakeDiscord:
                 msg["edited_timestamp"] = None
                 event = "MESSAGE_UPDATE"
             else:
-                msg = self._new_message(
-                    cid,
-                    self.bot_user,
-                    content=payload.get("content") or "",
-                    embeds=payload.get("embeds"),
-                    components=payload.get("components"),
-                    attachments=self._attachments_from_uploads(
-                        cid, uploads, payload.get("attachments")
-                    ),
-                    flags=payload.get("flags") or 0,
-                    webhook=True,
-                )
+                msg = self._bot_message(cid, payload, uploads, webhook=True)
                 event = "MESSAGE_CREATE"
             self._sent(
                 "followup", request, channel_id=cid, message=msg, payload=payload, uploads=uploads

@@ -22,7 +22,7 @@ from tests.servers import S3
 MIB = 1024 * 1024
 
 
-@pytest.fixture(params=["local", "memory", "s3"])
+@pytest.fixture(params=["local", "memory", pytest.param("s3", marks=pytest.mark.s3)])
 async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
     if request.param == "local":
         store: BlobStore = LocalBlobStore(tmp_path / "blobs")

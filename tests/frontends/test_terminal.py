@@ -1,4 +1,5 @@
-"""The terminal front ends: `labbot ask` as a real process, and the chat loop."""
+"""The terminal front ends: `labbot ask` as a real process (the real sandbox and the openai SDK
+against the loopback API) and in process, and the chat loop on the in-memory fakes."""
 
 from __future__ import annotations
 
@@ -10,13 +11,17 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
 from rich.console import Console
 
-from labbot.app import open_app
-from labbot.config import load_settings
+from labbot.app import App
+from labbot.cli import cli
 from labbot.frontends.terminal import TerminalChat
 from labbot.llm.tools import TOOL_NAME
+from tests.fakes.app import fake_settings, open_fake_app
 from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.fakes.scripted_model import ScriptedModel
 
 LABBOT = str(Path(sys.executable).with_name("labbot"))
 
@@ -25,7 +30,7 @@ async def run_labbot(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         LABBOT,
         *args,
-        env={**os.environ, **env},
+        env={**os.environ, "SANDBOX_WARM_POOL": "0", **env},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -39,6 +44,21 @@ async def lines(*items: str) -> AsyncIterator[str]:
         yield item
 
 
+async def typed(services: App, output_dir: Path, *typed_lines: str, width: int = 120) -> str:
+    """Type these lines into the terminal chat on ``services``; what it showed."""
+    screen = io.StringIO()
+    chat = TerminalChat(
+        services,
+        user="me",
+        conversation="t",
+        output_dir=output_dir,
+        console=Console(file=screen, width=width),
+    )
+    await chat.run(lines(*typed_lines))
+    return screen.getvalue()
+
+
+@pytest.mark.sandbox
 async def test_ask_json_streams_events_and_saves_files(tmp_path: Path) -> None:
     """`labbot ask --attach --json` uploads, runs the turn and prints one JSON event per line;
     files the code makes are saved to the output folder."""
@@ -78,71 +98,46 @@ async def test_ask_json_streams_events_and_saves_files(tmp_path: Path) -> None:
     assert "sk-test" not in out + err
 
 
-async def test_ask_without_a_model_says_which_settings(tmp_path: Path) -> None:
+def test_ask_without_a_model_says_which_settings(tmp_path: Path, restore_logging: None) -> None:
     """With no model configured `labbot ask` fails in one line naming the variables."""
-    code, out, err = await run_labbot(
-        "ask", "hi", "--user", "7", env={"LABBOT_DATA_DIR": str(tmp_path)}
-    )
-    assert code == 1 and "OPENAI_API_KEY" in err and "OPENAI_BASE_URL" in err
+    env = {"LABBOT_DATA_DIR": str(tmp_path)}
+    result = CliRunner().invoke(cli, ["ask", "hi", "--user", "7"], env=env)
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "OPENAI_API_KEY" in result.stderr and "OPENAI_BASE_URL" in result.stderr
 
 
 async def test_console_mode_runs_python_and_uploads(tmp_path: Path) -> None:
-    """With no model, typed Python runs in the sandboxed session; /upload, /files, /reset work."""
-    data = tmp_path / "n.csv"
-    data.write_text("a\n1\n2\n")
-    settings = load_settings(LABBOT_DATA_DIR=tmp_path / "d", SANDBOX_WARM_POOL=0)
-    screen = io.StringIO()
-    async with open_app(settings) as services:
-        chat = TerminalChat(
+    """With no model, typed Python runs in the session; /upload, /files, /reset work."""
+    data = tmp_path / "n.json"
+    data.write_text("[1, 2]")
+    async with open_fake_app(fake_settings(tmp_path / "d"), None) as services:
+        text = await typed(
             services,
-            user="me",
-            conversation="t",
-            output_dir=tmp_path / "o",
-            console=Console(file=screen, width=120),
+            tmp_path / "o",
+            f"/upload {data}",
+            "x = sum(load_file('n.json'))",
+            "print(x * 10)",
+            "/files",
+            "/reset",
+            "x",
+            "/quit",
+            "print(99)",
         )
-        await chat.run(
-            lines(
-                f"/upload {data}",
-                "x = load_file('n.csv')['a'].sum()",
-                "print(x * 10)",
-                "/files",
-                "/reset",
-                "x",
-                "/quit",
-                "print(99)",
-            )
-        )
-    text = screen.getvalue()
-    assert "No model configured" in text and "File uploaded: n.csv" in text
+    assert "No model configured" in text and "File uploaded: n.json" in text
     assert "30" in text and "NameError" in text and "99" not in text
 
 
 async def test_chat_mode_streams_answers_and_commands(tmp_path: Path) -> None:
     """With a model, a line is a turn: the answer streams, code is shown, /usage and /model
     answer."""
-    async with FakeOpenAI() as api:
-        api.enqueue(
-            Reply.tool_call(TOOL_NAME, {"code": "print('from the sandbox')"}),
-            Reply.text("All done."),
-        )
-        settings = load_settings(
-            LABBOT_DATA_DIR=tmp_path / "d",
-            SANDBOX_WARM_POOL=0,
-            OPENAI_API_KEY="sk-test",
-            OPENAI_BASE_URL=api.base_url,
-            DEFAULT_MODEL="gpt-4o-mini",
-        )
-        screen = io.StringIO()
-        async with open_app(settings) as services:
-            chat = TerminalChat(
-                services,
-                user="me",
-                conversation="t",
-                output_dir=tmp_path / "o",
-                console=Console(file=screen, width=120),
-            )
-            await chat.run(lines("say something", "/usage", "/model gpt-4o", "/model"))
-    text = screen.getvalue()
+    model = ScriptedModel()
+    model.enqueue(
+        Reply.tool_call(TOOL_NAME, {"code": "print('from the sandbox')"}),
+        Reply.text("All done."),
+    )
+    async with open_fake_app(fake_settings(tmp_path / "d"), model) as services:
+        said = ("say something", "/usage", "/model gpt-4o", "/model")
+        text = await typed(services, tmp_path / "o", *said)
     assert "from the sandbox" in text and "All done." in text
     assert "gpt-4o-mini" in text and "Model: gpt-4o " in text
 
@@ -159,6 +154,7 @@ def assert_inert(text: str) -> None:
     assert not found, f"control characters reached the terminal: {found}"
 
 
+@pytest.mark.sandbox
 async def test_ask_strips_control_sequences_from_what_it_prints(tmp_path: Path) -> None:
     """`labbot ask` prints the model's text, its code and the code's output without escape
     sequences (tabs and newlines kept); --json keeps them, escaped, in the JSON."""
@@ -190,36 +186,13 @@ async def test_chat_strips_control_sequences(tmp_path: Path) -> None:
     """The terminal chat shows model text, code, output, values and errors without escape
     sequences, in console mode and in chat mode."""
     code_text = f"print({EVIL!r}); v = {EVIL!r}; raise ValueError({EVIL!r})"
-    async with FakeOpenAI() as api:
-        api.enqueue(Reply.tool_call(TOOL_NAME, {"code": code_text}), Reply.text(EVIL))
-        settings = load_settings(
-            LABBOT_DATA_DIR=tmp_path / "d",
-            SANDBOX_WARM_POOL=0,
-            OPENAI_API_KEY="sk-test",
-            OPENAI_BASE_URL=api.base_url,
-            DEFAULT_MODEL="gpt-4o-mini",
-        )
-        screen = io.StringIO()
-        async with open_app(settings) as services:
-            chat = TerminalChat(
-                services,
-                user="me",
-                conversation="t",
-                output_dir=tmp_path / "o",
-                console=Console(file=screen, width=200),
-            )
-            await chat.run(lines("say something"))
-    console_screen = io.StringIO()
-    console_settings = load_settings(LABBOT_DATA_DIR=tmp_path / "c", SANDBOX_WARM_POOL=0)
-    async with open_app(console_settings) as services:
-        console = TerminalChat(
-            services,
-            user="me",
-            conversation="t",
-            output_dir=tmp_path / "o",
-            console=Console(file=console_screen, width=200),
-        )
-        await console.run(lines(code_text.replace("raise", "v; raise"), "v"))
-    for text in (screen.getvalue(), console_screen.getvalue()):
+    model = ScriptedModel()
+    model.enqueue(Reply.tool_call(TOOL_NAME, {"code": code_text}), Reply.text(EVIL))
+    async with open_fake_app(fake_settings(tmp_path / "d"), model) as services:
+        chat = await typed(services, tmp_path / "o", "say something", width=200)
+    async with open_fake_app(fake_settings(tmp_path / "c"), None) as services:
+        typed_code = code_text.replace("raise", "v; raise")
+        console = await typed(services, tmp_path / "o", typed_code, "v", width=200)
+    for text in (chat, console):
         assert_inert(text)
         assert "ABCDEF" in text and "ValueError" in text

@@ -3,25 +3,25 @@
 
 from __future__ import annotations
 
-import io
+import asyncio
 import logging
 from pathlib import Path
 
 import pytest
-from rich.console import Console
+from click.testing import CliRunner, Result
 
 from labbot.app import open_app
 from labbot.chat.history import SqliteConversationStore
+from labbot.cli import cli
 from labbot.config import load_settings
 from labbot.errors import ModelNotAllowed
-from labbot.frontends.terminal import TerminalChat
 from labbot.llm.allowlist import LISTING_RETRY_SECONDS, ModelAllowList, ProviderAllowList
 from labbot.llm.client import LLMClient
 from labbot.llm.models import ModelCatalog
 from labbot.sqlite import SqliteDatabase
 from tests.conftest import model_settings
 from tests.fakes.openai_server import MODELS, FakeOpenAI, Reply
-from tests.frontends.test_terminal import lines, run_labbot
+from tests.frontends.test_terminal import typed
 
 
 def allow_list(tmp_path: Path, listed: list[str] | None, **settings: object) -> ModelAllowList:
@@ -116,24 +116,24 @@ async def test_terminal_model_refuses_unknown_names_unless_forced(tmp_path: Path
     async with FakeOpenAI() as api:
         api.enqueue(Reply.text("from my model"))
         settings = model_settings(tmp_path / "d", api.base_url)
-        screen = io.StringIO()
         async with open_app(settings) as services:
-            chat = TerminalChat(
-                services,
-                user="me",
-                conversation="t",
-                output_dir=tmp_path / "o",
-                console=Console(file=screen, width=200),
-            )
-            await chat.run(lines("/model nope", "/model nope --force", "hello"))
+            said = ("/model nope", "/model nope --force", "hello")
+            text = await typed(services, tmp_path / "o", *said, width=200)
         assert api.requests[0]["model"] == "nope"
-    text = screen.getvalue()
     assert "The model 'nope' is not offered here. Pick one of: gpt-4.1-mini, gpt-4o" in text
     assert "Model: nope (allowed: gpt-4.1-mini, gpt-4o, gpt-4o-mini, nope, o4-mini)" in text
 
 
-async def test_ask_model_refuses_unknown_names_unless_forced(tmp_path: Path) -> None:
+async def test_ask_model_refuses_unknown_names_unless_forced(
+    tmp_path: Path, restore_logging: None
+) -> None:
     """`labbot ask --model` fails in one line before any request; --force-model adds it."""
+    runner = CliRunner()
+
+    async def ask(*args: str, env: dict[str, str]) -> Result:
+        argv = ["ask", "hi", "-u", "7", "--model", "nope", *args]
+        return await asyncio.to_thread(runner.invoke, cli, argv, env=env)
+
     async with FakeOpenAI() as api:
         api.enqueue(Reply.text("forced answer"))
         env = {
@@ -141,12 +141,11 @@ async def test_ask_model_refuses_unknown_names_unless_forced(tmp_path: Path) -> 
             "OPENAI_API_KEY": "sk-test",
             "OPENAI_BASE_URL": api.base_url,
             "DEFAULT_MODEL": "gpt-4o-mini",
+            "SANDBOX_WARM_POOL": "0",
         }
-        code, _, err = await run_labbot("ask", "hi", "-u", "7", "--model", "nope", env=env)
-        assert code == 1 and "The model 'nope' is not offered here" in err
+        refused = await ask(env=env)
+        assert refused.exit_code == 1 and "The model 'nope' is not offered here" in refused.output
         assert api.requests == []
-        code, out, err = await run_labbot(
-            "ask", "hi", "-u", "7", "--model", "nope", "--force-model", env=env
-        )
-        assert code == 0, err
-        assert "forced answer" in out and api.requests[0]["model"] == "nope"
+        forced = await ask("--force-model", env=env)
+        assert forced.exit_code == 0, forced.output
+        assert "forced answer" in forced.stdout and api.requests[0]["model"] == "nope"

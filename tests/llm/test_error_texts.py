@@ -14,7 +14,7 @@ from labbot.errors import LLMError
 from labbot.llm.client import LLMClient
 from labbot.llm.models import ModelCatalog
 from labbot.logs import configure_logging, mask_url
-from tests.conftest import model_settings
+from tests.conftest import Keep, model_settings
 from tests.fakes.openai_server import FakeOpenAI, Reply
 
 USER, PASSWORD, QUERY_KEY, API_KEY = "opsadmin", "hunter2pw", "qk-sekret-77", "sk-live-abc123"
@@ -121,15 +121,6 @@ def test_mask_url_keeps_where_and_hides_secrets() -> None:
     assert masked == "https://***:***@llm.internal:8443/v1?api-key=***&x=***"
     assert mask_url("http://127.0.0.1:11434/v1") == "http://127.0.0.1:11434/v1"
     assert mask_url("not a url at all") == "not a url at all"
-
-
-class Keep(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(f"{record.name} {record.getMessage()}")
 
 
 async def test_request_lines_of_the_http_client_stay_out_of_the_log(

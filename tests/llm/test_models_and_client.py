@@ -2,29 +2,53 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import openai
 import pytest
 
-from labbot.errors import ConfigError, LLMError
-from labbot.llm.client import translate
+from labbot.errors import ConfigError, LLMError, LLMRateLimited
+from labbot.llm.client import TRANSLATIONS, translate
 from labbot.llm.models import ModelCatalog
 
 
-def test_every_openai_error_is_translated() -> None:
-    """Each exception class the SDK exports becomes an LLMError with a sentence for the user
-    (fails when the SDK grows one we do not handle)."""
-    classes = [
-        c
-        for _, c in inspect.getmembers(openai, inspect.isclass)
-        if issubclass(c, openai.OpenAIError)
-    ]
-    assert len(classes) > 10
-    for cls in classes:
-        error = translate(cls.__new__(cls), model="m")
-        assert isinstance(error, LLMError) and str(error).endswith((".", "again."))
+def sdk_error_classes() -> set[type[openai.OpenAIError]]:
+    """Every exception class of the openai SDK (as imported), its subclasses included."""
+    found: set[type[openai.OpenAIError]] = set()
+    todo = [openai.OpenAIError]
+    while todo:
+        cls = todo.pop()
+        found.add(cls)
+        todo.extend(sub for sub in cls.__subclasses__() if sub not in found)
+    return found
+
+
+def test_every_openai_error_is_mapped_explicitly() -> None:
+    """Each exception class the SDK has is named in TRANSLATIONS, none only through a parent
+    (fails when the SDK grows one, as httpx's test of httpcore's exceptions does), and every
+    name there is a class the SDK has (no dead entries)."""
+    classes = sdk_error_classes()
+    assert len(classes) > 20
+    unmapped = sorted(c.__name__ for c in classes if c.__name__ not in TRANSLATIONS)
+    assert unmapped == [], f"openai errors without a translation: {unmapped}"
+    assert set(TRANSLATIONS) == {c.__name__ for c in classes}
+
+
+@pytest.mark.parametrize("cls", sorted(sdk_error_classes(), key=lambda c: c.__name__), ids=str)
+def test_every_openai_error_becomes_a_sentence(cls: type[openai.OpenAIError]) -> None:
+    """Each becomes an LLMError with a sentence for the user."""
+    error = translate(cls.__new__(cls), model="m")
+    assert isinstance(error, LLMError) and str(error).endswith((".", "again."))
+
+
+def test_a_subclass_the_sdk_adds_later_is_translated_as_its_parent() -> None:
+    """Until it is listed, a new subclass gets its nearest listed ancestor's translation."""
+
+    class FutureTooManyRequests(openai.RateLimitError):
+        pass
+
+    error = translate(FutureTooManyRequests.__new__(FutureTooManyRequests), model="m")
+    assert isinstance(error, LLMRateLimited)
 
 
 @pytest.mark.parametrize(

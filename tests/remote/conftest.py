@@ -3,18 +3,21 @@ nats-server and a real S3 server."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import nats as nats_client
 import pytest
+from nats.aio.client import Client
 
 from labbot.config import Settings, load_settings
 from labbot.files import FileStore
 from labbot.remote.executor import RemoteExecutor
-from tests.conftest import make_store
-from tests.servers import S3, Nats, Process, start_worker
+from tests.conftest import Factory, open_executor
+from tests.servers import S3, Nats, Process, workers_running
 
 
 @pytest.fixture(scope="module")
@@ -22,15 +25,8 @@ def workers(
     nats: Nats, s3_server: S3, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Process]]:
     """Two worker machines, w1 and w2, shared by a test module."""
-    root = tmp_path_factory.mktemp("workers")
-    started: dict[str, Process] = {}
-    try:
-        for host in ("w1", "w2"):
-            started[host] = start_worker(host, nats, s3_server, root / host)
-        yield started
-    finally:
-        for process in started.values():
-            process.stop()
+    with workers_running(("w1", "w2"), nats, s3_server, tmp_path_factory.mktemp("workers")) as up:
+        yield up
 
 
 def bot_settings(nats: Nats, s3: S3, data_dir: Path, **overrides: Any) -> Settings:
@@ -44,24 +40,40 @@ def bot_settings(nats: Nats, s3: S3, data_dir: Path, **overrides: Any) -> Settin
     )
 
 
-RemoteFactory = Callable[..., Any]
+RemoteFactory = Factory
 
 
 @pytest.fixture
 def make_remote(nats: Nats, s3_server: S3, tmp_path: Path) -> RemoteFactory:
     """A bot process's RemoteExecutor and FileStore (blobs in S3), closed by ``async with``."""
 
-    @asynccontextmanager
-    async def make(**overrides: Any) -> AsyncIterator[tuple[RemoteExecutor, FileStore]]:
-        settings = bot_settings(nats, s3_server, tmp_path / "bot", **overrides)
-        store = make_store(settings)
-        await store.start()
-        executor = RemoteExecutor(settings, store)
-        await executor.start()
-        try:
-            yield executor, store
-        finally:
-            await executor.close()
-            await store.close()
+    def make(**overrides: Any) -> AbstractAsyncContextManager[tuple[RemoteExecutor, FileStore]]:
+        return open_executor(
+            RemoteExecutor, bot_settings(nats, s3_server, tmp_path / "bot", **overrides)
+        )
 
     return make
+
+
+@asynccontextmanager
+async def connected_as(
+    nats: Nats, who: str, errors: asyncio.Queue[str] | None = None
+) -> AsyncIterator[Client]:
+    """A raw NATS connection with a worker's credentials ("w1") or the bot's ("bot"); what the
+    server refuses goes to ``errors``."""
+    env = nats.bot_env() if who == "bot" else nats.worker_env(who)
+
+    async def on_error(exc: Exception) -> None:
+        if errors is not None:
+            errors.put_nowait(str(exc))
+
+    nc = await nats_client.connect(
+        env["LABBOT_NATS_URL"],
+        user=env["LABBOT_NATS_USER"],
+        password=env["LABBOT_NATS_PASSWORD"],
+        error_cb=on_error,
+    )
+    try:
+        yield nc
+    finally:
+        await nc.close()

@@ -10,15 +10,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import nats as nats_client
 import pytest
 from nats.aio.client import Client
 
 from labbot.errors import SandboxUnavailable
 from labbot.remote import bus
 from labbot.remote.executor import HOST_LOST_NOTE, RemoteExecutor
-from tests.remote.conftest import RemoteFactory
-from tests.servers import S3, Nats, Process, start_worker
+from tests.remote.conftest import RemoteFactory, connected_as
+from tests.servers import S3, Nats, Process, workers_running
 
 LOST_WITHIN = 5.0  # seconds from a worker's death to the conversation running elsewhere
 
@@ -26,20 +25,8 @@ LOST_WITHIN = 5.0  # seconds from a worker's death to the conversation running e
 @pytest.fixture
 def pair(nats: Nats, s3_server: S3, tmp_path: Path) -> Iterator[dict[str, Process]]:
     """Fresh workers w3 and w4 for a test that hurts them."""
-    started: dict[str, Process] = {}
-    try:
-        for host in ("w3", "w4"):
-            started[host] = start_worker(host, nats, s3_server, tmp_path / host)
+    with workers_running(("w3", "w4"), nats, s3_server, tmp_path) as started:
         yield started
-    finally:
-        for process in started.values():
-            with_cont(process)
-            process.stop()
-
-
-def with_cont(process: Process) -> None:
-    if process.proc.poll() is None:
-        os.killpg(process.proc.pid, signal.SIGCONT)
 
 
 def host_of(executor: RemoteExecutor, user: str, conversation: str) -> str:
@@ -179,18 +166,7 @@ async def test_no_worker_is_a_clear_error(make_remote: RemoteFactory) -> None:
 
 async def test_a_worker_may_only_use_its_own_subjects(nats: Nats) -> None:
     violations: asyncio.Queue[str] = asyncio.Queue()
-
-    async def on_error(exc: Exception) -> None:
-        await violations.put(str(exc))
-
-    env = nats.worker_env("w1")
-    nc = await nats_client.connect(
-        env["LABBOT_NATS_URL"],
-        user=env["LABBOT_NATS_USER"],
-        password=env["LABBOT_NATS_PASSWORD"],
-        error_cb=on_error,
-    )
-    try:
+    async with connected_as(nats, "w1", violations) as nc:
         await nc.subscribe(bus.exec_subject("w1"))  # its own: fine
         await nc.flush()
         assert violations.empty()
@@ -199,8 +175,7 @@ async def test_a_worker_may_only_use_its_own_subjects(nats: Nats) -> None:
         await nc.flush()
         found = [await asyncio.wait_for(violations.get(), 5) for _ in range(2)]
         assert all("permissions violation" in f.lower() for f in found), found
-    finally:
-        await nc.close()
+    env = nats.worker_env("w1")
     refused = Client()
     try:
         with pytest.raises(Exception, match="(?i)authorization"):

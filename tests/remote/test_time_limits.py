@@ -14,41 +14,25 @@ from labbot.errors import SandboxUnavailable
 from labbot.remote import bus
 from labbot.remote import executor as executor_module
 from tests.remote.conftest import RemoteFactory
-from tests.servers import S3, Nats, Process, start_worker
+from tests.servers import S3, Nats, Process, workers_running
 
 SLOW_CELL = "print('start', flush=True)\nimport time\ntime.sleep(8)\n'done'"
-
-
-def start_pair(nats: Nats, s3: S3, root: Path, timeout: str) -> dict[str, Process]:
-    started: dict[str, Process] = {}
-    try:
-        for host in ("w3", "w4"):
-            started[host] = start_worker(
-                host, nats, s3, root / host, CODE_EXECUTION_TIMEOUT=timeout
-            )
-    except BaseException:
-        for process in started.values():
-            process.stop()
-        raise
-    return started
 
 
 @pytest.fixture
 def long_pair(nats: Nats, s3_server: S3, tmp_path: Path) -> Iterator[dict[str, Process]]:
     """Workers w3 and w4 whose time limit (60 s) is longer than the bot's."""
-    pair = start_pair(nats, s3_server, tmp_path, "60")
-    yield pair
-    for process in pair.values():
-        process.stop()
+    with workers_running(
+        ("w3", "w4"), nats, s3_server, tmp_path, CODE_EXECUTION_TIMEOUT="60"
+    ) as up:
+        yield up
 
 
 @pytest.fixture
 def same_pair(nats: Nats, s3_server: S3, tmp_path: Path) -> Iterator[dict[str, Process]]:
     """Workers w3 and w4 with the bot's time limit (3 s)."""
-    pair = start_pair(nats, s3_server, tmp_path, "3")
-    yield pair
-    for process in pair.values():
-        process.stop()
+    with workers_running(("w3", "w4"), nats, s3_server, tmp_path, CODE_EXECUTION_TIMEOUT="3") as up:
+        yield up
 
 
 def starts_counter() -> tuple[list[str], Callable[[str, str], Awaitable[None]]]:

@@ -12,14 +12,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import nats as nats_client
 import pytest
 from nats.aio.client import Client
 
 from labbot.errors import SandboxUnavailable
 from labbot.remote import bus
 from labbot.remote.executor import RemoteExecutor
-from tests.remote.conftest import RemoteFactory
+from tests.remote.conftest import RemoteFactory, connected_as
 from tests.servers import Nats, Process
 
 pytestmark = pytest.mark.usefixtures("workers")
@@ -67,30 +66,6 @@ def watch(make_remote: RemoteFactory) -> Watch:
                 await watching.close()
 
     return make
-
-
-@asynccontextmanager
-async def connected_as(
-    nats: Nats, who: str, errors: asyncio.Queue[str] | None = None
-) -> AsyncIterator[Client]:
-    """A raw NATS connection with a worker's credentials ("w1") or the bot's ("bot"); what the
-    server refuses goes to ``errors``."""
-    env = nats.bot_env() if who == "bot" else nats.worker_env(who)
-
-    async def on_error(exc: Exception) -> None:
-        if errors is not None:
-            errors.put_nowait(str(exc))
-
-    nc = await nats_client.connect(
-        env["LABBOT_NATS_URL"],
-        user=env["LABBOT_NATS_USER"],
-        password=env["LABBOT_NATS_PASSWORD"],
-        error_cb=on_error,
-    )
-    try:
-        yield nc
-    finally:
-        await nc.close()
 
 
 @asynccontextmanager

@@ -209,6 +209,7 @@ def test_synthetic_case(results: dict, key: str) -> None:
 
 def test_preview(results: dict) -> None:
     """preview() summarises a DataFrame, a dict of DataFrames and an array, short and safe."""
+    assert [expr for expr, _ in results["previews"]] == PREVIEW_CHECKS  # each one ran
     failed = [(expr, ok) for expr, ok in results["previews"] if ok is not True]
     assert not failed
 

@@ -1,43 +1,48 @@
-"""The real discord.py client against the loopback Discord emulator, with the real engine,
-sandbox and file store, and the loopback OpenAI-compatible API."""
+"""The real discord.py client against the loopback Discord emulator, with the real engine and
+file store on the in-memory fakes (ScriptedModel, InMemoryExecutor); one conversation on the
+real sandbox and the openai SDK against the loopback API."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from labbot.frontends.discord import create_bot
 from labbot.llm.tools import TOOL_NAME
-from tests.conftest import Clock, model_settings
-from tests.fakes.discord_server import FakeDiscord, Sent, running
+from tests.conftest import Clock
+from tests.fakes.discord_server import FakeDiscord, Sent
 from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.frontends.discord.world import labbot_on
 
 CSV = b"month,region,units\n2026-01,north,10\n2026-01,south,7\n2026-02,north,12\n"
 PLOT = (
     "import matplotlib.pyplot as plt\ndf = load_file('sales.csv')\n"
     "df.groupby('region')['units'].sum().plot(kind='bar')"
 )
+OPTIONS = {"CODE_EXECUTION_TIMEOUT": 60, "MAX_FILE_SIZE_MB": 1}
 
 
 @pytest.fixture
 async def env(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[tuple]:
+    """The emulator, the scripted model and the bot on the in-memory fakes."""
     overrides: dict[str, Any] = getattr(request, "param", {})
+    async with FakeDiscord() as fake:
+        fake.patch_discord()
+        bot_on = labbot_on(fake, tmp_path / "data", OPTIONS | overrides, guild_ready_timeout=0.05)
+        async with bot_on as (model, bot):
+            yield fake, model, bot
+
+
+@pytest.fixture
+async def real_env(tmp_path: Path) -> AsyncIterator[tuple]:
+    """The emulator, the loopback model API and the bot on the real sandbox and SDK."""
     async with FakeOpenAI() as api, FakeDiscord() as fake:
         fake.patch_discord()
-        settings = model_settings(
-            tmp_path / "data",
-            api.base_url,
-            **({"CODE_EXECUTION_TIMEOUT": 60, "MAX_FILE_SIZE_MB": 1} | overrides),
-        )
-        bot = create_bot(settings, guild_ready_timeout=0.05)
-        async with running(bot, fake):
+        bot_on = labbot_on(fake, tmp_path / "data", OPTIONS, api=api, guild_ready_timeout=0.05)
+        async with bot_on as (_, bot):
             yield fake, api, bot
-            async with asyncio.timeout(30):
-                await bot.wait_idle()  # let the last answer finish before the bot closes
 
 
 def components(sent: Sent) -> list[dict]:
@@ -61,10 +66,11 @@ def text_of(fake: FakeDiscord, channel_id: int) -> str:
     )
 
 
-async def test_mention_with_csv_and_question(env) -> None:
+@pytest.mark.sandbox
+async def test_mention_with_csv_and_question(real_env) -> None:
     """A mention with a CSV and a question: the upload confirmation, then an answer with the
     plot attached."""
-    fake, api, _ = env
+    fake, api, _ = real_env
     api.enqueue(
         Reply.tool_call(TOOL_NAME, {"code": PLOT}),
         Reply.text("North sold the most; see the chart."),

@@ -20,7 +20,8 @@ from tests.fakes.discord_server import Sent
 from tests.fakes.openai_server import Reply
 from tests.frontends.discord.world import World, answer_to, marker, replies_to
 
-SLEEP = "import time\nprint('waiting', flush=True)\ntime.sleep(3600)"
+# Short sleeps, so that the in-memory executor's interrupt lands between them.
+SLEEP = "import time\nprint('waiting', flush=True)\nwhile True:\n    time.sleep(0.05)"
 
 
 # Every slash command, with options that would change something, and what an allowed user

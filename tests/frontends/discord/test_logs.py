@@ -8,19 +8,15 @@ import logging
 import pytest
 
 from labbot.logs import configure_logging
+from tests.conftest import Keep
 from tests.fakes.openai_server import Reply
 from tests.frontends.discord.world import World
 
-
-class Keep(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(f"{record.name} {record.getMessage()}")
+# The real openai SDK against the loopback API: its client's request lines are checked too.
+REAL_MODEL_API = {"OPENAI_BASE_URL": lambda api: api.base_url}
 
 
+@pytest.mark.parametrize("world", [REAL_MODEL_API], indirect=True)
 @pytest.mark.parametrize("discord_debug", [False, True])
 async def test_debug_logs_hold_no_message_bodies(
     world: World, restore_logging: None, discord_debug: bool

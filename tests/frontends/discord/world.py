@@ -1,22 +1,58 @@
-"""The Discord front end's test world: the real discord.py client, the loopback Discord and
-OpenAI servers, and the users, role and channel the access tests need."""
+"""The Discord front end's test world: the real discord.py client against the loopback Discord
+emulator, on the in-memory fakes (ScriptedModel, InMemoryExecutor) or on the real openai SDK
+against the loopback API and the real sandbox; the users, role and channel the access tests
+need."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from labbot.app import App
 from labbot.frontends.discord import create_bot
 from labbot.frontends.discord.bot import LabBot
 from tests.conftest import model_settings
+from tests.fakes.app import fake_settings, open_fake_app
 from tests.fakes.discord_server import FakeDiscord, Sent, running
 from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.fakes.scripted_model import ScriptedModel
+
+Model = ScriptedModel | FakeOpenAI  # enqueue(...) and requests, either way
+
+
+@asynccontextmanager
+async def labbot_on(
+    fake: FakeDiscord,
+    data_dir: Path,
+    options: dict[str, Any],
+    *,
+    api: FakeOpenAI | None = None,
+    **client_options: Any,
+) -> AsyncIterator[tuple[Model, LabBot]]:
+    """The bot running on the emulator: on the in-memory fakes, or (given the loopback API)
+    the real openai SDK and the real sandbox. Waits for the last answer before closing."""
+    async with AsyncExitStack() as stack:
+        model: Model
+        services: App | None = None
+        if api is None:
+            model = ScriptedModel()
+            settings = fake_settings(data_dir, **options)
+            services = await stack.enter_async_context(open_fake_app(settings, model))
+        else:
+            model, settings = api, model_settings(data_dir, api.base_url, **options)
+        bot = create_bot(settings, services, **client_options)
+        async with running(bot, fake):
+            yield model, bot
+            async with asyncio.timeout(30):
+                await bot.wait_idle()
+
 
 _markers = itertools.count(1)
 
@@ -24,7 +60,7 @@ _markers = itertools.count(1)
 @dataclass
 class World:
     fake: FakeDiscord
-    api: FakeOpenAI
+    api: Model
     bot: LabBot
     ids: dict[str, int]
     muted: int  # a role
@@ -41,8 +77,14 @@ class World:
 async def world(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[World]:
     """alice, bob, carol (role "muted"), mallory, eve and the admin root; a channel
     "quarantine". The settings (``request.param``) may name them in lists, or be functions of
-    the loopback model API."""
-    async with FakeOpenAI() as api, FakeDiscord() as fake:
+    the loopback model API: then the bot runs on the real openai SDK against it, else on the
+    in-memory fakes."""
+    params: dict[str, Any] = getattr(request, "param", {})
+    async with AsyncExitStack() as stack:
+        api = None
+        if any(callable(value) for value in params.values()):
+            api = await stack.enter_async_context(FakeOpenAI())
+        fake = await stack.enter_async_context(FakeDiscord())
         for name in ("carol", "mallory", "eve", "root"):
             fake.add_user(name)
         muted = await fake.add_role("muted")
@@ -51,16 +93,13 @@ async def world(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator
         ids = {name: int(user["id"]) for name, user in fake.users.items()}
         names = ids | {"muted": muted, "quarantine": quarantine}
         options: dict[str, Any] = {"ADMIN_IDS": [ids["root"]], "RATE_LIMIT_MESSAGES": 200}
-        for key, value in getattr(request, "param", {}).items():
+        for key, value in params.items():
             if callable(value):  # computed from the model API, e.g. its URL
                 value = value(api)
             options[key] = [names[v] for v in value] if isinstance(value, list) else value
-        settings = model_settings(tmp_path / "data", api.base_url, **options)
-        bot = create_bot(settings)
-        async with running(bot, fake):
-            yield World(fake, api, bot, ids, muted, quarantine)
-            async with asyncio.timeout(30):
-                await bot.wait_idle()
+        bot_on = labbot_on(fake, tmp_path / "data", options, api=api)
+        model, bot = await stack.enter_async_context(bot_on)
+        yield World(fake, model, bot, ids, muted, quarantine)
 
 
 async def answer_to(fake: FakeDiscord, interaction: dict) -> Sent:
