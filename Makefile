@@ -1,11 +1,13 @@
 # make run   - set everything up, then start labbot
-# make test  - set everything up, then lint and run the whole test suite (CI)
+# make test  - set everything up, then lint and run the whole test suite (CI), and the container
+#              test when a Docker engine answers
+# make test-container - build the image and prove the sandbox works inside it
 # make check - lint, types, layering and the fast tier (no sandbox, NATS, S3), in under 2 min
 SHELL := /bin/bash
 export UV_PYTHON_DOWNLOADS := never
 VENV := .venv
 
-.PHONY: setup run test check lint bench clean
+.PHONY: setup run test test-container check lint bench clean
 FAST := not sandbox and not nats and not s3 and not multihost and not mongo
 
 # Idempotent and quick when nothing changed, so it runs every time.
@@ -23,6 +25,11 @@ lint: setup
 
 test: lint
 	$(VENV)/bin/pytest
+	@if docker info >/dev/null 2>&1; then scripts/test-container.sh; \
+	else echo "make test: skipped scripts/test-container.sh (no Docker engine: docker info fails)"; fi
+
+test-container:
+	scripts/test-container.sh
 
 check: lint
 	$(VENV)/bin/pytest -m "$(FAST)"
