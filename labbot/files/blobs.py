@@ -107,6 +107,8 @@ class BlobStore(Protocol):
 
     def read(self, user: str, file_id: str) -> AsyncIterator[bytes]: ...
 
+    async def size(self, user: str, file_id: str) -> int: ...
+
     def local_path(self, user: str, file_id: str) -> Path | None: ...
 
     async def delete(self, user: str, file_id: str) -> None: ...
@@ -233,6 +235,11 @@ class LocalBlobStore:
     def read(self, user: str, file_id: str) -> AsyncIterator[bytes]:
         """Stream a blob's bytes in chunks."""
         return file_chunks(self.path(user, file_id))
+
+    async def size(self, user: str, file_id: str) -> int:
+        """A stored blob's size in bytes; FileNotFoundError if there is none."""
+        stat = await asyncio.to_thread(os.stat, self.path(user, file_id))
+        return stat.st_size
 
     async def delete(self, user: str, file_id: str) -> None:
         """Remove a blob if it exists."""

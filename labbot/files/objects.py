@@ -20,6 +20,7 @@ from obstore.store import MemoryStore, S3Store
 
 from labbot.errors import ConfigError
 from labbot.files.blobs import StoredBlob, check_blob
+from labbot.logs import mask_urls
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,9 @@ class ObjectBlobStore:
         if parts.scheme == "memory":
             return cls(MemoryStore(), parts.path)
         if parts.scheme != "s3" or not parts.netloc:
-            raise ConfigError(f"LABBOT_BLOB_URL must be file:///… or s3://bucket/… (got {url!r}).")
+            raise ConfigError(
+                f"LABBOT_BLOB_URL must be file:///… or s3://bucket/… (got {mask_urls(url)!r})."
+            )
         config: dict[str, Any] = {"region": region or "us-east-1"}
         if endpoint:
             config["endpoint"] = endpoint
@@ -177,6 +180,12 @@ class ObjectBlobStore:
         result = await obstore.get_async(self.store, self.key(user, file_id))
         async for chunk in result.stream(min_chunk_size=READ_CHUNK):
             yield bytes(chunk)
+
+    async def size(self, user: str, file_id: str) -> int:
+        """A stored blob's size in bytes, from the store's metadata (a HEAD request, no
+        bytes); FileNotFoundError if there is none."""
+        meta = await obstore.head_async(self.store, self.key(user, file_id))
+        return int(meta["size"])
 
     async def delete(self, user: str, file_id: str) -> None:
         """Remove a blob if it exists."""

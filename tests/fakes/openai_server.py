@@ -187,10 +187,14 @@ class FakeOpenAI:
     names. With ``api_key`` set, requests without ``Authorization: Bearer <api_key>`` get the
     real API's 401. A body over ``max_body_bytes`` is read to its end and answered 413, as a
     real provider's front does; it is counted in ``body_sizes`` but not kept in ``requests``.
+    ``prefix`` serves the API under a longer path (``/gw/<token>`` + ``/v1``), as a gateway does.
     """
 
-    def __init__(self, *, api_key: str | None = None, max_body_bytes: int = 64 * MIB) -> None:
+    def __init__(
+        self, *, api_key: str | None = None, max_body_bytes: int = 64 * MIB, prefix: str = ""
+    ) -> None:
         self.api_key = api_key
+        self.prefix = prefix.rstrip("/")
         self.max_body_bytes = max_body_bytes
         self.base_url = ""
         self.requests: list[dict[str, Any]] = []
@@ -238,8 +242,8 @@ class FakeOpenAI:
         if self._runner is not None:
             return
         app = web.Application(client_max_size=1 << 40)  # the limit is ours: max_body_bytes
-        app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_get("/v1/models", self._models)
+        app.router.add_post(f"{self.prefix}/v1/chat/completions", self._chat)
+        app.router.add_get(f"{self.prefix}/v1/models", self._models)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await runner.setup()
@@ -247,7 +251,7 @@ class FakeOpenAI:
         await site.start()
         self._runner = runner
         host, port = runner.addresses[0][:2]
-        self.base_url = f"http://{host}:{port}/v1"
+        self.base_url = f"http://{host}:{port}{self.prefix}/v1"
 
     async def close(self) -> None:
         """Stop serving; replies that hang are released first so shutdown is prompt."""
