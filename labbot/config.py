@@ -13,6 +13,7 @@ from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from labbot.errors import ConfigError
+from labbot.logs import mask_urls
 
 MIB = 1024 * 1024
 
@@ -253,4 +254,6 @@ def load_settings(**overrides: object) -> Settings:
 def _describe(err: Any) -> str:
     name = ".".join(str(p) for p in err["loc"]) or "settings"
     shown = "***" if name in SECRET_FIELDS else err.get("input")
+    if isinstance(shown, str):
+        shown = mask_urls(shown)  # a URL's credentials are not echoed either
     return f"{name}: {err['msg']} (got {shown!r})"

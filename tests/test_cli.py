@@ -442,3 +442,49 @@ def test_expiry_is_right_a_minute_after_upload() -> None:
     assert format_expiry(expires, expires - timedelta(seconds=20)).startswith(
         "in less than a minute"
     )
+
+
+URL_SECRETS = ("PW-nats-77", "PW-s3-88", "PW-llm-99", "QK-llm-55", "tok_PATHSECRET123", "opsadmin")
+
+
+def plant_url_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Credentials in the userinfo, query and path of every URL-valued setting; NATS on a
+    port with nothing behind it."""
+    port = closed_port()
+    monkeypatch.setenv("LABBOT_EXECUTOR", "nats")
+    monkeypatch.setenv(
+        "LABBOT_NATS_URL", f"nats://bot:PW-nats-77@127.0.0.1:{port},nats://127.0.0.1:{port}"
+    )
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://labbot:PW-s3-88@127.0.0.1:9/")
+    monkeypatch.setenv(
+        "OPENAI_BASE_URL",
+        "http://opsadmin:PW-llm-99@llm.internal/gw/tok_PATHSECRET123/v1?api-key=QK-llm-55",
+    )
+
+
+def test_exec_never_shows_the_brokers_credentials(run, monkeypatch, caplog) -> None:
+    """`labbot exec` on workers whose broker cannot be reached names where it is (masked),
+    never the password in LABBOT_NATS_URL, on the terminal or in the log."""
+    plant_url_secrets(monkeypatch)
+    result = run("exec", "--user", "7", "1 + 1", code=1)
+    assert "cannot be reached at nats://***:***@127.0.0.1:" in result.output, result.output
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for secret in URL_SECRETS:
+        assert secret not in result.output + logged, secret
+
+
+def test_doctor_masks_every_url(run, monkeypatch) -> None:
+    """doctor shows where OPENAI_BASE_URL, LABBOT_NATS_URL and AWS_ENDPOINT_URL point, with
+    their userinfo, query values and secret-looking path segments masked, in its settings and
+    in its failures."""
+    plant_url_secrets(monkeypatch)
+    result = run("doctor", "--json", code=1)
+    checks = {c["check"]: c for c in json.loads(result.stdout)}
+    assert (
+        not checks["workers"]["ok"] and "nats://***:***@127.0.0.1:" in checks["workers"]["detail"]
+    )
+    shown = checks["settings"]["detail"]
+    assert "OPENAI_BASE_URL=http://***:***@llm.internal/gw/***/v1?api-key=***" in shown, shown
+    assert "AWS_ENDPOINT_URL=http://***:***@127.0.0.1:9/" in shown, shown
+    for secret in URL_SECRETS:
+        assert secret not in result.output, secret

@@ -23,6 +23,7 @@ from labbot.errors import LabbotError
 from labbot.files import FileStore
 from labbot.files.receipt import format_size
 from labbot.frontends.escapes import PrintableStream
+from labbot.logs import mask_urls
 
 log = logging.getLogger(__name__)
 _SECRET_SUFFIXES = ("_TOKEN", "_KEY", "_SECRET", "_PASSWORD", "_URI")
@@ -174,7 +175,7 @@ async def _probe_blobs(settings: Settings) -> str:
         await blobs.close()
     if back != b"labbot":
         raise LabbotError("what was written came back different")
-    return f"{settings.LABBOT_BLOB_URL}: write, read and delete work"
+    return f"{mask_urls(settings.LABBOT_BLOB_URL or '')}: write, read and delete work"
 
 
 async def _probe_workers(settings: Settings) -> str:
@@ -201,7 +202,7 @@ async def _probe_workers(settings: Settings) -> str:
         await nc.close()
     if not heard:
         raise LabbotError(
-            f"NATS at {settings.LABBOT_NATS_URL} answers, but no worker is beating.",
+            f"NATS at {mask_urls(settings.LABBOT_NATS_URL)} answers, but no worker is beating.",
             hint="Start `labbot worker` on the worker machines.",
         )
     return "; ".join(
@@ -222,9 +223,12 @@ def _describe_beat(beat: Any, settings: Settings) -> str:
 
 
 def _masked(name: str, value: Any) -> Any:
-    # Secrets are SecretStr fields; the name check is a second net for any that are not.
+    # Secrets are SecretStr fields; the name check is a second net for any that are not. URLs
+    # (OPENAI_BASE_URL, LABBOT_NATS_URL, AWS_ENDPOINT_URL, ...) keep where they point only.
     if value and (isinstance(value, SecretStr) or name.endswith(_SECRET_SUFFIXES)):
         return "***"
+    if isinstance(value, str):
+        return mask_urls(value)
     return str(value) if isinstance(value, Path) else value
 
 
@@ -288,6 +292,8 @@ def doctor(ctx: click.Context, json_: bool) -> None:
 
     def report(*lines: Check) -> None:
         for line in lines:
+            # Any URL in a detail (a setting, an error naming an endpoint) is masked.
+            line = Check(line.name, line.status, mask_urls(line.detail))
             checks.append(line)
             if not json_:
                 echo(f"{_LABELS[line.status]} {line.name}: {line.detail}")

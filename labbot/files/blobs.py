@@ -12,7 +12,7 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -34,7 +34,7 @@ BLOB_MODE = 0o644
 READ_CHUNK = 1024 * 1024
 
 
-async def file_chunks(path: Path, chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]:
+async def file_chunks(path: Path, chunk_size: int = READ_CHUNK) -> AsyncGenerator[bytes, None]:
     """Stream a local file in chunks without blocking the event loop."""
     handle = await asyncio.to_thread(open, path, "rb")
     try:
@@ -105,7 +105,9 @@ class BlobStore(Protocol):
 
     async def writer(self, user: str, file_id: str, *, head_bytes: int) -> Writer: ...
 
-    def read(self, user: str, file_id: str) -> AsyncIterator[bytes]: ...
+    def read(self, user: str, file_id: str) -> AsyncGenerator[bytes, None]: ...
+
+    async def size(self, user: str, file_id: str) -> int: ...
 
     def local_path(self, user: str, file_id: str) -> Path | None: ...
 
@@ -226,9 +228,14 @@ class LocalBlobStore:
         await writer.open()
         return writer
 
-    def read(self, user: str, file_id: str) -> AsyncIterator[bytes]:
+    def read(self, user: str, file_id: str) -> AsyncGenerator[bytes, None]:
         """Stream a blob's bytes in chunks."""
         return file_chunks(self.path(user, file_id))
+
+    async def size(self, user: str, file_id: str) -> int:
+        """A stored blob's size in bytes; FileNotFoundError if there is none."""
+        stat = await asyncio.to_thread(os.stat, self.path(user, file_id))
+        return stat.st_size
 
     async def delete(self, user: str, file_id: str) -> None:
         """Remove a blob if it exists."""

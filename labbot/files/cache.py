@@ -4,13 +4,13 @@ else a read-through cache (sha256 checked, least recently used evicted past a si
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
+from contextlib import aclosing
 from pathlib import Path
 
-from labbot.errors import StorageError
 from labbot.files.blobs import BLOB_MODE, BlobStore, check_blob
+from labbot.files.integrity import verified
 from labbot.private import private_dir
 
 log = logging.getLogger(__name__)
@@ -29,11 +29,12 @@ class BlobCache:
         self.max_bytes = max_bytes
         self._fetching: dict[str, asyncio.Future[Path]] = {}
 
-    async def path(self, user: str, file_id: str, sha256: str) -> Path:
-        """A local path holding the blob's bytes.
+    async def path(self, user: str, file_id: str, sha256: str, size: int | None = None) -> Path:
+        """A local path holding the blob's bytes (never more than ``size`` of them fetched,
+        when the size is known).
 
         :raises FileNotFoundError: the blob is gone from the store.
-        :raises StorageError: the bytes fetched do not match ``sha256``.
+        :raises StorageError: the bytes fetched do not match ``sha256`` (or ``size``).
         """
         check_blob(user, file_id)  # the cache's own paths are built from file_id too
         local = self.blobs.local_path(user, file_id)
@@ -44,30 +45,38 @@ class BlobCache:
             return target
         pending = self._fetching.get(file_id)
         if pending is None:  # one download per blob, however many sessions ask
-            pending = asyncio.ensure_future(self._fetch(user, file_id, sha256, target))
+            pending = asyncio.ensure_future(self._fetch(user, file_id, sha256, size, target))
             self._fetching[file_id] = pending
             pending.add_done_callback(lambda _: self._fetching.pop(file_id, None))
         return await asyncio.shield(pending)
 
-    async def _fetch(self, user: str, file_id: str, sha256: str, target: Path) -> Path:
+    async def _fetch(
+        self, user: str, file_id: str, sha256: str, size: int | None, target: Path
+    ) -> Path:
         await asyncio.to_thread(private_dir, self.root)
         partial = target.with_name(f"{file_id}.{os.getpid()}.part")
-        digest = hashlib.sha256()
-        size = 0
+        if size is None:  # unknown: as large as the stored blob is now
+            size = await self.blobs.size(user, file_id)
+        written = 0
         handle = await asyncio.to_thread(_create, partial)
+        checked = verified(
+            self.blobs.read(user, file_id),
+            size=size,
+            sha256=sha256,
+            name=file_id,
+            where=f"user={user} id={file_id}",
+        )
         try:
-            async for chunk in self.blobs.read(user, file_id):
-                size += len(chunk)
-                await asyncio.to_thread(_write_hash, handle, digest, chunk)
+            async with aclosing(checked):
+                async for chunk in checked:
+                    written += len(chunk)
+                    await asyncio.to_thread(handle.write, chunk)
             await asyncio.to_thread(handle.close)
-            if digest.hexdigest() != sha256:
-                log.error("cache.corrupt id=%s size=%d", file_id, size)
-                raise StorageError(f"The stored copy of file {file_id} is damaged.")
             await asyncio.to_thread(os.rename, partial, target)
         finally:
             await asyncio.to_thread(handle.close)
             await asyncio.to_thread(partial.unlink, missing_ok=True)
-        log.info("cache.fetched id=%s size=%d", file_id, size)
+        log.info("cache.fetched id=%s size=%d", file_id, written)
         await asyncio.to_thread(self._trim, keep=target)
         return target
 
@@ -102,8 +111,3 @@ def _touch(path: Path) -> bool:
         return True
     except FileNotFoundError:
         return False
-
-
-def _write_hash(handle, digest, chunk: bytes) -> None:  # type: ignore[no-untyped-def]
-    handle.write(chunk)
-    digest.update(chunk)

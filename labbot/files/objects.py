@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 from labbot.errors import ConfigError
 from labbot.files.blobs import StoredBlob, check_blob
+from labbot.logs import mask_urls
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,9 @@ class ObjectBlobStore:
         if parts.scheme == "memory":
             return cls(MemoryStore(), parts.path)
         if parts.scheme != "s3" or not parts.netloc:
-            raise ConfigError(f"LABBOT_BLOB_URL must be file:///… or s3://bucket/… (got {url!r}).")
+            raise ConfigError(
+                f"LABBOT_BLOB_URL must be file:///… or s3://bucket/… (got {mask_urls(url)!r})."
+            )
         config: dict[str, Any] = {"region": region or "us-east-1"}
         if endpoint:
             config["endpoint"] = endpoint
@@ -179,11 +182,17 @@ class ObjectBlobStore:
         """A writer for a new blob."""
         return ObjectWriter(self.store, self.key(user, file_id), head_bytes)
 
-    async def read(self, user: str, file_id: str) -> AsyncIterator[bytes]:
+    async def read(self, user: str, file_id: str) -> AsyncGenerator[bytes, None]:
         """Stream a blob's bytes; FileNotFoundError if there is none."""
         result = await obstore.get_async(self.store, self.key(user, file_id))
         async for chunk in result.stream(min_chunk_size=READ_CHUNK):
             yield bytes(chunk)
+
+    async def size(self, user: str, file_id: str) -> int:
+        """A stored blob's size in bytes, from the store's metadata (a HEAD request, no
+        bytes); FileNotFoundError if there is none."""
+        meta = await obstore.head_async(self.store, self.key(user, file_id))
+        return int(meta["size"])
 
     async def delete(self, user: str, file_id: str) -> None:
         """Remove a blob if it exists."""

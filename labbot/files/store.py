@@ -7,6 +7,7 @@ import errno
 import logging
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from labbot.config import Settings
 from labbot.errors import FileError, FileTooLarge, StorageError
 from labbot.files import kinds
 from labbot.files.blobs import BlobStore, Writer, check_blob, check_user
+from labbot.files.integrity import verified
 from labbot.files.meta.base import FileRecord, MetadataStore, Source
 from labbot.files.names import clean_filename, new_file_id
 from labbot.files.quota import Reservation, Reservations
@@ -186,10 +188,12 @@ class FileStore:
         source: Source = "generated",
     ) -> SaveResult:
         """Record a blob someone else already stored under a fresh ``file_id`` (a worker
-        machine's output), under the same limits and eviction as ``save``. The blob is deleted
-        if it cannot be kept.
+        machine's output), under the same limits and eviction as ``save``. The size is the
+        stored object's, checked against the claim; the sha256 is checked at every read. The
+        blob is deleted if it cannot be kept.
 
         :raises FileTooLarge: over the per-file limit or the quota.
+        :raises StorageError: no such blob, or one of another size than claimed.
         :raises InvalidFileId: ``file_id`` is not one labbot gives out (nothing is touched).
         """
         check_blob(user, file_id)  # before anything touches a blob: never another's path
@@ -201,10 +205,29 @@ class FileStore:
             if size > limits.max_total_bytes:
                 raise FileTooLarge(limit_bytes=limits.max_total_bytes, what="your storage quota")
             kinds.kind_by_name(kind)
+            await self._check_size(user, file_id, name, size)  # the claim, checked
         except BaseException:
             await asyncio.shield(self.blobs.delete(user, file_id))
             raise
         return await self._record(user, name, file_id, kind, size, sha256, source=source)
+
+    async def _check_size(self, user: str, file_id: str, name: str, size: int) -> None:
+        """The stored blob is ``size`` bytes, as its writer claims (a claim alone could slip a
+        large file past the limits and the quota)."""
+        try:
+            stored = await self.blobs.size(user, file_id)
+        except FileNotFoundError:
+            raise StorageError(f"{name} was not kept: it was not stored.") from None
+        except OSError as exc:
+            log.error("file.stat_failed user=%s id=%s error=%s", user, file_id, type(exc).__name__)
+            raise StorageError(f"{name} was not kept: the file store could not be read.") from exc
+        if stored != size:
+            log.warning(
+                "file.size_mismatch user=%s id=%s claimed=%d stored=%d", user, file_id, size, stored
+            )
+            raise StorageError(
+                f"{name} was not kept: the stored copy is not the size the worker machine reported."
+            )
 
     async def _record(
         self,
@@ -287,13 +310,27 @@ class FileStore:
         return await self.meta.get(check_user(user), file_id, now=self.clock())
 
     async def read(self, user: str, file_id: str) -> AsyncGenerator[bytes, None]:
-        """Stream the bytes of a live file owned by ``user``."""
-        await self.get(user, file_id)
-        async for chunk in self.blobs.read(user, file_id):
-            yield chunk
+        """Stream the bytes of a live file owned by ``user``, checked against the size and
+        sha256 recorded when it was stored (never more than its recorded size is read).
+
+        :raises StorageError: the stored bytes are not the recorded ones (changed where they
+            are stored); the last chunk is withheld, so no complete copy is ever served.
+        """
+        record = await self.get(user, file_id)
+        chunks = verified(
+            self.blobs.read(user, file_id),
+            size=record.size,
+            sha256=record.sha256,
+            name=record.name,
+            where=f"user={user} id={file_id}",
+        )
+        async with aclosing(chunks) as checked:
+            async for chunk in checked:
+                yield chunk
 
     async def read_bytes(self, user: str, file_id: str) -> bytes:
-        """A live file's whole contents (for files small enough to hold, e.g. to attach)."""
+        """A live file's whole contents, checked like ``read`` (for files small enough to hold,
+        e.g. to attach)."""
         return b"".join([chunk async for chunk in self.read(user, file_id)])
 
     async def set_preview(self, user: str, file_id: str, preview: str) -> None:

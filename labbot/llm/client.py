@@ -33,12 +33,23 @@ MAX_DETAIL = 300  # characters of a provider's refusal shown to the user
 MAX_LISTED_MODELS = 2000
 
 
+# Path segments of a base URL that name no one (every provider has them): left in texts.
+GENERIC_SEGMENTS = frozenset(
+    "v1 v2 v3 v4 api openai chat completions models deployments projects engines inference"
+    " llm proxy gateway compat".split()
+)
+
+
 def endpoint_secrets(base_url: str, api_key: str | None) -> tuple[str, ...]:
-    """What of the endpoint must never reach a user: userinfo, host, query values, the key."""
+    """What of the endpoint must never reach a user: userinfo, host, path (its own segments,
+    such as a token or an account id in a gateway's route), query values, the key."""
     parts = urlsplit(base_url)
     found = [base_url, parts.netloc, parts.hostname or "", api_key or ""]
     with contextlib.suppress(ValueError):
         found += [parts.username or "", parts.password or "", str(parts.port or "")]
+    segments = [s for s in parts.path.split("/") if s and s.lower() not in GENERIC_SEGMENTS]
+    if segments:
+        found += [parts.path.rstrip("/"), *segments]
     found += [value for _, value in parse_qsl(parts.query) if value]
     return tuple(sorted({f for f in found if len(f) >= 3}, key=len, reverse=True))
 

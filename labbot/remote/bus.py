@@ -23,6 +23,7 @@ from nats.aio.client import Client
 
 from labbot.config import Settings
 from labbot.errors import SandboxUnavailable
+from labbot.logs import mask_urls
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ async def connect(settings: Settings, name: str) -> Client:
             await client.close()  # no half-open socket left behind
         log.error("nats.connect_failed error=%s", type(exc).__name__)
         raise SandboxUnavailable(
-            f"The message broker cannot be reached at {settings.LABBOT_NATS_URL}"
+            f"The message broker cannot be reached at {mask_urls(settings.LABBOT_NATS_URL)}"
             f" ({type(exc).__name__}).",
             hint="Check LABBOT_NATS_URL, the credentials, and that nats-server runs with -js.",
         ) from exc

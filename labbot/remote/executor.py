@@ -2,7 +2,8 @@
 
 Affinity: a conversation's session lives on one worker, named in the JetStream KV bucket
 ``labbot_sessions`` (TTL = the idle timeout). New sessions go to the live, non-draining worker
-with the most free slots, placed with compare-and-set so two bot processes never place one session
+with room that holds the fewest sessions as the bot counts them (``SessionLedger``: never the
+worker's own word), placed with compare-and-set so two bot processes never place one session
 twice. Failure: a worker with no subscriber ("no responders") or silent for
 LABBOT_HOST_DEAD_AFTER_S is lost. The session is placed again, the code runs on a fresh
 interpreter, and the model is told why. Earlier cells are never replayed.
@@ -33,14 +34,17 @@ from labbot.core import ExecError, ExecutionResult
 from labbot.errors import SandboxUnavailable
 from labbot.files import FileStore
 from labbot.remote import bus, wire
+from labbot.remote import ledger as session_ledger
 from labbot.remote.hosts import (
     HostState,
     HostTable,
     host_of_subject,
-    time_limit_error,
     valid_host,
 )
 from labbot.remote.rpc import (
+    HOST_LOST_NOTE,
+    HOST_MOVED_NOTE,
+    HOST_RESTARTED_NOTE,
     HostLost,
     NoAnswer,
     Refused,
@@ -55,23 +59,14 @@ from labbot.sandbox import OutputHandler
 
 log = logging.getLogger(__name__)
 
-HOST_LOST_NOTE = (
-    "The Python session was restarted because its machine was lost: variables and imports are"
-    " gone; uploaded and generated files are still available through load_file()."
-)
-HOST_RESTARTED_NOTE = (
-    "The Python session was restarted because its machine restarted: variables and imports are"
-    " gone; files are kept."
-)
-HOST_MOVED_NOTE = (
-    "The Python session was restarted on another machine (its machine's time limit differs"
-    " from this bot's): variables and imports are gone; files are kept."
-)
 # Seconds past the execution time limit before a reply that never comes counts as lost: room
 # for a kernel start queued behind others (two tries of 30 s). The heartbeat watchdog is what
 # notices a dead worker; this is only the backstop.
 REPLY_GRACE = 120.0
 PLACE_ATTEMPTS = 4
+# A worker that refused a session (draining, or another time limit than its beats said) gets
+# no new ones for this long, whatever its beats say: each offer shows it a user's code.
+REFUSAL_COOLOFF_S = 60.0
 MISSING = (KeyNotFoundError, KeyDeletedError)
 
 
@@ -103,6 +98,8 @@ class RemoteExecutor:
         self.timeout = settings.CODE_EXECUTION_TIMEOUT
         self._warned: set[str] = set()  # what was logged once (per host)
         self.placements: dict[str, Placement] = {}
+        self.ledger = session_ledger.SessionLedger(self.ttl)  # sessions per worker, as we count
+        self._follower: asyncio.Task[None] | None = None
         self.losses: list[tuple[str, float]] = []  # (host, when) for health checks and tests
         self._running: dict[tuple[str, str], str] = {}
         self._any_beat = asyncio.Event()
@@ -118,12 +115,18 @@ class RemoteExecutor:
             self._kv = await js.create_key_value(bucket=bus.KV_BUCKET, ttl=self.ttl, history=1)
         except BadRequestError:  # it exists with other settings: use it as it is
             self._kv = await js.key_value(bus.KV_BUCKET)
+        self._follower = asyncio.create_task(session_ledger.follow(self._kv, self.ledger))
         await self._nc.subscribe(bus.heartbeat_subject("*"), cb=self._on_heartbeat)
         await self._nc.flush()
         self._started = time.monotonic()
 
     async def close(self) -> None:
         """Disconnect (sessions stay on their workers until idle)."""
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._follower
+            self._follower = None
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
@@ -210,7 +213,9 @@ class RemoteExecutor:
     # Placement -----------------------------------------------------------------------------
 
     async def _choose(self, exclude: set[str]) -> str:
-        """The live, non-draining worker with the most free slots."""
+        """The live, non-draining worker with room that holds the fewest sessions as this bot
+        counts them. What a worker says of itself only rules it out (full, draining); it never
+        draws sessions to it."""
         # Just after start, listen for one heartbeat period first: every worker says so once
         # per period, and placing before hearing them all would pile sessions on the first.
         await asyncio.sleep(max(0.0, self._started + self.heartbeat * 1.2 - time.monotonic()))
@@ -219,20 +224,12 @@ class RemoteExecutor:
             candidates = [
                 s
                 for s in self.hosts.values()
-                if self._fresh(s.host) and not s.draining and s.host not in exclude
+                if self._fresh(s.host) and s.open(time.monotonic()) and s.host not in exclude
             ]
-            # A worker that lets code run longer than this bot waits would be taken for lost,
-            # and the cell run again elsewhere: it gets no sessions.
-            live = [s for s in candidates if s.timeout <= self.timeout]
-            if candidates and not live:
-                raise time_limit_error(candidates, self.timeout)
-            # Prefer workers whose last beat came on time: one that has just gone quiet may be
-            # the next to be lost.
             now = time.monotonic()
-            punctual = [s for s in live if now - s.seen <= self.heartbeat * 2]
-            live = punctual or live
-            if live:
-                return max(live, key=lambda s: (s.free, -s.sessions, s.host)).host
+            chosen = self.ledger.choose(candidates, self.timeout, now - self.heartbeat * 2)
+            if chosen is not None:
+                return chosen
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise SandboxUnavailable(
@@ -254,6 +251,7 @@ class RemoteExecutor:
                 value = known.host.encode()
                 known.revision = await self._kv.update(key, value, last=known.revision)
                 known.refreshed = time.monotonic()
+                self.ledger.placed(key, known.host)
                 return known.host, False
         self.placements.pop(key, None)
         for _ in range(PLACE_ATTEMPTS):
@@ -265,11 +263,13 @@ class RemoteExecutor:
                 host = entry.value.decode(errors="replace")
                 if valid_host(host) and host not in exclude and await self._alive(host):
                     self.placements[key] = Placement(host, entry.revision, time.monotonic())
+                    self.ledger.placed(key, host)
                     return host, False
             host = await self._choose(exclude)
             state = self.hosts.get(host) or HostState(host)
             state.free -= 1  # counted at once (until its next heartbeat): spreads a burst
             state.sessions += 1
+            self.ledger.placed(key, host)  # offered: it counts even if the worker refuses it
             try:
                 if entry is None:
                     revision = await self._kv.create(key, host.encode())
@@ -278,6 +278,7 @@ class RemoteExecutor:
             except KeyWrongLastSequenceError:
                 state.free += 1
                 state.sessions -= 1
+                self.ledger.dropped(key, host)
                 continue  # another bot process placed it first: use theirs
             self.placements[key] = Placement(host, revision, time.monotonic())
             log.info("executor.placed host=%s", host)
@@ -321,6 +322,7 @@ class RemoteExecutor:
             except Refused as refused:
                 await self._forget(key, host)
                 exclude.add(host)
+                self.table.refused(host, time.monotonic() + REFUSAL_COOLOFF_S)
                 if refused.reason == "time_limit":
                     note = note or HOST_MOVED_NOTE
                 continue
@@ -405,6 +407,7 @@ class RemoteExecutor:
             return False
         host = entry.value.decode(errors="replace") if entry.value else ""
         await self._forget(key, host)
+        self.ledger.dropped(key, host)
         if not valid_host(host) or not self._fresh(host):
             return False
         return bool(await self._control(host, ctl_request("reset", user, conversation)))

@@ -46,6 +46,7 @@ class HostState:
     warm: int = 0
     draining: bool = False
     timeout: float = math.inf  # its CODE_EXECUTION_TIMEOUT; unknown until it beats
+    refused_until: float = -math.inf  # it refused a session: none offered before then
     beat: asyncio.Event = field(default_factory=asyncio.Event)
 
     def update(self, beat: wire.Heartbeat, now: float) -> None:
@@ -59,6 +60,10 @@ class HostState:
         self.timeout = beat.timeout
         self.beat.set()
         self.beat = asyncio.Event()
+
+    def open(self, now: float) -> bool:
+        """True if it may be offered a new session: not draining, no recent refusal."""
+        return not self.draining and now >= self.refused_until
 
 
 class HostTable:
@@ -75,6 +80,14 @@ class HostTable:
         if state is not None:
             state.update(beat, now)
         return state
+
+    def refused(self, host: str, until: float) -> None:
+        """``host`` refused a session: offer it none before ``until`` (its beats cannot undo
+        that)."""
+        state = self.hosts.get(host)
+        if state is not None:
+            state.refused_until = max(state.refused_until, until)
+            log.warning("executor.host_refused host=%s", host)
 
     def entry(self, host: str, now: float) -> HostState | None:
         """The state of ``host``, made if there is room (a valid id, and the table not full of

@@ -19,6 +19,19 @@ from labbot.sandbox import eviction_notes
 
 log = logging.getLogger(__name__)
 
+HOST_LOST_NOTE = (
+    "The Python session was restarted because its machine was lost: variables and imports are"
+    " gone; uploaded and generated files are still available through load_file()."
+)
+HOST_RESTARTED_NOTE = (
+    "The Python session was restarted because its machine restarted: variables and imports are"
+    " gone; files are kept."
+)
+HOST_MOVED_NOTE = (
+    "The Python session was restarted on another machine (its machine's time limit differs"
+    " from this bot's): variables and imports are gone; files are kept."
+)
+
 
 class HostLost(Exception):
     """The worker holding a session is gone (no subscriber, or silent)."""
@@ -59,30 +72,57 @@ def ctl_request(op: str, user: str, conversation: str) -> wire.CtlRequest | None
         return None  # no such session could exist on a worker
 
 
+# What a user reads when a worker will not or cannot run the code: one fixed sentence per
+# reason. A worker's own words (it may be compromised) go to the log, bounded, never to users.
+REFUSALS: dict[str, tuple[str, str]] = {
+    "bad_request": (
+        "A worker machine could not read this bot's request.",
+        "Tell the operator.",
+    ),
+    "protocol": (
+        "A worker machine runs another version of labbot (another protocol).",
+        "The operator should run the same labbot version on the bot and its workers.",
+    ),
+    "too_large": (
+        "The result was too large to send back from the worker machine.",
+        "Print less, or write the data to a file.",
+    ),
+    "failed": (
+        "The worker machine could not run the code.",
+        "Try again; if it keeps failing, tell the operator.",
+    ),
+}
+UNREADABLE = ("A worker machine sent a reply this bot cannot read.", "Tell the operator.")
+LOGGED_CHARS = 500  # of a worker's own text, in the log
+
+
 def read_reply(host: str, data: bytes) -> wire.ExecReply:
     """A worker's reply as the schema says, or a clear error; Refused when it would not.
-    Host ids (often host names) go to the log, not to the user."""
+    Host ids (often host names) and the worker's own words go to the log, not to the user."""
     try:
         reply = wire.decode(wire.ExecReply, data)
     except wire.WireError as exc:
-        log.warning("executor.bad_reply host=%s reason=%s error=%s", host, exc.reason, exc)
-        if exc.reason == "protocol":
-            raise SandboxUnavailable(
-                f"A worker machine runs another version of labbot: {exc}."
-            ) from None
-        raise SandboxUnavailable(
-            f"A worker machine sent a reply this bot cannot read ({exc}).",
-            hint="Tell the operator.",
-        ) from None
+        log.warning(
+            "executor.bad_reply host=%s reason=%s error=%s",
+            host,
+            exc.reason,
+            str(exc)[:LOGGED_CHARS],
+        )
+        message, hint = REFUSALS["protocol"] if exc.reason == "protocol" else UNREADABLE
+        raise SandboxUnavailable(message, hint=hint) from None
     if reply.ok:
         return reply
     if reply.reason in ("draining", "time_limit"):
         raise Refused(host, reply.reason)
-    if reply.reason == "protocol":
-        log.warning("executor.protocol_mismatch host=%s", host)
-        raise SandboxUnavailable(f"A worker machine runs another version of labbot: {reply.error}.")
-    log.warning("executor.worker_failed host=%s", host)
-    raise SandboxUnavailable(f"The worker machine failed: {reply.error}")
+    reason = reply.reason if reply.reason in REFUSALS else "failed"
+    log.warning(
+        "executor.worker_failed host=%s reason=%s error=%s",
+        host,
+        reply.reason,
+        (reply.error or "")[:LOGGED_CHARS],
+    )
+    message, hint = REFUSALS[reason]
+    raise SandboxUnavailable(message, hint=hint)
 
 
 async def control(nc: Any, host: str, request: wire.CtlRequest) -> Any:

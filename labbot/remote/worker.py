@@ -59,7 +59,7 @@ class ShippedFiles:
     async def local(self, user: str, ref: FileRef) -> Path | None:
         """The cached copy (fetched now if needed), or None if the blob is gone."""
         try:
-            return await self.cache.path(user, ref.id, ref.sha256)
+            return await self.cache.path(user, ref.id, ref.sha256, ref.size)
         except FileNotFoundError:
             return None
 

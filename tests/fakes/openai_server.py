@@ -42,12 +42,16 @@ class FakeOpenAI(Script):
     names. With ``api_key`` set, requests (listings too) without ``Authorization: Bearer
     <api_key>`` get the real API's 401. A body over ``max_body_bytes`` is read to its end and
     answered 413, as a real provider's front does; it is counted in ``body_sizes`` but not kept
-    in ``requests``.
+    in ``requests``. ``prefix`` serves the API under a longer path (``/gw/<token>`` + ``/v1``),
+    as a gateway does.
     """
 
-    def __init__(self, *, api_key: str | None = None, max_body_bytes: int = 64 * MIB) -> None:
+    def __init__(
+        self, *, api_key: str | None = None, max_body_bytes: int = 64 * MIB, prefix: str = ""
+    ) -> None:
         super().__init__()
         self.api_key = api_key
+        self.prefix = prefix.rstrip("/")
         self.max_body_bytes = max_body_bytes
         self.base_url = ""
         self.body_sizes: list[int] = []
@@ -68,8 +72,8 @@ class FakeOpenAI(Script):
         if self._runner is not None:
             return
         app = web.Application(client_max_size=1 << 40)  # the limit is ours: max_body_bytes
-        app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_get("/v1/models", self._models)
+        app.router.add_post(f"{self.prefix}/v1/chat/completions", self._chat)
+        app.router.add_get(f"{self.prefix}/v1/models", self._models)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await runner.setup()
@@ -77,7 +81,7 @@ class FakeOpenAI(Script):
         await site.start()
         self._runner = runner
         host, port = runner.addresses[0][:2]
-        self.base_url = f"http://{host}:{port}/v1"
+        self.base_url = f"http://{host}:{port}{self.prefix}/v1"
 
     async def close(self) -> None:
         """Stop serving; replies that hang are released first so shutdown is prompt."""

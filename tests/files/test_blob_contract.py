@@ -264,3 +264,15 @@ async def test_a_large_upload_to_s3_keeps_memory_flat(s3_server: S3, tmp_path: P
     grown_mib = (_rss_kib("VmHWM") - before) / 1024
     assert writer.size == 160 * MIB
     assert grown_mib < 64, f"peak memory grew {grown_mib:.0f} MiB for a 160 MiB upload"
+
+
+async def test_size_is_what_is_stored(blobs: BlobStore) -> None:
+    """``size`` reads a blob's stored size without its bytes; a missing blob is
+    FileNotFoundError, a malformed id never reaches a path or key."""
+    for data in (b"", b"a,b\n", os.urandom(3 * MIB)):
+        file_id, _ = await put(blobs, "alice", data)
+        assert await blobs.size("alice", file_id) == len(data)
+    with pytest.raises(FileNotFoundError):
+        await blobs.size("alice", new_file_id())
+    with pytest.raises(InvalidFileId):
+        await blobs.size("alice", "../bob/" + new_file_id())

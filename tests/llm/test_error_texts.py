@@ -13,7 +13,7 @@ import pytest
 from labbot.errors import LLMError
 from labbot.llm.client import LLMClient
 from labbot.llm.models import ModelCatalog
-from labbot.logs import configure_logging, mask_url
+from labbot.logs import configure_logging, mask_url, mask_urls
 from tests.conftest import Keep, model_settings
 from tests.fakes.openai_server import FakeOpenAI, Reply
 
@@ -144,3 +144,51 @@ async def test_request_lines_of_the_http_client_stay_out_of_the_log(
     assert "llm.request" in logged
     for secret in SECRETS:
         assert secret not in logged, f"{secret!r} in the log"
+
+
+GATEWAYS = {  # a path in OPENAI_BASE_URL (before /v1), and the secret in it
+    "token in the route": ("/gw/tok_PATHSECRET123", "tok_PATHSECRET123"),
+    "account in the route": ("/v1/projects/acct-7781/openai", "acct-7781"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GATEWAYS))
+async def test_a_secret_in_the_base_urls_path_never_reaches_the_user(
+    case: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A gateway whose route holds a token or an account id (OPENAI_BASE_URL's path) answers
+    400 echoing the route it was called on and the id: the user reads the refusal without
+    either; the log masks the token too."""
+    prefix, secret = GATEWAYS[case]
+    caplog.set_level(logging.DEBUG, logger="labbot")
+    async with FakeOpenAI(prefix=prefix) as api:
+        route = urlsplit(api.base_url).path
+        echo = f"Unsupported parameter for route {route}/chat/completions (deployment {secret})"
+        api.enqueue(Reply.error(400, echo))
+        text = await failure_text(api.base_url, tmp_path)
+        assert api.requests, "the request never reached the gateway"
+    assert text.startswith("The model API refused the request: "), text
+    assert "Unsupported parameter" in text  # the provider's reason is still there
+    assert route not in text and secret not in text, text
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "llm.error" in logged and "PATHSECRET123" not in logged
+
+
+def test_mask_urls_masks_every_url_in_a_text() -> None:
+    """Userinfo, query values and secret-looking path segments of each URL in a text (a
+    comma-separated list included) are masked; the rest of the text is kept."""
+    text = (
+        "cannot be reached at nats://bot:PW1@10.0.0.1:4222,tls://w:PW2@10.0.0.2:4222 (OSError)."
+        " Also http://h:8080/gw/tok_PATHSECRET123/v1?api-key=K3Y,x and s3://bucket/files."
+    )
+    masked = mask_urls(text)
+    for secret in ("PW1", "PW2", "PATHSECRET123", "K3Y", "bot:", "w:"):
+        assert secret not in masked, masked
+    assert masked == (
+        "cannot be reached at nats://***:***@10.0.0.1:4222,tls://***:***@10.0.0.2:4222"
+        " (OSError). Also http://h:8080/gw/***/v1?api-key=*** and s3://bucket/files."
+    )
+    assert mask_url("bot:PW@10.0.0.1:4222") == "***@10.0.0.1:4222"
+    assert mask_url("http://h/v1/projects/acct-7781/openai") == (
+        "http://h/v1/projects/acct-7781/openai"
+    )

@@ -4,17 +4,20 @@ nats-server and a real S3 server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import nats as nats_client
 import pytest
 from nats.aio.client import Client
+from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from labbot.config import Settings, load_settings
 from labbot.files import FileStore
+from labbot.remote import bus
 from labbot.remote.executor import RemoteExecutor
 from tests.conftest import Factory, open_executor
 from tests.servers import S3, Nats, Process, workers_running
@@ -43,14 +46,31 @@ def bot_settings(nats: Nats, s3: S3, data_dir: Path, **overrides: Any) -> Settin
 RemoteFactory = Factory
 
 
+async def empty_placements(nats: Nats) -> None:
+    """No session placed anywhere: the placement bucket (shared by every test of the session)
+    is removed, so what the bot counts per worker is this test's alone."""
+    nc = await nats_client.connect(nats.url, user="bot", password=nats.bot_password)
+    try:
+        with contextlib.suppress(NotFoundError, BucketNotFoundError):
+            await nc.jetstream().delete_key_value(bus.KV_BUCKET)
+    finally:
+        await nc.close()
+
+
 @pytest.fixture
 def make_remote(nats: Nats, s3_server: S3, tmp_path: Path) -> RemoteFactory:
-    """A bot process's RemoteExecutor and FileStore (blobs in S3), closed by ``async with``."""
+    """A bot process's RemoteExecutor and FileStore (blobs in S3), closed by ``async with``.
+    The test's first bot starts on a cluster with no sessions placed."""
+    emptied: list[bool] = []
 
-    def make(**overrides: Any) -> AbstractAsyncContextManager[tuple[RemoteExecutor, FileStore]]:
-        return open_executor(
-            RemoteExecutor, bot_settings(nats, s3_server, tmp_path / "bot", **overrides)
-        )
+    @asynccontextmanager
+    async def make(**overrides: Any) -> AsyncIterator[tuple[RemoteExecutor, FileStore]]:
+        if not emptied:
+            await empty_placements(nats)
+            emptied.append(True)
+        settings = bot_settings(nats, s3_server, tmp_path / "bot", **overrides)
+        async with open_executor(RemoteExecutor, settings) as pair:
+            yield pair
 
     return make
 

@@ -24,8 +24,10 @@ LOST_WITHIN = 5.0  # seconds from a worker's death to the conversation running e
 
 @pytest.fixture
 def pair(nats: Nats, s3_server: S3, tmp_path: Path) -> Iterator[dict[str, Process]]:
-    """Fresh workers w3 and w4 for a test that hurts them."""
-    with workers_running(("w3", "w4"), nats, s3_server, tmp_path) as started:
+    """Fresh workers w3 and w4 for a test that hurts them, each with three warm kernels: the
+    survivor has one ready for a re-placed session even just after its two new sessions took
+    the others (a kernel start alone can take seconds on a busy machine)."""
+    with workers_running(("w3", "w4"), nats, s3_server, tmp_path, SANDBOX_WARM_POOL="3") as started:
         yield started
 
 
@@ -35,14 +37,20 @@ def host_of(executor: RemoteExecutor, user: str, conversation: str) -> str:
 
 async def _lose_a_worker(make_remote: RemoteFactory, pair: dict[str, Process], how: str) -> None:
     async with make_remote() as (executor, store):
+        # Four users, one conversation each: a moved session never pushes out another of the
+        # same user (each keeps at most MAX_SESSIONS_PER_USER on a worker).
         convs = [f"c-{uuid.uuid4().hex[:6]}" for _ in range(4)]
+        owner = {c: f"u{i}" for i, c in enumerate(convs)}
         for i, c in enumerate(convs):
-            assert (await executor.run("u", c, f"x = {i}\nprint(x)")).status == "ok"
-        hosts = {c: host_of(executor, "u", c) for c in convs}
-        assert set(hosts.values()) == {"w3", "w4"}  # spread by free slots
+            assert (await executor.run(owner[c], c, f"x = {i}\nprint(x)")).status == "ok"
+        hosts = {c: host_of(executor, owner[c], c) for c in convs}
+        assert set(hosts.values()) == {"w3", "w4"}  # spread by the sessions each holds
         victim = hosts[convs[0]]
         survivor = next(c for c in convs if hosts[c] != victim)
-        before = await executor.run("u", convs[0], "open('kept.txt', 'w').write('acknowledged')")
+        victim_user = owner[convs[0]]
+        before = await executor.run(
+            victim_user, convs[0], "open('kept.txt', 'w').write('acknowledged')"
+        )
         kept_id = before.files[0].id
 
         rerun = asyncio.Event()
@@ -57,7 +65,7 @@ async def _lose_a_worker(make_remote: RemoteFactory, pair: dict[str, Process], h
 
         started = asyncio.Event()
         code = "print('start', flush=True)\nimport time\ntime.sleep(3)\n'x' in globals()"
-        run = asyncio.create_task(executor.run("u", convs[0], code, on_output=on_output))
+        run = asyncio.create_task(executor.run(victim_user, convs[0], code, on_output=on_output))
         async with asyncio.timeout(20):
             await started.wait()
         proc = pair[victim].proc
@@ -72,14 +80,14 @@ async def _lose_a_worker(make_remote: RemoteFactory, pair: dict[str, Process], h
         result = await asyncio.wait_for(run, 20)
         assert result.session_restarted and result.notes[0] == HOST_LOST_NOTE
         assert result.value == "False"  # a fresh interpreter: x is gone, and said so
-        assert host_of(executor, "u", convs[0]) != victim
+        assert host_of(executor, victim_user, convs[0]) != victim
         # The other worker's conversations kept their variables.
         for c in convs:
             if hosts[c] != victim:
-                assert (await executor.run("u", c, "x")).value == str(convs.index(c))
-        assert (await executor.run("u", survivor, "x")).status == "ok"
+                assert (await executor.run(owner[c], c, "x")).value == str(convs.index(c))
+        assert (await executor.run(owner[survivor], survivor, "x")).status == "ok"
         # Output acknowledged before the loss is still there, bytes and metadata.
-        assert await store.read_bytes("u", kept_id) == b"acknowledged"
+        assert await store.read_bytes(victim_user, kept_id) == b"acknowledged"
         print(f"{how}: rerun started {detected:.2f} s after the worker was hit")
 
 
