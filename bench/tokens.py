@@ -15,7 +15,8 @@ from pathlib import Path
 from labbot.llm import tokens
 
 ROOT = Path(__file__).resolve().parents[1]
-IMAGE = ROOT.parent / "shared" / "fixtures" / "formats" / "images" / "hubble_deep_field.jpg"
+# A photo kept in the repository (the bench never depends on anything beside the clone).
+IMAGE = ROOT / "tests" / "fixtures" / "formats" / "images" / "photo.jpg"
 
 
 def corpus(megabytes: float) -> str:
