@@ -77,15 +77,15 @@ class Process:
                     raise RuntimeError(f"{text!r} never came; log:\n{''.join(self._lines)[-3000:]}")
                 self._seen.wait(remaining)
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 10.0) -> None:
         """SIGTERM by PID (the whole process group; a paused one is woken to get it), SIGKILL
-        after 10 s."""
+        after ``grace`` seconds."""
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
                 os.killpg(self.proc.pid, signal.SIGCONT)
             try:
-                self.proc.wait(10)
+                self.proc.wait(grace)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
@@ -232,7 +232,7 @@ def seaweedfs(
                 raise RuntimeError(f"bucket not created: {done.stdout}{done.stderr}")
         yield S3(f"http://{host}:{ports['s3']}", "labbot", access, secret, process)
     finally:
-        process.stop()
+        process.stop(grace=1.0)  # its data is thrown away: no need to wait for a clean exit
         for sock in Path("/tmp").glob("seaweedfs-*-grpc-*.sock"):
             if any(f"-{p + 10000}.sock" in sock.name for p in ports.values()):
                 sock.unlink(missing_ok=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from labbot.errors import SandboxUnavailable
 from labbot.sandbox import CodeInterpreter
 from tests.conftest import chunks_of
 from tests.sandbox.conftest import FAKE_KEY, FAKE_TOKEN
@@ -156,7 +157,15 @@ async def test_row6_fork_bomb_is_contained(jailed) -> None:
             "    except OSError:\n        pass\n",
         )
     )
-    await still_responsive(interpreter)
+    try:
+        await still_responsive(interpreter)
+    except SandboxUnavailable:
+        # Unprivileged without cgroups, one process count is shared by every session (README,
+        # Privileges): another session may not start while the bomb runs, only after.
+        if os.geteuid() == 0:
+            raise
+        await bomb
+        await still_responsive(interpreter)
     result = await bomb
     assert result.status == "timeout" and "time limit" in result.notes[-1]
     assert (await interpreter.run("u", "c", "print(1)")).stdout == "1\n"
