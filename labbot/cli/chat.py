@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -189,11 +190,17 @@ def chat(ctx: click.Context, user: str, conversation: str, output_dir: Path) -> 
     from labbot.frontends.terminal import TerminalChat
 
     settings: Settings = ctx.obj["settings"]()
+    data_dir = Path(settings.LABBOT_DATA_DIR)
+    _log_to_file(settings, data_dir / "chat.log")  # log lines never mix into the chat
 
     async def main() -> None:
         async with open_app(settings) as services:
             await TerminalChat(
-                services, user=user, conversation=conversation, output_dir=output_dir
+                services,
+                user=user,
+                conversation=conversation,
+                output_dir=output_dir,
+                history=data_dir / "chat-history",
             ).run()
 
     try:
@@ -202,6 +209,20 @@ def chat(ctx: click.Context, user: str, conversation: str, output_dir: Path) -> 
         raise
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _log_to_file(settings: Settings, path: Path) -> None:
+    """Send the chat's log lines to ``path`` (the screen is the conversation's)."""
+    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
+    root = logging.getLogger()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError:
+        root.setLevel(logging.ERROR)  # no log file: only what stops the chat reaches stderr
+        return
+    handler.setFormatter(root.handlers[0].formatter)
+    root.handlers[:] = [handler]
 
 
 @cli.command()

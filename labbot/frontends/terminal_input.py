@@ -22,8 +22,10 @@ from typing import TextIO
 from prompt_toolkit import PromptSession, print_formatted_text
 from prompt_toolkit.application import run_in_terminal
 from prompt_toolkit.history import FileHistory, InMemoryHistory
+from prompt_toolkit.input import Input
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.lexers import PygmentsLexer
+from prompt_toolkit.output import Output
 
 LEAVE_HINT = "(Ctrl-C again or Ctrl-D to leave)"
 
@@ -78,14 +80,23 @@ def private_history(path: Path) -> FileHistory:
 class LineReader:
     """Reads one input at a time (a chat message, a Python cell, a slash command)."""
 
-    def __init__(self, *, history: Path | None, python: bool, stdin: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        history: Path | None,
+        python: bool,
+        stdin: TextIO | None = None,
+        terminal: tuple[Input, Output] | None = None,
+    ) -> None:
         self.python = python
         self.stdin = stdin or sys.stdin
-        self.interactive = self.stdin.isatty() and sys.stdout.isatty()
+        self.interactive = terminal is not None or (self.stdin.isatty() and sys.stdout.isatty())
         self._session: PromptSession[str] | None = None
         if self.interactive:
             store = InMemoryHistory() if history is None else private_history(history)
             self._session = PromptSession(
+                input=terminal[0] if terminal else None,
+                output=terminal[1] if terminal else None,
                 history=store,
                 multiline=True,
                 key_bindings=self._bindings(),
