@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -191,7 +193,6 @@ def chat(ctx: click.Context, user: str, conversation: str, output_dir: Path) -> 
 
     settings: Settings = ctx.obj["settings"]()
     data_dir = Path(settings.LABBOT_DATA_DIR)
-    _log_to_file(settings, data_dir / "chat.log")  # log lines never mix into the chat
 
     async def main() -> None:
         async with open_app(settings) as services:
@@ -204,15 +205,17 @@ def chat(ctx: click.Context, user: str, conversation: str, output_dir: Path) -> 
             ).run()
 
     try:
-        asyncio.run(main())
+        with _log_to_file(settings, data_dir / "chat.log"):  # never mixed into the chat
+            asyncio.run(main())
     except LabbotError:
         raise
     except KeyboardInterrupt:
         sys.exit(130)
 
 
-def _log_to_file(settings: Settings, path: Path) -> None:
-    """Send the chat's log lines to ``path`` (the screen is the conversation's)."""
+@contextlib.contextmanager
+def _log_to_file(settings: Settings, path: Path) -> Iterator[None]:
+    """Send log lines to ``path`` while the chat runs (the screen is the conversation's)."""
     configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
     root = logging.getLogger()
     try:
@@ -220,9 +223,15 @@ def _log_to_file(settings: Settings, path: Path) -> None:
         handler = logging.FileHandler(path, encoding="utf-8")
     except OSError:
         root.setLevel(logging.ERROR)  # no log file: only what stops the chat reaches stderr
+        yield
         return
     handler.setFormatter(root.handlers[0].formatter)
     root.handlers[:] = [handler]
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
 
 
 @cli.command()

@@ -196,3 +196,25 @@ async def test_chat_strips_control_sequences(tmp_path: Path) -> None:
     for text in (chat, console):
         assert_inert(text)
         assert "ABCDEF" in text and "ValueError" in text
+
+
+async def test_chat_reads_piped_lines(tmp_path: Path, restore_logging: None) -> None:
+    """`labbot chat` with its input piped (no terminal) reads plain lines: a message, a bad
+    command answered in one line, /quit; the answer is printed once, its log lines are not."""
+    async with FakeOpenAI() as api:
+        api.enqueue(Reply.text("Piped answer."))
+        env = {
+            "LABBOT_DATA_DIR": str(tmp_path / "data"),
+            "SANDBOX_WARM_POOL": "0",
+            "OPENAI_API_KEY": "sk-test",
+            "OPENAI_BASE_URL": api.base_url,
+            "DEFAULT_MODEL": "gpt-4o-mini",
+        }
+        piped = "hello\n/upload nowhere.csv\n/quit\nnever sent\n"
+        result = await asyncio.to_thread(
+            CliRunner().invoke, cli, ["chat"], input=piped, env=env, catch_exceptions=False
+        )
+    assert result.exit_code == 0, result.output
+    assert result.output.count("Piped answer.") == 1, result.output
+    assert "Not uploaded: nowhere.csv does not exist." in result.output
+    assert len(api.requests) == 1 and "INFO" not in result.output
