@@ -89,6 +89,7 @@ def ask(
     from labbot.files.receipt import render_upload_confirmation
     from labbot.frontends.escapes import PrintableStream, json_text
     from labbot.frontends.terminal import save_produced
+    from labbot.frontends.terminal_view import from_chat_markup
 
     settings = _settings(ctx)
     if not settings.llm_configured:
@@ -138,7 +139,8 @@ def ask(
                         }
                     )
                 else:
-                    echo(render_upload_confirmation(saved, now=services.store.clock()), err=True)
+                    receipt = render_upload_confirmation(saved, now=services.store.clock())
+                    echo(from_chat_markup(receipt).plain, err=True)  # no **markup** shown
             async for event in services.engine.turn(
                 user, conversation, question, file_ids=file_ids, image_ids=image_ids
             ):
