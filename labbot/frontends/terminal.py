@@ -15,6 +15,7 @@ import signal
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.syntax import Syntax
@@ -42,6 +43,7 @@ from labbot.frontends.terminal_commands import Commands
 from labbot.frontends.terminal_input import LineReader
 from labbot.frontends.terminal_view import TurnView, plain
 
+T = TypeVar("T")
 MODEL_STEP = "waiting for the model"
 CODE_STEP = "running code"
 
@@ -115,7 +117,8 @@ class TerminalChat:
             return True
         try:
             if text.lstrip().startswith("/"):
-                return await self.commands.run(text.strip())
+                go_on = await self._stoppable(self.commands.run(text.strip()), cell=False)
+                return go_on is not False
             if self.console_mode:
                 await self._stoppable(self._run_code(textwrap.dedent(text).strip("\n")))
             else:
@@ -131,9 +134,10 @@ class TerminalChat:
         if self._interrupt is not None:
             self._interrupt()
 
-    async def _stoppable(self, work: Awaitable[None]) -> None:
-        """Run ``work``; Ctrl-C (or ``interrupt``) stops it. A cell is interrupted in the
-        sandbox first (variables kept); a second Ctrl-C, or one during an answer, cancels."""
+    async def _stoppable(self, work: Awaitable[T], *, cell: bool = True) -> T | None:
+        """Run ``work``; Ctrl-C (or ``interrupt``) stops it (None then). A cell is interrupted
+        in the sandbox first (variables kept); a second Ctrl-C, or one during an answer or a
+        command, cancels."""
         task = asyncio.ensure_future(work)
         presses = 0
         stopping: list[asyncio.Future[None]] = []  # held until done
@@ -141,7 +145,7 @@ class TerminalChat:
         def stop() -> None:
             nonlocal presses
             presses += 1
-            if self.console_mode and presses == 1:
+            if cell and self.console_mode and presses == 1:
                 stopping.append(asyncio.ensure_future(self._stop_cell(task)))
             else:
                 task.cancel()
@@ -158,10 +162,10 @@ class TerminalChat:
                 loop.remove_signal_handler(signal.SIGINT)
         if task.cancelled():
             self.console.print("[yellow]Stopped.[/] (the session and its variables are kept)")
-            return
-        task.result()  # its error, if any
+            return None
+        return task.result()  # or its error
 
-    async def _stop_cell(self, task: asyncio.Future[None]) -> None:
+    async def _stop_cell(self, task: asyncio.Future[Any]) -> None:
         if not await self.services.interpreter.stop(self.user, self.conversation):
             task.cancel()  # not running yet (a sandbox starting): nothing to lose
 
