@@ -7,6 +7,9 @@ frames in ``sandbox.frames``, the NATS messages in ``remote.wire``) and then bec
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
@@ -210,3 +213,32 @@ Event = (
     | Final
     | Failed
 )
+
+
+# -- progress: a slow step (a sandbox starting, a package installing) named to whoever watches --
+
+ProgressHook = Callable[[str, bool], None]
+_progress_hook: ContextVar[ProgressHook | None] = ContextVar("labbot_progress", default=None)
+
+
+@contextmanager
+def progress_to(hook: ProgressHook) -> Iterator[None]:
+    """Within this block (and the tasks it starts), slow steps call ``hook(name, started)``."""
+    token = _progress_hook.set(hook)
+    try:
+        yield
+    finally:
+        _progress_hook.reset(token)
+
+
+@contextmanager
+def progress(name: str) -> Iterator[None]:
+    """Mark a slow step (``"starting a sandbox"``) for the hook watching, if any."""
+    hook = _progress_hook.get()
+    if hook is not None:
+        hook(name, True)
+    try:
+        yield
+    finally:
+        if hook is not None:
+            hook(name, False)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +89,7 @@ def ask(
     from labbot.files.receipt import render_upload_confirmation
     from labbot.frontends.escapes import PrintableStream, json_text
     from labbot.frontends.terminal import save_produced
+    from labbot.frontends.terminal_view import from_chat_markup
 
     settings = _settings(ctx)
     if not settings.llm_configured:
@@ -135,7 +139,8 @@ def ask(
                         }
                     )
                 else:
-                    echo(render_upload_confirmation(saved, now=services.store.clock()), err=True)
+                    receipt = render_upload_confirmation(saved, now=services.store.clock())
+                    echo(from_chat_markup(receipt).plain, err=True)  # no **markup** shown
             async for event in services.engine.turn(
                 user, conversation, question, file_ids=file_ids, image_ids=image_ids
             ):
@@ -189,19 +194,46 @@ def chat(ctx: click.Context, user: str, conversation: str, output_dir: Path) -> 
     from labbot.frontends.terminal import TerminalChat
 
     settings: Settings = ctx.obj["settings"]()
+    data_dir = Path(settings.LABBOT_DATA_DIR)
 
     async def main() -> None:
         async with open_app(settings) as services:
             await TerminalChat(
-                services, user=user, conversation=conversation, output_dir=output_dir
+                services,
+                user=user,
+                conversation=conversation,
+                output_dir=output_dir,
+                history=data_dir / "chat-history",
             ).run()
 
     try:
-        asyncio.run(main())
+        with _log_to_file(settings, data_dir / "chat.log"):  # never mixed into the chat
+            asyncio.run(main())
     except LabbotError:
         raise
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+@contextlib.contextmanager
+def _log_to_file(settings: Settings, path: Path) -> Iterator[None]:
+    """Send log lines to ``path`` while the chat runs (the screen is the conversation's)."""
+    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
+    root = logging.getLogger()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError:
+        root.setLevel(logging.ERROR)  # no log file: only what stops the chat reaches stderr
+        yield
+        return
+    handler.setFormatter(root.handlers[0].formatter)
+    root.handlers[:] = [handler]
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
 
 
 @cli.command()

@@ -1,20 +1,24 @@
-"""The terminal chat: the engine's events rendered with rich, plus a few slash commands.
+"""The terminal chat: what you type goes to the model (or, with no model configured, runs as
+Python in your sandboxed session); answers stream and are rendered as Markdown, a status line
+names the slow step, and Ctrl-C stops what runs without ending the session.
 
-With no model configured it is a sandboxed data console: what you type runs as Python in your
-session, with load_file and uploads working as in the bot.
+    chat = TerminalChat(services, user="local", conversation="terminal", output_dir=out)
+    await chat.run()                     # from the keyboard (terminal_input.LineReader)
+    await chat.run(lines)                # or from any async iterator of inputs
 """
 
 from __future__ import annotations
 
 import asyncio
-import shlex
-from collections.abc import AsyncIterator
+import contextlib
+import signal
+import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from rich.console import Console
-from rich.markup import escape
 from rich.syntax import Syntax
-from rich.table import Table
 
 from labbot.app import App
 from labbot.core import (
@@ -30,29 +34,18 @@ from labbot.core import (
     ToolOutput,
     ToolStarted,
     Usage,
+    progress_to,
 )
 from labbot.errors import LabbotError
-from labbot.files import file_chunks, kind_by_name
-from labbot.files.receipt import format_expiry, format_size, render_upload_confirmation
-from labbot.frontends.escapes import PrintableStream, printable
+from labbot.files.receipt import format_size
+from labbot.frontends.escapes import printable
+from labbot.frontends.terminal_commands import Commands
+from labbot.frontends.terminal_input import LineReader
+from labbot.frontends.terminal_view import TurnView, plain
 
-HELP = """Commands:
-  /upload PATH...   store files (then ask about them)
-  /files            list your files          /rm ID   delete one
-  /reset            forget this conversation's history and variables (files stay)
-  /usage            tokens and cost per model
-  /model [NAME]     show or choose the model (one the operator allows; --force adds one)
-  /help             this text                /quit    leave (Ctrl-D works too)"""
-
-
-def shown(text: str) -> str:
-    """Text from a model, a file or user code made safe to print with rich: control sequences
-    removed, markup escaped."""
-    return escape(printable(text))
-
-
-def _local_path(arg: str) -> Path:
-    return Path(arg).expanduser()
+T = TypeVar("T")
+MODEL_STEP = "waiting for the model"
+CODE_STEP = "running code"
 
 
 async def save_produced(services: App, user: str, file: OutputFile, folder: Path) -> Path:
@@ -76,188 +69,174 @@ class TerminalChat:
         conversation: str,
         output_dir: Path,
         console: Console | None = None,
+        history: Path | None = None,
     ) -> None:
         self.services = services
         self.user = user
         self.conversation = conversation
         self.output_dir = output_dir
         self.console = console or Console()
-        self.pending: list[str] = []  # uploads to mention in the next message
-        self.pending_images: list[str] = []
-        # Model text and code output arrive in pieces: one cleaner each, so a sequence cut
-        # between two pieces is removed whole.
-        self._answer, self._output = PrintableStream(), PrintableStream()
+        self.history = history
+        self.commands = Commands(services, user, conversation, self.console)
+        self._interrupt: Callable[[], None] | None = None  # stops what runs now
 
-    async def run(self, lines: AsyncIterator[str] | None = None) -> None:
-        """Read lines (from the keyboard unless given) until /quit or end of input."""
+    @property
+    def console_mode(self) -> bool:
+        """True when there is no model: inputs are Python cells."""
+        return self.services.engine is None
+
+    async def run(self, inputs: AsyncIterator[str] | None = None) -> None:
+        """Handle inputs (from the keyboard unless given) until /quit or the end of input."""
         engine = self.services.engine
         if engine is None:
             self.console.print(
                 "[yellow]No model configured:[/] this is a sandboxed Python console (your code"
-                " runs in your session; load_file works). Set OPENAI_API_KEY, or OPENAI_BASE_URL"
-                " for a local server, to chat with a model."
+                " runs in your session; load_file works; a block ends with a blank line)."
+                " Set OPENAI_API_KEY, or OPENAI_BASE_URL for a local server, to chat with a"
+                " model. /help lists the commands."
             )
         else:
             model = await engine.model_for(self.user)
-            self.console.print(f"labbot chat with [bold]{model.name}[/]. /help for commands.")
-        source = lines if lines is not None else self._keyboard()
-        async for line in source:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                if line.startswith("/"):
-                    if not await self._command(line):
-                        return
-                elif engine is None:
-                    await self._run_code(line)
-                else:
-                    await self._ask(line)
-            except LabbotError as exc:
-                self.console.print(f"[red]{shown(str(exc))}[/]")
-
-    async def _keyboard(self) -> AsyncIterator[str]:
-        while True:
-            try:
-                yield await asyncio.to_thread(self.console.input, "[bold green]you>[/] ")
-            except (EOFError, KeyboardInterrupt):
+            self.console.print(
+                f"labbot chat with [bold]{printable(model.name)}[/]. /help for commands;"
+                " Ctrl-C stops an answer, twice at the prompt leaves."
+            )
+        source = inputs if inputs is not None else self._keyboard()
+        async for text in source:
+            if not await self.handle(text):
                 return
 
-    async def _command(self, line: str) -> bool:
-        name, *args = shlex.split(line)
-        services, user = self.services, self.user
-        if name in ("/quit", "/exit"):
-            return False
-        if name == "/help":
-            self.console.print(HELP)
-        elif name == "/upload":
-            for arg in args:
-                path = _local_path(arg)
-                result = await services.store.save(user, path.name, file_chunks(path))
-                receipt = render_upload_confirmation(result, now=services.store.clock())
-                self.console.print(shown(receipt))
-                self.pending.append(result.record.id)
-                if result.record.kind == "image":
-                    self.pending_images.append(result.record.id)
-        elif name == "/files":
-            await self._files()
-        elif name == "/rm" and args:
-            record = await services.store.delete(user, args[0])
-            self.console.print(f"Deleted {shown(record.name)}.")
-        elif name == "/reset":
-            if services.engine is not None:
-                await services.engine.reset(user, self.conversation)
+    async def _keyboard(self) -> AsyncIterator[str]:
+        reader = LineReader(history=self.history, python=self.console_mode)
+        while (text := await reader.read()) is not None:
+            yield text
+
+    async def handle(self, text: str) -> bool:
+        """One input: a slash command, a cell or a message. False when the user leaves."""
+        if not text.strip():
+            return True
+        try:
+            if text.lstrip().startswith("/"):
+                go_on = await self._stoppable(self.commands.run(text.strip()), cell=False)
+                return go_on is not False
+            if self.console_mode:
+                await self._stoppable(self._run_code(textwrap.dedent(text).strip("\n")))
             else:
-                await services.interpreter.reset(user, self.conversation)
-            self.console.print("Conversation reset: history and variables are gone; files stay.")
-        elif name == "/usage":
-            await self._usage()
-        elif name == "/model" and services.engine is not None:
-            names = [a for a in args if a != "--force"]
-            model = (
-                await services.engine.set_model(user, names[0], force="--force" in args)
-                if names
-                else (await services.engine.model_for(user))
-            )
-            allowed = (await services.engine.models()).names()
-            self.console.print(f"Model: {model.name} (allowed: {escape(', '.join(allowed))})")
-        else:
-            self.console.print(f"Unknown command {shown(name)}. /help lists them.")
+                await self._stoppable(self._ask(text.strip()))
+        except LabbotError as exc:
+            self.console.print(plain(str(exc), "red"))
         return True
 
-    async def _files(self) -> None:
-        records = await self.services.store.list(self.user)
-        if not records:
-            self.console.print("No files.")
-            return
-        table = Table("id", "name", "type", "size", "expires")
-        now = self.services.store.clock()
-        for r in records:
-            table.add_row(
-                r.id,
-                shown(r.name),
-                kind_by_name(r.kind).label,
-                format_size(r.size),
-                format_expiry(r.expires_at, now),
-            )
-        self.console.print(table)
+    # -- Ctrl-C while something runs ---------------------------------------------------------
 
-    async def _usage(self) -> None:
-        rows = await self.services.ledger.summary(self.user)
-        table = Table("model", "requests", "input", "cached", "output", "cost (USD)")
-        for row in rows:
-            table.add_row(
-                row.model,
-                str(row.requests),
-                f"{row.input_tokens:,}",
-                f"{row.cached_tokens:,}",
-                f"{row.output_tokens:,}",
-                f"{row.cost_usd:.4f}",
-            )
-        self.console.print(table if rows else "No model requests yet.")
+    def interrupt(self) -> None:
+        """Stop what runs now (what Ctrl-C does while a cell or an answer runs)."""
+        if self._interrupt is not None:
+            self._interrupt()
+
+    async def _stoppable(self, work: Awaitable[T], *, cell: bool = True) -> T | None:
+        """Run ``work``; Ctrl-C (or ``interrupt``) stops it (None then). A cell is interrupted
+        in the sandbox first (variables kept); a second Ctrl-C, or one during an answer or a
+        command, cancels."""
+        task = asyncio.ensure_future(work)
+        presses = 0
+        stopping: list[asyncio.Future[None]] = []  # held until done
+
+        def stop() -> None:
+            nonlocal presses
+            presses += 1
+            if cell and self.console_mode and presses == 1:
+                stopping.append(asyncio.ensure_future(self._stop_cell(task)))
+            else:
+                task.cancel()
+
+        self._interrupt = stop
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGINT, stop)  # main thread, Unix only
+        try:
+            await asyncio.wait({task})
+        finally:
+            self._interrupt = None
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signal.SIGINT)
+        if task.cancelled():
+            self.console.print("[yellow]Stopped.[/] (the session and its variables are kept)")
+            return None
+        return task.result()  # or its error
+
+    async def _stop_cell(self, task: asyncio.Future[Any]) -> None:
+        if not await self.services.interpreter.stop(self.user, self.conversation):
+            task.cancel()  # not running yet (a sandbox starting): nothing to lose
+
+    # -- a cell (console mode) ---------------------------------------------------------------
 
     async def _run_code(self, code: str) -> None:
-        async def live(stream: str, text: str) -> None:
-            style = "red" if stream == "stderr" else None
-            self.console.print(escape(self._output.feed(text)), end="", style=style)
+        with TurnView(self.console) as view, progress_to(view.progress):
+            view.step(CODE_STEP)
 
-        result = await self.services.interpreter.run(
-            self.user, self.conversation, code, on_output=live
-        )
-        self.console.print(escape(self._output.flush()), end="")
-        await self._show_result(result)
-        for file in result.files:
-            await self._show_file(file)
+            async def live(stream: str, text: str) -> None:
+                view.output(text, stream, style="")
+
+            result = await self.services.interpreter.run(
+                self.user, self.conversation, code, on_output=live
+            )
+            view.end_output()
+            self._show_result(view, result)
+            for file in result.files:
+                await self._show_file(view, file)
+
+    # -- a turn (chat mode) ------------------------------------------------------------------
 
     async def _ask(self, text: str) -> None:
         assert self.services.engine is not None
-        files, images = self.pending, self.pending_images
-        self.pending, self.pending_images = [], []
-        async for event in self.services.engine.turn(
-            self.user, self.conversation, text, file_ids=files, image_ids=images
-        ):
-            await self.render(event)
-        self.console.print(escape(self._output.flush() + self._answer.flush()))
+        files, images = self.commands.take_pending()
+        with TurnView(self.console) as view, progress_to(view.progress):
+            view.step(MODEL_STEP)
+            async for event in self.services.engine.turn(
+                self.user, self.conversation, text, file_ids=files, image_ids=images
+            ):
+                await self.render(view, event)
 
-    async def render(self, event: Event) -> None:
+    async def render(self, view: TurnView, event: Event) -> None:
         """Show one engine event."""
         match event:
             case TextDelta(text=text):
-                self.console.print(escape(self._answer.feed(text)), end="")
+                view.answer(text)
             case ToolStarted(code=code):
-                self.console.print(escape(self._answer.flush()))
-                shown_code = printable(code)
-                self.console.print(
-                    Syntax(shown_code, "python", theme="ansi_dark", line_numbers=False)
-                )
-            case ToolOutput(text=text):
-                self.console.print(escape(self._output.feed(text)), end="", style="dim")
-            case Status(text=text):
-                self.console.print(f"\n[yellow]{shown(text)}[/]")
+                view.end_answer()
+                view.print(Syntax(printable(code), "python", theme="ansi_dark"))
+                view.step(CODE_STEP)
+            case ToolOutput(text=text, stream=stream):
+                view.output(text, stream)
             case ToolFinished(result=result):
-                self.console.print(escape(self._output.flush()), end="", style="dim")
-                await self._show_result(result, brief=True)
+                view.end_output()
+                self._show_result(view, result, brief=True)
+                view.step(MODEL_STEP)
             case FileProduced(file=file):
-                await self._show_file(file)
+                await self._show_file(view, file)
+            case Status(text=text):
+                view.print(plain(text, "yellow"))
             case Failed(text=text):
-                self.console.print(f"\n[red]{shown(text)}[/]")
-            case Usage() | Final():
+                view.end_answer()
+                view.print(plain(text, "red"))
+            case Final():
+                view.end_answer()
+            case Usage():
                 pass
 
-    async def _show_result(self, result: ExecutionResult, *, brief: bool = False) -> None:
+    def _show_result(self, view: TurnView, result: ExecutionResult, *, brief: bool = False) -> None:
         if result.value and not brief:
-            self.console.print(shown(result.value))
+            view.print(plain(result.value))
         if result.error is not None:
             error = result.error
-            self.console.print(
-                shown(error.traceback or f"{error.name}: {error.message}"), style="red"
-            )
+            view.print(plain(error.traceback or f"{error.name}: {error.message}", "red"))
         for note in result.notes:
-            self.console.print(f"[yellow]note:[/] {shown(note)}")
+            view.print(plain(f"note: {note}", "yellow"))
+        for skipped in result.skipped_files:
+            view.print(plain(f"not kept: {skipped.name}: {skipped.reason}", "yellow"))
 
-    async def _show_file(self, file: OutputFile) -> None:
+    async def _show_file(self, view: TurnView, file: OutputFile) -> None:
         path = await save_produced(self.services, self.user, file, self.output_dir)
-        self.console.print(
-            f"[cyan]file:[/] {shown(file.name)} ({shown(file.id)},"
-            f" {format_size(file.size)}) -> {shown(str(path))}"
-        )
+        line = f"file: {file.name} ({file.id}, {format_size(file.size)}) -> {path}"
+        view.print(plain(line, "cyan"))

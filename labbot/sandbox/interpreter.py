@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from labbot.config import Settings
-from labbot.core import ExecError, ExecutionResult, OutputFile, SkippedFile
+from labbot.core import ExecError, ExecutionResult, OutputFile, SkippedFile, progress
 from labbot.errors import FileError, StorageError
 from labbot.files import FileStore
 from labbot.files.cache import BlobCache
@@ -159,7 +159,8 @@ class CodeInterpreter:
             result, missing = await self._execute(session, code, on_output, files)
         if missing and result.status == "error" and self.settings.SANDBOX_AUTO_INSTALL:
             # The install waits apart from the execution slots (other users' cells go on).
-            package, note = await self.installs.decide(session.user, missing)
+            with progress(f"installing a package for {missing!r}"):
+                package, note = await self.installs.decide(session.user, missing)
             if note:
                 result = replace(result, notes=(*result.notes, note))
             if package is not None and session.kernel.alive:

@@ -21,6 +21,7 @@ import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
+from labbot.core import progress
 from labbot.errors import SandboxUnavailable
 from labbot.sandbox.jail import Jail
 from labbot.sandbox.kernel_client import KernelProcess
@@ -198,7 +199,8 @@ class SessionManager:
                 ) from None
         if kernel in self._starting:
             try:
-                await self._start_reserved(kernel)
+                with progress("starting a sandbox"):
+                    await self._start_reserved(kernel)
             finally:
                 self._starting.discard(kernel)
         async with self._lock:

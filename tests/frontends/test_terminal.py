@@ -196,3 +196,47 @@ async def test_chat_strips_control_sequences(tmp_path: Path) -> None:
     for text in (chat, console):
         assert_inert(text)
         assert "ABCDEF" in text and "ValueError" in text
+
+
+async def test_chat_reads_piped_lines(tmp_path: Path, restore_logging: None) -> None:
+    """`labbot chat` with its input piped (no terminal) reads plain lines: a message, a bad
+    command answered in one line, /quit; the answer is printed once, its log lines are not."""
+    async with FakeOpenAI() as api:
+        api.enqueue(Reply.text("Piped answer."))
+        env = {
+            "LABBOT_DATA_DIR": str(tmp_path / "data"),
+            "SANDBOX_WARM_POOL": "0",
+            "OPENAI_API_KEY": "sk-test",
+            "OPENAI_BASE_URL": api.base_url,
+            "DEFAULT_MODEL": "gpt-4o-mini",
+        }
+        piped = "hello\n/upload nowhere.csv\n/quit\nnever sent\n"
+        result = await asyncio.to_thread(
+            CliRunner().invoke, cli, ["chat"], input=piped, env=env, catch_exceptions=False
+        )
+    assert result.exit_code == 0, result.output
+    assert result.output.count("Piped answer.") == 1, result.output
+    assert "Not uploaded: nowhere.csv does not exist." in result.output
+    assert len(api.requests) == 1 and "INFO" not in result.output
+
+
+async def test_ask_prints_the_upload_receipt_without_chat_markup(
+    tmp_path: Path, restore_logging: None
+) -> None:
+    """`labbot ask --attach` confirms the upload in plain words (no `**` or backticks)."""
+    note = tmp_path / "notes.txt"
+    note.write_text("hello")
+    async with FakeOpenAI() as api:
+        api.enqueue(Reply.text("Read it."))
+        env = {
+            "LABBOT_DATA_DIR": str(tmp_path / "data"),
+            "SANDBOX_WARM_POOL": "0",
+            "OPENAI_API_KEY": "sk-test",
+            "OPENAI_BASE_URL": api.base_url,
+            "DEFAULT_MODEL": "gpt-4o-mini",
+        }
+        args = ["ask", "read it", "--user", "7", "--attach", str(note)]
+        result = await asyncio.to_thread(CliRunner().invoke, cli, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert "File uploaded: notes.txt" in result.stderr, result.stderr
+    assert "**" not in result.stderr and "`" not in result.stderr, result.stderr

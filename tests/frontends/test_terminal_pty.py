@@ -1,0 +1,114 @@
+"""`labbot chat` as a person uses it: a real process on a pseudo-terminal (pexpect), its screen
+read through a terminal emulator (pyte). Few and long on purpose (each starts `labbot`): what
+needs a real terminal (bracketed paste, arrow keys, Ctrl-C as a key and as a signal, the status
+line); the rest is in test_terminal_chat.py and test_terminal_input.py, in process."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.frontends.pty_terminal import Terminal
+
+UP = "\x1b[A"
+CTRL_C = "\x03"
+
+
+@contextmanager
+def chat(tmp_path: Path, **env: str) -> Iterator[Terminal]:
+    """`labbot chat` on a fresh screen, at its first prompt; ended (Ctrl-D) afterwards."""
+    settings = {"LABBOT_DATA_DIR": str(tmp_path / "data"), "SANDBOX_WARM_POOL": "0", **env}
+    terminal = Terminal("chat", env=settings, cwd=tmp_path)
+    try:
+        terminal.wait(terminal.at_prompt, what="the first prompt")
+        yield terminal
+    finally:
+        terminal.close()
+
+
+@pytest.mark.sandbox
+def test_console_paste_ctrl_c_and_history_across_runs(tmp_path: Path) -> None:
+    """In the Python console: a pasted `def` is one cell; a typed `for` waits for its blank
+    line; Ctrl-C (SIGINT) stops a busy cell and the variables stay; a bad /upload is one line;
+    the status line named the sandbox start. In the next run Up recalls the last input; at the
+    prompt Ctrl-C clears the line, and twice leaves with status 0."""
+    with chat(tmp_path) as term:
+        term.paste("def double(x):\n    y = x * 2\n    return y\n")
+        term.enter()
+        term.enter("print(double(21))")
+        term.send("for i in range(2):\r")
+        term.send("print('row', i)\r")
+        term.enter()
+        prompts = term.prompts()
+        term.paste("print('busy', flush=True)\nwhile True:\n    pass\n")
+        term.send("\r")
+        term.wait(r"^busy$", what="the cell running")
+        term.send(CTRL_C)
+        term.wait(lambda: term.prompts() > prompts and term.at_prompt(), what="a prompt")
+        term.enter("/upload missing.csv")
+        term.enter("print(double(2), i)")
+        text, raw = term.text(), term.raw
+    assert "IndentationError" not in text and "NameError" not in text, text
+    assert re.search(r"^42$", text, re.M) and re.search(r"^row 0\nrow 1$", text, re.M), text
+    assert "KeyboardInterrupt" in text and re.search(r"^4 1$", text, re.M), text
+    after_upload = text.split(">>> /upload missing.csv\n", 1)[1]
+    assert after_upload.startswith("Not uploaded: missing.csv does not exist.\n>>> "), text
+    assert "^[[A" not in text and re.search(r"starting a sandbox · \d+\.\ds", raw), raw[-2000:]
+
+    again = {"LABBOT_DATA_DIR": str(tmp_path / "data"), "SANDBOX_WARM_POOL": "0"}
+    term = Terminal("chat", env=again, cwd=tmp_path)
+    term.wait(term.at_prompt, what="the second run's prompt")
+    term.send(UP)
+    term.wait(r"^>>> print\(double\(2\), i\)$", what="the last run's input")
+    term.send(CTRL_C)
+    term.wait(lambda: "double(2)" not in term.screen.display[term.screen.cursor.y], 30, "clear")
+    term.send(CTRL_C)
+    assert term.close(keys="") == 0
+
+
+async def test_model_chat_markdown_backslashes_ctrl_c_and_logs(tmp_path: Path) -> None:
+    """With a model: the answer is rendered as Markdown with its backslashes as sent; Ctrl-C
+    while the model has not answered stops that turn (the status line named the wait, with
+    its time) and the next works; a failed turn is one sentence and its log line goes to
+    chat.log, not the screen."""
+    answer = "## Result\n\n| region | units |\n|---|---|\n| north | 10 |\n\nRun `f('C:\\temp')`."
+    async with FakeOpenAI() as api:
+        api.enqueue(
+            Reply.text(answer, chunks=len(answer)),
+            Reply.hang(),
+            Reply.text("second answer"),
+            Reply.error(400, "bad request"),
+        )
+        env = {
+            "OPENAI_API_KEY": "sk-test",
+            "OPENAI_BASE_URL": api.base_url,
+            "DEFAULT_MODEL": "gpt-4o-mini",
+            "LLM_MAX_RETRIES": "0",
+        }
+
+        def scenario() -> tuple[str, str]:
+            with chat(tmp_path, **env) as term:
+                term.enter("summarise")
+                prompts = term.prompts()
+                term.send("first\r")
+                term.wait(lambda: len(api.requests) >= 2 and "waiting for the model" in term.raw)
+                term.send(CTRL_C)
+                term.wait(lambda: term.prompts() > prompts and term.at_prompt(), what="prompt")
+                term.enter("again")
+                term.enter("fail now")
+                return term.text(), term.raw
+
+        text, raw = await asyncio.to_thread(scenario)
+    assert re.search(r"^\s*Result\s*$", text, re.M) and "##" not in text, text
+    assert re.search(r"^\s*north\s+10\s*$", text, re.M) and "|" not in text, text
+    assert "Run f('C:\\temp')." in text and "\\\\" not in text, text
+    assert "Stopped." in text and "second answer" in text, text
+    assert re.search(r"waiting for the model · \d+\.\ds", raw)
+    assert "WARNING" not in raw and "turn.failed" not in raw, text
+    assert "turn.failed" in (tmp_path / "data" / "chat.log").read_text()
