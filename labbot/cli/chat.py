@@ -29,6 +29,16 @@ def _settings(ctx: click.Context) -> Settings:
     return ctx.obj["settings"]().model_copy(update={"SANDBOX_WARM_POOL": 0})
 
 
+output_dir_option = click.option(
+    "--output-dir",
+    "-o",
+    default="labbot-output",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where files the code makes are saved.",
+)
+
+
 @cli.command()
 @click.argument("question")
 @user_option
@@ -46,14 +56,7 @@ def _settings(ctx: click.Context) -> Settings:
     show_default=True,
     help="Conversation name: history and variables carry over within it.",
 )
-@click.option(
-    "--output-dir",
-    "-o",
-    default="labbot-output",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where files the code makes are saved.",
-)
+@output_dir_option
 @click.option(
     "--model",
     "-m",
@@ -180,13 +183,7 @@ def ask(
 @cli.command()
 @click.option("--user", "-u", default="local", show_default=True, help="Your user id.")
 @click.option("--conversation", "-c", default="terminal", show_default=True)
-@click.option(
-    "--output-dir",
-    "-o",
-    default="labbot-output",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-)
+@output_dir_option
 @click.pass_context
 def chat(ctx: click.Context, user: str, conversation: str, output_dir: Path) -> None:
     """Chat in the terminal (a sandboxed Python console when no model is configured)."""
