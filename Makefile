@@ -24,7 +24,7 @@ lint: setup
 	$(VENV)/bin/lint-imports
 
 test: lint
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2 --durations=15
 	@if docker info >/dev/null 2>&1; then scripts/test-container.sh; \
 	else echo "make test: skipped scripts/test-container.sh (no Docker engine: docker info fails)"; fi
 

@@ -56,6 +56,25 @@ def csv_file(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.timeout(30)
+def test_add_refuses_what_is_no_regular_file(run, csv_file: Path, tmp_path: Path) -> None:
+    """A FIFO (which would wait for ever for a writer) and /dev/zero (which never ends) are
+    refused at once, each with its reason; the regular file beside them is added."""
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)
+    result = run(
+        "files", "add", str(fifo), "/dev/zero", str(csv_file), "-u", "42", "--json", code=1
+    )
+    entries = json.loads(result.stdout)
+    assert [e.get("name") or e["error"]["message"].split(":")[0] for e in entries] == [
+        "fifo.csv",
+        "zero",
+        "sales.csv",
+    ]
+    for entry in entries[:2]:
+        assert "not a regular file" in entry["error"]["message"], entry
+
+
 def test_add_prints_the_upload_confirmation(run, csv_file: Path) -> None:
     """files add shows name, type, size, id, expiry and the user's count."""
     out = run("files", "add", str(csv_file), "--user", "42").output

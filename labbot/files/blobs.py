@@ -8,14 +8,16 @@ immutable and keyed by ``<user>/<file_id>``, so nothing depends on conditional w
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
 import os
 import re
+import stat
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from labbot.errors import InvalidFileId, InvalidUser
 from labbot.files.names import is_file_id
@@ -35,13 +37,31 @@ READ_CHUNK = 1024 * 1024
 
 
 async def file_chunks(path: Path, chunk_size: int = READ_CHUNK) -> AsyncGenerator[bytes, None]:
-    """Stream a local file in chunks without blocking the event loop."""
-    handle = await asyncio.to_thread(open, path, "rb")
+    """Stream a local file in chunks without blocking the event loop.
+
+    :raises IsADirectoryError: ``path`` is no regular file (a folder, a pipe, a socket, a
+        device): a FIFO would wait for ever for a writer, ``/dev/zero`` never ends.
+    """
+    handle = await asyncio.to_thread(_open_regular, path)
     try:
         while chunk := await asyncio.to_thread(handle.read, chunk_size):
             yield chunk
     finally:
         await asyncio.to_thread(handle.close)
+
+
+def _open_regular(path: Path) -> BinaryIO:
+    """Open ``path`` for reading if it is a regular file. O_NONBLOCK, so opening a FIFO does not
+    wait for a writer; the check is on the opened file, so a swap after a check cannot fool it."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise IsADirectoryError(errno.EISDIR, "it is not a regular file: a folder, a pipe or a device")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def check_user(user: str) -> str:

@@ -203,9 +203,13 @@ class KernelProcess:
         if self.stopper is None:
             cheap = self.cgroup is not None and bool(self.cgroup.procs_files())
             self.stopper = Stopper(self._pids, cheap=cheap)
+        if self.cgroup is not None:
+            self.cgroup.idle(True)  # should a process be continued anyway, it gets 1% of a core
         self.stopper.stop()
 
     async def _thaw(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.idle(False)
         if self.stopper is not None:
             await self.stopper.resume()
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import signal
 import warnings
 import zipfile
 
@@ -174,3 +176,92 @@ def test_sniffing_an_output_reads_one_marker_member(monkeypatch, tmp_path) -> No
     monkeypatch.setattr(zipfile.ZipFile, "read", counted)
     sniff._zip_members(path.read_bytes()[:4096], path)
     assert len(reads) == 1
+
+
+SIGNAL_PROBES = """
+import ctypes, errno, os, signal
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+HIGH = 1 << 32  # the kernel reads int arguments as 32 bits: 18 | HIGH arrives as 18
+
+def call(nr, *args):
+    ctypes.set_errno(0)
+    done = libc.syscall(ctypes.c_long(nr), *(ctypes.c_long(a) for a in args))
+    if done == 0 and nr == 56:  # a clone() that went through: the child leaves at once
+        os._exit(0)
+    return errno.errorcode.get(ctypes.get_errno(), 'ok') if done == -1 else 'ok'
+
+signal.pthread_sigmask(signal.SIG_BLOCK, {34})  # a queued real-time signal would wait here
+me, buf = os.getpid(), ctypes.create_string_buffer(128)
+read_end, _ = os.pipe()
+pidfd = os.pidfd_open(me)
+{
+    'kill SIGCONT, high bits': call(62, me, 18 | HIGH),
+    'tkill SIGCONT, high bits': call(200, me, 18 | HIGH),
+    'tgkill SIGCONT, high bits': call(234, me, me, 18 | HIGH),
+    'pidfd_send_signal SIGCONT, high bits': call(424, pidfd, 18 | HIGH, 0, 0),
+    'rt_sigqueueinfo SIGCONT': call(129, me, 18, ctypes.addressof(buf)),
+    'kill a real-time signal': call(62, me, 34),
+    'tgkill a real-time signal, high bits': call(234, me, me, 40 | HIGH),
+    'rt_sigqueueinfo a real-time signal': call(129, me, 34, ctypes.addressof(buf)),
+    'rt_tgsigqueueinfo SIGRTMAX': call(297, me, me, 64, ctypes.addressof(buf)),
+    'timer_create': call(222, 1, 0, ctypes.addressof(buf)),
+    'fcntl F_SETSIG SIGCONT': call(72, read_end, 10, 18),
+    'fcntl F_SETPIPE_SZ, high bits': call(72, read_end, 1031 | HIGH, 1 << 20),
+    'prctl PR_SET_PDEATHSIG SIGCONT': call(157, 1, 18),
+    'clone with SIGCONT as exit signal': call(56, 18, 0, 0, 0, 0),
+}
+"""
+
+
+async def test_no_way_to_have_sigcont_sent_or_signals_queued(jailed) -> None:
+    """Every way user code could have SIGCONT sent (and so undo the stop between cells) is
+    refused, high bits or not: kill-family calls, a POSIX timer, F_SETSIG, the parent-death
+    signal, a clone() exit signal; real-time signals, which queue without bound against the
+    one budget every session shares, are refused too. Ordinary signals still work."""
+    interpreter, _ = jailed
+    result = await interpreter.run("u", "c", SIGNAL_PROBES)
+    assert result.status == "ok", result
+    outcomes = eval(result.value)  # noqa: S307 - our own dict repr
+    expected = {name: "EPERM" for name in outcomes} | {"timer_create": "ENOSYS"}
+    assert outcomes == expected
+    code = "import os, signal\nsignal.signal(signal.SIGUSR1, lambda *a: print('got it'))\n"
+    result = await interpreter.run("u", "c", code + "os.kill(os.getpid(), signal.SIGUSR1)")
+    assert result.stdout == "got it\n"
+
+
+async def test_a_session_continued_between_cells_gets_a_sliver_of_cpu(jailed) -> None:
+    """Should a way to continue the stopped processes exist that is not yet known (here the
+    test sends SIGCONT itself, as no code inside can), the session's cgroup holds it to 1% of a
+    core until its next cell, which runs at full speed again."""
+    interpreter, _ = jailed
+    spin = "import threading\ndef spin():\n    while True:\n        pass\n"
+    await interpreter.run("u", "c", spin + "threading.Thread(target=spin, daemon=True).start()")
+    kernel = interpreter.sessions.sessions[("u", "c")].kernel
+    if kernel.cgroup is None or kernel.cgroup.quota_us is None:
+        pytest.skip("no cpu cgroup here: the stop between cells is the only guard")
+    await kernel.stopper.settle()
+    for pid in kernel.stopper.stopped:
+        os.kill(pid, signal.SIGCONT)
+    before = await asyncio.to_thread(kernel.cpu_seconds)
+    await asyncio.sleep(1.0)  # a measuring window, not a synchronisation
+    assert await asyncio.to_thread(kernel.cpu_seconds) - before < 0.05
+    result = await interpreter.run(
+        "u",
+        "c",
+        "import time\nt = time.process_time()\n"
+        "while time.process_time() - t < 0.2:\n    pass\n'done'",
+    )
+    assert result.value == "'done'" and result.duration < 5
+
+
+async def test_a_syscall_of_another_abi_ends_the_session_at_once(jailed) -> None:
+    """An x32 syscall (refused by the filter's architecture check) ends the whole kernel, so
+    the cell returns at once as killed instead of hanging until the time limit; the next cell
+    gets a fresh session."""
+    interpreter, _ = jailed
+    code = "import ctypes\nctypes.CDLL(None).syscall(ctypes.c_long(0x40000000 | 39))\n"
+    async with asyncio.timeout(20):  # the time limit is 30 s: a hang would fail here
+        result = await interpreter.run("u", "c", code)
+    assert result.status == "killed", result
+    assert (await interpreter.run("u", "c", "print(1)")).stdout == "1\n"

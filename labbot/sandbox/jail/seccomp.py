@@ -64,11 +64,20 @@ POOLED_SYSCALLS = (
     "inotify_init",
     "inotify_init1",
     "mq_open",
+    "timer_create",
 )
 SIGCONT = 18
+F_SETSIG = 10
 F_SETPIPE_SZ = 1031
-# Where each signal-sending syscall takes its signal number: SIGCONT is refused, or one
-# process could undo the host's SIGSTOP of the others between cells.
+PR_SET_PDEATHSIG = 1
+LOW32 = 0xFFFF_FFFF  # the kernel reads int arguments as 32 bits: compare only those
+CSIGNAL = 0xFF  # clone(): the low byte of the flags is the signal sent at the child's exit
+# Where each signal-sending syscall takes its signal number. SIGCONT is refused, or one process
+# could undo the host's SIGSTOP of the others between cells; so are real-time signals (32-64),
+# which queue without bound against the sandbox user's one RLIMIT_SIGPENDING budget (a session
+# could leave none for the others). Every other way to have SIGCONT sent is refused too: a POSIX
+# timer (timer_create, whose signal seccomp cannot read), F_SETSIG, PR_SET_PDEATHSIG and a
+# clone() exit signal.
 _SIGNAL_ARG = {
     "kill": 1,
     "tkill": 1,
@@ -89,6 +98,9 @@ def seccomp_filter() -> bytes:
     import pyseccomp as sc
 
     rules = sc.SyscallFilter(sc.ALLOW)
+    # A syscall of another ABI (x32, i386) ends the whole process, not only its thread: a
+    # kernel whose main thread died would hold its cell until the time limit.
+    rules.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
     for name in DENIED_SYSCALLS:
         try:
             rules.add_rule(sc.ERRNO(errno.EPERM), name)
@@ -99,14 +111,23 @@ def seccomp_filter() -> bytes:
             rules.add_rule(sc.ERRNO(errno.ENOSYS), name)
         except (OSError, ValueError, RuntimeError):
             log.debug("seccomp.unknown_syscall name=%s", name)
+    refused = sc.ERRNO(errno.EPERM)
     for name, arg in _SIGNAL_ARG.items():
-        rules.add_rule(sc.ERRNO(errno.EPERM), name, sc.Arg(arg, sc.EQ, SIGCONT))
+        rules.add_rule(refused, name, sc.Arg(arg, sc.MASKED_EQ, LOW32, SIGCONT))
+        rules.add_rule(refused, name, sc.Arg(arg, sc.MASKED_EQ, 0x20, 0x20))  # 32-63
+        rules.add_rule(refused, name, sc.Arg(arg, sc.MASKED_EQ, LOW32, 64))
     # Pipe buffers count against a per-uid budget (fs.pipe-user-pages-soft): no growing them.
-    rules.add_rule(sc.ERRNO(errno.EPERM), "fcntl", sc.Arg(1, sc.EQ, F_SETPIPE_SZ))
-    rules.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")  # glibc falls back to clone(), checked below
+    rules.add_rule(refused, "fcntl", sc.Arg(1, sc.MASKED_EQ, LOW32, F_SETPIPE_SZ))
+    rules.add_rule(refused, "fcntl", sc.Arg(1, sc.MASKED_EQ, LOW32, F_SETSIG))
     rules.add_rule(
-        sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, _CLONE_NEWUSER, _CLONE_NEWUSER)
+        refused,
+        "prctl",
+        sc.Arg(0, sc.MASKED_EQ, LOW32, PR_SET_PDEATHSIG),
+        sc.Arg(1, sc.MASKED_EQ, LOW32, SIGCONT),
     )
+    rules.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")  # glibc falls back to clone(), checked below
+    rules.add_rule(refused, "clone", sc.Arg(0, sc.MASKED_EQ, _CLONE_NEWUSER, _CLONE_NEWUSER))
+    rules.add_rule(refused, "clone", sc.Arg(0, sc.MASKED_EQ, CSIGNAL, SIGCONT))
     rules.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.GT, max(ALLOWED_FAMILIES)))
     for family in set(range(max(ALLOWED_FAMILIES))) - ALLOWED_FAMILIES:
         rules.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.EQ, family))
