@@ -507,3 +507,15 @@ def test_doctor_masks_every_url(run, monkeypatch) -> None:
     assert "AWS_ENDPOINT_URL=http://***:***@127.0.0.1:9/" in shown, shown
     for secret in URL_SECRETS:
         assert secret not in result.output, secret
+
+
+def test_chat_on_a_data_dir_that_is_a_file_is_one_line(run, monkeypatch, tmp_path: Path) -> None:
+    """`labbot chat` (what `labbot run` starts in a terminal) on a LABBOT_DATA_DIR that is a
+    file says so in one line with the fix, as every other command does: no traceback."""
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv("LABBOT_DATA_DIR", str(tmp_path / "afile"))
+    result = run("chat", code=1)
+    assert result.output.splitlines() == [
+        f"Error: The data folder {tmp_path / 'afile'} cannot be used (Not a directory)."
+        " Set LABBOT_DATA_DIR to a folder labbot may write (see `labbot doctor`)."
+    ]

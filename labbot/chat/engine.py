@@ -335,16 +335,21 @@ class Engine:
         task = asyncio.create_task(
             self.interpreter.run(user, conversation, code, on_output=on_output)
         )
+        getter: asyncio.Future[Event] | None = None
         try:
             while not task.done() or not queue.empty():
                 getter = asyncio.ensure_future(queue.get())
                 done, _ = await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
                 if getter in done:
-                    yield getter.result()
+                    event, getter = getter.result(), None
+                    yield event
                 else:
                     getter.cancel()
+                    getter = None
             outcome: ExecutionResult = task.result()
         finally:
+            if getter is not None:  # cancelled while waiting: no pending get left behind
+                getter.cancel()
             if not task.done():  # the turn was cancelled (/stop): stop the code too
                 await self.interpreter.stop(user, conversation)
                 task.cancel()

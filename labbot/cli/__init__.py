@@ -23,6 +23,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+# Settings for commands that run code once (exec, ask, doctor's probe): a warm pool would only
+# start interpreters nobody uses, and preloading the data stack only pays off in a kernel
+# started before its first cell.
+ONE_SHOT = {"SANDBOX_WARM_POOL": 0, "SANDBOX_PRELOAD": False}
+
+
 def emit_json(data: Any) -> None:
     """Print data as indented JSON (escaped: inert on a terminal)."""
     click.echo(json_text(data, indent=2))
@@ -42,14 +48,18 @@ def run_with_store(ctx: click.Context, work: Callable[[FileStore], Coroutine[Any
             try:
                 store = await stack.enter_async_context(open_store(settings))
             except OSError as exc:  # the data dir is a file, read-only, full, ...
-                raise StorageError(
-                    f"The data folder {settings.LABBOT_DATA_DIR} cannot be used"
-                    f" ({exc.strerror or exc}).",
-                    hint="Set LABBOT_DATA_DIR to a folder labbot may write (see `labbot doctor`).",
-                ) from exc
+                raise unusable_data_dir(settings, exc) from exc
             return await work(store)
 
     return asyncio.run(main())
+
+
+def unusable_data_dir(settings: Settings, exc: OSError) -> StorageError:
+    """The one sentence for a data folder labbot cannot use (a file, read-only, full)."""
+    return StorageError(
+        f"The data folder {settings.LABBOT_DATA_DIR} cannot be used ({exc.strerror or exc}).",
+        hint="Set LABBOT_DATA_DIR to a folder labbot may write (see `labbot doctor`).",
+    )
 
 
 def error_json(exc: BaseException) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from labbot.cli import cli, echo, error_json, json_option, user_option
+from labbot.cli import ONE_SHOT, cli, echo, error_json, json_option, unusable_data_dir, user_option
 from labbot.cli.checks import check_base_url, run_mode
 from labbot.config import Settings
 from labbot.core import Failed, FileProduced, Status, TextDelta, ToolOutput, ToolStarted
@@ -25,8 +25,7 @@ class TurnFailed(LabbotError):
 
 
 def _settings(ctx: click.Context) -> Settings:
-    # One-shot commands: a warm pool would only start interpreters nobody uses.
-    return ctx.obj["settings"]().model_copy(update={"SANDBOX_WARM_POOL": 0})
+    return ctx.obj["settings"]().model_copy(update=ONE_SHOT)
 
 
 output_dir_option = click.option(
@@ -194,7 +193,11 @@ def chat(ctx: click.Context, user: str, conversation: str, output_dir: Path) -> 
     data_dir = Path(settings.LABBOT_DATA_DIR)
 
     async def main() -> None:
-        async with open_app(settings) as services:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                services = await stack.enter_async_context(open_app(settings))
+            except OSError as exc:  # the data dir is a file, read-only, full, ...
+                raise unusable_data_dir(settings, exc) from exc
             await TerminalChat(
                 services,
                 user=user,

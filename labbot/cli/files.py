@@ -25,6 +25,7 @@ from labbot.cli.saving import save_file
 from labbot.errors import FileError, LabbotError
 from labbot.files import FileStore, SaveResult, file_chunks, kind_by_name
 from labbot.files.receipt import format_expiry, format_size, render_upload_confirmation
+from labbot.frontends.terminal_view import from_chat_markup
 
 
 def _add_error(path: Path, exc: BaseException) -> dict[str, Any]:
@@ -74,7 +75,8 @@ def files_add(ctx: click.Context, paths: tuple[Path, ...], user: str, json_: boo
                 result.record.to_json() | {"evicted": [r.to_json() for r in result.evicted]}
             )
             if not json_:
-                echo(render_upload_confirmation(result, now=datetime.now(UTC)))
+                receipt = render_upload_confirmation(result, now=datetime.now(UTC))
+                echo(from_chat_markup(receipt).plain)  # the words, not Discord's **markup**
                 echo()
         return entries
 

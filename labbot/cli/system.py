@@ -14,7 +14,16 @@ import click
 from pydantic import SecretStr
 
 from labbot.app import database_name
-from labbot.cli import cli, echo, emit_json, json_option, plural, run_with_store, user_option
+from labbot.cli import (
+    ONE_SHOT,
+    cli,
+    echo,
+    emit_json,
+    json_option,
+    plural,
+    run_with_store,
+    user_option,
+)
 from labbot.cli.checks import Check, data_dir_check, discord_checks, mode_check, model_checks
 from labbot.cli.saving import save_file
 from labbot.config import Settings
@@ -91,7 +100,7 @@ def exec_(
     if (code is None) == (code_file is None):
         raise click.UsageError("give the code as an argument or with -f FILE (one of them)")
     source = code if code is not None else code_file.read()
-    settings: Settings = ctx.obj["settings"]().model_copy(update={"SANDBOX_WARM_POOL": 0})
+    settings: Settings = ctx.obj["settings"]().model_copy(update=ONE_SHOT)
     streams = {"stdout": PrintableStream(), "stderr": PrintableStream()}
 
     async def live(name: str, text: str) -> None:
@@ -141,7 +150,7 @@ def _probe_sandbox(ctx: click.Context, settings: Settings) -> str:
     """Start a real sandboxed interpreter and run one line in it."""
     from labbot.sandbox import CodeInterpreter
 
-    quiet = settings.model_copy(update={"SANDBOX_WARM_POOL": 0})
+    quiet = settings.model_copy(update=ONE_SHOT)
 
     async def probe(store: FileStore) -> str:
         interpreter = CodeInterpreter(quiet, store)

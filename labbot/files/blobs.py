@@ -56,7 +56,8 @@ def _open_regular(path: Path) -> BinaryIO:
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise IsADirectoryError(errno.EISDIR, "it is not a regular file: a folder, a pipe or a device")
+            why = "it is not a regular file: a folder, a pipe or a device"
+            raise IsADirectoryError(errno.EISDIR, why)
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:

@@ -32,6 +32,11 @@ Keys: Up/Down recall earlier inputs (kept across runs); Esc then Enter adds a li
 Ctrl-C stops a running cell or answer, clears the line at the prompt, and twice leaves."""
 
 
+def _is_path(text: str) -> bool:
+    """True if ``text`` names something on disk (checked in a thread by the caller)."""
+    return Path(text).expanduser().exists()
+
+
 def split_command(line: str) -> list[str]:
     """The command and its arguments, shell-quoted (``/upload 'a b.csv'``); a line with an
     unmatched quote (``/upload it's.csv``) is split at spaces instead."""
@@ -61,6 +66,9 @@ class Commands:
         name, *args = split_command(line) or ["/"]
         if name in ("/quit", "/exit"):
             return False
+        whole = line.strip().removeprefix(name).strip()
+        if name == "/upload" and len(args) > 1 and await asyncio.to_thread(_is_path, whole):
+            args = [whole]  # one name with spaces or quotes, typed as it is
         try:
             await self._dispatch(name, args)
         except LabbotError as exc:

@@ -5,6 +5,7 @@ a cell or an answer and keeps the session, and the status line naming the slow s
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import re
 from collections.abc import AsyncIterator
@@ -14,9 +15,10 @@ from typing import Any
 from rich.console import Console
 
 from labbot.app import App
-from labbot.core import progress, progress_to
+from labbot.core import ToolStarted, progress, progress_to
 from labbot.frontends.terminal import TerminalChat
 from labbot.frontends.terminal_view import TurnView
+from labbot.llm.tools import TOOL_NAME
 from tests.fakes.app import fake_settings, open_fake_app
 from tests.fakes.replies import Reply
 from tests.fakes.scripted_model import ScriptedModel
@@ -195,3 +197,60 @@ def test_the_status_line_names_the_slow_step_with_its_time() -> None:
         now[0] += 1.25
         assert view.status().startswith("starting a sandbox · 1.2")
     assert view.status().startswith("waiting for the model · 3.8s")
+
+
+async def test_ctrl_c_during_the_models_code_leaves_nothing_behind(tmp_path: Path) -> None:
+    """Ctrl-C while the model's code runs stops the turn; no task of it is left pending for the
+    event loop to complain about later (prompt_toolkit showed "Unhandled exception in event
+    loop" and swallowed the next Enter), and the next turn answers."""
+    model = ScriptedModel()
+    model.enqueue(
+        Reply.tool_call(TOOL_NAME, {"code": "while True:\n    pass"}),
+        Reply.text("second answer"),
+    )
+    complaints: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: complaints.append(context))
+    screen = io.StringIO()
+    async with open_fake_app(fake_settings(tmp_path / "d"), model) as services:
+        chat = make_chat(services, tmp_path, screen)
+        running = asyncio.Event()
+        shown = chat.render
+
+        async def render(view: Any, event: Any) -> None:
+            await shown(view, event)
+            if isinstance(event, ToolStarted):  # the engine goes on to wait for the code
+                running.set()
+
+        chat.render = render  # type: ignore[method-assign]
+
+        async def press_ctrl_c() -> None:
+            await running.wait()
+            chat.interrupt()  # with a model, one Ctrl-C cancels the turn
+
+        presser = asyncio.create_task(press_ctrl_c())
+        async with asyncio.timeout(30):
+            await chat.run(inputs("slow", "again"))
+        await presser
+        gc.collect()  # a pending task left behind is reported when it is collected
+        await asyncio.sleep(0)
+    assert complaints == []
+    assert "Stopped." in screen.getvalue() and "second answer" in screen.getvalue()
+
+
+async def test_upload_takes_a_name_with_spaces_and_quotes_as_typed(tmp_path: Path) -> None:
+    """`/upload my file.csv` and `/upload it's "q".csv` upload the one file so named (shell
+    quoting still works); two names that exist are two uploads."""
+    (tmp_path / "my file.csv").write_text("a\n1\n")
+    (tmp_path / 'it\'s "q".csv').write_text("a\n2\n")
+    (tmp_path / "b.csv").write_text("a\n3\n")
+    lines = [
+        f"/upload {tmp_path}/my file.csv",
+        f'/upload {tmp_path}/it\'s "q".csv',
+        f"/upload {tmp_path}/b.csv '{tmp_path}/my file.csv'",
+    ]
+    async with open_fake_app(fake_settings(tmp_path / "d"), None) as services:
+        text = await typed(services, tmp_path, *lines, width=1000)
+        names = sorted(r.name for r in await services.store.list("me"))
+    assert "Not uploaded" not in text, text
+    assert text.count("File uploaded:") == 4
+    assert len(names) == 4 and names.count("b.csv") == 1, names
