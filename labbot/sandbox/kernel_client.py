@@ -208,8 +208,11 @@ class KernelProcess:
         self.stopper.stop()
 
     async def _thaw(self) -> None:
-        if self.cgroup is not None:
-            self.cgroup.idle(False)
+        if self.cgroup is not None and not self.cgroup.idle(False):
+            # A cell held to 1% of a core would miss every deadline (a stop's grace included):
+            # the session ends instead, and the next cell gets a fresh one.
+            await self.kill()
+            raise KernelLost("killed", "the sandbox's CPU share could not be given back")
         if self.stopper is not None:
             await self.stopper.resume()
 

@@ -6,6 +6,7 @@ parent-death signal, and honest code that used to be taken for a forger."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import os
 import signal
@@ -265,3 +266,23 @@ async def test_a_syscall_of_another_abi_ends_the_session_at_once(jailed) -> None
         result = await interpreter.run("u", "c", code)
     assert result.status == "killed", result
     assert (await interpreter.run("u", "c", "print(1)")).stdout == "1\n"
+
+
+async def test_a_cpu_share_that_cannot_be_given_back_ends_the_session(jailed) -> None:
+    """If the cgroup refuses the write that gives a session its CPU back before a cell, the
+    session ends (its cell reported killed, with why) instead of running at 1% of a core, where
+    a stop's grace and every deadline would be missed; the next cell gets a fresh session."""
+    interpreter, _ = jailed
+    await interpreter.run("u", "c", "x = 1")
+    kernel = interpreter.sessions.sessions[("u", "c")].kernel
+    if kernel.cgroup is None or kernel.cgroup.quota_us is None:
+        pytest.skip("no cpu cgroup here")
+
+    def refuse(quota: int) -> None:
+        raise OSError(errno.EIO, "the cgroup file refused the write")
+
+    kernel.cgroup._write_quota = refuse  # the kernel's answer, as a failing cgroupfs gives it
+    result = await interpreter.run("u", "c", "x")
+    assert result.status == "killed", result
+    assert any("CPU share could not be given back" in note for note in result.notes), result
+    assert (await interpreter.run("u", "c", "print(2)")).stdout == "2\n"

@@ -37,17 +37,19 @@ class Cgroup:
     def create(self, limits: SandboxLimits) -> None:
         """Create the group and write its limits."""
 
-    def idle(self, idle: bool) -> None:
+    def idle(self, idle: bool) -> bool:
         """Hold the group to ``IDLE_QUOTA_US`` of CPU between cells (``idle``), or give it back
-        its quota for a cell. A write to one cgroup file: cheap enough for the event loop, where
-        the stop between cells runs too."""
+        its quota for a cell; False if the quota could not be written. A write to one cgroup
+        file: cheap enough for the event loop, where the stop between cells runs too."""
         quota = IDLE_QUOTA_US if idle else self.quota_us
         if quota is None:
-            return
+            return True
         try:
             self._write_quota(quota)
         except OSError as exc:
             log.warning("cgroup.quota_failed name=%s error=%s", self.name, type(exc).__name__)
+            return False
+        return True
 
     def _write_quota(self, quota: int) -> None:
         """Write a CPU quota (µs per CPU_PERIOD_US)."""
