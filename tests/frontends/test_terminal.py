@@ -198,18 +198,23 @@ async def test_chat_strips_control_sequences(tmp_path: Path) -> None:
         assert "ABCDEF" in text and "ValueError" in text
 
 
+def model_env(tmp_path: Path, api: FakeOpenAI) -> dict[str, str]:
+    """The environment of a `labbot` command that talks to ``api``."""
+    return {
+        "LABBOT_DATA_DIR": str(tmp_path / "data"),
+        "SANDBOX_WARM_POOL": "0",
+        "OPENAI_API_KEY": "sk-test",
+        "OPENAI_BASE_URL": api.base_url,
+        "DEFAULT_MODEL": "gpt-4o-mini",
+    }
+
+
 async def test_chat_reads_piped_lines(tmp_path: Path, restore_logging: None) -> None:
     """`labbot chat` with its input piped (no terminal) reads plain lines: a message, a bad
     command answered in one line, /quit; the answer is printed once, its log lines are not."""
     async with FakeOpenAI() as api:
         api.enqueue(Reply.text("Piped answer."))
-        env = {
-            "LABBOT_DATA_DIR": str(tmp_path / "data"),
-            "SANDBOX_WARM_POOL": "0",
-            "OPENAI_API_KEY": "sk-test",
-            "OPENAI_BASE_URL": api.base_url,
-            "DEFAULT_MODEL": "gpt-4o-mini",
-        }
+        env = model_env(tmp_path, api)
         piped = "hello\n/upload nowhere.csv\n/quit\nnever sent\n"
         result = await asyncio.to_thread(
             CliRunner().invoke, cli, ["chat"], input=piped, env=env, catch_exceptions=False
@@ -228,13 +233,7 @@ async def test_ask_prints_the_upload_receipt_without_chat_markup(
     note.write_text("hello")
     async with FakeOpenAI() as api:
         api.enqueue(Reply.text("Read it."))
-        env = {
-            "LABBOT_DATA_DIR": str(tmp_path / "data"),
-            "SANDBOX_WARM_POOL": "0",
-            "OPENAI_API_KEY": "sk-test",
-            "OPENAI_BASE_URL": api.base_url,
-            "DEFAULT_MODEL": "gpt-4o-mini",
-        }
+        env = model_env(tmp_path, api)
         args = ["ask", "read it", "--user", "7", "--attach", str(note)]
         result = await asyncio.to_thread(CliRunner().invoke, cli, args, env=env)
     assert result.exit_code == 0, result.output
