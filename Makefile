@@ -23,11 +23,11 @@ lint: setup
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-# Two tests at a time, then the multi-host test alone: it measures how throughput grows with
-# hosts, which another test running beside it on 2 cores would blur.
+# Two tests at a time, then the few that must run alone (marked `alone` in tests/conftest.py:
+# the multi-host scaling test, the unprivileged rerun whose fork bomb no cgroup bounds).
 test: lint
-	$(VENV)/bin/pytest -n 2 --durations=15 -m "not multihost"
-	$(VENV)/bin/pytest -m multihost
+	$(VENV)/bin/pytest -n 2 --durations=15 -m "not alone"
+	$(VENV)/bin/pytest -m alone
 	@if docker info >/dev/null 2>&1; then scripts/test-container.sh; \
 	else echo "make test: skipped scripts/test-container.sh (no Docker engine: docker info fails)"; fi
 

@@ -52,6 +52,10 @@ PATH_MARKS = {
     "tests/remote/test_multihost.py": "multihost",
     "tests/test_doctor.py": "sandbox",  # doctor starts a sandbox to check it
 }
+# Tests that must run with nothing beside them: the multi-host test measures how throughput
+# grows, and the unprivileged rerun's fork bomb has no cgroup, so it takes CPU from any test
+# that runs beside it (an interrupt there missed its 3 s grace). `make test` runs them last.
+ALONE = ("tests/remote/test_multihost.py", "tests/sandbox/test_unprivileged.py")
 TIERS = ("sandbox", "nats", "s3", "multihost", "mongo")
 
 
@@ -63,6 +67,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         marks = {mark for fixture, mark in FIXTURE_MARKS.items() if fixture in names}
         where = item.path.relative_to(config.rootpath).as_posix()
         marks |= {mark for prefix, mark in PATH_MARKS.items() if where.startswith(prefix)}
+        if where in ALONE:
+            marks.add("alone")
         for mark in sorted(marks - {m.name for m in item.iter_markers()}):
             item.add_marker(getattr(pytest.mark, mark))
 

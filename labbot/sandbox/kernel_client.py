@@ -113,6 +113,7 @@ class KernelProcess:
         self.stopper: Stopper | None = None  # stops its processes between cells
         self._stderr = bytearray()
         self._cells = 0
+        self._reading = False  # a cell waits on the kernel's stdout
         self.dead: KernelLost | None = None
 
     @property
@@ -163,13 +164,17 @@ class KernelProcess:
 
     async def _frame(self) -> tuple[bytes, bytes]:
         assert self.process is not None and self.process.stdout is not None
-        header = await self.process.stdout.readexactly(protocol.HEADER.size)
-        kind, size = protocol.HEADER.unpack(header)
-        if kind not in (protocol.JSON, protocol.BYTES):
-            raise ProtocolViolation("an unknown frame kind")
-        if size > (protocol.CHUNK if kind == protocol.BYTES else protocol.MAX_JSON):
-            raise ProtocolViolation(f"an oversized frame ({size} bytes)")
-        return kind, await self.process.stdout.readexactly(size)
+        self._reading = True  # a kill meanwhile leaves the pipe to this reader (one at a time)
+        try:
+            header = await self.process.stdout.readexactly(protocol.HEADER.size)
+            kind, size = protocol.HEADER.unpack(header)
+            if kind not in (protocol.JSON, protocol.BYTES):
+                raise ProtocolViolation("an unknown frame kind")
+            if size > (protocol.CHUNK if kind == protocol.BYTES else protocol.MAX_JSON):
+                raise ProtocolViolation(f"an oversized frame ({size} bytes)")
+            return kind, await self.process.stdout.readexactly(size)
+        finally:
+            self._reading = False
 
     async def _read(self) -> Any:
         kind, payload = await self._frame()
@@ -352,7 +357,7 @@ class KernelProcess:
                     os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGKILL)  # the launcher chain ends in bwrap
-            await self._reap(process)
+            await self._reap(process, drain=not self._reading)
         if process is not None:
             process._transport.close()  # type: ignore[attr-defined]  # release the pipes now
         if cgroup is not None:
@@ -361,12 +366,14 @@ class KernelProcess:
         await asyncio.to_thread(shutil.rmtree, self.workdir, True)
 
     @staticmethod
-    async def _reap(process: asyncio.subprocess.Process) -> None:
+    async def _reap(process: asyncio.subprocess.Process, *, drain: bool) -> None:
         """Wait for a killed kernel. asyncio's wait() also waits for the end of its pipes, and
-        a kernel that flooded its channel has the reading paused: read to the end first."""
+        a kernel that flooded its channel has the reading paused: read to the end first, unless
+        a cell's reader is waiting on the pipe already (it reads to the end itself: a stream
+        takes one reader at a time)."""
         try:
             async with asyncio.timeout(10):
-                if process.stdout is not None:
+                if process.stdout is not None and drain:
                     while await process.stdout.read(2**16):
                         pass
                 await process.wait()

@@ -147,6 +147,33 @@ async def test_stop_interrupts_and_keeps_variables(make: Make) -> None:
         assert not await executor.stop("u5", c)  # nothing running now
 
 
+async def test_a_stop_that_does_not_land_ends_the_session(make: Make) -> None:
+    """Code that ignores the interrupt (SIGINT ignored): stop() gives the session up after its
+    grace (True, no error out of it), the cell is reported killed, and the next cell runs in a
+    fresh one."""
+    async with make() as (executor, _):
+        if isinstance(executor, InMemoryExecutor):
+            pytest.skip("the in-memory fake interrupts between bytecodes, not by a signal")
+        c = conversation()
+        await executor.run("u9", c, "kept = 7")
+        started = asyncio.Event()
+
+        async def on_output(name: str, text: str) -> None:
+            started.set()
+
+        code = (
+            "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "print('go', flush=True)\nwhile True:\n    time.sleep(0.02)"
+        )
+        run = asyncio.create_task(executor.run("u9", c, code, on_output=on_output))
+        async with asyncio.timeout(20):
+            await started.wait()
+        assert await executor.stop("u9", c)
+        result = await asyncio.wait_for(run, 20)
+        assert result.status == "killed", result
+        assert (await executor.run("u9", c, "'kept' in globals()")).value == "False"
+
+
 async def test_reset_forgets_variables_and_keeps_files(make: Make) -> None:
     async with make() as (executor, _):
         c = conversation()
