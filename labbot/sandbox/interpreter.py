@@ -27,7 +27,9 @@ from labbot.sandbox.pool import Session, SessionManager
 
 log = logging.getLogger(__name__)
 
-INTERRUPT_GRACE = 3.0
+# Seconds an interrupted cell has to end before its session is killed (variables lost). It
+# lands in milliseconds; the margin is for a machine so busy that the kernel waits for CPU.
+INTERRUPT_GRACE = 5.0  # within the 10 s a remote stop request waits for its answer
 BOT_MEMORY_RESERVE = 512 * 1024 * 1024  # left to the bot itself when sizing sessions
 
 
@@ -302,11 +304,17 @@ class CodeInterpreter:
         if running is None:
             return False
         session, done = running
+        asked = time.monotonic()
         await session.kernel.interrupt()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(INTERRUPT_GRACE):
                 await done.wait()
                 return True
+        log.warning(
+            "interpreter.stop_escalated waited=%.1f alive=%s",
+            time.monotonic() - asked,
+            session.kernel.alive,
+        )
         await session.kernel.kill()
         return True
 
