@@ -27,9 +27,9 @@ from labbot.sandbox.pool import Session, SessionManager
 
 log = logging.getLogger(__name__)
 
-# Seconds an interrupted cell has to end before its session is killed (variables lost). It
-# lands in milliseconds; the margin is for a machine so busy that the kernel waits for CPU.
-INTERRUPT_GRACE = 5.0  # within the 10 s a remote stop request waits for its answer
+# Seconds an interrupted cell has to end before its session is killed (variables lost); an
+# interrupt lands in milliseconds unless the code ignores it.
+INTERRUPT_GRACE = 3.0
 BOT_MEMORY_RESERVE = 512 * 1024 * 1024  # left to the bot itself when sizing sessions
 
 

@@ -351,3 +351,34 @@ async def test_processes_a_cell_starts_end_with_it(interpreter: CodeInterpreter)
     spinner = (await interpreter.run("u", "c", code)).value
     check = await interpreter.run("u", "c", f"import os\nos.path.exists('/proc/{spinner}')")
     assert check.value == "False"
+
+
+@pytest.mark.parametrize("inherited", ["ignored", "blocked"])
+async def test_stop_works_whatever_sigint_the_bot_had(make_interpreter, inherited: str) -> None:
+    """A kernel started while the bot's own SIGINT was ignored or blocked (as a front end or a
+    library may leave it: a child inherits both) still stops on stop(), variables kept."""
+    if inherited == "ignored":
+        before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    else:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        async with make_interpreter() as (interpreter, _):
+            await interpreter.run("u", "c", "x = 7")
+            started = asyncio.Event()
+
+            async def on_output(name: str, text: str) -> None:
+                started.set()
+
+            code = "print('go', flush=True)\nwhile True:\n    pass"
+            task = asyncio.create_task(interpreter.run("u", "c", code, on_output=on_output))
+            async with asyncio.timeout(20):
+                await started.wait()
+                assert await interpreter.stop("u", "c") is True
+                result = await task
+            assert result.error is not None and result.error.name == "KeyboardInterrupt", result
+            assert (await interpreter.run("u", "c", "x")).value == "7"
+    finally:
+        if inherited == "ignored":
+            signal.signal(signal.SIGINT, before)
+        else:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

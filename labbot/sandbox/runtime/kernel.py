@@ -543,6 +543,11 @@ def main() -> None:
     )
     signal.signal(signal.SIGXCPU, _cpu_limit)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large write fails with EFBIG instead
+    # The interrupt (stop) is a SIGINT: take it whatever the bot left us. A bot started in the
+    # background of a shell has SIGINT ignored, and a child inherits that (Python then keeps it
+    # ignored): every stop would have waited out its grace and killed the session.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     channel = Channel(proto_out)
     streams = Streams(channel, {name: fds[0] for name, fds in pipes.items()})
     seed = os.environ.get("MPLCONFIGDIR")
