@@ -12,6 +12,7 @@ import ast
 import importlib.abc
 import importlib.util
 import io
+import json
 import linecache
 import logging
 import os
@@ -39,8 +40,7 @@ MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 
 
 class LimitExceeded(BaseException):
-    """Raised in user code when a limit is hit; a BaseException so `except Exception` can't eat
-    it."""
+    """A limit hit in user code; a BaseException so `except Exception` cannot eat it."""
 
 
 class Channel:
@@ -543,9 +543,7 @@ def main() -> None:
     )
     signal.signal(signal.SIGXCPU, _cpu_limit)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large write fails with EFBIG instead
-    # The interrupt (stop) is a SIGINT: take it whatever the bot left us. A bot started in the
-    # background of a shell has SIGINT ignored, and a child inherits that (Python then keeps it
-    # ignored): every stop would have waited out its grace and killed the session.
+    # A stop is a SIGINT: take it even if the bot's was ignored (a background job's is).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     channel = Channel(proto_out)
@@ -578,8 +576,6 @@ def main() -> None:
             except (EOFError, OSError, ValueError):
                 requests.put(None)
                 return
-            import json
-
             message = json.loads(payload)
             if message["type"] == "interrupt":
                 signal.pthread_kill(main_thread, signal.SIGINT)
