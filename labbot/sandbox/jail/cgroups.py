@@ -104,7 +104,16 @@ class CgroupV1(Cgroup):
             self._write_quota(self.quota_us)
 
     def _write_quota(self, quota: int) -> None:
-        (self.dirs["cpu"] / "cpu.cfs_quota_us").write_text(str(quota))
+        target = self.dirs["cpu"] / "cpu.cfs_quota_us"
+        try:
+            target.write_text(str(quota))
+        except OSError as exc:
+            ceiling = _v1_cpu_ceiling()
+            if exc.errno != errno.EINVAL or math.isinf(ceiling):
+                raise
+            # A cgroup above us was limited since the session started (v1 refuses a child
+            # above its ancestors): the session gets what they allow.
+            target.write_text(str(max(1000, min(quota, int(ceiling * CPU_PERIOD_US)))))
 
     def procs_files(self) -> list[str]:
         return [str(path / "cgroup.procs") for path in self.dirs.values()]
