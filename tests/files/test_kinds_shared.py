@@ -1,7 +1,7 @@
 """The optional extra check: the file-type registry on the shared corpus of real-world files.
 
-Runs only when the corpus is present (LABBOT_SHARED_FIXTURES, or shared/fixtures/formats beside
-the clone); test_kinds.py checks the same rules on the in-repo fixtures.
+Runs only when LABBOT_SHARED_FIXTURES names the corpus; test_kinds.py checks the same rules on
+the in-repo fixtures.
 """
 
 from __future__ import annotations

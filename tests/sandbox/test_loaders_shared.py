@@ -1,9 +1,9 @@
 """The optional extra check: the sandbox loaders on the shared corpus of real-world files.
 
-Runs only when the corpus is present (LABBOT_SHARED_FIXTURES, or shared/fixtures/formats beside
-the clone); the in-repo fixtures (test_loaders.py) are the suite's own check. One row per line
-of the corpus's manifest.tsv: `checks` are Python expressions evaluated in the runtime against
-`obj` (the loaded object); `raises` are substrings the LoadError message must contain.
+Runs only when LABBOT_SHARED_FIXTURES names the corpus; the in-repo fixtures (test_loaders.py)
+are the suite's own check. One row per line of the corpus's manifest.tsv: `checks` are Python
+expressions evaluated in the runtime against `obj` (the loaded object); `raises` are substrings
+the LoadError message must contain.
 """
 
 from __future__ import annotations
