@@ -55,9 +55,7 @@ class App:
 async def open_app(settings: Settings) -> AsyncIterator[App]:
     """Open the database, file store, executor and (when configured) the model client."""
     async with AsyncExitStack() as stack:
-        meta, conversations, ledger = await open_database(settings, stack)
-        store = FileStore(meta, blob_store(settings), Limits.from_settings(settings))
-        await store.start()
+        store, conversations, ledger = await _start_store(settings, stack)
         await conversations.start()
         await ledger.start()
         catalog = ModelCatalog(settings.LABBOT_MODELS_FILE)
@@ -84,11 +82,19 @@ async def open_app(settings: Settings) -> AsyncIterator[App]:
 async def open_store(settings: Settings) -> AsyncIterator[FileStore]:
     """The file store alone, on the metadata backend and blob store the settings name."""
     async with AsyncExitStack() as stack:
-        meta, _, _ = await open_database(settings, stack)
-        store = FileStore(meta, blob_store(settings), Limits.from_settings(settings))
-        await store.start()
-        stack.push_async_callback(store.close)
+        store, _, _ = await _start_store(settings, stack)
         yield store
+
+
+async def _start_store(
+    settings: Settings, stack: AsyncExitStack
+) -> tuple[FileStore, ConversationStore, UsageLedger]:
+    """The database's three stores, the file store started (and closed with ``stack``)."""
+    meta, conversations, ledger = await open_database(settings, stack)
+    store = FileStore(meta, blob_store(settings), Limits.from_settings(settings))
+    await store.start()
+    stack.push_async_callback(store.close)
+    return store, conversations, ledger
 
 
 def blob_store(settings: Settings) -> BlobStore:
