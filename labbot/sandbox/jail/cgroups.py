@@ -112,8 +112,12 @@ class CgroupV1(Cgroup):
             if exc.errno != errno.EINVAL or math.isinf(ceiling):
                 raise
             # A cgroup above us was limited since the session started (v1 refuses a child
-            # above its ancestors): the session gets what they allow.
-            target.write_text(str(max(1000, min(quota, int(ceiling * CPU_PERIOD_US)))))
+            # above its ancestors): the session gets what they allow, from now on (the next
+            # cells write it at once).
+            allowed = max(1000, min(quota, int(ceiling * CPU_PERIOD_US)))
+            target.write_text(str(allowed))
+            if quota == self.quota_us:
+                self.quota_us = allowed
 
     def procs_files(self) -> list[str]:
         return [str(path / "cgroup.procs") for path in self.dirs.values()]
