@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from click.testing import CliRunner, Result
 
 from labbot.app import blob_store
+from labbot.cli import cli
 from labbot.config import Settings, load_settings
 from labbot.errors import SandboxUnavailable
 from labbot.files import FileStore, Limits, SqliteMetadataStore
@@ -46,16 +48,15 @@ FIXTURE_MARKS = {
     "s3_server": "s3",
 }
 # ... or from where it lives. Parameters that start servers carry their marks themselves.
+# `alone`: nothing may run beside it (`make test` runs these last): the multi-host test measures
+# how throughput grows, and the unprivileged rerun's fork bomb has no cgroup to bound its CPU.
 PATH_MARKS = {
-    "tests/sandbox/": "sandbox",  # the sandbox's own tests (its runtime's loaders included)
-    "tests/remote/test_tls.py": "nats",  # starts its own nats-server with TLS
-    "tests/remote/test_multihost.py": "multihost",
-    "tests/test_doctor.py": "sandbox",  # doctor starts a sandbox to check it
+    "tests/sandbox/": ("sandbox",),  # the sandbox's own tests (its runtime's loaders included)
+    "tests/sandbox/test_unprivileged.py": ("alone",),
+    "tests/remote/test_tls.py": ("nats",),  # starts its own nats-server with TLS
+    "tests/remote/test_multihost.py": ("multihost", "alone"),
+    "tests/test_doctor.py": ("sandbox",),  # doctor starts a sandbox to check it
 }
-# Tests that must run with nothing beside them: the multi-host test measures how throughput
-# grows, and the unprivileged rerun's fork bomb has no cgroup, so it takes CPU from any test
-# that runs beside it (an interrupt there missed its 3 s grace). `make test` runs them last.
-ALONE = ("tests/remote/test_multihost.py", "tests/sandbox/test_unprivileged.py")
 TIERS = ("sandbox", "nats", "s3", "multihost", "mongo")
 
 
@@ -66,9 +67,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         names = set(getattr(item, "fixturenames", ()))
         marks = {mark for fixture, mark in FIXTURE_MARKS.items() if fixture in names}
         where = item.path.relative_to(config.rootpath).as_posix()
-        marks |= {mark for prefix, mark in PATH_MARKS.items() if where.startswith(prefix)}
-        if where in ALONE:
-            marks.add("alone")
+        for prefix, path_marks in PATH_MARKS.items():
+            if where.startswith(prefix):
+                marks.update(path_marks)
         for mark in sorted(marks - {m.name for m in item.iter_markers()}):
             item.add_marker(getattr(pytest.mark, mark))
 
@@ -262,3 +263,18 @@ def restore_logging() -> Iterator[None]:
     root.setLevel(saved[1])
     for name in list(logging.root.manager.loggerDict):
         logging.getLogger(name).setLevel(levels.get(name, logging.NOTSET))
+
+
+@pytest.fixture
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
+    """`labbot ARGS...` in process on a data dir of the test's own; asserts the exit code
+    (``code``, 0 unless told) and returns the result."""
+    monkeypatch.setenv("LABBOT_DATA_DIR", str(tmp_path / "data"))
+    runner = CliRunner()
+
+    def invoke(*args: str, code: int = 0) -> Result:
+        result = runner.invoke(cli, list(args), catch_exceptions=False)
+        assert result.exit_code == code, result.output
+        return result
+
+    return invoke

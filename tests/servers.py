@@ -18,6 +18,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from obstore.store import S3Store
+
 from labbot.remote.natsconf import server_config
 
 BIN = Path(sys.executable).parent
@@ -173,6 +175,18 @@ class S3:
             "AWS_SECRET_ACCESS_KEY": self.secret_key,
             "AWS_REGION": "us-east-1",
         }
+
+    def bucket_store(self) -> S3Store:
+        """The bucket opened directly with the S3 keys (which every machine of a deployment
+        has): what an intruder holding them can read and write."""
+        return S3Store(
+            self.bucket,
+            endpoint=self.endpoint,
+            access_key_id=self.access_key,
+            secret_access_key=self.secret_key,
+            region="us-east-1",
+            client_options={"allow_http": True},
+        )
 
 
 @contextlib.contextmanager

@@ -19,9 +19,7 @@ from pathlib import Path
 
 import discord
 import pytest
-from click.testing import CliRunner, Result
 
-from labbot.cli import cli
 from labbot.cli.checks import NO_TERMINAL
 from labbot.config import load_settings
 from labbot.files.receipt import format_expiry
@@ -34,19 +32,6 @@ from tests.threaded import closed_port, served
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "MTAxNjk4NzY1NDMyMTA.GhIjKl.super-secret-token"
-
-
-@pytest.fixture
-def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("LABBOT_DATA_DIR", str(tmp_path / "data"))
-    runner = CliRunner()
-
-    def invoke(*args: str, code: int = 0) -> Result:
-        result = runner.invoke(cli, list(args), catch_exceptions=False)
-        assert result.exit_code == code, result.output
-        return result
-
-    return invoke
 
 
 @pytest.fixture

@@ -14,9 +14,7 @@ from pathlib import Path
 
 import discord
 import pytest
-from click.testing import CliRunner, Result
 
-from labbot.cli import cli
 from labbot.cli.checks import discord_checks, filesystem_type, model_checks
 from labbot.config import load_settings
 from tests.fakes.discord_server import FakeDiscord
@@ -25,19 +23,6 @@ from tests.threaded import closed_port, served
 
 TOKEN = "MTAxNjk4NzY1NDMyMTA.GhIjKl.super-secret-token"
 EVERY_CHECK = ["settings", "labbot run", "data dir", "database", "sandbox", "model", "discord"]
-
-
-@pytest.fixture
-def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("LABBOT_DATA_DIR", str(tmp_path / "data"))
-    runner = CliRunner()
-
-    def invoke(*args: str, code: int = 0) -> Result:
-        result = runner.invoke(cli, list(args), catch_exceptions=False)
-        assert result.exit_code == code, result.output
-        return result
-
-    return invoke
 
 
 def by_name(output: str) -> dict[str, dict]:

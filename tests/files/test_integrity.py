@@ -12,7 +12,6 @@ from pathlib import Path
 
 import obstore
 import pytest
-from obstore.store import S3Store
 
 from labbot.app import blob_store
 from labbot.config import load_settings
@@ -62,14 +61,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         server: S3 = request.getfixturevalue("s3_server")
         prefix = f"integrity-{new_file_id()}"
         blobs = blob_store(load_settings(LABBOT_DATA_DIR=tmp_path, **server.env(prefix=prefix)))
-        intruder = S3Store(  # a worker machine's keys are the bot's keys
-            server.bucket,
-            endpoint=server.endpoint,
-            access_key_id=server.access_key,
-            secret_access_key=server.secret_key,
-            region="us-east-1",
-            client_options={"allow_http": True},
-        )
+        intruder = server.bucket_store()  # a worker machine's keys are the bot's keys
 
         async def overwrite(user: str, file_id: str, data: bytes) -> None:
             await obstore.put_async(intruder, f"{prefix}/{user}/{file_id}", data)

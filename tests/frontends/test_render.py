@@ -43,11 +43,8 @@ def test_a_single_huge_line_is_cut_hard() -> None:
     assert [len(p) for p in pieces] == [2000, 2000, 500]
 
 
-async def test_stream_edits_are_throttled_and_overflow_starts_a_new_message() -> None:
-    """Writes within the interval do not edit; a flush shows all; past 2000 characters the
-    message is finished and a new one continues."""
-    now = [0.0]
-    posts: list[list[str]] = []
+def recording(posts: list[list[str]]):
+    """A ReplyStream ``send`` that keeps each posted message's text and its edits in ``posts``."""
 
     async def send(text: str):
         history = [text]
@@ -58,6 +55,15 @@ async def test_stream_edits_are_throttled_and_overflow_starts_a_new_message() ->
 
         return edit
 
+    return send
+
+
+async def test_stream_edits_are_throttled_and_overflow_starts_a_new_message() -> None:
+    """Writes within the interval do not edit; a flush shows all; past 2000 characters the
+    message is finished and a new one continues."""
+    now = [0.0]
+    posts: list[list[str]] = []
+    send = recording(posts)
     stream = ReplyStream(send, interval=1.0, clock=lambda: now[0])
     await stream.write("Hello")  # first write shows at once
     await stream.write(", world")  # same instant: throttled
@@ -91,16 +97,7 @@ async def test_a_stream_posts_at_most_max_messages_then_is_cut() -> None:
     """300,000 characters make 10 messages, the last one final, and the stream says it was
     cut; what comes later is kept for the attached copy but not posted."""
     posts: list[list[str]] = []
-
-    async def send(text: str):
-        history = [text]
-        posts.append(history)
-
-        async def edit(new: str) -> None:
-            history.append(new)
-
-        return edit
-
+    send = recording(posts)
     stream = ReplyStream(send, interval=0.0)
     for _ in range(50):
         await stream.write("x " * 3000)

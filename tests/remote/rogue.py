@@ -14,10 +14,9 @@ from typing import Any
 
 import nats as nats_client
 from nats.aio.client import Client
-from obstore.store import S3Store
 
 from labbot.remote import bus, wire
-from tests.servers import S3, Nats
+from tests.servers import Nats
 
 Answer = Callable[[dict[str, Any]], Awaitable[bytes]]
 
@@ -95,15 +94,3 @@ async def rogue_worker(
         stop.set()
         await beating
         await nc.close()
-
-
-def intruder(s3: S3) -> S3Store:
-    """The bucket, opened with the S3 keys every machine has."""
-    return S3Store(
-        s3.bucket,
-        endpoint=s3.endpoint,
-        access_key_id=s3.access_key,
-        secret_access_key=s3.secret_key,
-        region="us-east-1",
-        client_options={"allow_http": True},
-    )

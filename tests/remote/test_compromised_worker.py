@@ -17,7 +17,7 @@ from labbot.files.names import new_file_id
 from labbot.logs import configure_logging
 from labbot.remote import wire
 from tests.remote.conftest import RemoteFactory
-from tests.remote.rogue import intruder, reply, rogue_worker
+from tests.remote.rogue import reply, rogue_worker
 from tests.servers import S3, Nats
 
 MIB = 1024 * 1024
@@ -33,7 +33,7 @@ async def test_an_output_larger_than_reported_is_not_kept(
     """The worker puts 3 MiB in the bucket and reports 10 bytes, under MAX_FILE_SIZE_MB=1: the
     file is not registered (the user is told why), its object is removed, the quota is
     untouched."""
-    bucket = intruder(s3_server)
+    bucket = s3_server.bucket_store()  # the S3 keys every machine has
     keys: list[str] = []
 
     async def big_output(request: dict[str, Any]) -> bytes:

@@ -7,6 +7,8 @@ import json
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -204,26 +206,44 @@ async def test_per_user_executions_queue_and_users_run_side_by_side(make_interpr
         assert spans[1][0] < spans[0][1]
 
 
-async def test_stop_interrupts_and_keeps_variables(make_interpreter) -> None:
-    """stop() interrupts running code with KeyboardInterrupt; the session's variables stay."""
-    async with make_interpreter() as (interpreter, _):
-        await interpreter.run("u", "c", "x = 7")
-        started = asyncio.Event()
+@contextmanager
+def bot_sigint(inherited: str) -> Iterator[None]:
+    """The test process's (the bot's) SIGINT as given while the block runs: "default", or
+    "ignored" (a job started in the background of a shell) or "blocked"; a child inherits it."""
+    if inherited == "ignored":
+        before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    elif inherited == "blocked":
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        if inherited == "ignored":
+            signal.signal(signal.SIGINT, before)
+        elif inherited == "blocked":
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
-        async def on_output(name: str, text: str) -> None:
-            started.set()
 
-        task = asyncio.create_task(
-            interpreter.run(
-                "u", "c", "print('go', flush=True)\nwhile True:\n    pass", on_output=on_output
-            )
-        )
-        async with asyncio.timeout(20):
-            await started.wait()
-            assert await interpreter.stop("u", "c") is True
-            result = await task
-        assert result.status == "error" and result.error.name == "KeyboardInterrupt"
-        assert (await interpreter.run("u", "c", "x")).value == "7"
+@pytest.mark.parametrize("inherited", ["default", "ignored", "blocked"])
+async def test_stop_interrupts_and_keeps_variables(make_interpreter, inherited: str) -> None:
+    """stop() interrupts running code with KeyboardInterrupt; the session's variables stay,
+    whatever SIGINT the bot had when the kernel started (an ignored one used to be inherited,
+    and every stop then killed the session)."""
+    with bot_sigint(inherited):
+        async with make_interpreter() as (interpreter, _):
+            await interpreter.run("u", "c", "x = 7")
+            started = asyncio.Event()
+
+            async def on_output(name: str, text: str) -> None:
+                started.set()
+
+            code = "print('go', flush=True)\nwhile True:\n    pass"
+            task = asyncio.create_task(interpreter.run("u", "c", code, on_output=on_output))
+            async with asyncio.timeout(20):
+                await started.wait()
+                assert await interpreter.stop("u", "c") is True
+                result = await task
+            assert result.status == "error" and result.error.name == "KeyboardInterrupt"
+            assert (await interpreter.run("u", "c", "x")).value == "7"
 
 
 async def test_module_outside_the_allowlist_names_the_allowlist(
@@ -351,34 +371,3 @@ async def test_processes_a_cell_starts_end_with_it(interpreter: CodeInterpreter)
     spinner = (await interpreter.run("u", "c", code)).value
     check = await interpreter.run("u", "c", f"import os\nos.path.exists('/proc/{spinner}')")
     assert check.value == "False"
-
-
-@pytest.mark.parametrize("inherited", ["ignored", "blocked"])
-async def test_stop_works_whatever_sigint_the_bot_had(make_interpreter, inherited: str) -> None:
-    """A kernel started while the bot's own SIGINT was ignored or blocked (as a front end or a
-    library may leave it: a child inherits both) still stops on stop(), variables kept."""
-    if inherited == "ignored":
-        before = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    else:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        async with make_interpreter() as (interpreter, _):
-            await interpreter.run("u", "c", "x = 7")
-            started = asyncio.Event()
-
-            async def on_output(name: str, text: str) -> None:
-                started.set()
-
-            code = "print('go', flush=True)\nwhile True:\n    pass"
-            task = asyncio.create_task(interpreter.run("u", "c", code, on_output=on_output))
-            async with asyncio.timeout(20):
-                await started.wait()
-                assert await interpreter.stop("u", "c") is True
-                result = await task
-            assert result.error is not None and result.error.name == "KeyboardInterrupt", result
-            assert (await interpreter.run("u", "c", "x")).value == "7"
-    finally:
-        if inherited == "ignored":
-            signal.signal(signal.SIGINT, before)
-        else:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
