@@ -19,8 +19,7 @@ from codeop import compile_command
 from pathlib import Path
 from typing import TextIO
 
-from prompt_toolkit import PromptSession, print_formatted_text
-from prompt_toolkit.application import run_in_terminal
+from prompt_toolkit import PromptSession
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.input import Input
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
@@ -92,6 +91,7 @@ class LineReader:
         self.stdin = stdin or sys.stdin
         self.interactive = terminal is not None or (self.stdin.isatty() and sys.stdout.isatty())
         self._session: PromptSession[str] | None = None
+        self._hint = ""  # shown in the empty prompt line after a first Ctrl-C
         if self.interactive:
             store = InMemoryHistory() if history is None else private_history(history)
             self._session = PromptSession(
@@ -103,6 +103,9 @@ class LineReader:
                 lexer=PygmentsLexer.from_filename("cell.py") if python else None,
                 prompt_continuation=lambda width, *_: "." * (width - 1) + " ",
                 enable_history_search=False,
+                # In the prompt line, not printed above it: printing leaves the terminal's raw
+                # mode for a moment, and a second Ctrl-C then would be a SIGINT, not a key.
+                placeholder=lambda: [("fg:ansibrightblack", self._hint)],
             )
 
     @property
@@ -114,6 +117,7 @@ class LineReader:
         """The next input; None when the user leaves (Ctrl-D, Ctrl-C twice, end of input)."""
         if self._session is None:
             return await self._read_plain()
+        self._hint = ""
         try:
             return await self._session.prompt_async(self.prompt, handle_sigint=False)
         except EOFError:
@@ -143,7 +147,7 @@ class LineReader:
                 event.app.exit(exception=EOFError())
                 return
             event.current_buffer.reset()
-            run_in_terminal(lambda: print_formatted_text(LEAVE_HINT))
+            self._hint = LEAVE_HINT
 
         @bindings.add("c-d")
         def _leave(event: KeyPressEvent) -> None:

@@ -67,7 +67,12 @@ def test_console_paste_ctrl_c_and_history_across_runs(tmp_path: Path) -> None:
     term.send(UP)
     term.wait(r"^>>> print\(double\(2\), i\)$", what="the last run's input")
     term.send(CTRL_C)
-    term.wait(lambda: "double(2)" not in term.screen.display[term.screen.cursor.y], 30, "clear")
+    hint = "(Ctrl-C again or Ctrl-D to leave)"  # in the cleared prompt line, not printed above
+
+    def hinted() -> bool:
+        return term.screen.display[term.screen.cursor.y].startswith(f">>> {hint}")
+
+    term.wait(hinted, 30, "the hint")
     term.send(CTRL_C)
     assert term.close(keys="") == 0
 
