@@ -13,7 +13,8 @@ import discord
 import pytest
 
 import labbot.frontends.discord as discord_frontend
-from labbot.frontends.discord.gate import REFUSED, ROLE_CACHE_SECONDS, GatedModal, GatedView
+from labbot.frontends.discord.gate import REFUSED, ROLE_CACHE_SECONDS
+from labbot.frontends.discord.views import GatedModal, GatedView
 from labbot.llm.tools import TOOL_NAME
 from tests.conftest import chunks_of
 from tests.fakes.discord_server import Sent
