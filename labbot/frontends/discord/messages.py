@@ -247,13 +247,16 @@ class Messages(commands.Cog):
                 conversation=conversation,
                 view=view if not posted else discord.utils.MISSING,
             )
+            index = len(posted)
             posted.append(sent)
             await services.conversations.set_preference(
                 user, conversation_of_message(sent.id), conversation
             )
 
             async def change(new: str) -> None:
-                await edit(sent, links=links, conversation=conversation, content=new)
+                posted[index] = await edit(
+                    posted[index], links=links, conversation=conversation, content=new
+                )
 
             return change
 

@@ -167,10 +167,12 @@ async def edit(
     conversation: str | None = None,
     **options: Any,
 ) -> discord.Message:
-    """Edit a posted message; previews are decided again on what it will show."""
+    """Edit a posted message (``message`` as last edited: its content is what stays when
+    none is given); previews are decided again on what it will show. Always explicit:
+    discord.py's ``edit`` turns previews back on unless told."""
     content = options.get("content", message.content)
-    extra = {"embeds": options.get("embeds", message.embeds)}
-    quiet = suppressed(links, content, extra, conversation)
+    kept = {"embeds": options.get("embeds", message.embeds)}
+    quiet = suppressed(links, content, kept, conversation)
     return await message.edit(suppress=quiet, **options)
 
 

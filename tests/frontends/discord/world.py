@@ -53,6 +53,9 @@ async def labbot_on(
             yield model, bot
             async with asyncio.timeout(30):
                 await bot.wait_idle()
+        # Nothing the bot posted made Discord fetch a link, but those users posted themselves.
+        fetched = {url for sent in fake.sent for url in sent.previews}
+        assert fetched <= fake.user_links(), fetched - fake.user_links()
 
 
 _markers = itertools.count(1)
