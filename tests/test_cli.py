@@ -26,7 +26,7 @@ from labbot.files.receipt import format_expiry
 from labbot.frontends.discord.bot import create_bot
 from labbot.llm.tools import TOOL_NAME
 from tests.conftest import Clock, chunks_of, make_store
-from tests.fakes.app import open_fake_app
+from tests.fakes.app import fake_settings, open_fake_app
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.threaded import closed_port, served
@@ -258,7 +258,7 @@ async def test_the_bot_does_not_warn_about_voice(settings, monkeypatch, caplog) 
     """labbot uses no voice: no "PyNaCl is not installed" warning when the bot starts."""
     monkeypatch.setattr(discord.VoiceClient, "warn_nacl", True)
     monkeypatch.setattr(discord.VoiceClient, "warn_dave", True)
-    async with open_fake_app(settings, None) as app:
+    async with open_fake_app(fake_settings(settings.LABBOT_DATA_DIR), None) as app:
         with caplog.at_level(logging.WARNING):
             create_bot(app)
     assert "PyNaCl" not in caplog.text and "voice" not in caplog.text

@@ -12,8 +12,16 @@ from typing import Any
 
 import click
 
-from labbot.cli import ONE_SHOT, cli, echo, error_json, json_option, unusable_data_dir, user_option
 from labbot.cli.checks import check_base_url, run_mode
+from labbot.cli.group import (
+    ONE_SHOT,
+    cli,
+    echo,
+    error_json,
+    json_option,
+    unusable_data_dir,
+    user_option,
+)
 from labbot.config import Settings
 from labbot.core import Failed, FileProduced, Status, TextDelta, ToolOutput, ToolStarted
 from labbot.errors import ConfigError, FileNotFound, LabbotError

@@ -20,12 +20,14 @@ Ways out, and where each is tried:
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import discord
 import pytest
 
+from labbot.frontends.discord import posting
 from labbot.frontends.discord.posting import LinkPolicy, links_in, suppressed
 from labbot.llm.tools import TOOL_NAME
 from tests.fakes.discord_server import FakeDiscord, Sent
@@ -216,3 +218,19 @@ async def test_an_answer_to_a_deleted_question_is_still_posted(env) -> None:
     answer = await fake.wait_for(lambda s: "the late answer" in (s.content or ""))
     assert answer.kind == "message"
     assert "message_reference" not in fake.messages[answer.message_id]
+
+
+def test_every_post_goes_through_posting() -> None:
+    """Nothing in the Discord front end posts, edits or reacts but through posting.py (which
+    decides previews); creating a thread is the one other call that shows text (its name,
+    which Discord does not preview)."""
+    package = Path(posting.__file__).parent
+    calls = re.compile(r"\.(send|reply|send_message|edit_message|edit|add_reaction)\(")
+    found = [
+        f"{path.relative_to(package)}:{n}"
+        for path in package.rglob("*.py")
+        if path.name != "posting.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if calls.search(line)
+    ]
+    assert found == []
