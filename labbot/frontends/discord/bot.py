@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -20,6 +21,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from labbot.app import App
+from labbot.errors import LabbotError
 from labbot.frontends.discord.access import AccessPolicy
 from labbot.frontends.discord.errors import error_text
 from labbot.frontends.discord.gate import Gate, gate_of
@@ -74,7 +76,7 @@ class LabBot(commands.Bot):
         self.gate: Gate
         self.http_session: aiohttp.ClientSession
         self._stack = AsyncExitStack()
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweepers: list[asyncio.Task[None]] = []
         self.turns: dict[int, dict[asyncio.Task[None], str]] = {}  # user → turn → conversation
         self.questions: dict[int, asyncio.Task[None]] = {}  # message id → the turn answering it
         self._handling: set[asyncio.Task[Any]] = set()  # messages being handled right now
@@ -85,7 +87,7 @@ class LabBot(commands.Bot):
         """Load the cogs, start the sweeper, sync commands."""
         self.http_session = aiohttp.ClientSession()
         self._stack.push_async_callback(self.http_session.close)
-        self.access = AccessPolicy(self.settings, self.services.conversations)
+        self.access = AccessPolicy(self.settings, self.services.preferences.admin)
         await self.access.load()
         self.gate = Gate(
             self,
@@ -96,7 +98,10 @@ class LabBot(commands.Bot):
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         interval = self.settings.FILE_SWEEP_INTERVAL_MINUTES * 60
-        self._sweeper = asyncio.create_task(self.services.store.run_sweeper(interval))
+        self._sweepers = [
+            asyncio.create_task(self.services.store.run_sweeper(interval)),
+            asyncio.create_task(self._sweep_reply_links(interval)),
+        ]
         if self.settings.DEV_GUILD_ID:
             guild = discord.Object(self.settings.DEV_GUILD_ID)
             self.tree.copy_global_to(guild=guild)
@@ -104,6 +109,16 @@ class LabBot(commands.Bot):
         else:
             await self.tree.sync()
         log.info("bot.ready_to_connect extensions=%d", len(EXTENSIONS))
+
+    async def _sweep_reply_links(self, interval: float) -> None:
+        """Forget which conversation old answers belonged to (REPLY_LINK_DAYS), now and then."""
+        while True:
+            try:
+                swept = await self.services.preferences.sweep(now=datetime.now(UTC))
+                log.info("reply_links.swept count=%d", swept)
+            except LabbotError as exc:  # the database is busy or failed: next time
+                log.warning("reply_links.sweep_failed kind=%s", type(exc).__name__)
+            await asyncio.sleep(interval)
 
     def handling(self, task: asyncio.Task[Any]) -> None:
         """Track a message being handled, so close() and wait_idle() know about it."""
@@ -131,10 +146,10 @@ class LabBot(commands.Bot):
             task.cancel()
         if self._handling:
             await asyncio.wait(self._handling, timeout=10)
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for sweeper in self._sweepers:
+            sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+                await sweeper
         await super().close()
         await self._stack.aclose()
 

@@ -41,11 +41,6 @@ DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # DMs, and guilds without a boost
 ANSWER_FILE = "answer.md"  # the whole of an answer too long to post
 
 
-def conversation_of_message(message_id: int) -> str:
-    """The preference name that maps a bot message to its conversation."""
-    return f"conversation:{message_id}"
-
-
 class Messages(commands.Cog):
     """on_message: the bot's main path."""
 
@@ -98,8 +93,8 @@ class Messages(commands.Cog):
         if isinstance(message.channel, discord.Thread) or not in_guild:
             return str(conversation_id(message.channel, in_guild=in_guild))
         if replied is not None and self.bot.user and replied.author.id == self.bot.user.id:
-            known = await self.bot.services.conversations.preference(
-                str(message.author.id), conversation_of_message(replied.id)
+            known = await self.bot.services.preferences.replies.conversation(
+                replied.id, owner=str(message.author.id)
             )
             if known:
                 return known
@@ -234,7 +229,7 @@ class Messages(commands.Cog):
     ) -> None:
         services = self.bot.services
         assert services.engine is not None
-        show_code = (await services.conversations.preference(user, "show_code")) != "off"
+        show_code = (await services.preferences.users.get(user)).show_code
         view = StopView(message.author.id, asyncio.current_task())
         posted: list[discord.Message] = []
         links = self.bot.links
@@ -249,9 +244,7 @@ class Messages(commands.Cog):
             )
             index = len(posted)
             posted.append(sent)
-            await services.conversations.set_preference(
-                user, conversation_of_message(sent.id), conversation
-            )
+            await services.preferences.replies.link(sent.id, owner=user, conversation=conversation)
 
             async def change(new: str) -> None:
                 posted[index] = await edit(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import discord
@@ -187,9 +188,8 @@ class Session(commands.Cog):
     @app_commands.describe(show="Show the code I run in my answers")
     async def code(self, interaction: discord.Interaction, show: bool) -> None:
         """Show or hide the code I run."""
-        await self.bot.services.conversations.set_preference(
-            str(interaction.user.id), "show_code", "on" if show else "off"
-        )
+        users, user = self.bot.services.preferences.users, str(interaction.user.id)
+        await users.put(user, replace(await users.get(user), show_code=show))
         await respond(interaction, f"I will {'show' if show else 'hide'} the code I run.")
 
 
