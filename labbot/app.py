@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from labbot.chat.engine import Engine
 from labbot.chat.history import ConversationStore, SqliteConversationStore
+from labbot.chat.preferences import Preferences, open_sqlite_preferences
 from labbot.chat.usage import SqliteUsageLedger, UsageLedger
 from labbot.config import Settings
 from labbot.errors import StorageError
@@ -46,6 +47,7 @@ class App:
     store: FileStore
     interpreter: Executor
     conversations: ConversationStore
+    preferences: Preferences
     ledger: UsageLedger
     catalog: ModelCatalog
     engine: Engine | None
@@ -55,7 +57,7 @@ class App:
 async def open_app(settings: Settings) -> AsyncIterator[App]:
     """Open the database, file store, executor and (when configured) the model client."""
     async with AsyncExitStack() as stack:
-        store, conversations, ledger = await _start_store(settings, stack)
+        store, conversations, ledger, preferences = await _start_store(settings, stack)
         await conversations.start()
         await ledger.start()
         catalog = ModelCatalog(settings.LABBOT_MODELS_FILE)
@@ -72,29 +74,30 @@ async def open_app(settings: Settings) -> AsyncIterator[App]:
                 interpreter=interpreter,
                 llm=llm,
                 conversations=conversations,
+                preferences=preferences,
                 ledger=ledger,
                 catalog=catalog,
             )
-        yield App(settings, store, interpreter, conversations, ledger, catalog, engine)
+        yield App(settings, store, interpreter, conversations, preferences, ledger, catalog, engine)
 
 
 @asynccontextmanager
 async def open_store(settings: Settings) -> AsyncIterator[FileStore]:
     """The file store alone, on the metadata backend and blob store the settings name."""
     async with AsyncExitStack() as stack:
-        store, _, _ = await _start_store(settings, stack)
+        store, *_ = await _start_store(settings, stack)
         yield store
 
 
 async def _start_store(
     settings: Settings, stack: AsyncExitStack
-) -> tuple[FileStore, ConversationStore, UsageLedger]:
-    """The database's three stores, the file store started (and closed with ``stack``)."""
-    meta, conversations, ledger = await open_database(settings, stack)
+) -> tuple[FileStore, ConversationStore, UsageLedger, Preferences]:
+    """The database's stores, the file store started (and closed with ``stack``)."""
+    meta, conversations, ledger, preferences = await open_database(settings, stack)
     store = FileStore(meta, blob_store(settings), Limits.from_settings(settings))
     await store.start()
     stack.push_async_callback(store.close)
-    return store, conversations, ledger
+    return store, conversations, ledger, preferences
 
 
 def blob_store(settings: Settings) -> BlobStore:
@@ -142,17 +145,19 @@ def database_name(settings: Settings) -> str:
 
 async def open_database(
     settings: Settings, stack: AsyncExitStack
-) -> tuple[MetadataStore, ConversationStore, UsageLedger]:
+) -> tuple[MetadataStore, ConversationStore, UsageLedger, Preferences]:
     """MongoDB when MONGODB_URI is set (as in the original bot), else the embedded SQLite.
     Closed by ``stack``."""
     if settings.MONGODB_URI is None:
         db = SqliteDatabase(settings.database_path)
         stack.push_async_callback(db.close)
-        return SqliteMetadataStore(db), SqliteConversationStore(db), SqliteUsageLedger(db)
+        conversations, ledger = SqliteConversationStore(db), SqliteUsageLedger(db)
+        return SqliteMetadataStore(db), conversations, ledger, await open_sqlite_preferences(db)
     from pymongo import AsyncMongoClient
     from pymongo.errors import PyMongoError
 
     from labbot.chat.mongo import MongoConversationStore, MongoUsageLedger
+    from labbot.chat.preferences_mongo import open_mongo_preferences
     from labbot.files.meta.mongo import MongoMetadataStore
 
     client: AsyncMongoClient = AsyncMongoClient(
@@ -178,4 +183,5 @@ async def open_database(
         MongoMetadataStore(database),
         MongoConversationStore(database),
         MongoUsageLedger(database),
+        await open_mongo_preferences(database),
     )

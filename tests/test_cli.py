@@ -26,6 +26,7 @@ from labbot.files.receipt import format_expiry
 from labbot.frontends.discord.bot import create_bot
 from labbot.llm.tools import TOOL_NAME
 from tests.conftest import Clock, chunks_of, make_store
+from tests.fakes.app import fake_settings, open_fake_app
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.threaded import closed_port, served
@@ -253,12 +254,13 @@ def test_run_with_a_refused_token_or_no_network_is_one_line(run, monkeypatch) ->
     assert offline[1].endswith("Check this machine's network, DNS and proxy, then try again.")
 
 
-def test_the_bot_does_not_warn_about_voice(settings, monkeypatch, caplog) -> None:
+async def test_the_bot_does_not_warn_about_voice(settings, monkeypatch, caplog) -> None:
     """labbot uses no voice: no "PyNaCl is not installed" warning when the bot starts."""
     monkeypatch.setattr(discord.VoiceClient, "warn_nacl", True)
     monkeypatch.setattr(discord.VoiceClient, "warn_dave", True)
-    with caplog.at_level(logging.WARNING):
-        create_bot(settings)
+    async with open_fake_app(fake_settings(settings.LABBOT_DATA_DIR), None) as app:
+        with caplog.at_level(logging.WARNING):
+            create_bot(app)
     assert "PyNaCl" not in caplog.text and "voice" not in caplog.text
 
 

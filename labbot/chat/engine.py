@@ -7,6 +7,7 @@ import logging
 import sys
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -19,6 +20,7 @@ from labbot.chat.history import (
     turns,
 )
 from labbot.chat.images import ModelImages, image_part
+from labbot.chat.preferences import Preferences
 from labbot.chat.usage import UsageLedger, UsageRecord
 from labbot.config import Settings
 from labbot.core import (
@@ -67,6 +69,7 @@ class Engine:
         interpreter: Executor,
         llm: ModelClient,
         conversations: ConversationStore,
+        preferences: Preferences,
         ledger: UsageLedger,
         catalog: ModelCatalog,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -76,6 +79,7 @@ class Engine:
         self.interpreter = interpreter
         self.llm = llm
         self.conversations = conversations
+        self.preferences = preferences
         self.ledger = ledger
         self.catalog = catalog
         self.clock = clock
@@ -85,7 +89,9 @@ class Engine:
         self.images = ModelImages(store)
         # Images per request a conversation's provider took after refusing more (HTTP 413).
         self._image_caps: dict[tuple[str, str], int] = {}
-        self._models = ProviderAllowList(settings, catalog, llm.list_models, store=conversations)
+        self._models = ProviderAllowList(
+            settings, catalog, llm.list_models, store=preferences.admin
+        )
 
     async def models(self) -> ModelAllowList:
         """The models users may pick (the provider's list is asked for when needed)."""
@@ -93,7 +99,7 @@ class Engine:
 
     async def model_for(self, user: str) -> ModelInfo:
         """The user's chosen model while it is allowed, else DEFAULT_MODEL."""
-        chosen = await self.conversations.preference(user, "model")
+        chosen = (await self.preferences.users.get(user)).model
         if chosen and not (await self.models()).allows(chosen):
             log.warning("model.not_allowed user=%s model=%s", user, chosen[:100])
             chosen = None
@@ -104,7 +110,8 @@ class Engine:
         adds the name to the allow-list first (callers decide who may force)."""
         if name is not None:
             name = await (await self.models()).choose(name, force=force, by=user)
-        await self.conversations.set_preference(user, "model", name)
+        chosen = await self.preferences.users.get(user)
+        await self.preferences.users.put(user, replace(chosen, model=name))
         return await self.model_for(user)
 
     async def reset(self, user: str, conversation: str) -> None:

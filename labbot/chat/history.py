@@ -1,5 +1,6 @@
 """Conversations: every message of a turn (tool calls and results included) in the database,
-trimmed by tokens to fit the model's window. Per-user preferences live here too.
+trimmed by tokens to fit the model's window. (Users' settings, reply links and admins' lists
+live in preferences.py; the ``preferences`` table made here is what they were moved from.)
 
 What history keeps is bounded: a tool result is cut field by field and as a whole, a call's
 arguments are kept only when they are valid JSON within the tool's limit, and rows stored before
@@ -61,7 +62,7 @@ MIGRATIONS = [_m101_conversations]
 
 
 class ConversationStore(Protocol):
-    """Where conversations and preferences live."""
+    """Where conversations live."""
 
     async def start(self) -> None:
         """Create or migrate the schema; idempotent."""
@@ -74,12 +75,6 @@ class ConversationStore(Protocol):
 
     async def clear(self, user: str, conversation: str) -> int:
         """Forget a conversation; returns how many messages went."""
-
-    async def preference(self, user: str, name: str) -> str | None:
-        """A user's preference, or None."""
-
-    async def set_preference(self, user: str, name: str, value: str | None) -> None:
-        """Set (or with None remove) a user's preference."""
 
 
 class SqliteConversationStore:
@@ -126,31 +121,6 @@ class SqliteConversationStore:
             ),
             write=True,
         )
-
-    async def preference(self, user: str, name: str) -> str | None:
-        """A user's preference, or None."""
-        row = await self.db.run(
-            lambda db: db.execute(
-                "SELECT value FROM preferences WHERE user = ? AND name = ?", (user, name)
-            ).fetchone(),
-            write=False,
-        )
-        return None if row is None else row[0]
-
-    async def set_preference(self, user: str, name: str, value: str | None) -> None:
-        """Set or remove a user's preference."""
-
-        def write(db: sqlite3.Connection) -> None:
-            if value is None:
-                db.execute("DELETE FROM preferences WHERE user = ? AND name = ?", (user, name))
-            else:
-                db.execute(
-                    "INSERT INTO preferences VALUES (?, ?, ?)"
-                    " ON CONFLICT (user, name) DO UPDATE SET value = excluded.value",
-                    (user, name, value),
-                )
-
-        await self.db.run(write, write=True)
 
 
 def repair(messages: list[Message]) -> list[Message]:

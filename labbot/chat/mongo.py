@@ -1,4 +1,4 @@
-"""Conversations, preferences and the usage ledger on MongoDB (same contracts as SQLite)."""
+"""Conversations and the usage ledger on MongoDB (same contracts as SQLite)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,10 @@ from labbot.sqlite import to_us
 
 
 class MongoConversationStore:
-    """ConversationStore on the ``messages`` and ``preferences`` collections."""
+    """ConversationStore on the ``messages`` collection."""
 
     def __init__(self, database: Any) -> None:
         self.messages_ = database["messages"]
-        self.preferences = database["preferences"]
         self.counters = database["counters"]
 
     async def start(self) -> None:
@@ -71,25 +70,6 @@ class MongoConversationStore:
             self.messages_.delete_many({"user": user, "conversation": conversation})
         )
         return result.deleted_count
-
-    async def preference(self, user: str, name: str) -> str | None:
-        """A user's preference, or None."""
-        doc = await guarded(self.preferences.find_one({"_id": f"{user}\x00{name}"}))
-        return None if doc is None else doc["value"]
-
-    async def set_preference(self, user: str, name: str, value: str | None) -> None:
-        """Set or remove a user's preference."""
-        key = f"{user}\x00{name}"
-        if value is None:
-            await guarded(self.preferences.delete_one({"_id": key}))
-        else:
-            await guarded(
-                self.preferences.update_one(
-                    {"_id": key},
-                    {"$set": {"user": user, "name": name, "value": value}},
-                    upsert=True,
-                )
-            )
 
 
 class MongoUsageLedger:

@@ -12,8 +12,16 @@ from typing import Any
 
 import click
 
-from labbot.cli import ONE_SHOT, cli, echo, error_json, json_option, unusable_data_dir, user_option
 from labbot.cli.checks import check_base_url, run_mode
+from labbot.cli.group import (
+    ONE_SHOT,
+    cli,
+    echo,
+    error_json,
+    json_option,
+    unusable_data_dir,
+    user_option,
+)
 from labbot.config import Settings
 from labbot.core import Failed, FileProduced, Status, TextDelta, ToolOutput, ToolStarted
 from labbot.errors import ConfigError, FileNotFound, LabbotError
@@ -240,19 +248,28 @@ def _log_to_file(settings: Settings, path: Path) -> Iterator[None]:
 @click.pass_context
 def bot(ctx: click.Context) -> None:
     """Run the Discord bot (needs DISCORD_TOKEN) until interrupted."""
-    from labbot.frontends.discord import run_bot
+    from labbot.app import open_app
+    from labbot.frontends.discord import create_bot
     from labbot.frontends.discord.setup_check import login, login_error
 
     settings: Settings = ctx.obj["settings"]()
     if settings.DISCORD_TOKEN is None:
         raise ConfigError("DISCORD_TOKEN is not set.", hint="Put the bot token in .env.")
+    token = settings.DISCORD_TOKEN.get_secret_value()
     # A malformed or refused token, or no network: one sentence, before any log line.
-    asyncio.run(login(settings.DISCORD_TOKEN.get_secret_value()))
+    asyncio.run(login(token))
     configure_logging(
         settings.LOG_LEVEL, settings.LOG_FORMAT, discord_debug=settings.LOG_DISCORD_DEBUG
     )
+
+    async def serve() -> None:
+        # discord.py's "advanced start-up": the App outlives the bot that runs on it.
+        async with open_app(settings) as app, create_bot(app) as client:
+            await client.start(token)
+
     try:
-        run_bot(settings)
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve())
     except Exception as exc:
         if (error := login_error(exc)) is None:
             raise

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from labbot.cli import (
+from labbot.cli.group import (
     echo,
     emit_json,
     error_json,

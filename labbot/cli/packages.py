@@ -6,7 +6,7 @@ import asyncio
 
 import click
 
-from labbot.cli import cli, emit_json, json_option
+from labbot.cli.group import cli, emit_json, json_option
 from labbot.config import Settings
 from labbot.errors import SandboxError
 

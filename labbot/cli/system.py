@@ -14,7 +14,8 @@ import click
 from pydantic import SecretStr
 
 from labbot.app import database_name
-from labbot.cli import (
+from labbot.cli.checks import Check, data_dir_check, discord_checks, mode_check, model_checks
+from labbot.cli.group import (
     ONE_SHOT,
     cli,
     echo,
@@ -24,7 +25,6 @@ from labbot.cli import (
     run_with_store,
     user_option,
 )
-from labbot.cli.checks import Check, data_dir_check, discord_checks, mode_check, model_checks
 from labbot.cli.saving import save_file
 from labbot.config import Settings
 from labbot.core import ExecutionResult

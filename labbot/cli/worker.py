@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from labbot.cli import cli, emit_json, json_option
+from labbot.cli.group import cli, emit_json, json_option
 from labbot.config import Settings
 from labbot.logs import configure_logging
 

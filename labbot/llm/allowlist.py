@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from labbot.config import Settings
 from labbot.errors import LLMError, ModelNotAllowed
@@ -18,17 +17,17 @@ from labbot.llm.models import ModelCatalog
 log = logging.getLogger(__name__)
 
 LISTING_RETRY_SECONDS = 300  # after a failed listing, ask the provider again after this
-_ROW = "__models__"  # the preferences row holding the models admins added
+_LIST = "models"  # the admins' list of the models they added
 # What a provider's model id looks like ("gpt-4o", "openai/gpt-4o", "qwen2.5:7b", "org/m@v2").
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
 
 
-class Preferences(Protocol):
-    """Where the models admins added are kept (the conversation store's preferences)."""
+class AdminLists(Protocol):
+    """Where the models admins added are kept (labbot.chat.preferences.AdminLists)."""
 
-    async def preference(self, user: str, name: str) -> str | None: ...  # noqa: D102
+    async def get(self, name: str) -> Any: ...  # noqa: D102
 
-    async def set_preference(self, user: str, name: str, value: str | None) -> None: ...  # noqa: D102
+    async def put(self, name: str, value: Any) -> None: ...  # noqa: D102
 
 
 class ModelAllowList:
@@ -51,7 +50,7 @@ class ModelAllowList:
         *,
         listed: Iterable[str] | None = None,
         added: Iterable[str] = (),
-        store: Preferences | None = None,
+        store: AdminLists | None = None,
         failed: bool = False,
     ) -> None:
         self.default = settings.DEFAULT_MODEL
@@ -64,8 +63,8 @@ class ModelAllowList:
 
     async def load(self) -> None:
         """Read the models admins added (kept in ``store``)."""
-        raw = await self.store.preference(_ROW, "added") if self.store else None
-        self.added |= set(json.loads(raw)) if raw else set()
+        added = await self.store.get(_LIST) if self.store else None
+        self.added |= set(added or [])
 
     def base(self) -> set[str]:
         """The operator's choice: ALLOWED_MODELS, else the catalog's models the provider has."""
@@ -105,7 +104,7 @@ class ModelAllowList:
         if not known:
             log.info("model.added model=%s by=%s", name, by)
             if self.store is not None:
-                await self.store.set_preference(_ROW, "added", json.dumps(sorted(self.added)))
+                await self.store.put(_LIST, sorted(self.added))
         return name
 
 
@@ -125,7 +124,7 @@ class ProviderAllowList:
         catalog: ModelCatalog,
         lister: Callable[[], Awaitable[list[str] | None]],
         *,
-        store: Preferences | None = None,
+        store: AdminLists | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings, self.catalog, self.lister = settings, catalog, lister

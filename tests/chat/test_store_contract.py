@@ -68,18 +68,6 @@ async def test_an_oversized_stored_tool_result_comes_back_bounded(stores) -> Non
     assert json.loads(tool["content"])["status"] == "error"
 
 
-async def test_preferences_set_replace_and_remove(stores) -> None:
-    """A preference is per user, replaced by a new value and removed with None."""
-    conversations, _ = stores
-    assert await conversations.preference("u", "model") is None
-    await conversations.set_preference("u", "model", "gpt-4o")
-    await conversations.set_preference("u", "model", "o4-mini")
-    assert await conversations.preference("u", "model") == "o4-mini"
-    assert await conversations.preference("v", "model") is None
-    await conversations.set_preference("u", "model", None)
-    assert await conversations.preference("u", "model") is None
-
-
 async def test_usage_summary_sums_exactly_per_model(stores) -> None:
     """Totals per model, costs summed as decimals, unpriced requests counted, dearest first."""
     _, ledger = stores

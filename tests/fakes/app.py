@@ -50,6 +50,7 @@ async def open_fake_app(settings: Settings, model: ScriptedModel | None) -> Asyn
                     interpreter=executor,
                     llm=model,
                     conversations=app.conversations,
+                    preferences=app.preferences,
                     ledger=app.ledger,
                     catalog=app.catalog,
                 )

@@ -90,6 +90,7 @@ FILESIZE_LIMIT = 10 * 1024 * 1024  # guild.filesize_limit for premium_tier 0 in 
 MESSAGE_CONTENT_LIMIT = 2000
 EPHEMERAL = 64
 LOADING = 128
+SUPPRESS_EMBEDS = 4  # no link previews (embeds) on this message
 _DM = 1
 _THREAD_TYPES = (10, 11, 12)
 # What @everyone may do in the fake guild, and what interactions report the user may do.
@@ -124,7 +125,7 @@ class Sent:
     embeds: list[dict] = field(default_factory=list)
     components: list[dict] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)
-    flags: int = 0  # 64 = ephemeral
+    flags: int = 0  # 64 = ephemeral, 4 = embeds (link previews) suppressed
     payload: dict = field(default_factory=dict)
     allowed_mentions: dict | None = None
     callback_type: int | None = None  # 4 message, 5 defer, 6 deferred update, 7 update, 8 choices
@@ -133,6 +134,32 @@ class Sent:
     @property
     def ephemeral(self) -> bool:
         return bool(self.flags & EPHEMERAL)
+
+    @property
+    def suppressed(self) -> bool:
+        """Link previews (embeds) are off for the message as it stands after this."""
+        return bool(self.flags & SUPPRESS_EMBEDS)
+
+    @property
+    def previews(self) -> list[str]:
+        """The URLs Discord would fetch to show this message as it stands after this."""
+        return previewed_urls(self.content or "", self.embeds, self.flags)
+
+
+# Conservative: a link Discord would preview is any http(s) address not wrapped in <...>, in
+# code or not, bare, spoilered or masked; the URL fields of embeds too.
+_PREVIEWED = re.compile(r"(?<!<)https?://[^\s<>|]+", re.IGNORECASE)
+_EMBED_URLS = ("url", "image", "thumbnail", "video", "author", "footer", "provider")
+
+
+def previewed_urls(content: str, embeds: list[dict], flags: int) -> list[str]:
+    """What Discord fetches to build a message's previews (nothing when they are suppressed)."""
+    if flags & SUPPRESS_EMBEDS:
+        return []
+    found = _PREVIEWED.findall(content)
+    for embed in embeds:
+        found += _PREVIEWED.findall(json.dumps({k: embed.get(k) for k in _EMBED_URLS}))
+    return found
 
 
 @dataclass
@@ -1515,6 +1542,25 @@ class FakeDiscord:
     def dm_channel_of(self, user: str) -> int:
         """The id of the DM channel between ``user`` and the bot (opened if needed)."""
         return self._dm_channel(self._resolve_user(user))
+
+    async def user_delete(self, message: dict) -> None:
+        """A user deletes their message: it is gone, and MESSAGE_DELETE says so."""
+        msg = self._message_of(message)
+        self.messages.pop(int(msg["id"]), None)
+        event = {"id": msg["id"], "channel_id": msg["channel_id"]}
+        if "guild_id" in msg:
+            event["guild_id"] = msg["guild_id"]
+        await self.dispatch("MESSAGE_DELETE", event)
+
+    def user_links(self) -> set[str]:
+        """Every link users posted (Discord previewed those when they posted them)."""
+        bot = self.bot_user["id"]
+        return {
+            url
+            for msg in self.messages.values()
+            if msg["author"]["id"] != bot
+            for url in previewed_urls(msg.get("content") or "", [], 0)
+        }
 
     async def user_edit(self, message: dict, content: str) -> dict:
         """A user edits their message: MESSAGE_UPDATE with the new content."""

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from labbot.app import open_app
-from labbot.chat.history import SqliteConversationStore
+from labbot.chat.preferences import open_sqlite_preferences
 from labbot.cli import cli
 from labbot.config import load_settings
 from labbot.errors import ModelNotAllowed
@@ -58,8 +58,7 @@ def test_unknown_names_are_refused_with_the_list(tmp_path: Path) -> None:
 async def test_added_models_survive_a_restart(tmp_path: Path) -> None:
     """A model an admin added is kept in the database."""
     db = SqliteDatabase(tmp_path / "c.sqlite3")
-    store = SqliteConversationStore(db)
-    await store.start()
+    store = (await open_sqlite_preferences(db)).admin
     settings = load_settings(LABBOT_DATA_DIR=tmp_path)
     first = ModelAllowList(settings, ModelCatalog(), listed=[], store=store)
     await first.choose("my-finetune", force=True, by="42")

@@ -1,5 +1,5 @@
 """The Discord front end."""
 
-from labbot.frontends.discord.bot import LabBot, create_bot, run_bot
+from labbot.frontends.discord.bot import LabBot, create_bot
 
-__all__ = ["LabBot", "create_bot", "run_bot"]
+__all__ = ["LabBot", "create_bot"]

@@ -3,14 +3,13 @@ from admins' commands (kept in the database)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
-from labbot.chat.history import ConversationStore
+from labbot.chat.preferences import AdminLists
 from labbot.config import Settings
 
 KINDS = ("user", "role", "channel")
-_STORE_USER = "__access__"  # the preferences row that holds the admins' lists
+_LIST = "access"  # the admins' list that holds what they allowed and blocked
 
 
 @dataclass
@@ -24,7 +23,7 @@ class Lists:
 class AccessPolicy:
     """Decides whether a user, with their roles, in a channel, may use the bot."""
 
-    def __init__(self, settings: Settings, store: ConversationStore) -> None:
+    def __init__(self, settings: Settings, store: AdminLists) -> None:
         self.admins = set(settings.ADMIN_IDS)
         self.store = store
         self.configured = Lists(
@@ -43,9 +42,8 @@ class AccessPolicy:
 
     async def load(self) -> None:
         """Read the lists admins set by command."""
-        raw = await self.store.preference(_STORE_USER, "lists")
-        if raw:
-            data = json.loads(raw)
+        data = await self.store.get(_LIST)
+        if data:
             self.commanded = Lists(
                 allowed={k: set(data["allowed"].get(k, [])) for k in KINDS},
                 blocked={k: set(data["blocked"].get(k, [])) for k in KINDS},
@@ -63,7 +61,7 @@ class AccessPolicy:
             "allowed": {k: sorted(v) for k, v in self.commanded.allowed.items()},
             "blocked": {k: sorted(v) for k, v in self.commanded.blocked.items()},
         }
-        await self.store.set_preference(_STORE_USER, "lists", json.dumps(data))
+        await self.store.put(_LIST, data)
 
     def uses_roles(self) -> bool:
         """True when some role is allowed or blocked (so a user's roles must be known)."""

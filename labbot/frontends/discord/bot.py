@@ -1,12 +1,18 @@
-"""The Discord bot: a discord.py client wired to the engine, its cogs, and the file sweeper."""
+"""The Discord bot: a discord.py client wired to an open App's engine, its cogs, and the file
+sweeper. The caller opens the App and closes it after the bot (discord.py's "advanced start-up"):
+
+    async with open_app(settings) as app:
+        async with create_bot(app) as bot:
+            await bot.start(token)
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import secrets
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -14,12 +20,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from labbot.app import App, open_app
-from labbot.config import Settings
+from labbot.app import App
 from labbot.errors import LabbotError
 from labbot.frontends.discord.access import AccessPolicy
+from labbot.frontends.discord.errors import error_text
 from labbot.frontends.discord.gate import Gate, gate_of
-from labbot.frontends.discord.render import shown_text
+from labbot.frontends.discord.posting import LinkPolicy, respond
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +35,6 @@ EXTENSIONS = (
     "labbot.frontends.discord.commands.session",
     "labbot.frontends.discord.commands.admin",
 )
-
-
-def incident() -> str:
-    """A short reference a user can quote and an operator can find in the logs."""
-    return secrets.token_hex(2)
 
 
 class LabbotTree(app_commands.CommandTree):
@@ -47,31 +48,17 @@ class LabbotTree(app_commands.CommandTree):
     async def on_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
-        """Show a LabbotError's message; anything else gets a reference for the logs."""
+        """The one error path (errors.py), answered privately."""
         original = getattr(error, "original", error)
-        if isinstance(original, LabbotError):
-            text = shown_text(str(original))
-        else:
-            ref = incident()
-            log.error(
-                "command.failed ref=%s command=%s",
-                ref,
-                interaction.command.name if interaction.command else "?",
-                exc_info=original,
-            )
-            text = f"Something went wrong on our side (ref {ref})."
-        if interaction.response.is_done():
-            await interaction.followup.send(text, ephemeral=True)
-        else:
-            await interaction.response.send_message(text, ephemeral=True)
+        name = interaction.command.name if interaction.command else "?"
+        await respond(interaction, error_text(original, where=f"command {name}"))
 
 
 class LabBot(commands.Bot):
-    """labbot on Discord. Build it with ``create_bot``; start it with ``start(token)``."""
+    """labbot on Discord, on an ``App`` its caller opened (and closes after it). Build it with
+    ``create_bot``; start it with ``start(token)``."""
 
-    def __init__(
-        self, settings: Settings, services: App | None = None, **client_options: Any
-    ) -> None:
+    def __init__(self, app: App, **client_options: Any) -> None:
         intents = discord.Intents.default()
         intents.message_content = True  # privileged: enable it in the Developer Portal
         super().__init__(
@@ -82,26 +69,25 @@ class LabBot(commands.Bot):
             help_command=None,
             **client_options,
         )
-        self.settings = settings
-        self._given_services = services
-        self.services: App = services  # type: ignore[assignment]  # set in setup_hook
+        self.settings = app.settings
+        self.services = app
+        self.links = LinkPolicy()  # which links in what it posts may be previewed
         self.access: AccessPolicy
         self.gate: Gate
         self.http_session: aiohttp.ClientSession
         self._stack = AsyncExitStack()
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweepers: list[asyncio.Task[None]] = []
         self.turns: dict[int, dict[asyncio.Task[None], str]] = {}  # user → turn → conversation
+        self.questions: dict[int, asyncio.Task[None]] = {}  # message id → the turn answering it
         self._handling: set[asyncio.Task[Any]] = set()  # messages being handled right now
         self._idle = asyncio.Event()
         self._idle.set()
 
     async def setup_hook(self) -> None:
-        """Open the services (unless given), load the cogs, start the sweeper, sync commands."""
-        if self._given_services is None:
-            self.services = await self._stack.enter_async_context(open_app(self.settings))
+        """Load the cogs, start the sweeper, sync commands."""
         self.http_session = aiohttp.ClientSession()
         self._stack.push_async_callback(self.http_session.close)
-        self.access = AccessPolicy(self.settings, self.services.conversations)
+        self.access = AccessPolicy(self.settings, self.services.preferences.admin)
         await self.access.load()
         self.gate = Gate(
             self,
@@ -112,7 +98,10 @@ class LabBot(commands.Bot):
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         interval = self.settings.FILE_SWEEP_INTERVAL_MINUTES * 60
-        self._sweeper = asyncio.create_task(self.services.store.run_sweeper(interval))
+        self._sweepers = [
+            asyncio.create_task(self.services.store.run_sweeper(interval)),
+            asyncio.create_task(self._sweep_reply_links(interval)),
+        ]
         if self.settings.DEV_GUILD_ID:
             guild = discord.Object(self.settings.DEV_GUILD_ID)
             self.tree.copy_global_to(guild=guild)
@@ -120,6 +109,16 @@ class LabBot(commands.Bot):
         else:
             await self.tree.sync()
         log.info("bot.ready_to_connect extensions=%d", len(EXTENSIONS))
+
+    async def _sweep_reply_links(self, interval: float) -> None:
+        """Forget which conversation old answers belonged to (REPLY_LINK_DAYS), now and then."""
+        while True:
+            try:
+                swept = await self.services.preferences.sweep(now=datetime.now(UTC))
+                log.info("reply_links.swept count=%d", swept)
+            except LabbotError as exc:  # the database is busy or failed: next time
+                log.warning("reply_links.sweep_failed kind=%s", type(exc).__name__)
+            await asyncio.sleep(interval)
 
     def handling(self, task: asyncio.Task[Any]) -> None:
         """Track a message being handled, so close() and wait_idle() know about it."""
@@ -138,7 +137,8 @@ class LabBot(commands.Bot):
         await self._idle.wait()
 
     async def close(self) -> None:
-        """Stop turns and message handlers, then the sweeper, then close what this bot opened."""
+        """Stop turns and message handlers, then the sweeper, then close what this bot opened
+        (not the App: its caller closes it)."""
         for turns in self.turns.values():
             for task in turns:
                 task.cancel()
@@ -146,10 +146,10 @@ class LabBot(commands.Bot):
             task.cancel()
         if self._handling:
             await asyncio.wait(self._handling, timeout=10)
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for sweeper in self._sweepers:
+            sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+                await sweeper
         await super().close()
         await self._stack.aclose()
 
@@ -172,16 +172,8 @@ class LabBot(commands.Bot):
         return len(tasks)
 
 
-def create_bot(settings: Settings, services: App | None = None, **client_options: Any) -> LabBot:
-    """An unstarted labbot client; ``await bot.start(token)`` runs it."""
+def create_bot(app: App, **client_options: Any) -> LabBot:
+    """An unstarted labbot client on an open App; ``await bot.start(token)`` runs it."""
     # labbot uses no voice: no "PyNaCl is not installed" warning at every start.
     discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
-    return LabBot(settings, services, **client_options)
-
-
-def run_bot(settings: Settings) -> None:
-    """Run the bot until interrupted (the `labbot bot` command)."""
-    if settings.DISCORD_TOKEN is None:
-        raise LabbotError("DISCORD_TOKEN is not set.", hint="Put the bot token in .env.")
-    bot = create_bot(settings)
-    bot.run(settings.DISCORD_TOKEN.get_secret_value(), log_handler=None)
+    return LabBot(app, **client_options)

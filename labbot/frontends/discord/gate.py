@@ -2,8 +2,8 @@
 menus and modals all pass the same access decision and draw on the same per-user rate limit.
 
 discord.py's own hooks call it: ``LabbotTree.interaction_check`` for slash commands and
-autocomplete, ``GatedView``/``GatedModal.interaction_check`` for components, and the Messages
-cog for messages. Edits of messages are not answered at all.
+autocomplete, ``GatedView``/``GatedModal.interaction_check`` (views.py) for components, and the
+Messages cog for messages. Edits of messages are not answered at all.
 """
 
 from __future__ import annotations
@@ -14,15 +14,13 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 import discord
 from discord.ext import commands
 
 from labbot.frontends.discord.access import AccessPolicy
-
-if TYPE_CHECKING:
-    from labbot.frontends.discord.bot import LabBot
+from labbot.frontends.discord.posting import links_of, reply, respond
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +41,14 @@ class Gate:
 
     def __init__(
         self,
-        bot: LabBot,
+        client: discord.Client,
         access: AccessPolicy,
         *,
         rate: int,
         per: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.bot, self.access, self.clock = bot, access, clock
+        self.client, self.access, self.clock = client, access, clock
         self.per = per
         self.cooldown: commands.CooldownMapping[int] = commands.CooldownMapping.from_cooldown(
             rate, per, lambda user_id: user_id
@@ -62,14 +60,14 @@ class Gate:
 
     # The decision: what is known for free first, the rate limit, then Discord's API ---------
     async def decide(
-        self, user: User, channel: Any, in_guild: bool, *, count: bool = True
+        self, user: User, channel: Any, *, in_guild: bool, count: bool = True
     ) -> tuple[bool, float]:
         """(permitted, seconds until the user may come back). The lists are checked first on
         what is known without asking Discord; then the rate limit (``count`` takes one from
         the allowance); only then, for who is within it, are a DM's roles or an uncached
         thread's parent looked up. Whatever cannot be looked up refuses."""
         roles = self.known_roles(user)
-        channels, complete = self.known_channels(channel, in_guild)
+        channels, complete = self.known_channels(channel, in_guild=in_guild)
         verdict = self.access.decide(
             user_id=user.id, role_ids=roles, channel_ids=channels, channels_complete=complete
         )
@@ -117,7 +115,7 @@ class Gate:
 
     async def _fetch_roles(self, user: User) -> set[int] | None:
         found: set[int] = set()
-        for guild in self.bot.guilds:
+        for guild in self.client.guilds:
             member = guild.get_member(user.id)
             if member is None:
                 try:  # REST: without the members intent the cache does not hold them
@@ -136,7 +134,7 @@ class Gate:
         _remember(self._roles, user.id, (self.clock() + ROLE_CACHE_SECONDS, frozenset(found)))
         return found
 
-    def known_channels(self, channel: Any, in_guild: bool) -> tuple[set[int], bool]:
+    def known_channels(self, channel: Any, *, in_guild: bool) -> tuple[set[int], bool]:
         """The ids the channel rules apply to (the channel, and a thread's parent) and whether
         they are complete. A thread discord.py has not cached comes as a PartialMessageable
         without its parent: incomplete, when channel rules exist, until it is looked up."""
@@ -160,7 +158,7 @@ class Gate:
 
     async def _fetch_parent(self, channel: Any) -> int | None:
         try:
-            fetched = await self.bot.fetch_channel(channel.id)
+            fetched = await self.client.fetch_channel(channel.id)
         except discord.HTTPException as exc:
             log.warning("gate.channel_unknown channel=%s status=%s", channel.id, exc.status)
             return None
@@ -192,11 +190,14 @@ class Gate:
     async def admit_message(self, message: discord.Message) -> bool:
         """A message for the bot: refused silently; over the limit, told once per window."""
         user = message.author
-        permitted, retry = await self.decide(user, message.channel, message.guild is not None)
+        permitted, retry = await self.decide(
+            user, message.channel, in_guild=message.guild is not None
+        )
         if retry:
             log.info("gate.limited way=message user=%s", user.id)
             if self.first_notice(user.id, retry):
-                await message.reply(SLOW_DOWN.format(retry=retry), mention_author=False)
+                text = SLOW_DOWN.format(retry=retry)
+                await reply(message, text, links=links_of(self.client))
             return False
         if not permitted:
             log.info("gate.refused way=message user=%s", user.id)
@@ -210,7 +211,10 @@ class Gate:
         user, way = interaction.user, interaction.type.name
         autocomplete = interaction.type is discord.InteractionType.autocomplete
         permitted, retry = await self.decide(
-            user, interaction.channel, interaction.guild_id is not None, count=not autocomplete
+            user,
+            interaction.channel,
+            in_guild=interaction.guild_id is not None,
+            count=not autocomplete,
         )
         if permitted and not retry:
             return True
@@ -219,11 +223,9 @@ class Gate:
             if autocomplete:
                 await interaction.response.autocomplete([])
             elif retry and self.first_notice(user.id, retry):
-                await interaction.response.send_message(
-                    SLOW_DOWN.format(retry=retry), ephemeral=True
-                )
+                await respond(interaction, SLOW_DOWN.format(retry=retry))
             elif not retry:
-                await interaction.response.send_message(REFUSED, ephemeral=True)
+                await respond(interaction, REFUSED)
         return False
 
 
@@ -235,36 +237,10 @@ def _remember(cache: OrderedDict[int, Any], key: int, value: Any) -> None:
         cache.popitem(last=False)
 
 
+class _Gated(Protocol):
+    gate: Gate
+
+
 def gate_of(interaction: discord.Interaction) -> Gate:
-    """The bot's gate, from an interaction."""
-    return cast("LabBot", interaction.client).gate
-
-
-class GatedView(discord.ui.View):
-    """A view whose every button and menu passes the gate first, then ``allows`` (the view's
-    own rule, e.g. only its owner). Subclasses override ``allows``, never
-    ``interaction_check``."""
-
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        """The gate, then the view's own rule."""
-        return await gate_of(interaction).admit_interaction(interaction) and await self.allows(
-            interaction
-        )
-
-    async def allows(self, interaction: discord.Interaction) -> bool:
-        """The view's own rule (everyone who passed the gate, unless overridden)."""
-        return True
-
-
-class GatedModal(discord.ui.Modal):
-    """A modal whose submission passes the gate first, then ``allows``."""
-
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        """The gate, then the modal's own rule."""
-        return await gate_of(interaction).admit_interaction(interaction) and await self.allows(
-            interaction
-        )
-
-    async def allows(self, interaction: discord.Interaction) -> bool:
-        """The modal's own rule (everyone who passed the gate, unless overridden)."""
-        return True
+    """The gate of the client this interaction came to."""
+    return cast(_Gated, interaction.client).gate

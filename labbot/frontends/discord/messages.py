@@ -17,7 +17,9 @@ from labbot.core import Failed, FileProduced, OutputFile, TextDelta, ToolStarted
 from labbot.errors import FileNotFound, FileTooLarge, LabbotError
 from labbot.files import SaveResult
 from labbot.files.receipt import format_size
-from labbot.frontends.discord.gate import GatedView
+from labbot.frontends.discord.conversations import conversation_id
+from labbot.frontends.discord.errors import error_text
+from labbot.frontends.discord.posting import edit, reply, send
 from labbot.frontends.discord.render import (
     MAX_MESSAGES_PER_ANSWER,
     ReplyStream,
@@ -26,6 +28,7 @@ from labbot.frontends.discord.render import (
     split_message,
     upload_confirmation,
 )
+from labbot.frontends.discord.views import StopView
 
 if TYPE_CHECKING:
     from labbot.frontends.discord.bot import LabBot
@@ -38,39 +41,12 @@ DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # DMs, and guilds without a boost
 ANSWER_FILE = "answer.md"  # the whole of an answer too long to post
 
 
-def conversation_of_message(message_id: int) -> str:
-    """The preference name that maps a bot message to its conversation."""
-    return f"conversation:{message_id}"
-
-
-class StopView(GatedView):
-    """A Stop button under a running answer; only the asker can press it."""
-
-    def __init__(self, bot: LabBot, user_id: int, task: asyncio.Task[Any] | None) -> None:
-        super().__init__(timeout=None)
-        self.bot, self.user_id, self.task = bot, user_id, task
-
-    async def allows(self, interaction: discord.Interaction) -> bool:
-        """Only the person who asked may stop it."""
-        if interaction.user.id != self.user_id:
-            await interaction.response.send_message("This is not your question.", ephemeral=True)
-            return False
-        return True
-
-    @discord.ui.button(label="Stop", style=discord.ButtonStyle.danger, emoji="⏹️")
-    async def stop_turn(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
-        """Cancel this answer's turn and its code (not the user's other questions)."""
-        if self.task is not None:
-            self.task.cancel()
-        self.stop()
-        await interaction.response.edit_message(view=None)
-
-
 class Messages(commands.Cog):
     """on_message: the bot's main path."""
 
     def __init__(self, bot: LabBot) -> None:
         self.bot = bot
+        self._withdrawn: set[asyncio.Task[None]] = set()  # turns whose question was deleted
 
     # When to answer ---------------------------------------------------------------------
     def addressed(self, message: discord.Message) -> bool | None:
@@ -113,17 +89,29 @@ class Messages(commands.Cog):
     async def conversation(self, message: discord.Message, replied: discord.Message | None) -> str:
         """Threads are one conversation; replies continue the replied-to answer's conversation;
         a DM is one conversation; a fresh mention in a channel starts a new one."""
-        if isinstance(message.channel, discord.Thread):
-            return f"thread:{message.channel.id}"
+        in_guild = message.guild is not None
+        if isinstance(message.channel, discord.Thread) or not in_guild:
+            return str(conversation_id(message.channel, in_guild=in_guild))
         if replied is not None and self.bot.user and replied.author.id == self.bot.user.id:
-            known = await self.bot.services.conversations.preference(
-                str(message.author.id), conversation_of_message(replied.id)
+            known = await self.bot.services.preferences.replies.conversation(
+                replied.id, owner=str(message.author.id)
             )
             if known:
                 return known
-        if message.guild is None:
-            return f"dm:{message.channel.id}"
-        return f"msg:{message.id}"
+        return str(conversation_id(message.channel, in_guild=True, message_id=message.id))
+
+    def say(self, message: discord.Message, text: str, **options: Any) -> Awaitable[Any]:
+        """Reply to ``message`` (in its channel should it be deleted meanwhile)."""
+        return reply(message, text, links=self.bot.links, **options)
+
+    @commands.Cog.listener()
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        """A question deleted while it is answered: its turn stops (and says nothing)."""
+        task = self.bot.questions.get(payload.message_id)
+        if task is not None and not task.done():
+            log.info("message.deleted_mid_turn message=%s", payload.message_id)
+            self._withdrawn.add(task)
+            task.cancel()
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
@@ -140,16 +128,8 @@ class Messages(commands.Cog):
             return
         try:
             await self.handle(message, replied)
-        except LabbotError as exc:
-            await message.reply(shown_text(str(exc)), mention_author=False)
-        except Exception:
-            from labbot.frontends.discord.bot import incident
-
-            ref = incident()
-            log.exception("message.failed ref=%s", ref)
-            await message.reply(
-                f"Something went wrong on our side (ref {ref}).", mention_author=False
-            )
+        except Exception as exc:
+            await self.say(message, error_text(exc, where="message"))
 
     # The turn ----------------------------------------------------------------------------
     async def handle(self, message: discord.Message, replied: discord.Message | None) -> None:
@@ -158,41 +138,42 @@ class Messages(commands.Cog):
         text = self._clean(message)
         saved, images, problems = await self._ingest(message)
         now = self.bot.services.store.clock()
-        notices = [upload_confirmation(s, now=now) for s in saved] + problems
+        private = message.guild is None  # a guild channel never names evicted files
+        notices = [upload_confirmation(s, now=now, private=private) for s in saved] + problems
         if notices:
             for piece in split_message("\n\n".join(notices)):
-                await message.reply(piece, mention_author=False)
+                await self.say(message, piece)
         if not text:
             if not saved and not problems:
-                await message.reply(
-                    "Ask me something about your data, or attach a file.", mention_author=False
-                )
+                await self.say(message, "Ask me something about your data, or attach a file.")
             return
         engine = self.bot.services.engine
         if engine is None:
-            await message.reply(
-                "No model is configured on this bot (OPENAI_API_KEY).", mention_author=False
-            )
+            await self.say(message, "No model is configured on this bot (OPENAI_API_KEY).")
             return
         conversation = await self.conversation(message, replied)
+        self.bot.links.remember(conversation, message.content)
         running = self.bot.conversation_tasks(message.author.id)
         if running:
-            await message.reply(
-                "I'm still working on your previous question; this one starts right after.",
-                mention_author=False,
+            await self.say(
+                message, "I'm still working on your previous question; this one starts right after."
             )
         task = asyncio.create_task(
             self._answer(message, user, conversation, text, [s.record.id for s in saved], images)
         )
         running[task] = conversation
+        self.bot.questions[message.id] = task
         try:
             await task
         except asyncio.CancelledError:
             if not task.cancelled():
                 raise
-            await message.reply("Stopped.", mention_author=False)
+            if task not in self._withdrawn:
+                await self.say(message, "Stopped.")
         finally:
             running.pop(task, None)
+            self.bot.questions.pop(message.id, None)
+            self._withdrawn.discard(task)
 
     def _clean(self, message: discord.Message) -> str:
         me = self.bot.user
@@ -248,25 +229,31 @@ class Messages(commands.Cog):
     ) -> None:
         services = self.bot.services
         assert services.engine is not None
-        show_code = (await services.conversations.preference(user, "show_code")) != "off"
-        view = StopView(self.bot, message.author.id, asyncio.current_task())
+        show_code = (await services.preferences.users.get(user)).show_code
+        view = StopView(message.author.id, asyncio.current_task())
         posted: list[discord.Message] = []
+        links = self.bot.links
 
-        async def send(content: str) -> Callable[[str], Awaitable[None]]:
-            sent = await message.reply(
-                content, mention_author=False, view=view if not posted else discord.utils.MISSING
+        async def post(content: str) -> Callable[[str], Awaitable[None]]:
+            sent = await reply(
+                message,
+                content,
+                links=links,
+                conversation=conversation,
+                view=view if not posted else discord.utils.MISSING,
             )
+            index = len(posted)
             posted.append(sent)
-            await services.conversations.set_preference(
-                user, conversation_of_message(sent.id), conversation
-            )
+            await services.preferences.replies.link(sent.id, owner=user, conversation=conversation)
 
-            async def edit(new: str) -> None:
-                await sent.edit(content=new)
+            async def change(new: str) -> None:
+                posted[index] = await edit(
+                    posted[index], links=links, conversation=conversation, content=new
+                )
 
-            return edit
+            return change
 
-        stream = ReplyStream(send)
+        stream = ReplyStream(post)
         produced: list[OutputFile] = []
         try:
             async with message.channel.typing():
@@ -288,7 +275,7 @@ class Messages(commands.Cog):
             await stream.flush(final=True)
             view.stop()
             if posted:
-                await posted[0].edit(view=None)
+                await edit(posted[0], links=links, conversation=conversation, view=None)
         if stream.cut:
             await self._send_whole(message, stream)
         await self._send_files(message, user, produced)
@@ -298,11 +285,13 @@ class Messages(commands.Cog):
         (up to MAX_KEPT_CHARS) attached as a Markdown file."""
         size = len(stream.text) + stream.dropped
         kept = f" (its first {len(stream.text):,})" if stream.dropped else ""
-        await message.channel.send(
+        await send(
+            message.channel,
             f"✂️ This answer is {size:,} characters, too long to post here: it was cut after"
             f" {MAX_MESSAGES_PER_ANSWER} messages. The whole answer{kept} is attached as"
             f" {ANSWER_FILE}.",
             file=discord.File(io.BytesIO(stream.text.encode()), filename=ANSWER_FILE),
+            links=self.bot.links,
         )
 
     async def _send_files(
@@ -324,13 +313,15 @@ class Messages(commands.Cog):
                     continue
                 batch.append(discord.File(io.BytesIO(data), filename=file.name))
             if batch:
-                await message.channel.send(files=batch)
+                await send(message.channel, files=batch, links=self.bot.links)
         if too_big:
             names = ", ".join(
                 f"{shown_name(f.name)} (`{f.id}`, {format_size(f.size)})" for f in too_big
             )
-            await message.channel.send(
-                f"Too large to attach here: {names}. Use /files to get them."
+            await send(
+                message.channel,
+                f"Too large to attach here: {names}. Use /files to get them.",
+                links=self.bot.links,
             )
 
 

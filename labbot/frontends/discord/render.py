@@ -60,11 +60,24 @@ def _unmask(text: str) -> str:
     return _MASKED_LINK.sub(lambda m: f"{m[1]} (<{m[2]}>)", text)
 
 
-def upload_confirmation(result: SaveResult, *, now: datetime) -> str:
-    """The file store's upload confirmation, with every file name in it shown safely."""
+EVICTED_IN_PUBLIC = "⚠️ To make room, {count} removed (see /files)."
+
+
+def upload_confirmation(result: SaveResult, *, now: datetime, private: bool) -> str:
+    """The file store's upload confirmation, with every file name in it shown safely. Unless
+    ``private`` (a DM), the files evicted to make room are not named: one of them may have
+    been uploaded in a DM, and the confirmation is public."""
     record = replace(result.record, name=shown_name(result.record.name))
     evicted = [replace(old, name=shown_name(old.name)) for old in result.evicted]
-    return render_upload_confirmation(replace(result, record=record, evicted=evicted), now=now)
+    shown = replace(result, record=record, evicted=evicted if private else [])
+    text = render_upload_confirmation(shown, now=now)
+    if private or not evicted:
+        return text
+    count = "an older file was" if len(evicted) == 1 else f"{len(evicted)} older files were"
+    lines = text.split("\n")
+    # Where the store's text names evicted files: after its four lines about the new file.
+    lines.insert(4, EVICTED_IN_PUBLIC.format(count=count))
+    return "\n".join(lines)
 
 
 def split_message(text: str, limit: int = DISCORD_MESSAGE_LIMIT) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from labbot.chat.history import SqliteConversationStore
+from labbot.chat.preferences import open_sqlite_preferences
 from labbot.config import load_settings
 from labbot.frontends.discord.access import AccessPolicy
 from labbot.frontends.discord.setup_check import application_id, checks, invite_url
@@ -14,8 +14,7 @@ from labbot.sqlite import SqliteDatabase
 
 async def policy(tmp_path: Path, **settings) -> tuple[AccessPolicy, SqliteDatabase]:
     db = SqliteDatabase(tmp_path / "a.sqlite3")
-    store = SqliteConversationStore(db)
-    await store.start()
+    store = (await open_sqlite_preferences(db)).admin
     access = AccessPolicy(load_settings(LABBOT_DATA_DIR=tmp_path, **settings), store)
     await access.load()
     return access, db

@@ -225,14 +225,22 @@ async def test_stop_cancels_an_infinite_loop(env) -> None:
 
 
 @pytest.mark.parametrize("env", [{"MAX_FILES_PER_USER": 2}], indirect=True)
-async def test_eviction_is_announced(env) -> None:
-    """Storing one file past the limit removes the oldest and the confirmation names it."""
+async def test_eviction_is_announced_by_name_only_in_private(env) -> None:
+    """Storing one file past the limit removes the oldest. In a DM the confirmation names it;
+    in a server channel it says an older file was removed and names none: the evicted file
+    may have been uploaded in a DM (issue 18, finding 4)."""
     fake, _, _ = env
-    for name in ("one.csv", "two.csv", "three.csv"):
-        await fake.user_message("", files={name: b"a\n1\n"}, mention_bot=True)
+    uploads = [("hiv-test-result-private.txt", True), ("two.csv", True), ("three.csv", False)]
+    uploads += [("four.csv", True)]
+    for name, dm in uploads:
+        await fake.user_message("", files={name: b"a\n1\n"}, mention_bot=not dm, dm=dm)
         await fake.wait_for(lambda s, n=name: f"File uploaded: {n}" in (s.content or ""))
-    last = [s for s in fake.sent if "three.csv" in (s.content or "")][-1]
-    assert "one.csv" in last.content and "removed" in last.content
+    public = [s for s in fake.sent if "three.csv" in (s.content or "")][-1]
+    assert public.kind == "message"
+    assert "hiv-test" not in public.content and "`" not in public.content.split("\n")[4]
+    assert "an older file was removed (see /files)" in public.content
+    private = [s for s in fake.sent if "four.csv" in (s.content or "")][-1]
+    assert private.kind == "dm" and "two.csv" in private.content and "removed" in private.content
 
 
 async def test_expired_file_is_no_longer_listed(env) -> None:

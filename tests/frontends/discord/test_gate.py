@@ -13,7 +13,9 @@ import discord
 import pytest
 
 import labbot.frontends.discord as discord_frontend
-from labbot.frontends.discord.gate import REFUSED, ROLE_CACHE_SECONDS, GatedModal, GatedView
+from labbot.chat.preferences import UserSettings
+from labbot.frontends.discord.gate import REFUSED, ROLE_CACHE_SECONDS
+from labbot.frontends.discord.views import GatedModal, GatedView
 from labbot.llm.tools import TOOL_NAME
 from tests.conftest import chunks_of
 from tests.fakes.discord_server import Sent
@@ -63,7 +65,6 @@ async def test_refused_users_get_no_command_and_no_answer(world: World) -> None:
     in a blocked channel) get a private refusal for every slash command, nothing from
     autocomplete, no answer to messages or edits, and nothing changes."""
     fake, bot = world.fake, world.bot
-    conversations = bot.services.conversations
     messages: list[dict] = []
     for label, user, place in REFUSED_PERSONAS:
         await give_a_file(world, user)
@@ -82,8 +83,8 @@ async def test_refused_users_get_no_command_and_no_answer(world: World) -> None:
         assert choices == [], label
         assert len(fake.channels) == threads_before, f"{label}: /new made a thread"
         assert len(await bot.services.store.list(str(world.ids[user]))) == 1, label
-        assert await conversations.preference(str(world.ids[user]), "model") is None, label
-        assert await conversations.preference(str(world.ids[user]), "show_code") is None, label
+        chosen = await bot.services.preferences.users.get(str(world.ids[user]))
+        assert chosen == UserSettings(), label
         asked = await fake.user_message(
             "hello?",
             author=user,

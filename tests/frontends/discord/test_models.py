@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from labbot.chat.preferences import UserSettings
 from tests.fakes.openai_server import MODELS, Reply
 from tests.frontends.discord.world import World, answer_to
 from tests.llm.test_error_texts import API_KEY, assert_clean, assert_no_endpoint, planted
@@ -31,7 +32,7 @@ async def test_model_choice_is_limited_and_errors_hide_the_endpoint(world: World
     refused = await answer_to(fake, await fake.slash("model", [{"name": "name", "value": "nope"}]))
     assert "'nope' is not offered here" in refused.content and "gpt-4o-mini" in refused.content
     assert_clean(refused.content, url)
-    assert await bot.services.conversations.preference(alice, "model") is None
+    assert (await bot.services.preferences.users.get(alice)).model is None
 
     not_admin = await fake.slash(
         "model", [{"name": "name", "value": "nope"}, {"name": "add", "value": True}]
@@ -39,7 +40,8 @@ async def test_model_choice_is_limited_and_errors_hide_the_endpoint(world: World
     assert "Only the bot's admins" in (await answer_to(fake, not_admin)).content
 
     # A choice stored before the allow-list existed is not sent to the API.
-    await bot.services.conversations.set_preference(alice, "model", "gpt-4.5-preview-EXPENSIVE")
+    stale = UserSettings(model="gpt-4.5-preview-EXPENSIVE")
+    await bot.services.preferences.users.put(alice, stale)
     api.enqueue(Reply.text("answered by the default"))
     await fake.user_message("hi", mention_bot=True)
     await fake.wait_for(lambda s: "answered by the default" in (s.content or ""))
@@ -68,9 +70,8 @@ async def test_a_failed_model_listing_does_not_open_the_catalog(world: World) ->
     api.fail_listings(503)
     refused = await answer_to(fake, await fake.slash("model", [{"name": "name", "value": "o1"}]))
     assert "'o1' is not offered here" in refused.content
-    assert (
-        await world.bot.services.conversations.preference(str(world.ids["alice"]), "model") is None
-    )
+    users = world.bot.services.preferences.users
+    assert (await users.get(str(world.ids["alice"]))).model is None
     api.enqueue(Reply.text("answered by the default"))
     await fake.user_message("hi", mention_bot=True)
     await fake.wait_for(lambda s: s.content == "answered by the default")

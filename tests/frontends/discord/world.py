@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from labbot.app import App
+from labbot.app import App, open_app
 from labbot.frontends.discord import create_bot
 from labbot.frontends.discord.bot import LabBot
 from tests.conftest import model_settings
@@ -40,18 +40,22 @@ async def labbot_on(
     the real openai SDK and the real sandbox. Waits for the last answer before closing."""
     async with AsyncExitStack() as stack:
         model: Model
-        services: App | None = None
+        app: App
         if api is None:
             model = ScriptedModel()
             settings = fake_settings(data_dir, **options)
-            services = await stack.enter_async_context(open_fake_app(settings, model))
+            app = await stack.enter_async_context(open_fake_app(settings, model))
         else:
             model, settings = api, model_settings(data_dir, api.base_url, **options)
-        bot = create_bot(settings, services, **client_options)
+            app = await stack.enter_async_context(open_app(settings))
+        bot = create_bot(app, **client_options)
         async with running(bot, fake):
             yield model, bot
             async with asyncio.timeout(30):
                 await bot.wait_idle()
+        # Nothing the bot posted made Discord fetch a link, but those users posted themselves.
+        fetched = {url for sent in fake.sent for url in sent.previews}
+        assert fetched <= fake.user_links(), fetched - fake.user_links()
 
 
 _markers = itertools.count(1)

@@ -9,6 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from labbot.frontends.discord.access import KINDS
+from labbot.frontends.discord.posting import respond
 
 if TYPE_CHECKING:
     from labbot.frontends.discord.bot import LabBot
@@ -36,15 +37,13 @@ class Admin(commands.Cog):
         """Allow or block a user, role or channel (admins only)."""
         policy = self.bot.access
         if not policy.is_admin(interaction.user.id):
-            await interaction.response.send_message(
-                "Only the bot's admins can do that.", ephemeral=True
-            )
+            await respond(interaction, "Only the bot's admins can do that.")
             return
         if not target.strip().isdigit() or kind not in KINDS:
-            await interaction.response.send_message("Give a numeric id.", ephemeral=True)
+            await respond(interaction, "Give a numeric id.")
             return
         await policy.change(action, kind, int(target))
-        await interaction.response.send_message(f"{action}: {kind} {target}.", ephemeral=True)
+        await respond(interaction, f"{action}: {kind} {target}.")
 
 
 async def setup(bot: LabBot) -> None:

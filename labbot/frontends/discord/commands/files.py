@@ -3,62 +3,33 @@
 from __future__ import annotations
 
 import io
-import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from labbot.errors import LabbotError
 from labbot.files import FileRecord, kind_by_name
 from labbot.files.names import clean_filename
 from labbot.files.receipt import format_expiry, format_size
-from labbot.frontends.discord.gate import GatedView
-from labbot.frontends.discord.render import shown_name, shown_text
+from labbot.frontends.discord.posting import respond, update
+from labbot.frontends.discord.render import shown_name
+from labbot.frontends.discord.views import OwnerView
 
 if TYPE_CHECKING:
     from labbot.frontends.discord.bot import LabBot
 
-log = logging.getLogger(__name__)
-
-VIEW_TIMEOUT = 300
 MAX_CHOICES = 25  # Discord's limit for a select menu
 
 
-class OwnerView(GatedView):
-    """A view only its owner may use; it expires after VIEW_TIMEOUT seconds."""
+class FileView(OwnerView):
+    """A view of one user's files (only they may use it)."""
 
-    def __init__(self, owner_id: int) -> None:
-        super().__init__(timeout=VIEW_TIMEOUT)
-        self.owner_id = owner_id
-
-    async def allows(self, interaction: discord.Interaction) -> bool:
-        """Anyone else gets a private "not yours"."""
-        if interaction.user.id != self.owner_id:
-            await interaction.response.send_message("These are not your files.", ephemeral=True)
-            return False
-        return True
-
-    async def on_error(
-        self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item[Any]
-    ) -> None:
-        """Say what went wrong (a file that expired meanwhile, ...) instead of failing mutely."""
-        text = (
-            shown_text(str(error))
-            if isinstance(error, LabbotError)
-            else "That did not work; try /files."
-        )
-        if not isinstance(error, LabbotError):
-            log.error("files.view_failed", exc_info=error)
-        if interaction.response.is_done():
-            await interaction.followup.send(text, ephemeral=True)
-        else:
-            await interaction.response.send_message(text, ephemeral=True)
+    refusal = "These are not your files."
 
 
-class FileActions(OwnerView):
+class FileActions(FileView):
     """Download or delete one chosen file."""
 
     def __init__(self, bot: LabBot, owner_id: int, record: FileRecord) -> None:
@@ -71,28 +42,27 @@ class FileActions(OwnerView):
         store, record = self.bot.services.store, self.record
         await store.get(str(self.owner_id), record.id)  # still there, still theirs
         if record.size > interaction.filesize_limit:
-            await interaction.response.send_message(
+            await respond(
+                interaction,
                 f"{shown_name(record.name)} is {format_size(record.size)}, over Discord's"
                 f" {format_size(interaction.filesize_limit)} upload limit here.",
-                ephemeral=True,
             )
             return
         data = await store.read_bytes(str(self.owner_id), record.id)
-        await interaction.response.send_message(
-            file=discord.File(io.BytesIO(data), filename=record.name), ephemeral=True
-        )
+        await respond(interaction, file=discord.File(io.BytesIO(data), filename=record.name))
 
     @discord.ui.button(label="Delete", style=discord.ButtonStyle.danger, emoji="🗑️")
     async def delete(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
         """Ask to confirm before deleting."""
-        await interaction.response.edit_message(
+        await update(
+            interaction,
             content=f"Delete {shown_name(self.record.name)} (`{self.record.id}`)?"
             " This cannot be undone.",
             view=ConfirmDelete(self.bot, self.owner_id, self.record),
         )
 
 
-class ConfirmDelete(OwnerView):
+class ConfirmDelete(FileView):
     """The second step of a delete."""
 
     def __init__(self, bot: LabBot, owner_id: int, record: FileRecord) -> None:
@@ -103,17 +73,15 @@ class ConfirmDelete(OwnerView):
     async def confirm(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
         """Delete (disk and database)."""
         await self.bot.services.store.delete(str(self.owner_id), self.record.id)
-        await interaction.response.edit_message(
-            content=f"Deleted {shown_name(self.record.name)}.", view=None
-        )
+        await update(interaction, content=f"Deleted {shown_name(self.record.name)}.", view=None)
 
     @discord.ui.button(label="Keep it", style=discord.ButtonStyle.secondary)
     async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
         """Change nothing."""
-        await interaction.response.edit_message(content="Kept.", view=None)
+        await update(interaction, content="Kept.", view=None)
 
 
-class FilePicker(OwnerView):
+class FilePicker(FileView):
     """A select menu of the user's files."""
 
     def __init__(self, bot: LabBot, owner_id: int, records: list[FileRecord]) -> None:
@@ -135,9 +103,9 @@ class FilePicker(OwnerView):
     async def choose(self, interaction: discord.Interaction, select: discord.ui.Select) -> None:
         """Show the actions for the chosen file."""
         record = self.records[select.values[0]]
-        await interaction.response.send_message(
+        await respond(
+            interaction,
             f"{kind_by_name(record.kind).emoji} {shown_name(record.name)} (`{record.id}`)",
-            ephemeral=True,
             view=FileActions(self.bot, self.owner_id, record),
         )
 
@@ -165,13 +133,11 @@ class Files(commands.Cog):
         store = self.bot.services.store
         records = await store.list(str(interaction.user.id))
         if not records:
-            await interaction.response.send_message(
-                "You have no files. Attach one to a message to me.", ephemeral=True
-            )
+            await respond(interaction, "You have no files. Attach one to a message to me.")
             return
         text = file_list(records, now=store.clock(), max_files=store.limits.max_files)
-        await interaction.response.send_message(
-            text[:2000], ephemeral=True, view=FilePicker(self.bot, interaction.user.id, records)
+        await respond(
+            interaction, text[:2000], view=FilePicker(self.bot, interaction.user.id, records)
         )
 
 

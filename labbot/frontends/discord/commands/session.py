@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 from discord.utils import escape_markdown
+
+from labbot.frontends.discord.conversations import conversation_id
+from labbot.frontends.discord.posting import respond, send
 
 if TYPE_CHECKING:
     from labbot.frontends.discord.bot import LabBot
@@ -26,12 +30,8 @@ Commands: `/files` your files · `/reset` forget this conversation · `/stop` st
 
 def conversation_for(interaction: discord.Interaction) -> str:
     """The conversation a command in this channel refers to (threads and DMs; else none)."""
-    channel = interaction.channel
-    if isinstance(channel, discord.Thread):
-        return f"thread:{channel.id}"
-    if interaction.guild is None and channel is not None:
-        return f"dm:{channel.id}"
-    return ""
+    channel, in_guild = interaction.channel, interaction.guild is not None
+    return conversation_id(channel, in_guild=in_guild) or ""
 
 
 def thread_refusal(interaction: discord.Interaction) -> str | None:
@@ -56,7 +56,7 @@ class Session(commands.Cog):
     @app_commands.command(name="help")
     async def help(self, interaction: discord.Interaction) -> None:
         """How to use labbot."""
-        await interaction.response.send_message(HELP, ephemeral=True)
+        await respond(interaction, HELP)
 
     @app_commands.command(name="new")
     @app_commands.describe(title="A title for the thread")
@@ -64,23 +64,25 @@ class Session(commands.Cog):
         """Start a fresh conversation in a new thread."""
         channel = interaction.channel
         if not isinstance(channel, discord.TextChannel):
-            await interaction.response.send_message(
-                "Start threads from a server text channel. In DMs, use /reset.", ephemeral=True
+            await respond(
+                interaction, "Start threads from a server text channel. In DMs, use /reset."
             )
             return
         refusal = thread_refusal(interaction)
         if refusal:
-            await interaction.response.send_message(refusal, ephemeral=True)
+            await respond(interaction, refusal)
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         thread = await channel.create_thread(
             name=title[:100], type=discord.ChannelType.public_thread
         )
-        await thread.send(
+        await send(
+            thread,
             f"{interaction.user.mention}, ask away: I answer every message here.",
+            links=self.bot.links,
             allowed_mentions=discord.AllowedMentions(users=[interaction.user]),
         )
-        await interaction.followup.send(f"Started {thread.mention}.", ephemeral=True)
+        await respond(interaction, f"Started {thread.mention}.")
 
     @app_commands.command(name="reset")
     @app_commands.describe(delete_files="Also delete all your files")
@@ -109,18 +111,18 @@ class Session(commands.Cog):
             )
         )
         extra = f"; {removed} files deleted" if delete_files else "; your files are kept"
-        await interaction.followup.send(f"{where}{extra}.", ephemeral=True)
+        await respond(interaction, f"{where}{extra}.")
 
     @app_commands.command(name="stop")
     async def stop(self, interaction: discord.Interaction) -> None:
         """Stop what I'm working on for you, including running code."""
         await interaction.response.defer(ephemeral=True, thinking=True)
         stopped = await self.bot.stop_user(interaction.user.id)
-        await interaction.followup.send(
+        await respond(
+            interaction,
             f"Stopped {stopped} running answer{'s' if stopped != 1 else ''}."
             if stopped
             else "Nothing of yours is running.",
-            ephemeral=True,
         )
 
     @app_commands.command(name="usage")
@@ -128,7 +130,7 @@ class Session(commands.Cog):
         """Your tokens and cost per model."""
         rows = await self.bot.services.ledger.summary(str(interaction.user.id))
         if not rows:
-            await interaction.response.send_message("No model requests yet.", ephemeral=True)
+            await respond(interaction, "No model requests yet.")
             return
         lines = [
             "**Your usage**",
@@ -141,7 +143,7 @@ class Session(commands.Cog):
                 f"{r.cached_tokens:>10,}{r.output_tokens:>10,}{r.cost_usd:>10.4f}"
             )
         lines.append("```")
-        await interaction.response.send_message("\n".join(lines), ephemeral=True)
+        await respond(interaction, "\n".join(lines))
 
     @app_commands.command(name="model")
     @app_commands.describe(
@@ -154,12 +156,10 @@ class Session(commands.Cog):
         """Show or choose your model, among those the operator allows."""
         engine = self.bot.services.engine
         if engine is None:
-            await interaction.response.send_message("No model is configured.", ephemeral=True)
+            await respond(interaction, "No model is configured.")
             return
         if add and not self.bot.access.is_admin(interaction.user.id):
-            await interaction.response.send_message(
-                "Only the bot's admins can add models.", ephemeral=True
-            )
+            await respond(interaction, "Only the bot's admins can add models.")
             return
         await interaction.response.defer(ephemeral=True, thinking=True)  # may ask the API
         user = str(interaction.user.id)
@@ -168,10 +168,10 @@ class Session(commands.Cog):
         else:
             info = await engine.model_for(user)
         allowed = ", ".join((await engine.models()).names()[:MAX_CHOICES])
-        await interaction.followup.send(
+        await respond(
+            interaction,
             f"Model: **{escape_markdown(info.name)}** (context {info.context_window:,} tokens,"
             f" images {'yes' if info.vision else 'no'}). Allowed: {escape_markdown(allowed)}.",
-            ephemeral=True,
         )
 
     @model.autocomplete("name")
@@ -188,12 +188,9 @@ class Session(commands.Cog):
     @app_commands.describe(show="Show the code I run in my answers")
     async def code(self, interaction: discord.Interaction, show: bool) -> None:
         """Show or hide the code I run."""
-        await self.bot.services.conversations.set_preference(
-            str(interaction.user.id), "show_code", "on" if show else "off"
-        )
-        await interaction.response.send_message(
-            f"I will {'show' if show else 'hide'} the code I run.", ephemeral=True
-        )
+        users, user = self.bot.services.preferences.users, str(interaction.user.id)
+        await users.put(user, replace(await users.get(user), show_code=show))
+        await respond(interaction, f"I will {'show' if show else 'hide'} the code I run.")
 
 
 async def setup(bot: LabBot) -> None:
