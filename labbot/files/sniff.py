@@ -17,6 +17,7 @@ import re
 import struct
 import zlib
 from collections.abc import Callable
+from itertools import islice
 from pathlib import Path
 
 import puremagic
@@ -328,7 +329,7 @@ def sniff_text(text: str, truncated: bool) -> str:
         return "arff"
     if first.startswith("---"):
         return "yaml"
-    if _has_sql(lines):
+    if _has_sql(lines, text):
         return "sql"
     return _sniff_delimited(lines) or "text"
 
@@ -354,8 +355,11 @@ def _first_tag(s: str) -> str | None:
         pos = end + width
 
 
-def _has_sql(lines: list[str]) -> bool:
+def _has_sql(lines: list[str], text: str) -> bool:
     """True when a line starts a CREATE TABLE/VIEW/INDEX, INSERT INTO or ALTER TABLE."""
+    lowered = text.lower()
+    if not any(verb in lowered for verb in _SQL_VERBS):  # one pass in C spares the line loop
+        return False
     for i, line in enumerate(lines):
         start = line.lstrip()
         if start[:6].lower().startswith(_SQL_VERBS):
@@ -412,7 +416,9 @@ def _json_object_kind(obj: dict) -> str:
 def _sniff_delimited(lines: list[str]) -> str | None:
     """CSV or TSV when a few complete lines split into the same number (>= 2) of fields
     with one delimiter (the C csv reader: one linear pass per delimiter)."""
-    rows = [ln for ln in lines if ln.strip() and not ln.startswith("#")][:DELIMITED_ROWS]
+    rows = list(
+        islice((ln for ln in lines if ln.strip() and not ln.startswith("#")), DELIMITED_ROWS)
+    )
     if len(rows) < 2:
         return None
     for delimiter in _DELIMITERS:

@@ -4,6 +4,7 @@ directory holds a million entries, and a PNG whose header claims 7999 x 7999 pix
 
 from __future__ import annotations
 
+import random
 import struct
 import zlib
 from pathlib import Path
@@ -28,9 +29,10 @@ def newline_flood(size: int) -> bytes:
 
 
 def csv_quotes(size: int) -> bytes:
-    """Two lines of `,"` (csv.Sniffer's quote patterns)."""
-    half = grown(b',"', size // 2)
-    return half + b"\n" + half
+    """Two lines of `,"` (csv.Sniffer's quote patterns), then a short last line (the one a
+    full head may have cut, which the sniffer drops)."""
+    half = grown(b',"', size // 2 - 2)
+    return half + b"\n" + half + b"\nx"
 
 
 def json_flood(size: int) -> bytes:
@@ -54,6 +56,11 @@ def image_header(size: int) -> bytes:
     return grown(b"\xff\xfe\x00\x02", size, prefix=b"\xff\xd8")
 
 
+def noise(size: int) -> bytes:
+    """Random bytes (the signature tables, puremagic's among them)."""
+    return random.Random(size).randbytes(size)
+
+
 PATHS = {
     "markup (<?a?>... <1)": markup,
     "newlines after a letter": newline_flood,
@@ -62,6 +69,7 @@ PATHS = {
     "sql verbs + whitespace": sql_flood,
     "zip headers in head": zip_head,
     "jpeg tiny segments": image_header,
+    "random bytes": noise,
 }
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import codecs
 import io
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -285,3 +287,20 @@ def test_nul_bytes_still_mean_binary(name: str) -> None:
 
 def test_a_signature_still_wins_over_a_table_extension() -> None:
     assert detect_kind("t.csv", b"SQLite format 3\x00" + bytes(100)).name == "sqlite"
+
+
+# --- the same class outside the sniffer: URL patterns over provider and log text ------------
+
+
+@pytest.mark.parametrize(
+    "call", ["labbot.llm.client.scrub", "labbot.logs.mask_urls"], ids=["scrub", "mask_urls"]
+)
+def test_url_masking_is_linear(call: str) -> None:
+    """64 KB of "a." (each word start a possible URL scheme): before, 16 KB took 1.6-1.9 s
+    (quadratic: 64 KB about 30 s) in every provider error or log line holding it."""
+    module, _, name = call.rpartition(".")
+    code = f"import {module} as m; print(len(m.{name}('a.' * 32000)))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=CEILING + 5
+    )
+    assert done.stdout.strip() == "64000", done.stderr
