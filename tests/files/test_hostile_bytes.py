@@ -304,3 +304,9 @@ def test_url_masking_is_linear(call: str) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=CEILING + 5
     )
     assert done.stdout.strip() == "64000", done.stderr
+
+
+def test_a_legacy_csv_named_xls_is_a_csv() -> None:
+    """A bank's "report.xls" that is really a cp1251 CSV: text, so sniffed (before: binary,
+    so the extension's Excel kind stood and the Excel reader failed on it)."""
+    assert detect_kind("report.xls", (ROWS["cp1251"] * 50).encode("cp1251")).name == "csv"
