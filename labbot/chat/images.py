@@ -25,10 +25,22 @@ log = logging.getLogger(__name__)
 
 IMAGE_REF = "labbot-file:"  # how history stores an image: by file id, expanded per request
 MAX_IMAGE_BYTES = 1024 * 1024  # one encoded image in a request, at most
-MAX_SOURCE_PIXELS = 64_000_000  # larger images are not decoded (under Pillow's bomb limit)
+# Pixels the bot decodes for one image, at most (16.8 M: a 4096 x 4096 RGBA image is 64 MiB).
+# The header's size is checked against it before decoding; a JPEG is decoded at a fraction of
+# its size (draft), so one of up to MAX_SOURCE_PIXELS passes when its draft is within the cap.
+MAX_DECODE_PIXELS = 4096 * 4096
+MAX_SOURCE_PIXELS = 64_000_000  # a JPEG larger than this is never opened
 CACHE_BYTES = 64 * 1024 * 1024  # encoded images kept in memory, across conversations
 JPEG_QUALITIES = (85, 70, 50, 35)
 HEAD_BYTES = 1 << 20  # enough of the file to find the size in any header
+
+
+class ImageTooLarge(Exception):
+    """The image has more pixels than the bot decodes (MAX_DECODE_PIXELS)."""
+
+    def __init__(self, width: int, height: int) -> None:
+        super().__init__(f"{width}x{height}")
+        self.width, self.height = width, height
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +153,13 @@ class ModelImages:
             prepared = await self.prepare(user, file_id, model=model.name, detail=detail)
         except FileNotFound:
             return _note(f"[image {file_id} has expired]")
+        except ImageTooLarge as big:
+            return _note(
+                f"[image {file_id} is {big.width}x{big.height} pixels, more than the"
+                f" {MAX_DECODE_PIXELS / 1e6:.1f} million pixels the bot decodes to show a model,"
+                " so it is not shown; it is still in the user's files: load_file it in code and"
+                " save a smaller copy (e.g. with Image.thumbnail) to look at it]"
+            )
         if prepared is None:
             return _note(f"[image {file_id} could not be read as an image]")
         return {"type": "image_url", "image_url": {"url": prepared.data_url(), "detail": detail}}
@@ -149,12 +168,16 @@ class ModelImages:
         self, user: str, file_id: str, *, model: str, detail: str = "auto"
     ) -> PreparedImage | None:
         """The image downscaled for ``model`` and encoded within MAX_IMAGE_BYTES; None when it
-        is not an image Pillow reads. :raises FileNotFound: it is gone."""
+        is not an image Pillow reads. :raises FileNotFound: it is gone. :raises ImageTooLarge:
+        its header says more pixels than the bot decodes (checked before reading it whole)."""
         key = (user, file_id, model, detail)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
         async with self._decoding:
+            size = await self.size(user, file_id)  # reads at most HEAD_BYTES
+            if size is not None and size[0] * size[1] > MAX_SOURCE_PIXELS:
+                raise ImageTooLarge(*size)
             data = await self.store.read_bytes(user, file_id)
             prepared = await asyncio.to_thread(_prepare, data, model, detail)
             del data
@@ -177,17 +200,21 @@ def _note(text: str) -> dict[str, Any]:
 
 
 def _prepare(data: bytes, model: str, detail: str) -> PreparedImage | None:
-    """Decode, downscale to what the model sees, encode within MAX_IMAGE_BYTES (in a thread)."""
-    size = tokens.image_size(data[:HEAD_BYTES])
-    if size is not None and size[0] * size[1] > MAX_SOURCE_PIXELS:
-        return None
+    """Decode, downscale to what the model sees, encode within MAX_IMAGE_BYTES (in a thread).
+    The size in the header is checked before anything is decoded: Image.open reads only it,
+    and draft() picks a JPEG's reduced decoding size. :raises ImageTooLarge: over the cap."""
     try:
         with Image.open(io.BytesIO(data)) as source:
-            if source.width * source.height > MAX_SOURCE_PIXELS:
-                return None
-            target = tokens.seen_size(source.width, source.height, model=model, detail=detail)
+            width, height = source.size
+            if width * height > MAX_SOURCE_PIXELS:
+                raise ImageTooLarge(width, height)
+            target = tokens.seen_size(width, height, model=model, detail=detail)
             source.draft("RGB", target)  # JPEG: decode at a fraction of the size
-            image = source.convert("RGBA" if _has_alpha(source) else "RGB")
+            if source.width * source.height > MAX_DECODE_PIXELS:  # the size decode would use
+                raise ImageTooLarge(width, height)
+            mode = "RGBA" if _has_alpha(source) else "RGB"
+            source.load()
+            image = source if source.mode == mode else source.convert(mode)  # no extra copy
             if image.size != target:
                 image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
             return _encode(image, photo=source.format == "JPEG")

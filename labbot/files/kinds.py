@@ -244,6 +244,8 @@ _TEXT_NAMES = frozenset(
     }
     and k.name not in _BINARY_NAMES
 )
+# Text kinds a table may hide in: an unusual encoding never makes them binary by itself.
+_TABLE_TEXT_NAMES = frozenset({"csv", "tsv", "text"})
 # A generic signature that a more specific extension may refine (content does not contradict).
 _ZIP_BASED = frozenset(
     {
@@ -298,7 +300,8 @@ def supported_extensions() -> list[str]:
 def detect_kind(filename: str, head: bytes, path: Path | None = None) -> FileKind:
     """Return the kind of a file from its name, its first HEAD_BYTES bytes and optional path."""
     try:
-        return _detect(filename, bytes(head), path)
+        # Only a bounded prefix is ever sniffed (each sniffer is linear in it).
+        return _detect(filename, bytes(head[:HEAD_BYTES]), path)
     except Exception:  # a classifier must never break an upload; the checks are best-effort
         return (kind_for_filename(filename) if isinstance(filename, str) else None) or BINARY
 
@@ -325,6 +328,10 @@ def _detect(filename: str, head: bytes, path: Path | None) -> FileKind:
     if text is not None and by_ext.name in _BINARY_NAMES and head.strip():
         return _sniff_text(text, len(head) >= HEAD_BYTES)
     if text is None and by_ext.name in _TEXT_NAMES:
+        # A table's extension yields only to NUL bytes (not UTF-16) or a signature: text in
+        # a legacy code page (or with stray controls) stays a table for load_file to decode.
+        if by_ext.name in _TABLE_TEXT_NAMES and not sniff.has_nul(head):
+            return by_ext
         return BINARY
     if text is not None and by_ext.name in _REFINE:
         sniffed = _sniff_text(text, len(head) >= HEAD_BYTES)

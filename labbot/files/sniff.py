@@ -15,12 +15,14 @@ import json
 import lzma
 import re
 import struct
-import zipfile
 import zlib
 from collections.abc import Callable
+from itertools import islice
 from pathlib import Path
 
 import puremagic
+
+from labbot.files import ziplisting
 
 # puremagic knows many media formats but also makes weak guesses (text as "GNU Info",
 # zips as docx); only these kinds are taken from it, and only for non-text content.
@@ -140,45 +142,38 @@ _ZIP_PEEK = ("mimetype", "[Content_Types].xml")
 
 
 def _zip_members(head: bytes, path: Path | None) -> tuple[list[str], dict[str, bytes]]:
-    """Member names and the small marker members, from the archive or from `head` alone."""
+    """Member names and the small marker members, from the archive's end record (a bounded
+    read, see `ziplisting`) or, without a path or a directory, from `head` alone."""
     if path is not None:
         try:
-            with zipfile.ZipFile(path) as zf:
-                infos = zf.infolist()[:10000]
-                peek: dict[str, bytes] = {}
-                for info in infos:
-                    # Only the first of each marker, and a small one: an archive of 10,000
-                    # members named "mimetype" must not make the host inflate them all.
-                    if info.filename in _ZIP_PEEK and info.filename not in peek:
-                        if info.file_size < 64 * 1024 and info.compress_size < 64 * 1024:
-                            peek[info.filename] = zf.read(info)
-                return [i.filename for i in infos], peek
-        except Exception:  # zipfile raises many types on damaged input; fall back to head
-            pass
+            listing = ziplisting.read_listing(path, _ZIP_PEEK)
+        except (OSError, struct.error, ValueError):  # damaged input: fall back to head
+            listing = None
+        if listing is not None:
+            return listing.names, listing.peek
     names: list[str] = []
-    peek = {}
-    for m in re.finditer(rb"PK\x01\x02", head):  # central directory, when it fits in head
-        off = m.start()
-        if off + 46 <= len(head):
-            nlen = struct.unpack_from("<H", head, off + 28)[0]
-            names.append(head[off + 46 : off + 46 + nlen].decode("utf-8", "replace"))
-    for m in re.finditer(rb"PK\x03\x04", head):  # local headers, each followed by its data
-        off = m.start()
-        if off + 30 > len(head):
-            break
+    peek: dict[str, bytes] = {}
+    off = head.find(b"PK\x01\x02")  # central directory, when it fits in head
+    while off >= 0 and off + 46 <= len(head) and len(names) < ziplisting.MAX_ENTRIES:
+        nlen = struct.unpack_from("<H", head, off + 28)[0]
+        names.append(head[off + 46 : off + 46 + nlen].decode("utf-8", "replace"))
+        off = head.find(b"PK\x01\x02", off + 4)
+    off = head.find(b"PK\x03\x04")  # local headers, each followed by its data
+    while off >= 0 and off + 30 <= len(head) and len(names) < ziplisting.MAX_ENTRIES:
         method, _, _, _, csize, _, nlen, elen = struct.unpack_from("<HHHIIIHH", head, off + 8)
         name = head[off + 30 : off + 30 + nlen].decode("utf-8", "replace")
         names.append(name)
-        if name in _ZIP_PEEK:
+        if name in _ZIP_PEEK and name not in peek:  # the first only: inflating is bounded once
             data = head[off + 30 + nlen + elen :]
             try:
                 peek[name] = (
-                    zlib.decompressobj(-15).decompress(data, 1 << 20)
+                    zlib.decompressobj(-15).decompress(data, ziplisting.MAX_PEEK_BYTES)
                     if method == 8
-                    else data[: csize or 4096]
+                    else data[: min(csize or 4096, ziplisting.MAX_PEEK_BYTES)]
                 )
             except zlib.error:
                 pass
+        off = head.find(b"PK\x03\x04", off + 4)
     return names, peek
 
 
@@ -221,39 +216,94 @@ def puremagic_kind(head: bytes, kind_for_filename: Callable[[str], str | None]) 
 
 
 # --- text sniffing -----------------------------------------------------------------------
+# Everything below reads strangers' text on the host, so it is linear in a bounded prefix: no
+# pattern with nested or adjacent overlapping quantifiers, no csv.Sniffer (its quote patterns
+# backtrack: 4 KiB of `,"` took 0.3 s, 64 KiB over a minute), each scan moving forward only.
+
+TEXT_SAMPLE_BYTES = 8192  # bytes weighed to decide text or binary
+MARKUP_SCAN_CHARS = 8192  # characters of a markup prolog scanned for the first element
+SQL_STATEMENT_CHARS = 200  # characters after a line's start matched against a statement
+JSON_LINES = 200  # lines tried as JSON Lines
+DELIMITED_ROWS = 50  # lines split into fields for CSV/TSV
+# C0 controls that do not occur in text (tab, newlines, form feed, backspace, escape do).
+_CONTROL_BYTES = bytes(b for b in range(32) if b not in b"\t\n\r\f\b\x1b")
+_CONTROL_CHARS = {b: None for b in range(32) if b not in b"\t\n\r\f\b\x1b"}
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
+
+def has_nul(head: bytes) -> bool:
+    """True when the sample holds a NUL byte: binary, unless it is UTF-16/32 text."""
+    return b"\x00" in head[:TEXT_SAMPLE_BYTES]
 
 
 def decode_text(head: bytes) -> str | None:
-    """Decode `head` as text (UTF-8/UTF-16 with BOM, else latin-1), or None if it is binary."""
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return head[: len(head) // 2 * 2].decode("utf-16", errors="replace")
+    """Decode `head` as text, or None if it is binary.
+
+    UTF-32/16 by BOM, UTF-16 without one by its pattern of zero bytes, UTF-8, and any other
+    byte string without NUL and with few control bytes as latin-1: a legacy code page (cp1251,
+    cp1250, cp1252, Shift-JIS, GB18030) keeps its ASCII structure so, and its real decoding
+    is `load_file`'s, inside the sandbox."""
+    for bom, codec in _BOMS:
+        if head.startswith(bom):
+            unit = 4 if "32" in codec else 2
+            body = head[len(bom) :]
+            return body[: len(body) // unit * unit].decode(codec, errors="replace")
     if head.startswith(codecs.BOM_UTF8):
         head = head[3:]
-    sample = head[:8192]
+    sample = head[:TEXT_SAMPLE_BYTES]
     if b"\x00" in sample:
-        return None
-    controls = sum(1 for b in sample if b < 32 and b not in b"\t\n\r\f\b\x1b")
-    if controls * 100 > len(sample):
+        return _utf16_without_bom(head)
+    if (len(sample) - len(sample.translate(None, _CONTROL_BYTES))) * 100 > len(sample):
         return None
     try:
         return head.decode("utf-8")
     except UnicodeDecodeError as exc:
         if exc.start >= len(head) - 3 and exc.reason == "unexpected end of data":
             return head[: exc.start].decode("utf-8")  # head cut a multi-byte character
-    # latin-1 decodes anything; accept it only when most bytes are ASCII (cp1252 exports).
-    if sum(1 for b in sample if b >= 0x80) * 10 > len(sample) * 3:
-        return None
     return head.decode("latin-1")
 
 
+def _utf16_without_bom(head: bytes) -> str | None:
+    """UTF-16 text without a BOM (Excel's "Unicode text" has one, other tools not): mostly
+    Latin text has a zero in one byte of nearly every pair and never in the other."""
+    sample = head[: TEXT_SAMPLE_BYTES // 2 * 2]
+    pairs = len(sample) // 2
+    if pairs < 2:
+        return None
+    zero_even, zero_odd = sample[0::2].count(0), sample[1::2].count(0)
+    if zero_odd * 10 >= pairs * 3 and zero_even * 50 <= pairs:
+        codec = "utf-16-le"
+    elif zero_even * 10 >= pairs * 3 and zero_odd * 50 <= pairs:
+        codec = "utf-16-be"
+    else:
+        return None
+    try:
+        text = sample.decode(codec)
+    except UnicodeDecodeError as exc:
+        if exc.start < len(sample) - 4:
+            return None
+        text = sample[: exc.start].decode(codec)  # the sample cut a surrogate pair
+    if (len(text) - len(text.translate(_CONTROL_CHARS))) * 100 > len(text):
+        return None
+    return head[: len(head) // 2 * 2].decode(codec, errors="replace")
+
+
+# A statement at a line's start; matched only against SQL_STATEMENT_CHARS characters there.
 _SQL = re.compile(
-    r"^\s*(?:CREATE\s+(?:TEMP\w*\s+|UNIQUE\s+)?(?:TABLE|VIEW|INDEX)|INSERT\s+INTO|ALTER\s+TABLE)\b",
-    re.IGNORECASE | re.MULTILINE,
+    r"(?:CREATE\s+(?:TEMP\w*\s+|UNIQUE\s+)?(?:TABLE|VIEW|INDEX)|INSERT\s+INTO|ALTER\s+TABLE)\b",
+    re.IGNORECASE,
 )
-_MARKUP = re.compile(
-    r"(?:\s|<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>]*>)*<([A-Za-z_][\w.:-]*)", re.S | re.I
-)
+_SQL_VERBS = ("create", "insert", "alter")
+_SPACE = re.compile(r"\s*")
+_TAG = re.compile(r"<([A-Za-z_][\w.:-]*)")
+_DOCTYPE_HTML = re.compile(r"<!doctype\s+html", re.IGNORECASE)
 _GEO_TAGS = {"kml": "kml", "gpx": "gpx", "svg": "svg", "html": "html"}
+_DELIMITERS = ("\t", ",", ";", "|")  # tab first: commas inside TSV fields are common
 
 
 def sniff_text(text: str, truncated: bool) -> str:
@@ -265,22 +315,59 @@ def sniff_text(text: str, truncated: bool) -> str:
     if s[0] in "{[" and (kind := _sniff_json(text, truncated)) is not None:
         return kind
     if s[0] == "<":
-        if re.match(r"<!doctype\s+html", s, re.I):
+        if _DOCTYPE_HTML.match(s, 0, 64):
             return "html"
-        if m := _MARKUP.match(s[:8192]):
-            return _GEO_TAGS.get(m.group(1).rsplit(":", 1)[-1].lower(), "xml")
+        if (tag := _first_tag(s[:MARKUP_SCAN_CHARS])) is not None:
+            return _GEO_TAGS.get(tag.rsplit(":", 1)[-1].lower(), "xml")
         return "xml" if s.startswith(("<?xml", "<!--")) else "text"
     lines = text.splitlines()
     if truncated and len(lines) > 1:
         lines = lines[:-1]  # the last line was cut by HEAD_BYTES
-    meaningful = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("%")]
-    if meaningful and meaningful[0].lower().startswith("@relation"):
+    meaningful = (ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("%"))
+    first = next(meaningful, "")
+    if first.lower().startswith("@relation"):
         return "arff"
-    if meaningful and meaningful[0].startswith("---"):
+    if first.startswith("---"):
         return "yaml"
-    if _SQL.search(text):
+    if _has_sql(lines, text):
         return "sql"
     return _sniff_delimited(lines) or "text"
+
+
+def _first_tag(s: str) -> str | None:
+    """The first element's name after the prolog (whitespace, <?...?>, <!--...-->, DOCTYPE).
+    Each step moves forward and each end is found by `str.find`: linear in `s`."""
+    pos = 0
+    while True:
+        space = _SPACE.match(s, pos)  # \s* always matches
+        pos = space.end() if space else pos
+        if s.startswith("<?", pos):
+            end, width = s.find("?>", pos + 2), 2
+        elif s.startswith("<!--", pos):
+            end, width = s.find("-->", pos + 4), 3
+        elif s[pos : pos + 9].lower() == "<!doctype":
+            end, width = s.find(">", pos + 9), 1
+        else:
+            tag = _TAG.match(s, pos)
+            return tag.group(1) if tag else None
+        if end < 0:
+            return None
+        pos = end + width
+
+
+def _has_sql(lines: list[str], text: str) -> bool:
+    """True when a line starts a CREATE TABLE/VIEW/INDEX, INSERT INTO or ALTER TABLE."""
+    lowered = text.lower()
+    if not any(verb in lowered for verb in _SQL_VERBS):  # one pass in C spares the line loop
+        return False
+    for i, line in enumerate(lines):
+        start = line.lstrip()
+        if start[:6].lower().startswith(_SQL_VERBS):
+            after = (ln[:SQL_STATEMENT_CHARS] for ln in lines[i + 1 : i + 3])
+            window = " ".join((start[:SQL_STATEMENT_CHARS], *after))[:SQL_STATEMENT_CHARS]
+            if _SQL.match(window):
+                return True
+    return False
 
 
 def _sniff_json(text: str, truncated: bool) -> str | None:
@@ -291,16 +378,16 @@ def _sniff_json(text: str, truncated: bool) -> str | None:
         # A first complete value ("Extra data"), or an error where HEAD_BYTES cut the document,
         # still means JSON; an early error ("[Sun Dec 04 ...]" log lines) does not.
         looks_json = exc.msg == "Extra data" or (truncated and exc.pos >= len(text) - 4096)
-    except RecursionError:  # absurdly deep nesting: not a document worth a JSON loader
+    except (ValueError, RecursionError):  # a 5,000-digit number; absurdly deep nesting
         return None
     else:
         return _json_object_kind(obj) if isinstance(obj, dict) else "json"
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()][:200]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()][:JSON_LINES]
     parsed = 0
     for i, line in enumerate(lines):
         try:
             json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             if i == len(lines) - 1 and parsed >= 2:
                 break  # the last line was cut by HEAD_BYTES
             parsed = 0
@@ -327,16 +414,14 @@ def _json_object_kind(obj: dict) -> str:
 
 
 def _sniff_delimited(lines: list[str]) -> str | None:
-    """CSV or TSV when a few complete lines split into the same number (>= 2) of fields."""
-    rows = [ln for ln in lines if ln.strip() and not ln.startswith("#")][:50]
+    """CSV or TSV when a few complete lines split into the same number (>= 2) of fields
+    with one delimiter (the C csv reader: one linear pass per delimiter)."""
+    rows = list(
+        islice((ln for ln in lines if ln.strip() and not ln.startswith("#")), DELIMITED_ROWS)
+    )
     if len(rows) < 2:
         return None
-    candidates = []
-    try:
-        candidates.append(csv.Sniffer().sniff("\n".join(rows), delimiters=",;\t|").delimiter)
-    except csv.Error:
-        pass
-    for delimiter in [*candidates, ",", "\t", ";", "|"]:
+    for delimiter in _DELIMITERS:
         try:
             widths = {len(row) for row in csv.reader(rows, delimiter=delimiter)}
         except csv.Error:

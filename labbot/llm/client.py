@@ -28,7 +28,8 @@ from labbot.logs import mask_url
 log = logging.getLogger(__name__)
 
 
-_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+# A scheme is at most 64 characters: an unbounded run made every word start rescan the rest.
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]{0,63}://\S+", re.IGNORECASE)
 MAX_DETAIL = 300  # characters of a provider's refusal shown to the user
 MAX_LISTED_MODELS = 2000
 
