@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-MISSING = frozenset(["", "-", "--", "—", "–", "?", "n/a", "N/A", "na", "NA", "n.a.", "N.A.",
-                     "NULL", "null", "None", "none", "nan", "NaN", "#N/A", "#NV", "..", "...",
-                     ".", "k.A.", "n.v.", "н/д", "-/-", "x", "X", "－", "#DIV/0!", "#VALUE!"])  # fmt: skip
+MISSING = frozenset(
+    ["", "-", "--", "—", "–", "?", "n/a", "N/A", "na", "NA", "n.a.", "N.A.", "NULL", "null",
+     "None", "none", "nan", "NaN", "#N/A", "#NV", "..", "...", ".", "k.A.", "n.v.", "н/д", "-/-",
+     "x", "X", "－", "#DIV/0!", "#VALUE!"]
+)  # fmt: skip
 CURRENCY = re.compile(
     r"R\$|US\$|CHF|EUR|USD|GBP|PLN|RUB|JPY|CNY|SEK|NOK|DKK|CZK|BRL|zł|руб\.?|Kč|kr\.?|"
     r"[€$£¥₽₺₹₩元円₴]"
@@ -35,6 +37,10 @@ _DATE_SHAPES = [
     re.compile(r"^(?P<y>\d{4})年(?P<m>\d{1,2})月(?P<d>\d{1,2})日"),
     re.compile(r"^(?P<a>\d{1,2})(?P<s>[./-])(?P<b>\d{1,2})(?P=s)(?P<y>\d{4}|\d{2})(?!\d)"),
 ]
+_DAY_PART = (
+    r"^\d{4}-\d{1,2}-\d{1,2}|^\d{4}/\d{1,2}/\d{1,2}|^\d{4}年\d{1,2}月\d{1,2}日|"
+    r"^\d{1,2}([./-])\d{1,2}\1(\d{4}|\d{2})"
+)
 _TIME = re.compile(r"^(?:[ T](?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:\.\d+)?)?)?\s*$")
 
 
@@ -108,8 +114,7 @@ def as_dates(v: Any, hint: str | None, dayfirst: bool | None) -> Any:
             left.loc[ok] = False
     if left.any() or not shapes:
         return None
-    tails = v.str.replace(r"^\d{4}-\d{1,2}-\d{1,2}|^\d{4}/\d{1,2}/\d{1,2}|^\d{4}年\d{1,2}月\d{1,2}日|"
-                          r"^\d{1,2}([./-])\d{1,2}\1(\d{4}|\d{2})", "", regex=True)  # fmt: skip
+    tails = v.str.replace(_DAY_PART, "", regex=True)
     if not tails.str.match(_TIME.pattern).all():
         return None
     times = tails.str.extract(_TIME.pattern)
@@ -140,10 +145,13 @@ def as_dates(v: Any, hint: str | None, dayfirst: bool | None) -> Any:
         "minute": pd.to_numeric(times["M"]).fillna(0),
         "second": pd.to_numeric(times["S"]).fillna(0),
     })  # fmt: skip
-    out = pd.to_datetime(comp, errors="coerce")
+    try:
+        out = pd.to_datetime(comp, errors="coerce")
+    except (ValueError, OverflowError):  # out of the datetime64 range: keep the text
+        return None
     if out.isna().any():
         return None
-    return out, how
+    return out.astype("datetime64[us]"), how
 
 
 def convert_column(s: Any, hint: str | None, opts: dict) -> tuple[Any, str | None, str | None]:
@@ -152,6 +160,9 @@ def convert_column(s: Any, hint: str | None, opts: dict) -> tuple[Any, str | Non
 
     if not (s.dtype == object or pd.api.types.is_string_dtype(s)):
         return None, None, None
+    first = s.dropna().iloc[:1].tolist()
+    if first and not isinstance(first[0], str):
+        return None, None, None  # dates or numbers a spreadsheet already typed
     text = s.astype("str").where(s.notna(), "")
     text = text.str.strip(SPACES)
     missing = text.isin(MISSING) | s.isna()
@@ -166,7 +177,7 @@ def convert_column(s: Any, hint: str | None, opts: dict) -> tuple[Any, str | Non
     if opts.get("dates", True) and sample.str.match(r"^\d{1,4}[-./年]\d{1,2}").all():
         got = as_dates(rest, hint, opts.get("dayfirst"))
         if got is not None:
-            out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
+            out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[us]")
             out[rest.index] = got[0]
             return out, got[1] + said, None
     got = as_numbers(rest, hint, opts.get("decimal"), opts.get("thousands"))
@@ -229,8 +240,10 @@ def drop_summary_rows(df: Any, keep: bool) -> tuple[Any, list[str]]:
         elif TOTAL.match(first):
             dropped.append(f"total row {first[:30]!r}")
             n -= 1
-        elif (len(cells) == 1 or len(set(map(str, cells))) == 1) and df.shape[1] >= 3 and (
-            isinstance(cells[0], str) and not _DIGIT.match(first)
+        elif (
+            (len(cells) == 1 or len(set(map(str, cells))) == 1 and len(first) > 15 and " " in first)
+            and df.shape[1] >= 3
+            and (isinstance(cells[0], str) and not _DIGIT.match(first))
         ):
             dropped.append(f"footnote {first[:30]!r}")
             n -= 1

@@ -39,7 +39,9 @@ def describe(decided: dict | None, df: Any = None) -> str:
         said.append("dropped " + ", ".join(decided["dropped_rows"]))
         undo.append("keep_totals=True")
     if decided.get("bad_lines"):
-        said.append(f"{decided['bad_lines']} bad lines skipped (lines {decided['bad_line_numbers'][:5]})")
+        said.append(
+            f"{decided['bad_lines']} bad lines skipped (lines {decided['bad_line_numbers'][:5]})"
+        )
     if decided.get("hidden_sheets"):
         said.append(f"hidden sheets ignored {decided['hidden_sheets']}")
         undo.append(f"sheet={decided['hidden_sheets'][0]!r}")

@@ -44,8 +44,11 @@ def _load_jsonl(path: str, name: str, encoding: str | None = None, **opts: Any) 
                 bad.append(number)
     if not records:
         raise LoadError(f"{name}: no line is a JSON record; read it with loader='text'.")
-    df = pd.json_normalize(records) if all(isinstance(r, dict) for r in records) else (
-        pd.DataFrame({"value": records}))
+    df = (
+        pd.json_normalize(records)
+        if all(isinstance(r, dict) for r in records)
+        else (pd.DataFrame({"value": records}))
+    )
     if bad:
         df.attrs["labbot"] = {"bad_lines": len(bad), "bad_line_numbers": bad[:20]}
     return df
@@ -210,7 +213,7 @@ def _readstat(func: str, path: str, **opts: Any) -> Any:
     df.attrs["column_labels"] = {k: v for k, v in labels if v}
     df.attrs["value_labels"] = meta.variable_value_labels
     kept: dict[str, str] = {}
-    for col, codes in (meta.variable_value_labels.items() if apply else ()):
+    for col, codes in meta.variable_value_labels.items() if apply else ():
         if col not in df.columns:
             continue
         values = set(df[col].dropna().unique())

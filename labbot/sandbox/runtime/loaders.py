@@ -53,12 +53,12 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
+import decisions  # noqa: E402
 import load_archives  # noqa: E402
 import load_arrays  # noqa: E402
 import load_documents  # noqa: E402
 import load_geo  # noqa: E402
 import load_tables  # noqa: E402
-import decisions  # noqa: E402
 import text_tables  # noqa: E402
 from load_archives import MAX_ARCHIVE_BYTES as MAX_ARCHIVE_BYTES  # noqa: E402
 from load_archives import MAX_MEMBERS as MAX_MEMBERS  # noqa: E402

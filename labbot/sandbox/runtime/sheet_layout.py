@@ -9,13 +9,11 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 _UNIT = r"(?:R\$|US\$|CHF|EUR|USD|zł|руб\.?|kr|Kč|[€$£¥₽₺₹₩元円%])"
-_NUMBERISH = re.compile(
-    rf"^[-+(−]?\s*{_UNIT}?\s?[-+]?\d[\d.,'\u00a0\u202f ]*\)?-?\s*{_UNIT}?$"
-)
+_NUMBERISH = re.compile(rf"^[-+(−]?\s*{_UNIT}?\s?[-+]?\d[\d.,'\u00a0\u202f ]*\)?-?\s*{_UNIT}?$")
 _DATEISH = re.compile(
     r"^(\d{1,4}[./-]\d{1,2}[./-]\d{1,4}|\d{4}年\d{1,2}月\d{1,2}日)([ T]\d{1,2}:\d{2}(:\d{2})?)?$"
 )
@@ -63,7 +61,7 @@ class Layout:
     group: int | None
     width: int
     names: list[str] | None
-    titles: list[str] = field(default_factory=list)
+    found: bool = True
 
     def decisions(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -76,9 +74,8 @@ class Layout:
         return out
 
     def decimal_hint(self, grid: list[list[Any]]) -> str | None:
-        import pandas as pd
-
         import column_types
+        import pandas as pd
 
         cells = [c for r in grid[self.first_data : self.first_data + 200] for c in r
                  if isinstance(c, str) and c]  # fmt: skip
@@ -131,10 +128,9 @@ def find_layout(rows: list[list[Any]], header: Any = "auto", skiprows: Any = Non
         need = max(2, math.ceil(w * 0.6))
         first = next(i for i in range(start, len(rows))
                      if n[i] >= need and any(value_like(c) for c in rows[i]))  # fmt: skip
-    else:
-        w = max(n[start:], default=0)
-        first = next((i for i in range(start, len(rows)) if n[i] == w), start) + 1
-        need = max(1, math.ceil(w / 2))
+    else:  # no numbers or dates anywhere: no header can be told from data
+        width = max((len(r) for r in rows[start:]), default=0)
+        return Layout(start, None, None, width, None, found=False)
     h: int | None = first - 1
     if h is None or h < start or n[h] < max(1, need - 1) or not _texty(rows[h]):
         h = None
@@ -206,9 +202,8 @@ def serial_dates(df: Any, decided: dict) -> Any:
 
 def read_workbook(path: str, name: str, sheet: Any, table: Any, opts: dict) -> Any:
     """Each visible non-empty sheet's main table (dict when several); decisions attached."""
-    from python_calamine import CalamineWorkbook
-
     import text_tables
+    from python_calamine import CalamineWorkbook
 
     wb = CalamineWorkbook.from_path(path)
     meta = {m.name: m for m in wb.sheets_metadata}

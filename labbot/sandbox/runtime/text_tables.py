@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import datetime as dt
 import io
 import re
 from typing import Any
@@ -110,11 +111,33 @@ def rows_to_frame(rows: list[list[Any]], decided: dict, opts: dict) -> Any:
     import pandas as pd
 
     layout = sheet_layout.find_layout(rows, opts.get("header", "auto"), opts.get("skiprows"))
+    if not layout.found:  # all text: the first row is the header when it fits (as before)
+        import load_tables
+
+        df = load_tables._promote_header(pd.DataFrame(rows).replace({"": None}))
+        return finish(df, decided, opts)
     body = [r + [None] * (layout.width - len(r)) for r in rows[layout.first_data :]]
     df = pd.DataFrame([r[: layout.width] for r in body], columns=layout.names or None)
-    df = df.replace({"": None})
+    df = df.replace({"": None}).infer_objects()
     decided.update(layout.decisions())
     return finish(df, decided, opts)
+
+
+def _typed(df: Any) -> Any:
+    """Whole numbers a spreadsheet stored as floats as ints; date cells as datetimes."""
+    import pandas as pd
+
+    for i in range(df.shape[1]):
+        s = df.iloc[:, i]
+        if s.dtype == "float64" and s.notna().all() and len(s) and (s == s.round()).all():
+            df.isetitem(i, s.astype("int64"))
+        elif (
+            s.dtype == object
+            and len(s.dropna())
+            and all(isinstance(v, dt.date) for v in s.dropna())
+        ):
+            df.isetitem(i, pd.to_datetime(s).astype("datetime64[us]"))
+    return df
 
 
 def finish(df: Any, decided: dict, opts: dict) -> Any:
@@ -128,7 +151,7 @@ def finish(df: Any, decided: dict, opts: dict) -> Any:
     df, dropped = column_types.drop_summary_rows(df, bool(opts.get("keep_totals")))
     if dropped:
         decided["dropped_rows"] = dropped
-    df = df.reset_index(drop=True)
+    df = _typed(df.reset_index(drop=True).infer_objects())
     df = column_types.convert_frame(df, opts, decided)
     df.attrs["labbot"] = decided
     return df
@@ -144,7 +167,6 @@ def _compression(head: bytes) -> str | None:
 def read_table(path: str, name: str, sep: str | None = None, **opts: Any) -> Any:
     """A delimited or fixed-width text file as a DataFrame, decided by its content."""
     import pandas as pd
-
     from load_raw import read_bytes
 
     raw = read_bytes(path) if _compression(read_head(path, 6)) else None
@@ -166,6 +188,8 @@ def read_table(path: str, name: str, sep: str | None = None, **opts: Any) -> Any
     grid = list(csv.reader(lines, delimiter=sep)) if len(sep) == 1 else []
     user_layout = "header" in opts or "skiprows" in opts or "names" in opts
     layout = None if user_layout or not grid else sheet_layout.find_layout(grid, "auto", None)
+    if layout is not None and not layout.found:
+        layout = None  # all text: pandas' own header rule
     comma_decimal = ours.get("decimal") == "," or (
         "decimal" not in ours and layout is not None and layout.decimal_hint(grid) == ","
     )
@@ -210,6 +234,8 @@ def looks_like_table(text: str) -> bool:
     for sep in SEPS:
         widths = [len(r) for r in csv.reader(lines, delimiter=sep)]
         top = max(set(widths), key=widths.count)
+        if sep == "|" and sum(ln.lstrip().startswith("|") for ln in lines) > len(lines) / 2:
+            continue  # a Markdown table in a document: the text is what the user wants
         if top >= 2 and widths.count(top) >= max(3, 0.6 * len(lines)):
             if sep in ",;" and any(len(r) != top for r in csv.reader(lines[-3:], delimiter=sep)):
                 continue
