@@ -30,7 +30,7 @@ def describe(decided: dict | None, df: Any = None) -> str:
         undo.append("decimal='.'")
     if decided.get("title_rows_skipped"):
         said.append(f"{decided['title_rows_skipped']} title rows skipped")
-        undo.append("skiprows=0")
+        undo.append(f"skiprows={decided['title_rows_skipped']} (lines before the header)")
     if decided.get("header_row") is None and "header_row" in decided:
         said.append("no header row")
     if decided.get("header_groups"):
