@@ -163,6 +163,8 @@ def convert_column(s: Any, hint: str | None, opts: dict) -> tuple[Any, str | Non
     first = s.dropna().iloc[:1].tolist()
     if first and not isinstance(first[0], str):
         return None, None, None  # dates or numbers a spreadsheet already typed
+    if len(s) > 2000 and not _sample_converts(s, hint, opts):
+        return None, None, None  # a bounded look first: big text columns stay fast
     text = s.astype("str").where(s.notna(), "")
     text = text.str.strip(SPACES)
     missing = text.isin(MISSING) | s.isna()
@@ -200,6 +202,20 @@ def convert_column(s: Any, hint: str | None, opts: dict) -> tuple[Any, str | Non
     return out, how + said, None
 
 
+def _sample_converts(s: Any, hint: str | None, opts: dict) -> bool:
+    """Whether the first 1000 values convert (or nearly: then the whole column is looked at
+    to say why not)."""
+    head = s.iloc[:1000].dropna().astype("str").str.strip(SPACES)
+    head = head[~head.isin(MISSING)]
+    if head.empty or not head.str.contains(_DIGIT.pattern, regex=True).mean() > 0.5:
+        return False
+    if head.str.match(r"^\d{1,4}[-./年]\d{1,2}").all():
+        return True
+    if as_numbers(head, hint, opts.get("decimal"), opts.get("thousands")) is not None:
+        return True
+    return _not_numbers(head, hint) is not None
+
+
 def _not_numbers(rest: Any, hint: str | None) -> Any:
     """The values that keep a mostly numeric column from converting, or None."""
     core, _units, _neg = _strip_units(rest)
@@ -214,7 +230,7 @@ def file_decimal(columns: list[Any]) -> str | None:
     """The decimal separator the file's text columns show unambiguously (',' or '.'), if any."""
     comma = dot = 0
     for col in columns:
-        sample = col.dropna().astype(str).str.strip(SPACES).iloc[:300]
+        sample = col.iloc[:2000].dropna().astype(str).str.strip(SPACES).iloc[:300]
         comma += int(sample.str.contains(r"\d,\d{1,2}(?:\D*)$|\d\.\d{3},\d", regex=True).sum())
         dot += int(sample.str.contains(r"\d\.\d{1,2}(?:\D*)$|\d,\d{3}\.\d", regex=True).sum())
     if comma > dot:

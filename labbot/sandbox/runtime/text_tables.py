@@ -115,12 +115,12 @@ def rows_to_frame(rows: list[list[Any]], decided: dict, opts: dict) -> Any:
         import load_tables
 
         df = load_tables._promote_header(pd.DataFrame(rows).replace({"": None}))
-        return finish(df, decided, opts)
+        return finish(df, decided, {**opts, "_grid": True})
     body = [r + [None] * (layout.width - len(r)) for r in rows[layout.first_data :]]
     df = pd.DataFrame([r[: layout.width] for r in body], columns=layout.names or None)
     df = df.replace({"": None}).infer_objects()
     decided.update(layout.decisions())
-    return finish(df, decided, opts)
+    return finish(df, decided, {**opts, "_grid": True})
 
 
 def _typed(df: Any) -> Any:
@@ -142,7 +142,11 @@ def _typed(df: Any) -> Any:
 
 def finish(df: Any, decided: dict, opts: dict) -> Any:
     """Drop blank rows and columns and trailing totals, convert columns, attach decisions."""
-    df = df.dropna(how="all")
+    import pandas as pd
+
+    first = df.iloc[:, 0].isna() if df.shape[1] else None
+    if first is not None and first.any() and df[first].isna().all(axis=1).any():
+        df = df.dropna(how="all")  # only when a blank row can exist: no copy of big frames
     empty = [c for c in df.columns if str(c).startswith("Unnamed") or c is None or c == ""]
     blank = [c for c in empty if df[c].isna().all()]
     if blank:
@@ -151,7 +155,9 @@ def finish(df: Any, decided: dict, opts: dict) -> Any:
     df, dropped = column_types.drop_summary_rows(df, bool(opts.get("keep_totals")))
     if dropped:
         decided["dropped_rows"] = dropped
-    df = _typed(df.reset_index(drop=True).infer_objects())
+    if not isinstance(df.index, pd.RangeIndex) or df.index.start != 0 or df.index.step != 1:
+        df = df.reset_index(drop=True)
+    df = _typed(df.infer_objects()) if opts.get("_grid") else df
     df = column_types.convert_frame(df, opts, decided)
     df.attrs["labbot"] = decided
     return df
