@@ -83,7 +83,7 @@ def as_numbers(v: Any, hint: str | None, decimal: str | None, thousands: str | N
     fits = [p for p in pairs if core.str.match(_PATTERNS[p]).all()]
     if not fits:
         return None
-    fits.sort(key=lambda p: (p[0] != (hint or "."), p[1] == ""))
+    fits.sort(key=lambda p: (p[0] != (hint or "."), p[1] != ""))
     dec, thou = fits[0]
     if len(fits) > 1 and any(p[0] != dec for p in fits) and hint is None:
         dec, thou = next(p for p in fits if p[0] == ".")
