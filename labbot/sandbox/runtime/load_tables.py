@@ -5,7 +5,6 @@ Part of the sandbox loaders (see ``loaders``); heavy libraries are imported insi
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
@@ -22,46 +21,10 @@ _OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 # --- delimited text --------------------------------------------------------------------------
 
 
-def _sniff_sep(lines: list[str]) -> str:
-    """The delimiter giving the most columns consistently across the sample lines."""
-    best, best_score = ",", (0, 0)
-    for sep in (",", "\t", ";", "|"):
-        widths = [len(row) for row in csv.reader(lines, delimiter=sep)]
-        if not widths:
-            continue
-        top = max(set(widths), key=widths.count)
-        score = (widths.count(top) * 10 // len(widths), top) if top > 1 else (0, 0)
-        if score > best_score:
-            best, best_score = sep, score
-    return best
-
-
-def _comment_rows(lines: list[str], sep: str) -> int:
-    """Leading `#` lines to skip; a last `#` line shaped like the data is kept as the header."""
-    n = 0
-    while n < len(lines) and lines[n].startswith("#"):
-        n += 1
-    if 0 < n < len(lines) and len(sep) == 1:
-        width = len(next(csv.reader([lines[n]], delimiter=sep)))
-        header = next(csv.reader([lines[n - 1][1:]], delimiter=sep))
-        if width > 1 and len(header) == width and not lines[n - 1].startswith("##"):
-            return n - 1
-    return n
-
-
 def _load_csv(path: str, name: str, sep: str | None = None, **opts: Any) -> Any:
-    import pandas as pd
+    import text_tables
 
-    text = read_text(path, opts.pop("encoding", None))
-    lines = text[:200_000].splitlines()[:200]
-    if sep is None:
-        sep = _sniff_sep([ln for ln in lines if ln.strip() and not ln.startswith("#")][:50])
-    if "skiprows" not in opts and "comment" not in opts:
-        skip = _comment_rows(lines, sep)
-        if skip:
-            text = text.split("\n", skip)[-1]
-            text = text[1:] if text.startswith("#") else text
-    return pd.read_csv(io.StringIO(text), sep=sep, **opts)
+    return text_tables.read_table(path, name, sep, **opts)
 
 
 def _load_jsonl(path: str, name: str, encoding: str | None = None, **opts: Any) -> Any:
@@ -71,8 +34,24 @@ def _load_jsonl(path: str, name: str, encoding: str | None = None, **opts: Any) 
     try:
         return pd.read_json(io.StringIO(text), lines=True, **opts)
     except ValueError:
-        records = [json.loads(line) for line in text.splitlines() if line.strip()]
-        return pd.json_normalize(records) if records else pd.DataFrame()
+        pass
+    records, bad = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                bad.append(number)
+    if not records:
+        raise LoadError(f"{name}: no line is a JSON record; read it with loader='text'.")
+    df = (
+        pd.json_normalize(records)
+        if all(isinstance(r, dict) for r in records)
+        else (pd.DataFrame({"value": records}))
+    )
+    if bad:
+        df.attrs["labbot"] = {"bad_lines": len(bad), "bad_line_numbers": bad[:20]}
+    return df
 
 
 def _load_arff(path: str, name: str, encoding: str | None = None) -> Any:
@@ -138,10 +117,26 @@ def _load_excel(path: str, name: str, sheet: Any = None, **opts: Any) -> Any:
             f"{name} is an encrypted (password-protected) workbook; ask the user for an "
             "unprotected copy (File > Info > Protect Workbook > remove the password)."
         )
+    sheet = opts.pop("sheet_name", sheet)
+    table = opts.pop("table", None)
+    ours = {k: opts.pop(k) for k in ("decimal", "thousands", "dayfirst", "convert", "keep_totals",
+                                     "dates", "skiprows", "header") if k in opts}  # fmt: skip
+    if not opts and not (head.startswith(_OLE) and "engine" in opts):
+        import sheet_layout
+
+        try:
+            return sheet_layout.read_workbook(path, name, sheet, table, ours)
+        except Exception as exc:
+            if "encrypt" in str(exc).lower() or "password" in str(exc).lower():
+                raise LoadError(
+                    f"{name} is an encrypted (password-protected) workbook; ask the user for an "
+                    "unprotected copy."
+                ) from exc
+            raise
+    opts.update({k: v for k, v in ours.items() if k in ("skiprows", "header")})
     auto = "header" not in opts
     opts.setdefault("header", None)
     opts.setdefault("engine", "calamine")
-    sheet = opts.pop("sheet_name", sheet)
     with open(path, "rb") as fh:
         try:
             frames = pd.read_excel(fh, sheet_name=None if sheet is None else sheet, **opts)
@@ -205,17 +200,39 @@ def _load_avro(path: str, name: str) -> Any:
 def _readstat(func: str, path: str, **opts: Any) -> Any:
     import inspect
 
+    import pandas as pd
     import pyreadstat
 
     read = getattr(pyreadstat, func)
     params = inspect.signature(read).parameters
-    for opt in ("apply_value_formats", "formats_as_category", "dates_as_pandas_datetime"):
-        if opt in params:
-            opts.setdefault(opt, True)
+    apply = opts.pop("apply_value_formats", True)
+    if "dates_as_pandas_datetime" in params:
+        opts.setdefault("dates_as_pandas_datetime", True)
     df, meta = read(path, **opts)
     labels = zip(meta.column_names, meta.column_labels, strict=False)
     df.attrs["column_labels"] = {k: v for k, v in labels if v}
     df.attrs["value_labels"] = meta.variable_value_labels
+    kept: dict[str, str] = {}
+    for col, codes in meta.variable_value_labels.items() if apply else ():
+        if col not in df.columns:
+            continue
+        values = set(df[col].dropna().unique())
+        if values <= set(codes):  # every value labelled: a category
+            order = list(dict.fromkeys(codes.values()))
+            df[col] = pd.Categorical(df[col].map(codes), categories=order)
+        else:  # labels only on some codes (e.g. "no answer"): the numbers stay numbers
+            kept[col] = f"labels on {len(codes)} codes not applied; the numbers are kept"
+    decided: dict[str, Any] = {}
+    missing = getattr(meta, "missing_ranges", None) or {}
+    if missing and not opts.get("user_missing"):
+        decided["missing_codes"] = {
+            k: [r["lo"] if r["lo"] == r["hi"] else f"{r['lo']}..{r['hi']}" for r in v]
+            for k, v in missing.items()
+        }
+    if kept:
+        decided["kept_numeric"] = kept
+    if decided:
+        df.attrs["labbot"] = decided
     return df
 
 

@@ -53,11 +53,13 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
+import decisions  # noqa: E402
 import load_archives  # noqa: E402
 import load_arrays  # noqa: E402
 import load_documents  # noqa: E402
 import load_geo  # noqa: E402
 import load_tables  # noqa: E402
+import text_tables  # noqa: E402
 from load_archives import MAX_ARCHIVE_BYTES as MAX_ARCHIVE_BYTES  # noqa: E402
 from load_archives import MAX_MEMBERS as MAX_MEMBERS  # noqa: E402
 from load_raw import MAX_DECOMPRESSED_BYTES as MAX_DECOMPRESSED_BYTES  # noqa: E402
@@ -82,6 +84,50 @@ def load(path: str, *, loader: str, name: str, **options: Any) -> object:
             f"{name} could not be read as {loader} ({reason}). The file may be damaged or not "
             "really this format; check the options, or read the raw bytes with loader='bytes'."
         ) from exc
+
+
+_TABLE_TEXT = ("txt", "text", "dat", "asc", "prn", "")
+_TABLE_NAMES = ("csv", "tsv", "tab", "txt", "dat", "prn", "")
+
+
+def _load_text(path: str, name: str, encoding: str | None = None, **opts: Any) -> Any:
+    """Text; a .txt/.dat/extension-less file that is a table comes back as a DataFrame."""
+    import load_raw
+
+    text = read_text(path, encoding)
+    if opts or (load_raw.extension(name) in _TABLE_TEXT and text_tables.looks_like_table(text)):
+        return text_tables.read_table(path, name, encoding=encoding, **opts)
+    return text
+
+
+def _load_bytes(path: str, name: str, **opts: Any) -> Any:
+    """Raw bytes; but a file named like a table that decodes as text is read as a table (a
+    legacy code page the host took for binary)."""
+    import load_raw
+
+    raw = Path(path).read_bytes()
+    if load_raw.extension(name) in _TABLE_NAMES[:-1] and b"\x00" not in raw[:4096]:
+        try:
+            text = load_raw.decode(raw[: 1 << 20])
+            if "\ufffd" not in text[:4096] and text_tables.looks_like_table(text):
+                return text_tables.read_table(path, name, **opts)
+        except (LoadError, UnicodeError, ValueError):
+            pass
+    if opts:
+        raise LoadError(f"{name}: the bytes loader takes no options.")
+    return raw
+
+
+def _load_json(path: str, name: str, encoding: str | None = None) -> Any:
+    """JSON; one record per line saved as .json comes back as a DataFrame (bad lines counted)."""
+    text = read_text(path, encoding)
+    try:
+        return json.loads(text)
+    except ValueError:
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        if len(lines) > 1 and lines[0].lstrip().startswith("{"):
+            return load_tables._load_jsonl(path, name, encoding)
+        raise
 
 
 # The dispatch table: loader name -> func(path, name, **options). The loader functions keep
@@ -114,10 +160,10 @@ _LOADERS: dict[str, Callable[..., Any]] = {
     "zip": functools.partial(load_archives._load_zip, load),
     "tar": functools.partial(load_archives._load_tar, load),
     "dbf": load_tables._load_dbf,
-    "text": lambda path, name, encoding=None: read_text(path, encoding),
-    "bytes": lambda path, name: Path(path).read_bytes(),
+    "text": lambda path, name, **opts: _load_text(path, name, **opts),
+    "bytes": lambda path, name, **opts: _load_bytes(path, name, **opts),
     "tsv": lambda path, name, sep="\t", **opts: load_tables._load_csv(path, name, sep=sep, **opts),
-    "json": lambda path, name, encoding=None: json.loads(read_text(path, encoding)),
+    "json": lambda path, name, encoding=None: _load_json(path, name, encoding),
     "toml": lambda path, name, encoding=None: lazy_import("tomllib").loads(
         read_text(path, encoding)
     ),
@@ -147,7 +193,10 @@ def _frame_line(df: Any, width: int) -> str:
 def _short(obj: Any, max_chars: int) -> str:
     mod = type(obj).__module__
     if hasattr(obj, "dtypes") and hasattr(obj, "shape") and hasattr(obj, "columns"):
-        return _frame_line(obj, max_chars)
+        said = decisions.describe(getattr(obj, "attrs", {}).get("labbot"), obj)
+        if not said:
+            return _frame_line(obj, max_chars)
+        return _frame_line(obj, min(max_chars, 220)) + "\n" + said
     if mod.startswith("numpy") and hasattr(obj, "shape"):
         return f"ndarray shape={tuple(obj.shape)} dtype={obj.dtype}"
     if mod.startswith("PIL"):
