@@ -24,7 +24,15 @@ from labbot.cli import (
     run_with_store,
     user_option,
 )
-from labbot.cli.checks import Check, data_dir_check, discord_checks, mode_check, model_checks
+from labbot.cli.checks import (
+    Check,
+    core_pattern_check,
+    data_dir_check,
+    discord_checks,
+    mode_check,
+    model_checks,
+    sandbox_uid_check,
+)
 from labbot.cli.saving import save_file
 from labbot.config import Settings
 from labbot.core import ExecutionResult
@@ -286,6 +294,9 @@ def _doctor_checks(ctx: click.Context, settings: Settings, report: Callable[...,
         report(Check("sandbox", "skip", skipped))
     else:
         report(*_guarded("sandbox", lambda: _probe_sandbox(ctx, settings)))
+    if settings.LABBOT_EXECUTOR != "nats":
+        report(*_guarded("sandbox uids", lambda: sandbox_uid_check(settings)))
+    report(*_guarded("core dumps", core_pattern_check))
     report(*_guarded("model", lambda: asyncio.run(model_checks(settings))))
     token = settings.DISCORD_TOKEN.get_secret_value() if settings.DISCORD_TOKEN else None
     report(*_guarded("discord", lambda: asyncio.run(discord_checks(token))))

@@ -206,7 +206,9 @@ class Command:
             self.prlimit,
             f"--nofile={limits.open_files}",
             f"--fsize={limits.disk_bytes}",
-            "--core=0",
+            # No core dumps: below a page no file is written, and 1 (not 0) is the kernel's
+            # own sign to start no helper when core_pattern pipes to one (as root).
+            "--core=1",
         ]
         if self.nproc is not None:
             argv.append(f"--nproc={self.nproc}")
