@@ -79,7 +79,10 @@ class Settings(BaseSettings):
     SANDBOX_OPEN_FILES: int = Field(512, ge=32)
     SANDBOX_OUTPUT_KB: int = Field(32, ge=1)
     SANDBOX_MAX_OUTPUT_FILES: int = Field(50, ge=1, le=1000)
-    SANDBOX_USER: str = "labbot-sandbox"
+    # When the bot is root, each live sandbox runs as its own host uid from this range (never
+    # 0, never a uid of /etc/passwd): per-uid kernel budgets are then per session.
+    SANDBOX_UID_BASE: int = Field(2_000_000_000, ge=1000, le=2**31 - 2)
+    SANDBOX_UID_COUNT: int = Field(1024, ge=1, le=1_000_000)
     SANDBOX_WARM_POOL: int = Field(2, ge=0, le=64)
     SANDBOX_PRELOAD: bool = True
     SESSION_IDLE_MINUTES: float = Field(20.0, gt=0)

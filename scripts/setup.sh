@@ -47,10 +47,23 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}" || echo "setup: continuing without ${missing[*]}" >&2
 fi
 
-# The sandbox never runs as root: when the bot does, it drops to this system user first.
-if [ "$(id -u)" = 0 ] && ! id -u "${SANDBOX_USER:-labbot-sandbox}" >/dev/null 2>&1; then
-  useradd --system --user-group --no-create-home --home-dir /nonexistent \
-    --shell /usr/sbin/nologin "${SANDBOX_USER:-labbot-sandbox}"
+# The sandbox never runs as root: when the bot is, each sandbox runs as a host uid of its own
+# from SANDBOX_UID_BASE (SANDBOX_UID_COUNT of them). They need no /etc/passwd entry; this checks
+# that no user (nor a subordinate range, /etc/subuid) holds one of them.
+if [ "$(id -u)" = 0 ]; then
+  UID_BASE=${SANDBOX_UID_BASE:-2000000000}
+  UID_COUNT=${SANDBOX_UID_COUNT:-1024}
+  UID_TOP=$((UID_BASE + UID_COUNT))
+  taken=$(getent passwd | awk -F: -v lo="$UID_BASE" -v hi="$UID_TOP" '$3 >= lo && $3 < hi {print $1}')
+  if [ -f /etc/subuid ]; then
+    taken+=$(awk -F: -v lo="$UID_BASE" -v hi="$UID_TOP" \
+      '$2 < hi && $2 + $3 > lo {print " subuid:" $1}' /etc/subuid)
+  fi
+  if [ -n "$taken" ]; then
+    echo "setup: the sandbox uids $UID_BASE-$((UID_TOP - 1)) are in use ($taken);" \
+      "set SANDBOX_UID_BASE to a free range" >&2
+    exit 1
+  fi
 fi
 
 "$UV" sync --frozen --quiet --python "$PYTHON"

@@ -15,14 +15,30 @@ from pathlib import Path
 import discord
 import pytest
 
-from labbot.cli.checks import discord_checks, filesystem_type, model_checks
+from labbot.cli.checks import (
+    core_pattern_check,
+    discord_checks,
+    filesystem_type,
+    model_checks,
+    sandbox_uid_check,
+)
 from labbot.config import load_settings
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI
 from tests.threaded import closed_port, served
 
 TOKEN = "MTAxNjk4NzY1NDMyMTA.GhIjKl.super-secret-token"
-EVERY_CHECK = ["settings", "labbot run", "data dir", "database", "sandbox", "model", "discord"]
+EVERY_CHECK = [
+    "settings",
+    "labbot run",
+    "data dir",
+    "database",
+    "sandbox",
+    "sandbox uids",
+    "core dumps",
+    "model",
+    "discord",
+]
 
 
 def by_name(output: str) -> dict[str, dict]:
@@ -182,3 +198,28 @@ async def test_discord_checks_ask_discord(monkeypatch: pytest.MonkeyPatch) -> No
     assert "Reset Token" in refused["discord login"].detail
     assert unreachable["discord login"].status == "warn"
     assert "Discord cannot be reached" in unreachable["discord login"].detail
+
+
+def test_a_piped_core_pattern_is_warned(tmp_path: Path) -> None:
+    """A core_pattern that pipes crashes to a program (started as root) is a warning naming
+    the program and the fix; a file pattern is fine; an unreadable one is not checked."""
+    pattern = tmp_path / "core_pattern"
+    pattern.write_text("|/usr/share/apport/apport -p%p -s%s -c%c\n")
+    piped = core_pattern_check(pattern)
+    assert piped.status == "warn" and "/usr/share/apport/apport" in piped.detail
+    assert "kernel.core_pattern=core" in piped.detail
+    pattern.write_text("core\n")
+    assert core_pattern_check(pattern).status == "ok"
+    assert core_pattern_check(tmp_path / "missing").status == "skip"
+
+
+def test_an_unprivileged_bot_is_warned_that_sandboxes_share_its_uid(tmp_path: Path) -> None:
+    """As root each sandbox has a uid of its own; otherwise doctor says they all share the
+    bot's, and what that means."""
+    settings = load_settings(LABBOT_DATA_DIR=tmp_path)
+    assert sandbox_uid_check(settings, euid=0).status == "ok"
+    shared = sandbox_uid_check(settings, euid=1000)
+    assert shared.status == "warn" and "uid, 1000" in shared.detail
+    assert "epoll watches" in shared.detail and "run the bot as root" in shared.detail
+    off = load_settings(LABBOT_DATA_DIR=tmp_path, LABBOT_SANDBOX="off")
+    assert sandbox_uid_check(off, euid=1000).status == "skip"

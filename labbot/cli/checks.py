@@ -3,6 +3,7 @@ Discord; each returns its lines and never raises for what it checks."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -19,6 +20,7 @@ from labbot.logs import mask_url
 CheckStatus = Literal["ok", "warn", "fail", "skip"]
 RunMode = Literal["bot", "model chat", "console"]
 MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
+CORE_PATTERN = Path("/proc/sys/kernel/core_pattern")
 MODEL_CHECK_TIMEOUT = 15.0  # seconds for the model API's answer to the listing
 NO_TERMINAL = (
     "No DISCORD_TOKEN, and no terminal for the chat: set DISCORD_TOKEN (in .env) to run the"
@@ -105,6 +107,48 @@ def data_dir_check(path: Path) -> Check:
             " set LABBOT_DATA_DIR to a folder on disk",
         )
     return Check("data dir", "ok", shown)
+
+
+def core_pattern_check(path: Path = CORE_PATTERN) -> Check:
+    """Warn when the kernel pipes core dumps to a program: it starts that program as root
+    for a crash of any process, a sandbox's included."""
+    try:
+        pattern = path.read_text().strip()
+    except OSError as exc:
+        return Check("core dumps", "skip", f"{path} cannot be read ({exc.strerror})")
+    if not pattern.startswith("|"):
+        return Check("core dumps", "ok", f"kernel.core_pattern writes files ({pattern!r})")
+    program = (pattern[1:].split() or ["?"])[0]
+    return Check(
+        "core dumps",
+        "warn",
+        f"kernel.core_pattern pipes every crash to {program}, which the kernel starts as root:"
+        " a crash is then a way into a root program's input (sandboxes ask for no dump,"
+        " RLIMIT_CORE 1, but every other process of the machine may); unless you need it,"
+        " set `sysctl kernel.core_pattern=core`",
+    )
+
+
+def sandbox_uid_check(settings: Settings, *, euid: int | None = None) -> Check:
+    """Whether sandboxes get a host uid each (a root bot) or all share the bot's."""
+    euid = os.geteuid() if euid is None else euid
+    if settings.LABBOT_SANDBOX == "off":
+        return Check("sandbox uids", "skip", "the sandbox is off (LABBOT_SANDBOX=off)")
+    if euid == 0:
+        top = settings.SANDBOX_UID_BASE + settings.SANDBOX_UID_COUNT - 1
+        return Check(
+            "sandbox uids",
+            "ok",
+            f"each live sandbox runs as a host uid of its own ({settings.SANDBOX_UID_BASE}-{top})",
+        )
+    return Check(
+        "sandbox uids",
+        "warn",
+        f"the bot is not root, so every sandbox runs as its uid, {euid}: one session can"
+        " spend that uid's kernel budgets (epoll watches, pipe buffers, fds in flight over"
+        " sockets) for the other sessions and for the bot itself, which could then fail to"
+        " open connections; for strangers' code run the bot as root (a uid per sandbox)",
+    )
 
 
 def base_url_problem(url: str) -> str | None:

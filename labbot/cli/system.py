@@ -14,7 +14,15 @@ import click
 from pydantic import SecretStr
 
 from labbot.app import database_name
-from labbot.cli.checks import Check, data_dir_check, discord_checks, mode_check, model_checks
+from labbot.cli.checks import (
+    Check,
+    core_pattern_check,
+    data_dir_check,
+    discord_checks,
+    mode_check,
+    model_checks,
+    sandbox_uid_check,
+)
 from labbot.cli.group import (
     ONE_SHOT,
     cli,
@@ -286,6 +294,9 @@ def _doctor_checks(ctx: click.Context, settings: Settings, report: Callable[...,
         report(Check("sandbox", "skip", skipped))
     else:
         report(*_guarded("sandbox", lambda: _probe_sandbox(ctx, settings)))
+    if settings.LABBOT_EXECUTOR != "nats":
+        report(*_guarded("sandbox uids", lambda: sandbox_uid_check(settings)))
+    report(*_guarded("core dumps", core_pattern_check))
     report(*_guarded("model", lambda: asyncio.run(model_checks(settings))))
     token = settings.DISCORD_TOKEN.get_secret_value() if settings.DISCORD_TOKEN else None
     report(*_guarded("discord", lambda: asyncio.run(discord_checks(token))))

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT = 30.0  # imports take 1-2 s; a start that hangs is killed and retried
 STDERR_KEEP = 4000
+BWRAP_EXIT_GRACE = 2.0  # seconds for bubblewrap to exit after its kernel was killed
 STREAM_SLACK = 200  # the "[... N bytes of output omitted ...]" marker between head and tail
 
 StreamHandler = Callable[[str, str], Awaitable[None]]
@@ -352,17 +353,26 @@ class KernelProcess:
         if process is not None and process.returncode is None:
             # The kernel first: it is the namespace's init, so every process inside dies with
             # it, even if the code cleared its parent-death signal.
-            for pid in await asyncio.to_thread(self._pids):
+            pids = await asyncio.to_thread(self._pids)
+            for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGKILL)  # the launcher chain ends in bwrap
-            await self._reap(process, drain=not self._reading)
+            if pids:
+                # bubblewrap then reaps the kernel and exits by itself: killed first, it would
+                # leave the kernel a zombie for the host's init, holding the session's uid.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(BWRAP_EXIT_GRACE):
+                        await self._reap(process, drain=not self._reading)
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGKILL)  # the launcher chain ends in bwrap
+                await self._reap(process, drain=not self._reading)
         if process is not None:
             process._transport.close()  # type: ignore[attr-defined]  # release the pipes now
         if cgroup is not None:
             await asyncio.to_thread(cgroup.kill_all)
             await asyncio.to_thread(cgroup.remove)
+        await asyncio.to_thread(self.jail.release, self.name)  # its uid, once nothing holds it
         await asyncio.to_thread(shutil.rmtree, self.workdir, True)
 
     @staticmethod

@@ -26,12 +26,13 @@ from labbot.sandbox.jail.bwrap import (
     KERNEL_DIR,
     Command,
     Runtime,
-    SandboxUser,
     _tool,
+    kernel_files,
 )
 from labbot.sandbox.jail.cgroups import Cgroup, cgroup_kind, memory_available, stale_parents
 from labbot.sandbox.jail.limits import SandboxLimits
 from labbot.sandbox.jail.seccomp import seccomp_filter
+from labbot.sandbox.jail.uids import UidLease, UidRange
 
 __all__ = [
     "Cgroup",
@@ -40,7 +41,7 @@ __all__ = [
     "Jail",
     "Runtime",
     "SandboxLimits",
-    "SandboxUser",
+    "UidRange",
     "memory_available",
     "new_kernel_name",
 ]
@@ -52,6 +53,9 @@ class Jail:
     """Spawns kernels inside bubblewrap (or, with LABBOT_SANDBOX=off, as plain processes)."""
 
     def __init__(self, settings: Settings, limits: SandboxLimits, *, capacity: int = 1) -> None:
+        # ``capacity`` (sessions that fit in memory) no longer sizes anything here: with a uid
+        # per sandbox, RLIMIT_NPROC is per session. Kept for callers.
+        del capacity
         self.enabled = settings.LABBOT_SANDBOX == "on"
         self.preload = settings.SANDBOX_PRELOAD
         self.limits = limits
@@ -59,7 +63,10 @@ class Jail:
         self.runtime = Runtime.locate(settings.LABBOT_RUNTIME_DIR)
         self.cgroup_kind = cgroup_kind() if self.enabled else Cgroup
         self.bwrap = shutil.which("bwrap")
-        self.user: SandboxUser | None = None
+        # Not None when the bot is root: each sandbox then runs as a host uid of its own.
+        self.user: UidRange | None = None
+        self._leases: dict[str, UidLease] = {}
+        self._copies = kernel_files()
         if self.enabled and self.bwrap is None:
             raise SandboxUnavailable(
                 "bubblewrap (bwrap) is not installed, so user code cannot run safely.",
@@ -67,8 +74,12 @@ class Jail:
                 " development only.",
             )
         if self.enabled and os.geteuid() == 0:
-            self.user = SandboxUser.lookup(settings.SANDBOX_USER)
-        self._capacity = capacity
+            self.user = UidRange(
+                settings.SANDBOX_UID_BASE,
+                settings.SANDBOX_UID_COUNT,
+                fallback_locks=self.root / "uids",
+            )
+            self.user.check(settings.MAX_SESSIONS + settings.SANDBOX_WARM_POOL)
         if not self.enabled:
             log.warning(
                 "sandbox.disabled: LABBOT_SANDBOX=off runs user code WITHOUT isolation;"
@@ -103,36 +114,24 @@ class Jail:
         if not self.enabled:
             return "OFF (LABBOT_SANDBOX=off): code runs without isolation"
         who = (
-            f"as {self.user.name} (uid {self.user.uid})"
+            f"each sandbox as its own host uid from {self.user}"
             if self.user
-            else f"as uid {os.geteuid()} (unprivileged bot)"
+            else f"every sandbox as uid {os.geteuid()} (unprivileged bot)"
         )
         return f"bubblewrap {self.bwrap}, cgroups {self.cgroup_kind.version}, {who}"
 
-    def _etc(self) -> Path:
-        etc = self.root / "etc"
-        if not (etc / "passwd").exists():
-            etc.mkdir(parents=True, exist_ok=True)
-            (etc / "passwd").write_text("sandbox:x:1000:1000::/tmp:/bin/sh\n")
-            (etc / "group").write_text("sandbox:x:1000:\n")
-            for path in (etc, etc / "passwd", etc / "group"):
-                path.chmod(0o755 if path.is_dir() else 0o644)
-        return etc
-
-    def _command(self, cgroup: Cgroup) -> Command:
-        nproc = None
-        if not cgroup.procs_files():
-            # A process count per host uid: the bot's own when unprivileged (as before), the
-            # sandbox user's, shared by every session, when root.
-            share = self._capacity if self.user is not None else 1
-            nproc = self.limits.processes * share
+    def _command(self, cgroup: Cgroup, lease: UidLease | None) -> Command:
+        cgroups = bool(cgroup.procs_files())
+        # RLIMIT_NPROC counts every process of the real uid on the host: a session's own when
+        # it has a uid of its own; the bot's (as before) when unprivileged without cgroups.
+        nproc = self.limits.processes if lease is not None or not cgroups else None
         return Command(
             bwrap=self.bwrap or "bwrap",
             runtime=self.runtime,
             limits=self.limits,
-            user=self.user,
-            etc=self._etc(),
+            uid=lease.uid if lease is not None else None,
             nproc=nproc,
+            cgroups=cgroups,
         )
 
     def environment(self, *, inside: bool) -> dict[str, str]:
@@ -163,20 +162,33 @@ class Jail:
         """Start a kernel process in a fresh sandbox; its stdin/stdout are the frame channel."""
         if not self.enabled:
             return await self._spawn_unsandboxed(output_dir), Cgroup(name)
+        lease = await asyncio.to_thread(self.user.lease) if self.user is not None else None
+        if lease is not None:
+            self._leases[name] = lease  # given back by release(), once the sandbox is gone
+        try:
+            return await self._spawn(name, files_dir, lease)
+        except BaseException:
+            await asyncio.shield(asyncio.to_thread(self.release, name))
+            raise
+
+    async def _spawn(
+        self, name: str, files_dir: Path, lease: UidLease | None
+    ) -> tuple[asyncio.subprocess.Process, Cgroup]:
         cgroup = self.cgroup_kind(f"{os.getpid()}-{name}")
         try:
             await asyncio.to_thread(cgroup.create, self.limits)
         except OSError as exc:
             log.warning("cgroup.create_failed errno=%s: using rlimits only", exc.errno)
             cgroup = Cgroup(name)
-        command = await asyncio.to_thread(self._command, cgroup)
-        read_fd, write_fd = os.pipe()
-        os.write(write_fd, seccomp_filter())
-        os.close(write_fd)
+        command = await asyncio.to_thread(self._command, cgroup, lease)
+        seccomp_fd = _memfd("seccomp", seccomp_filter())
+        copies = {inside: _memfd("copy", data) for inside, data in self._copies.items()}
+        passed = (seccomp_fd, *copies.values())
         kernel = [f"{INSIDE_VENV}/bin/python", "-E", "-s", "-B", f"{INSIDE_KERNEL}/kernel.py"]
         argv = command.argv(
             files_dir=files_dir,
-            seccomp_fd=read_fd,
+            seccomp_fd=seccomp_fd,
+            copies=copies,
             environment=self.environment(inside=True),
             kernel=kernel,
         )
@@ -185,14 +197,28 @@ class Jail:
         # the cgroups and execs setpriv (identity, parent-death signal) and prlimit (rlimits).
         env = {"LABBOT_CGROUP_PROCS": " ".join(cgroup.procs_files())}  # bwrap clears it
         try:
-            process = await self._exec(argv, env=env, cwd="/", pass_fds=(read_fd,))
+            process = await self._exec(argv, env=env, cwd="/", pass_fds=passed)
         except OSError as exc:
             await asyncio.to_thread(cgroup.remove)
             raise SandboxUnavailable(f"The sandbox could not start: {exc.strerror}.") from exc
         finally:
-            os.close(read_fd)
-        log.info("sandbox.spawned name=%s pid=%d cgroup=%s", name, process.pid, cgroup.version)
+            for fd in passed:
+                os.close(fd)
+        log.info(
+            "sandbox.spawned name=%s pid=%d cgroup=%s uid=%s",
+            name,
+            process.pid,
+            cgroup.version,
+            lease.uid if lease else os.geteuid(),
+        )
         return process, cgroup
+
+    def release(self, name: str) -> None:
+        """The sandbox ``name`` is killed and reaped: give its uid back once no process holds
+        it (a thread)."""
+        lease = self._leases.pop(name, None)
+        if lease is not None and self.user is not None:
+            self.user.release(lease)
 
     async def _spawn_unsandboxed(self, output_dir: Path) -> asyncio.subprocess.Process:
         argv = [
@@ -224,6 +250,17 @@ class Jail:
             start_new_session=True,
             limit=2**20,
         )
+
+
+def _memfd(name: str, data: bytes) -> int:
+    """A descriptor reading ``data`` from its start (a file in memory, not a pipe: the kernel's
+    code is more than a pipe's buffer)."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def new_kernel_name() -> str:

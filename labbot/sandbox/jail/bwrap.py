@@ -5,17 +5,19 @@ user files, sized tmpfs where writing is needed (/tmp, /mnt/data, /dev/shm), uid
 capabilities, and one PID namespace whose death takes every process of the session with it.
 
 Behind the user namespace the sandbox is never host root: when the bot runs as root it drops to
-a dedicated system user (SANDBOX_USER) before bubblewrap starts. Host uid 0 may write global
-sysctls and read root-only /proc files with no capability at all, so a namespace alone is not
-enough. That user cannot reach the runtime or the data folder on the host (they may sit under
-/root), so a private mount namespace first binds exactly what the sandbox needs under a fresh
-tmpfs, where bubblewrap, running as that user, picks it up.
+a host uid of its own (leased from SANDBOX_UID_BASE.., see ``uids``) before bubblewrap starts.
+Host uid 0 may write global sysctls and read root-only /proc files with no capability at all,
+so a namespace alone is not enough. That uid cannot reach the runtime or the data folder on the
+host (they may sit under /root), so a private mount namespace first binds exactly what the
+sandbox needs under a fresh tmpfs, where bubblewrap, running as that uid, picks it up.
+
+The kernel's code and /etc/passwd and /etc/group are copied into the sandbox's own root tmpfs
+(``--file``), not bound from the host, so their host paths never show in its mountinfo.
 """
 
 from __future__ import annotations
 
 import os
-import pwd
 import shlex
 import shutil
 from dataclasses import dataclass
@@ -65,33 +67,6 @@ class Runtime:
 
 
 @dataclass(frozen=True, slots=True)
-class SandboxUser:
-    """The host uid and gid the sandbox runs as when the bot is root."""
-
-    name: str
-    uid: int
-    gid: int
-
-    @classmethod
-    def lookup(cls, name: str) -> SandboxUser:
-        """The named system user, or SandboxUnavailable naming the fix."""
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            raise SandboxUnavailable(
-                f"The sandbox user {name!r} does not exist, and user code must never run as root.",
-                hint="Run `make setup` as root (it creates it), or `useradd --system"
-                f" --user-group --no-create-home --shell /usr/sbin/nologin {name}`.",
-            ) from None
-        if entry.pw_uid == 0 or entry.pw_gid == 0:
-            raise SandboxUnavailable(
-                f"The sandbox user {name!r} is root (uid or gid 0); it must be unprivileged.",
-                hint="Set SANDBOX_USER to a dedicated system user.",
-            )
-        return cls(name, entry.pw_uid, entry.pw_gid)
-
-
-@dataclass(frozen=True, slots=True)
 class Bind:
     """A host folder shown read-only inside."""
 
@@ -126,6 +101,14 @@ def stage_dir(sources: list[Path]) -> str:
     )
 
 
+def kernel_files() -> dict[str, bytes]:
+    """The kernel's code as the sandbox sees it (path inside → bytes), with its /etc files."""
+    files = {f"{INSIDE_KERNEL}/{p.name}": p.read_bytes() for p in sorted(KERNEL_DIR.glob("*.py"))}
+    files["/etc/passwd"] = f"sandbox:x:{INSIDE_UID}:{INSIDE_UID}::/tmp:/bin/sh\n".encode()
+    files["/etc/group"] = f"sandbox:x:{INSIDE_UID}:\n".encode()
+    return files
+
+
 class Command:
     """Builds the argv that starts one kernel: launcher (cgroups, identity, rlimits) + bwrap."""
 
@@ -135,39 +118,41 @@ class Command:
         bwrap: str,
         runtime: Runtime,
         limits: SandboxLimits,
-        user: SandboxUser | None,
-        etc: Path,
+        uid: int | None,
         nproc: int | None,
+        cgroups: bool,
     ) -> None:
         self.bwrap = bwrap
         self.runtime = runtime
         self.limits = limits
-        self.user = user
-        self.etc = etc
+        self.uid = uid  # the host uid (and gid) to drop to when the bot is root
         self.nproc = nproc
+        self.cgroups = cgroups
         self.setpriv, self.prlimit = _tool("setpriv"), _tool("prlimit")
-        if user is not None:
+        if uid is not None:
             self.unshare, self.mount = _tool("unshare"), _tool("mount")
 
     def binds(self, files_dir: Path) -> list[Bind]:
         """Every host folder the sandbox sees besides /usr."""
-        binds = [
-            Bind(self.runtime.venv, INSIDE_VENV),
-            Bind(KERNEL_DIR, INSIDE_KERNEL),
-            Bind(files_dir, INSIDE_FILES),
-            Bind(self.etc, "/opt/labbot/etc"),
-        ]
+        binds = [Bind(self.runtime.venv, INSIDE_VENV), Bind(files_dir, INSIDE_FILES)]
         base = self.runtime.base_prefix
         if not str(base).startswith("/usr/"):
             binds.append(Bind(base, str(base)))
         return binds
 
     def argv(
-        self, *, files_dir: Path, seccomp_fd: int, environment: dict[str, str], kernel: list[str]
+        self,
+        *,
+        files_dir: Path,
+        seccomp_fd: int,
+        copies: dict[str, int],
+        environment: dict[str, str],
+        kernel: list[str],
     ) -> list[str]:
-        """The whole command line: launcher, then bubblewrap, then the kernel."""
+        """The whole command line: launcher, then bubblewrap, then the kernel. ``copies``: the
+        files bubblewrap copies into the sandbox (path inside → a descriptor to read)."""
         binds = self.binds(files_dir)
-        if self.user is None:  # already unprivileged: bubblewrap reads the folders itself
+        if self.uid is None:  # already unprivileged: bubblewrap reads the folders itself
             sources = [str(b.source) for b in binds]
             launcher = ["/bin/sh", "-c", f'{_JOIN_CGROUPS}; exec "$@"', "labbot-sandbox"]
         else:
@@ -198,17 +183,17 @@ class Command:
             *launcher,
             *self._identity(),
             *self._rlimits(),
-            *self._bwrap(binds, sources, seccomp_fd, environment),
+            *self._bwrap(binds, sources, seccomp_fd, copies, environment),
             "--",
             *kernel,
         ]
 
     def _identity(self) -> list[str]:
         argv = [self.setpriv, "--pdeathsig", "KILL"]
-        if self.user is not None:
+        if self.uid is not None:
             argv += [
-                f"--reuid={self.user.uid}",
-                f"--regid={self.user.gid}",
+                f"--reuid={self.uid}",
+                f"--regid={self.uid}",
                 "--clear-groups",
                 "--inh-caps=-all",
                 "--no-new-privs",
@@ -221,15 +206,23 @@ class Command:
             self.prlimit,
             f"--nofile={limits.open_files}",
             f"--fsize={limits.disk_bytes}",
-            "--core=0",
+            # No core dumps: below a page no file is written, and 1 (not 0) is the kernel's
+            # own sign to start no helper when core_pattern pipes to one (as root).
+            "--core=1",
         ]
         if self.nproc is not None:
-            # No cgroups: address space and a process count stand in for memory and pids.
-            argv += [f"--as={limits.memory_bytes * 2}", f"--nproc={self.nproc}"]
+            argv.append(f"--nproc={self.nproc}")
+        if not self.cgroups:  # the address space stands in for the memory limit
+            argv.append(f"--as={limits.memory_bytes * 2}")
         return [*argv, "--"]
 
     def _bwrap(
-        self, binds: list[Bind], sources: list[str], seccomp_fd: int, environment: dict[str, str]
+        self,
+        binds: list[Bind],
+        sources: list[str],
+        seccomp_fd: int,
+        copies: dict[str, int],
+        environment: dict[str, str],
     ) -> list[str]:
         disk = str(self.limits.disk_bytes)
         args = [
@@ -261,9 +254,10 @@ class Command:
                 args += ["--ro-bind", str(host), f"/{top}"]
         for source, bind in zip(sources, binds, strict=True):
             args += ["--ro-bind", source, bind.target]
+        args += ["--dir", INSIDE_KERNEL, "--dir", "/etc"]
+        for inside, fd in copies.items():
+            args += ["--perms", "0444", "--file", str(fd), inside]
         args += [
-            "--symlink", "/opt/labbot/etc/passwd", "/etc/passwd",
-            "--symlink", "/opt/labbot/etc/group", "/etc/group",
             "--size", disk, "--tmpfs", "/tmp",
             "--size", disk, "--tmpfs", INSIDE_OUTPUT,
             "--proc", "/proc",
