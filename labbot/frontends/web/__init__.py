@@ -41,7 +41,7 @@ class DownloadLinks:
         record = await self.store.get(user, file_id)
         if self.signer is not None:
             return self.signer.url(user, file_id, until=record.expires_at)
-        if isinstance(self.store.blobs, ObjectBlobStore):
+        if self.available and isinstance(self.store.blobs, ObjectBlobStore):
             return await self._presigned(self.store.blobs, user, file_id, record.expires_at)
         return None
 
@@ -49,14 +49,21 @@ class DownloadLinks:
         self, blobs: ObjectBlobStore, user: str, file_id: str, until: datetime | None
     ) -> str | None:
         import obstore
-        from obstore.store import S3Store
 
-        if not isinstance(blobs.store, S3Store):  # memory:// cannot sign
-            return None
         lifetime = timedelta(hours=24)
         if until is not None:
             lifetime = max(timedelta(seconds=1), min(lifetime, until - self.store.clock()))
         return await obstore.sign_async(blobs.store, "GET", blobs.key(user, file_id), lifetime)
+
+    @property
+    def available(self) -> bool:
+        """Whether links can be made: the bot's endpoint, or files in S3."""
+        if self.signer is not None:
+            return True
+        from obstore.store import S3Store
+
+        blobs = self.store.blobs
+        return isinstance(blobs, ObjectBlobStore) and isinstance(blobs.store, S3Store)
 
     def allow(self, url: str) -> bool:
         """True for a valid signed link of ours (the link policy's ``allow``)."""
