@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from labbot.app import blob_store
 from labbot.config import load_settings
 from labbot.errors import ConfigError
 from labbot.files import FileStore, Limits, LocalBlobStore, SqliteMetadataStore
@@ -24,7 +25,7 @@ from labbot.frontends.web import DownloadLinks, open_downloads
 from labbot.frontends.web.links import KEY_FILE, LinkSigner, signing_key
 from labbot.frontends.web.server import serve_downloads
 from tests.conftest import chunks_of
-from tests.servers import free_port
+from tests.servers import S3, free_port
 
 MIB = 1024 * 1024
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -224,4 +225,22 @@ async def test_open_downloads_serves_only_when_configured(tmp_path: Path, clock:
         url = await downloads.link("7", record.id)
         assert url is not None and url.startswith(f"http://127.0.0.1:{port}/f/7/")
         assert (await fetch(url))[2] == b"a\n"
+    await store.close()
+
+
+async def test_files_in_s3_get_a_presigned_link(s3_server: S3, tmp_path: Path, clock) -> None:
+    """With files in S3 and no endpoint, a link is S3's presigned URL, within the file's life;
+    it fetches the bytes, and nothing once the file is deleted."""
+    settings = load_settings(LABBOT_DATA_DIR=tmp_path, **s3_server.env(prefix="links"))
+    store = await open_store(tmp_path, clock, blobs=blob_store(settings))
+    data = os.urandom(MIB + 3)
+    record = (await store.save("7", "s3.bin", chunks_of(data))).record
+    downloads = DownloadLinks(store)
+    assert downloads.available and not downloads.allow("http://x")
+    url = await downloads.link("7", record.id)
+    assert url is not None and url.startswith(s3_server.endpoint) and "X-Amz-Signature" in url
+    status, _, body = await fetch(url)
+    assert status == 200 and body == data
+    await store.delete("7", record.id)
+    assert (await fetch(url))[0] == 404
     await store.close()
