@@ -87,6 +87,8 @@ async def export_conversation(
     first = v4.new_code_cell(_first_cell(files, missing))
     first.metadata["labbot"] = {"role": "setup"}
     notebook = v4.new_notebook(cells=[first, *cells])
+    for n, cell in enumerate(notebook.cells):
+        cell.id = f"cell-{n}"  # the same export twice is the same file (no random ids)
     notebook.metadata.update(
         kernelspec={"name": "python3", "display_name": "Python 3", "language": "python"},
         language_info={"name": "python"},

@@ -91,6 +91,7 @@ async def test_a_stored_conversation_becomes_a_valid_notebook(tmp_path: Path) ->
             await export_conversation(convs, store, "8", "c")
     nb = nbformat.reads(done.text(), as_version=4)
     nbformat.validate(nb)
+    assert [c.id for c in nb.cells[:2]] == ["cell-0", "cell-1"]
     kinds = [c.cell_type for c in nb.cells]
     assert kinds == ["code", "markdown", "markdown", "code", "code", "markdown"]
     question, answer = nb.cells[1].source, nb.cells[2].source
