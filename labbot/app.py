@@ -89,6 +89,15 @@ async def open_store(settings: Settings) -> AsyncIterator[FileStore]:
         yield store
 
 
+@asynccontextmanager
+async def open_records(settings: Settings) -> AsyncIterator[tuple[FileStore, ConversationStore]]:
+    """The file store and the conversations, with no executor or model (an export)."""
+    async with AsyncExitStack() as stack:
+        store, conversations, *_ = await _start_store(settings, stack)
+        await conversations.start()
+        yield store, conversations
+
+
 async def _start_store(
     settings: Settings, stack: AsyncExitStack
 ) -> tuple[FileStore, ConversationStore, UsageLedger, Preferences]:

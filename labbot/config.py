@@ -145,6 +145,11 @@ class Settings(BaseSettings):
     AWS_ACCESS_KEY_ID: str | None = None
     AWS_SECRET_ACCESS_KEY: SecretStr | None = None
     AWS_SESSION_TOKEN: SecretStr | None = None
+    # Download links for files too large for Discord (off unless both are set).
+    PUBLIC_URL: str | None = None
+    DOWNLOAD_LISTEN: str | None = None
+    DOWNLOAD_SECRET: SecretStr | None = None
+    DOWNLOAD_LINK_HOURS: float = Field(24.0, gt=0)
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = "text"
     LOG_DISCORD_DEBUG: bool = False
@@ -175,6 +180,20 @@ class Settings(BaseSettings):
             raise ValueError("must be file:///absolute/path, s3://bucket/prefix or memory://")
         return value or None
 
+    @field_validator("PUBLIC_URL")
+    @classmethod
+    def _public_url_is_http(cls, value: str | None) -> str | None:
+        if value and not re.fullmatch(r"https?://[^\s/?#@]+(/[^\s?#]*)?", value):
+            raise ValueError("must be the http(s) address users reach, e.g. https://labbot.example")
+        return value.rstrip("/") if value else None
+
+    @field_validator("DOWNLOAD_LISTEN")
+    @classmethod
+    def _listen_is_host_port(cls, value: str | None) -> str | None:
+        if value and not re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}", value):
+            raise ValueError("must be host:port, e.g. 127.0.0.1:8080")
+        return value or None
+
     @field_validator("TIMEZONE")
     @classmethod
     def _timezone_exists(cls, value: str) -> str:
@@ -190,6 +209,11 @@ class Settings(BaseSettings):
     def llm_configured(self) -> bool:
         """True when a model endpoint is set (an API key, or a base URL for a local server)."""
         return self.OPENAI_API_KEY is not None or bool(self.OPENAI_BASE_URL)
+
+    @property
+    def downloads_enabled(self) -> bool:
+        """True when the bot serves download links (PUBLIC_URL and DOWNLOAD_LISTEN set)."""
+        return bool(self.PUBLIC_URL and self.DOWNLOAD_LISTEN)
 
     @property
     def file_lifetime(self) -> timedelta | None:

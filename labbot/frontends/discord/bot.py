@@ -26,6 +26,7 @@ from labbot.frontends.discord.access import AccessPolicy
 from labbot.frontends.discord.errors import error_text
 from labbot.frontends.discord.gate import Gate, gate_of
 from labbot.frontends.discord.posting import LinkPolicy, respond
+from labbot.frontends.web import DownloadLinks, open_downloads
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ EXTENSIONS = (
     "labbot.frontends.discord.commands.files",
     "labbot.frontends.discord.commands.session",
     "labbot.frontends.discord.commands.admin",
+    "labbot.frontends.discord.commands.export",
 )
 
 
@@ -71,7 +73,9 @@ class LabBot(commands.Bot):
         )
         self.settings = app.settings
         self.services = app
-        self.links = LinkPolicy()  # which links in what it posts may be previewed
+        self.downloads = DownloadLinks(app.store)  # links to large files (none until set up)
+        # Which links in what it posts may be previewed: the users' own, and its signed links.
+        self.links = LinkPolicy(allow=lambda url: self.downloads.allow(url))
         self.access: AccessPolicy
         self.gate: Gate
         self.http_session: aiohttp.ClientSession
@@ -87,6 +91,9 @@ class LabBot(commands.Bot):
         """Load the cogs, start the sweeper, sync commands."""
         self.http_session = aiohttp.ClientSession()
         self._stack.push_async_callback(self.http_session.close)
+        self.downloads = await self._stack.enter_async_context(
+            open_downloads(self.settings, self.services.store)
+        )
         self.access = AccessPolicy(self.settings, self.services.preferences.admin)
         await self.access.load()
         self.gate = Gate(

@@ -18,6 +18,7 @@ from labbot.errors import FileNotFound, FileTooLarge, LabbotError
 from labbot.files import SaveResult
 from labbot.files.receipt import format_size
 from labbot.frontends.discord.conversations import conversation_id
+from labbot.frontends.discord.downloads import too_large
 from labbot.frontends.discord.errors import error_text
 from labbot.frontends.discord.posting import edit, reply, send
 from labbot.frontends.discord.render import (
@@ -314,15 +315,9 @@ class Messages(commands.Cog):
                 batch.append(discord.File(io.BytesIO(data), filename=file.name))
             if batch:
                 await send(message.channel, files=batch, links=self.bot.links)
-        if too_big:
-            names = ", ".join(
-                f"{shown_name(f.name)} (`{f.id}`, {format_size(f.size)})" for f in too_big
-            )
-            await send(
-                message.channel,
-                f"Too large to attach here: {names}. Use /files to get them.",
-                links=self.bot.links,
-            )
+        if too_big and (text := await too_large(self.bot.downloads, user, too_big, limit)):
+            for piece in split_message(text):
+                await send(message.channel, piece, links=self.bot.links)
 
 
 async def setup(bot: LabBot) -> None:

@@ -13,6 +13,7 @@ from discord.ext import commands
 from labbot.files import FileRecord, kind_by_name
 from labbot.files.names import clean_filename
 from labbot.files.receipt import format_expiry, format_size
+from labbot.frontends.discord.downloads import too_large
 from labbot.frontends.discord.posting import respond, update
 from labbot.frontends.discord.render import shown_name
 from labbot.frontends.discord.views import OwnerView
@@ -42,11 +43,9 @@ class FileActions(FileView):
         store, record = self.bot.services.store, self.record
         await store.get(str(self.owner_id), record.id)  # still there, still theirs
         if record.size > interaction.filesize_limit:
-            await respond(
-                interaction,
-                f"{shown_name(record.name)} is {format_size(record.size)}, over Discord's"
-                f" {format_size(interaction.filesize_limit)} upload limit here.",
-            )
+            user, limit = str(self.owner_id), interaction.filesize_limit
+            text = await too_large(self.bot.downloads, user, [record], limit)
+            await respond(interaction, text or f"{shown_name(record.name)} is no longer stored.")
             return
         data = await store.read_bytes(str(self.owner_id), record.id)
         await respond(interaction, file=discord.File(io.BytesIO(data), filename=record.name))
