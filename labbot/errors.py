@@ -101,6 +101,14 @@ class StorageError(LabbotError):
     """The metadata database or the disk failed; nothing was half-saved."""
 
 
+class FileIdTaken(StorageError):
+    """A record with this file id exists already (any user's); nothing was changed."""
+
+    def __init__(self, file_id: str) -> None:
+        super().__init__(f"The file id {file_id} is in use already; nothing was changed.")
+        self.file_id = file_id
+
+
 class SandboxError(LabbotError):
     """The code interpreter could not do what was asked."""
 

@@ -2,7 +2,8 @@
 
 ``LocalBlobStore`` (the default) keeps one folder per user under the data dir, written atomically;
 ``labbot.files.objects.ObjectBlobStore`` keeps the same layout in S3-compatible storage. Blobs are
-immutable and keyed by ``<user>/<file_id>``, so nothing depends on conditional writes.
+immutable and keyed by ``<user>/<file_id>``; a writer never replaces a blob that exists (an id
+is fresh, and a worker that reports an existing one must not destroy its bytes).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import logging
 import os
 import re
+import secrets
 import stat
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -193,10 +195,15 @@ class BlobWriter:
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = -1
-        os.rename(self.tmp_path, self.final_path)
+        # link, not rename: it fails if the final path exists, so no blob is ever replaced
+        os.link(self.tmp_path, self.final_path)
+        self.tmp_path.unlink()
 
     async def commit(self) -> None:
-        """Flush to disk and move the blob to its final path in one rename."""
+        """Flush to disk and put the blob at its final path in one link.
+
+        :raises FileExistsError: a blob with this id exists (it is left as it is).
+        """
         await asyncio.to_thread(self._commit)
 
     def _abort(self) -> None:
@@ -240,11 +247,18 @@ class LocalBlobStore:
         return self.root / user / file_id
 
     async def writer(self, user: str, file_id: str, *, head_bytes: int) -> BlobWriter:
-        """An open writer for a new blob."""
+        """An open writer for a new blob.
+
+        :raises FileExistsError: a blob with this id exists (``commit`` checks again).
+        """
         final = self.path(user, file_id)
         await asyncio.to_thread(final.parent.mkdir, mode=0o700, exist_ok=True)
+        if await asyncio.to_thread(os.path.lexists, final):
+            raise FileExistsError(errno.EEXIST, "a blob with this id exists", str(final))
         writer = BlobWriter(
-            self.root / TMP_DIR / f"{file_id}.{os.getpid()}.part", final, head_bytes
+            self.root / TMP_DIR / f"{file_id}.{os.getpid()}.{secrets.token_hex(4)}.part",
+            final,
+            head_bytes,
         )
         await writer.open()
         return writer

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from labbot.config import Settings
-from labbot.errors import FileError, FileTooLarge, StorageError
+from labbot.errors import FileError, FileIdTaken, FileTooLarge, StorageError
 from labbot.files import kinds
 from labbot.files.blobs import BlobStore, Writer, check_blob, check_user
 from labbot.files.integrity import verified
@@ -189,16 +189,24 @@ class FileStore:
     ) -> SaveResult:
         """Record a blob someone else already stored under a fresh ``file_id`` (a worker
         machine's output), under the same limits and eviction as ``save``. The size is the
-        stored object's, checked against the claim; the sha256 is checked at every read. The
-        blob is deleted if it cannot be kept.
+        stored object's, checked against the claim; the sha256 is checked at every read. A
+        fresh blob is deleted if it cannot be kept; an id that any record holds already (a
+        worker claiming an existing file as its output) is refused and nothing is touched.
 
         :raises FileTooLarge: over the per-file limit or the quota.
+        :raises FileIdTaken: a record of any user has this id; no record or blob was touched.
         :raises StorageError: no such blob, or one of another size than claimed.
         :raises InvalidFileId: ``file_id`` is not one labbot gives out (nothing is touched).
         """
         check_blob(user, file_id)  # before anything touches a blob: never another's path
         name = clean_filename(filename)
         limits = self.limits
+        if await self.meta.known(file_id):
+            log.warning("file.register_taken_id user=%s id=%s", user, file_id)
+            raise FileIdTaken(file_id)
+        # From here the blob is the worker's fresh upload, which no record names: deleting
+        # it on a refusal removes only what the worker made (``add`` re-checks the id
+        # atomically, so a record added meanwhile is never the one whose bytes go).
         try:
             if size > limits.max_file_bytes:
                 raise FileTooLarge(limit_bytes=limits.max_file_bytes)
@@ -266,13 +274,15 @@ class FileStore:
                     )
                 )
                 evicted = await asyncio.shield(add)
+        except FileIdTaken:
+            raise  # the id's blob is another record's: never touched
         except BaseException:
             # A cancelled save waits for its transaction, so disk and metadata agree either way.
             if add is not None:
                 await asyncio.wait([add])
             if add is not None and not add.cancelled() and add.exception() is None:
                 await asyncio.shield(self.blobs.delete_many([(r.user, r.id) for r in add.result()]))
-            else:
+            elif add is None or add.cancelled() or not isinstance(add.exception(), FileIdTaken):
                 await asyncio.shield(self.blobs.delete(user, file_id))
             raise
         await self.blobs.delete_many([(r.user, r.id) for r in evicted])

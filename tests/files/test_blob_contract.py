@@ -11,7 +11,7 @@ import pytest
 
 from labbot.app import blob_store
 from labbot.config import load_settings
-from labbot.errors import FileTooLarge, InvalidFileId, InvalidUser, StorageError
+from labbot.errors import FileIdTaken, FileTooLarge, InvalidFileId, InvalidUser, StorageError
 from labbot.files import FileStore, Limits, SqliteMetadataStore
 from labbot.files.blobs import BlobStore, LocalBlobStore
 from labbot.files.cache import BlobCache
@@ -238,6 +238,55 @@ async def test_register_takes_only_well_formed_ids(blobs: BlobStore, tmp_path: P
         assert await store.read_bytes("victim", victim.id) == b"the victim's secret"
     finally:
         await store.close()
+
+
+async def test_register_never_touches_an_existing_file(blobs: BlobStore, tmp_path: Path) -> None:
+    """A worker reports an existing file's id as its new output (the owner's, or another
+    user's id under its own user), with the true size, a false one and one over the limits:
+    each is refused with FileIdTaken, and every record and byte stays as it was."""
+    limits = Limits(max_files=5, max_file_bytes=MIB, max_total_bytes=2 * MIB, lifetime=None)
+    store = FileStore(SqliteMetadataStore(tmp_path / "meta.sqlite3"), blobs, limits)
+    await store.start()
+    try:
+
+        async def body() -> AsyncIterator[bytes]:
+            yield b"the owner's data"
+
+        mine = (await store.save("owner", "data.csv", body())).record
+        for user in ("owner", "stranger"):
+            for size in (mine.size, mine.size + 1, 10 * MIB):
+                with pytest.raises(FileIdTaken, match="in use already"):
+                    await store.register(
+                        user, "out.csv", mine.id, kind="csv", size=size, sha256=mine.sha256
+                    )
+        assert await store.list("owner") == [mine]
+        assert await store.list("stranger") == []
+        assert await store.read_bytes("owner", mine.id) == b"the owner's data"
+    finally:
+        await store.close()
+
+
+async def test_a_writer_never_replaces_a_blob(blobs: BlobStore) -> None:
+    """A writer for an id that has a blob is refused at once (FileExistsError). A writer
+    opened before the blob appeared cannot replace it at commit either: on a local folder
+    (the commit is a link, which fails if the path exists) and for an empty object (a
+    conditional put); a streaming S3 upload cannot be conditional (see objects.py)."""
+    file_id, _ = await put(blobs, "alice", b"original")
+    with pytest.raises(FileExistsError):
+        await blobs.writer("alice", file_id, head_bytes=16)
+    assert await read(blobs, "alice", file_id) == b"original"
+
+    fresh = new_file_id()
+    early = await blobs.writer("alice", fresh, head_bytes=16)
+    late = await blobs.writer("alice", fresh, head_bytes=16)
+    await late.write(b"first")
+    await late.commit()
+    if isinstance(blobs, LocalBlobStore):
+        await early.write(b"second")
+    with pytest.raises(FileExistsError):
+        await early.commit()
+    await early.abort()
+    assert await read(blobs, "alice", fresh) == b"first"
 
 
 def _reset_peak_rss() -> None:
