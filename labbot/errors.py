@@ -97,6 +97,19 @@ class QuotaInUse(FileError):
         self.limit_bytes = limit_bytes
 
 
+class SymlinkRefused(FileError):
+    """A local file to store is a symbolic link, and links are not followed."""
+
+    def __init__(self, name: str, target: str) -> None:
+        super().__init__(
+            f"{name} is a symbolic link (to {target}); links are not followed, so nothing was"
+            " stored.",
+            hint="Name the real file (files add and /upload take --follow-symlinks to store"
+            " what a link points to).",
+        )
+        self.target = target
+
+
 class StorageError(LabbotError):
     """The metadata database or the disk failed; nothing was half-saved."""
 
