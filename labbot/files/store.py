@@ -24,6 +24,7 @@ from labbot.files.quota import Reservation, Reservations
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Listener = Callable[[list[FileRecord]], Awaitable[None]]
 
 SWEEP_BATCH = 1000
 RECONCILE_EVERY = 6  # sweeper passes between reconciles (hourly at the default interval)
@@ -103,6 +104,22 @@ class FileStore:
             weakref.WeakValueDictionary()
         )
         self.reservations = Reservations()  # the quota while files stream in
+        self._listeners: list[Listener] = []
+
+    def on_removed(self, listener: Listener) -> None:
+        """Call ``listener`` with the records of files this store removes (deleted, evicted,
+        expired), after their record and bytes are gone, so caches drop their copies. Other
+        processes' removals are not seen here: caches check a file is live before serving."""
+        self._listeners.append(listener)
+
+    async def _removed(self, records: list[FileRecord]) -> None:
+        if not records:
+            return
+        for listener in self._listeners:
+            try:
+                await listener(records)
+            except Exception:  # a cache's failure never undoes or fails a delete
+                log.exception("file.listener_failed")
 
     def _user_lock(self, user: str) -> asyncio.Lock:
         lock = self._user_locks.get(user)
@@ -286,6 +303,7 @@ class FileStore:
                 await asyncio.shield(self.blobs.delete(user, file_id))
             raise
         await self.blobs.delete_many([(r.user, r.id) for r in evicted])
+        await self._removed(evicted)
         live = await self.meta.list(user, now=now)
         log.info(
             "file.saved user=%s id=%s kind=%s size=%d source=%s evicted=%d",
@@ -356,6 +374,7 @@ class FileStore:
         record = await self.meta.delete(check_user(user), file_id, now=self.clock())
         await self.blobs.delete(user, file_id)
         log.info("file.deleted user=%s id=%s", user, file_id)
+        await self._removed([record])
         return record
 
     async def sweep(self) -> SweepResult:
@@ -363,6 +382,7 @@ class FileStore:
         files = size = 0
         while batch := await self.meta.take_expired(now=self.clock(), limit=SWEEP_BATCH):
             await self.blobs.delete_many([(r.user, r.id) for r in batch])
+            await self._removed(batch)
             files += len(batch)
             size += sum(r.size for r in batch)
         if files:

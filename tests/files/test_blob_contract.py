@@ -151,13 +151,30 @@ async def test_cache_fetches_once_checks_sha256_and_stays_bounded(
     if isinstance(blobs, LocalBlobStore):
         assert paths[0] == blobs.path("u", ids[0][0])  # local blobs are used in place
         return
-    cached = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    cached = sorted(p.name for p in (tmp_path / "cache" / "u").iterdir())
     assert len(cached) == 3 and ids[0][0] not in cached  # least recently used went first
     bad_id, _ = await put(blobs, "u", b"tampered")
     with pytest.raises(StorageError):
         await cache.path("u", bad_id, "0" * 64)
-    assert not (tmp_path / "cache" / bad_id).exists()
-    assert not list((tmp_path / "cache").glob("*.part"))
+    assert not (tmp_path / "cache" / "u" / bad_id).exists()
+    assert not list((tmp_path / "cache").glob("**/*.part"))
+
+
+async def test_cache_forgets_and_retains_by_user(blobs: BlobStore, tmp_path: Path) -> None:
+    """``forget`` removes the named copies; ``retain`` removes a user's copies that are not
+    named live, and never another user's."""
+    cache = BlobCache(blobs, tmp_path / "cache", max_bytes=10 * MIB)
+    mine = [await put(blobs, "u", os.urandom(100)) for _ in range(3)]
+    theirs = await put(blobs, "v", os.urandom(100))
+    paths = [await cache.path("u", *f) for f in mine] + [await cache.path("v", *theirs)]
+    if isinstance(blobs, LocalBlobStore):  # no copies: the blobs are used in place
+        assert await cache.retain("u", []) == 0 and all(p.exists() for p in paths)
+        return
+    await cache.forget([("u", mine[0][0])])
+    assert [p.exists() for p in paths] == [False, True, True, True]
+    assert await cache.retain("u", [mine[2][0]]) == 1
+    assert [p.exists() for p in paths] == [False, False, True, True]
+    assert await cache.retain("nobody", []) == 0
 
 
 def bad_ids(victim_id: str) -> list[str]:
