@@ -25,6 +25,7 @@ from labbot.cli.saving import save_file
 from labbot.errors import FileError, LabbotError
 from labbot.files import FileStore, SaveResult, kind_by_name
 from labbot.files.blobs import open_local_file
+from labbot.files.names import clean_filename
 from labbot.files.receipt import format_expiry, format_size, render_upload_confirmation
 from labbot.frontends.terminal_view import from_chat_markup
 
@@ -119,7 +120,7 @@ def files_list(ctx: click.Context, user: str, json_: bool) -> None:
     for r in records:
         kind = kind_by_name(r.kind)
         echo(
-            f"{r.id}  {kind.emoji} {r.name}  {kind.label}  {format_size(r.size)}"
+            f"{r.id}  {kind.emoji} {clean_filename(r.name)}  {kind.label}  {format_size(r.size)}"
             f"  expires {format_expiry(r.expires_at, now)}"
         )
 
@@ -138,7 +139,7 @@ def files_show(ctx: click.Context, file_id: str, user: str, json_: bool) -> None
     kind = kind_by_name(r.kind)
     for label, value in [
         ("id", r.id),
-        ("name", r.name),
+        ("name", clean_filename(r.name)),
         ("type", f"{kind.emoji} {kind.label}"),
         ("size", f"{format_size(r.size)} ({r.size} bytes)"),
         ("sha256", r.sha256),
