@@ -68,7 +68,8 @@ async def main(quick: bool, lengths: list[int], rounds: int) -> None:
             yield piece
 
     llm_client.LLMClient.stream = timed_stream  # type: ignore[method-assign]
-    rows = []
+    print("| history (turns) | engine overhead per turn, median | max | messages sent |")
+    print("|---:|---:|---:|---:|", flush=True)
     async with FakeOpenAI() as api:
         api.respond_with(lambda body: Reply.text("The answer is 42.", chunks=3))
         with tempfile.TemporaryDirectory(dir=Path.home()) as tmp:
@@ -95,12 +96,9 @@ async def main(quick: bool, lengths: list[int], rounds: int) -> None:
                             pass
                         overhead.append((time.perf_counter() - start) * 1000 - llm_ms[-1])
                     sent = len(api.requests[-1]["messages"])
-                    rows.append((length, statistics.median(overhead), max(overhead), sent))
-                    print(f"  {length} turns done", file=sys.stderr, flush=True)
-    print("| history (turns) | engine overhead per turn, median | max | messages sent |")
-    print("|---:|---:|---:|---:|")
-    for length, median, worst, sent in rows:
-        print(f"| {length:,} | {median:,.1f} ms | {worst:,.1f} ms | {sent} |")
+                    median, worst = statistics.median(overhead), max(overhead)
+                    row = f"| {length:,} | {median:,.1f} ms | {worst:,.1f} ms | {sent} |"
+                    print(row, flush=True)
     print(f"model request (loopback server): median {statistics.median(llm_ms):.2f} ms")
 
 

@@ -183,3 +183,35 @@ def test_fit_and_the_old_trim_agree(model: str) -> None:
                 break
             groups.pop(0)
         assert fit(counted, budget, model) == [m for g in groups for m in g], budget
+
+
+@pytest.mark.timeout(120)
+async def test_a_long_conversation_is_prepared_without_recounting(tmp_path: Path) -> None:
+    """300 earlier turns of about 2,100 tokens (five times gpt-4o's window): the next turn
+    sends the newest turns that fit, whole, and finishes well within 10 s (before: every
+    dropped turn re-counted the rest, minutes of CPU; bench/engine.py measures it)."""
+    import time
+
+    from labbot.app import open_app
+    from tests.conftest import model_settings
+    from tests.fakes.openai_server import FakeOpenAI, Reply
+
+    big = [m for n in range(300) for m in turn(n, 700)]
+    async with FakeOpenAI() as api:
+        api.respond_with(lambda body: Reply.text("ok"))
+        settings = model_settings(tmp_path / "data", api.base_url, DEFAULT_MODEL="gpt-4o")
+        async with open_app(settings) as services:
+            assert services.engine is not None
+            for start in range(0, len(big), 40):
+                await services.conversations.append("u", "c", big[start : start + 40])
+            began = time.perf_counter()
+            events = [e async for e in services.engine.turn("u", "c", "and now?")]
+            took = time.perf_counter() - began
+    assert events[-1].kind == "final", events[-1]
+    sent = api.requests[-1]["messages"]
+    questions = [m["content"] for m in sent if m["role"] == "user"]
+    assert questions[-1] == "and now?" and 20 < len(questions) < 300
+    first = sent[1]
+    assert first["role"] == "user" and first["content"].startswith("question ")
+    assert tokens.count_messages(sent, "gpt-4o") <= 128_000
+    assert took < 10, f"{took:.1f} s"
