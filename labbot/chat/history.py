@@ -78,6 +78,7 @@ def _m102_message_tokens(db: sqlite3.Connection) -> None:
 MIGRATIONS = [_m101_conversations, _m102_message_tokens]
 COUNTING_MODEL = "gpt-4o"  # stored counts follow its rules (o200k_base); others are recounted
 SELECT_MARGIN = 1.25  # what a store hands over, over the budget: other rules may count less
+PRUNE_TO = 0.9  # past keep_tokens, prune to this share of it: a scan per tenth, not per turn
 
 
 @cache
@@ -284,12 +285,18 @@ class SqliteConversationStore:
                 " turn_start) VALUES (?, ?, ?, ?, ?, ?)",
                 rows,
             )
+            (total,) = db.execute(
+                "SELECT COALESCE(SUM(tokens), 0) FROM messages WHERE user = ? AND conversation = ?",
+                (user, conversation),
+            ).fetchone()
+            if total <= self.keep_tokens:
+                return
             cursor = db.execute(
                 "SELECT seq, tokens, turn_start FROM messages"
                 " WHERE user = ? AND conversation = ? ORDER BY seq DESC",
                 (user, conversation),
             )
-            cut = prune_from(cursor, self.keep_tokens)
+            cut = prune_from(cursor, int(self.keep_tokens * PRUNE_TO))
             if cut is not None:
                 db.execute(
                     "DELETE FROM messages WHERE user = ? AND conversation = ? AND seq < ?",

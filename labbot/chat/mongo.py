@@ -11,6 +11,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 
 from labbot.chat.history import (
+    PRUNE_TO,
     Counted,
     Message,
     TurnFitter,
@@ -117,7 +118,9 @@ class MongoConversationStore:
                 (d["seq"], d.get("tokens", 0), d.get("turn_start", False))
                 async for d in cursor.sort("seq", DESCENDING)
             ]
-        cut = prune_from(rows, self.keep_tokens)
+        if sum(count for _, count, _ in rows) <= self.keep_tokens:
+            return
+        cut = prune_from(rows, int(self.keep_tokens * PRUNE_TO))
         if cut is not None:
             await guarded(self.messages_.delete_many({**query, "seq": {"$lt": cut}}))
 
