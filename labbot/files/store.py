@@ -299,6 +299,7 @@ class FileStore:
                 await asyncio.wait([add])
             if add is not None and not add.cancelled() and add.exception() is None:
                 await asyncio.shield(self.blobs.delete_many([(r.user, r.id) for r in add.result()]))
+                await asyncio.shield(self._removed(add.result()))
             elif add is None or add.cancelled() or not isinstance(add.exception(), FileIdTaken):
                 await asyncio.shield(self.blobs.delete(user, file_id))
             raise
