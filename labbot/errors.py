@@ -97,8 +97,29 @@ class QuotaInUse(FileError):
         self.limit_bytes = limit_bytes
 
 
+class SymlinkRefused(FileError):
+    """A local file to store is a symbolic link, and links are not followed."""
+
+    def __init__(self, name: str, target: str) -> None:
+        super().__init__(
+            f"{name} is a symbolic link (to {target}); links are not followed, so nothing was"
+            " stored.",
+            hint="Name the real file (files add and /upload take --follow-symlinks to store"
+            " what a link points to).",
+        )
+        self.target = target
+
+
 class StorageError(LabbotError):
     """The metadata database or the disk failed; nothing was half-saved."""
+
+
+class FileIdTaken(StorageError):
+    """A record with this file id exists already (any user's); nothing was changed."""
+
+    def __init__(self, file_id: str) -> None:
+        super().__init__(f"The file id {file_id} is in use already; nothing was changed.")
+        self.file_id = file_id
 
 
 class SandboxError(LabbotError):

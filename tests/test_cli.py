@@ -61,6 +61,30 @@ def test_add_refuses_what_is_no_regular_file(run, csv_file: Path, tmp_path: Path
         assert "not a regular file" in entry["error"]["message"], entry
 
 
+def test_add_refuses_a_planted_symlink_unless_asked(run, tmp_path: Path) -> None:
+    """A link named like a data file, pointing at an operator-only file: refused with the
+    link's target named, nothing stored; with --follow-symlinks it is stored and the
+    confirmation names the real path it came from."""
+    secret = tmp_path / "operator" / "secrets.env"
+    secret.parent.mkdir()
+    secret.write_text("TOKEN=hunter2\n")
+    link = tmp_path / "report.csv"
+    link.symlink_to(secret)
+    refused = run("files", "add", str(link), "-u", "42", "--json", code=1)
+    [entry] = json.loads(refused.stdout)
+    message = entry["error"]["message"]
+    assert "symbolic link" in message and str(secret) in message, message
+    assert json.loads(run("files", "list", "-u", "42", "--json").output) == []
+    followed = run("files", "add", str(link), "-u", "42", "--follow-symlinks").output
+    assert f"stored the file it points to, {secret}" in followed, followed
+    [stored] = json.loads(run("files", "list", "-u", "42", "--json").output)
+    assert stored["name"] == "report.csv" and stored["size"] == secret.stat().st_size
+    added = json.loads(
+        run("files", "add", str(link), "-u", "43", "--follow-symlinks", "--json").output
+    )
+    assert added[0]["real_path"] == str(secret)
+
+
 def test_add_prints_the_upload_confirmation(run, csv_file: Path) -> None:
     """files add shows name, type, size, id, expiry and the user's count."""
     out = run("files", "add", str(csv_file), "--user", "42").output

@@ -12,12 +12,13 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from labbot.chat.history import (
+    SELECT_MARGIN,
     ConversationStore,
     Message,
     assistant_message,
     bounded_calls,
+    fit,
     tool_message,
-    turns,
 )
 from labbot.chat.images import ModelImages, image_part
 from labbot.chat.preferences import Preferences
@@ -262,16 +263,14 @@ class Engine:
         then the newest images made ready to send; returns it and how many images it holds."""
         files = await self.store.list(user)
         system = system_prompt(files, now=self.clock(), timezone=self.settings.TIMEZONE)
-        history = await self.conversations.messages(user, conversation)
         tools = [tool_definition()] if use_tools else None
         budget = model.context_window - min(self.settings.MAX_OUTPUT_TOKENS, model.max_output)
-        groups = turns(history)
-        while True:
-            messages = _with_system(system, [m for g in groups for m in g], model)
-            used = await asyncio.to_thread(tokens.count_messages, messages, model.name, tools=tools)
-            if used <= budget or len(groups) <= 1:
-                break
-            groups.pop(0)  # drop the oldest whole turn, tool calls and results together
+        fixed = {"role": "system", "content": system}  # the system prompt and tools, counted once
+        budget -= await asyncio.to_thread(tokens.count_messages, [fixed], model.name, tools=tools)
+        # Stored counts, summed newest turn first: reads and counts only what can be sent.
+        counted = await self.conversations.recent(user, conversation, int(budget * SELECT_MARGIN))
+        history = await asyncio.to_thread(fit, counted, budget, model.name)
+        messages = _with_system(system, history, model)
         cap = self._image_caps.get((user, conversation), sys.maxsize)
         limit = min(self.settings.MAX_IMAGES_PER_REQUEST, cap)
         return await self.images.expand(user, messages, model=model, limit=limit)

@@ -2,21 +2,30 @@
 trimmed by tokens to fit the model's window. (Users' settings, reply links and admins' lists
 live in preferences.py; the ``preferences`` table made here is what they were moved from.)
 
+Each message is stored with its token count (by COUNTING_MODEL's rules), so a request is fitted
+by a running sum, newest turn first, reading only the turns that fit: its preparation does not
+grow with the conversation's length. What is stored is pruned past the largest window any model
+offers (whole turns, oldest first).
+
 What history keeps is bounded: a tool result is cut field by field and as a whole, a call's
 arguments are kept only when they are valid JSON within the tool's limit, and rows stored before
 these bounds are cut again when read, so nothing oversized is re-sent every round."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import cache
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Protocol
 
+from labbot.llm import tokens
+from labbot.llm.models import ModelCatalog
 from labbot.llm.tools import MAX_ARGUMENT_CHARS
 from labbot.sqlite import SqliteDatabase, to_us
 
@@ -58,7 +67,145 @@ def _m101_conversations(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS = [_m101_conversations]
+def _m102_message_tokens(db: sqlite3.Connection) -> None:
+    # Every message's tokens and whether it starts a turn, so a request reads only what fits.
+    db.execute("ALTER TABLE messages ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE messages ADD COLUMN turn_start INTEGER NOT NULL DEFAULT 0")
+    rows = db.execute("SELECT seq, message FROM messages").fetchall()
+    counted = [(*row_counts(json.loads(raw)), seq) for seq, raw in rows]
+    db.executemany("UPDATE messages SET tokens = ?, turn_start = ? WHERE seq = ?", counted)
+
+
+MIGRATIONS = [_m101_conversations, _m102_message_tokens]
+COUNTING_MODEL = "gpt-4o"  # stored counts follow its rules (o200k_base); others are recounted
+SELECT_MARGIN = 1.25  # what a store hands over, over the budget: other rules may count less
+PRUNE_TO = 0.9  # past keep_tokens, prune to this share of it: a scan per tenth, not per turn
+
+
+@cache
+def largest_window() -> int:
+    """The largest context window of any model in the built-in table: history kept past it
+    can never be sent."""
+    catalog = ModelCatalog()
+    return max(catalog.get(name).context_window for name in catalog.names())
+
+
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """A stored message and its tokens in a request (COUNTING_MODEL's rules)."""
+
+    message: Message
+    tokens: int
+
+
+def message_tokens(message: Message, model: str = COUNTING_MODEL) -> int:
+    """The tokens ``message`` adds to a request for ``model`` (counts add up exactly)."""
+    return tokens.count_messages([message], model) - tokens.REPLY_PRIMER
+
+
+def row_counts(message: Message) -> tuple[int, int]:
+    """A message's stored tokens (as it is re-sent: bounded) and whether it starts a turn."""
+    return message_tokens(_bounded(message)), int(message.get("role") == "user")
+
+
+class TurnFitter:
+    """Takes stored rows newest first and keeps the newest whole turns whose tokens sum within
+    ``budget`` (always the newest turn); ``take`` says when to stop reading. Only what it
+    keeps is parsed."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.total = self._pending = 0
+        self._kept: list[tuple[str, int]] = []
+        self._turn: list[tuple[str, int]] = []
+        self.full = False
+
+    def take(self, raw: str, count: int, starts: bool) -> bool:
+        """Add the next older row; False once a turn did not fit (read no further)."""
+        self._turn.append((raw, count))
+        self._pending += count
+        if starts:
+            if self._kept and self.total + self._pending > self.budget:
+                self.full = True
+                return False
+            self._kept.extend(self._turn)
+            self.total += self._pending
+            self._turn, self._pending = [], 0
+        return True
+
+    def result(self) -> list[Counted]:
+        """The kept messages, oldest first."""
+        kept = list(self._kept)
+        turn = self._turn
+        if turn and not self.full and (not kept or self.total + self._pending <= self.budget):
+            kept.extend(turn)  # messages before the first question
+        return [Counted(json.loads(raw), count) for raw, count in reversed(kept)]
+
+
+def newest_that_fit(rows: Iterable[tuple[str, int, int]], budget: int) -> list[Counted]:
+    """From (message JSON, tokens, starts a turn) rows, newest first: what ``TurnFitter``
+    keeps, reading no further than the first turn that does not fit."""
+    fitter = TurnFitter(budget)
+    for raw, count, starts in rows:
+        if not fitter.take(raw, count, bool(starts)):
+            break
+    return fitter.result()
+
+
+def fit(counted: list[Counted], budget: int, model: str) -> list[Message]:
+    """The history to send to ``model``: made valid (``repair``), then whole turns, newest
+    first, while their tokens sum within ``budget`` (always the newest turn). Stored counts are
+    used where ``model`` counts alike; images and changed messages are counted again."""
+    reuse = _counts_alike(model)
+    stored = {id(c.message): c.tokens for c in counted}
+    sized = []
+    for message in repair([c.message for c in counted]):
+        count = stored.get(id(message)) if reuse and not _has_images(message) else None
+        sized.append((message, message_tokens(message, model) if count is None else count))
+    groups: list[list[tuple[Message, int]]] = []
+    for message, count in sized:
+        if message.get("role") == "user" or not groups:
+            groups.append([])
+        groups[-1].append((message, count))
+    kept: list[list[tuple[Message, int]]] = []
+    total = 0
+    for group in reversed(groups):
+        size = sum(count for _, count in group)
+        if kept and total + size > budget:
+            break
+        kept.append(group)
+        total += size
+    return [message for group in reversed(kept) for message, _ in group]
+
+
+@cache
+def _counts_alike(model: str) -> bool:
+    probe = [{"role": "user", "content": "x"}]
+    return tokens.encoding_name(model) == tokens.encoding_name(COUNTING_MODEL) and (
+        tokens.count_messages(probe, model) == tokens.count_messages(probe, COUNTING_MODEL)
+    )
+
+
+def _has_images(message: Message) -> bool:
+    content = message.get("content")
+    return isinstance(content, list) and any(
+        isinstance(p, dict) and p.get("type") in tokens.IMAGE_PART_TYPES for p in content
+    )
+
+
+def prune_from(rows: Iterable[tuple[int, int, int]], keep_tokens: int) -> int | None:
+    """From (seq, tokens, starts a turn) rows, newest first: the seq of the oldest turn start
+    whose turns (with all after it) sum within ``keep_tokens``; rows before it can go. None:
+    nothing to prune."""
+    total = 0
+    cut = None
+    for seq, count, starts in rows:
+        total += count
+        if total > keep_tokens:
+            return cut
+        if starts:
+            cut = seq
+    return None
 
 
 class ConversationStore(Protocol):
@@ -70,8 +217,13 @@ class ConversationStore(Protocol):
     async def messages(self, user: str, conversation: str) -> list[Message]:
         """The conversation's messages, oldest first (tool turns made valid, see ``repair``)."""
 
+    async def recent(self, user: str, conversation: str, budget: int) -> list[Counted]:
+        """The newest whole turns whose stored tokens sum within ``budget`` (always the newest
+        turn), oldest first, with their counts (``fit`` makes them exact for a model)."""
+
     async def append(self, user: str, conversation: str, messages: list[Message]) -> None:
-        """Add messages at the end, atomically."""
+        """Add messages at the end with their token counts, atomically; then drop the oldest
+        turns past the store's ``keep_tokens``."""
 
     async def clear(self, user: str, conversation: str) -> int:
         """Forget a conversation; returns how many messages went."""
@@ -80,8 +232,9 @@ class ConversationStore(Protocol):
 class SqliteConversationStore:
     """ConversationStore on the shared SQLite database."""
 
-    def __init__(self, db: SqliteDatabase) -> None:
+    def __init__(self, db: SqliteDatabase, *, keep_tokens: int | None = None) -> None:
         self.db = db
+        self.keep_tokens = keep_tokens or largest_window()
 
     async def start(self) -> None:
         """Create or migrate the schema."""
@@ -98,18 +251,54 @@ class SqliteConversationStore:
         )
         return repair([json.loads(row[0]) for row in rows])
 
+    async def recent(self, user: str, conversation: str, budget: int) -> list[Counted]:
+        """The newest whole turns within ``budget``, read newest first until one does not fit."""
+
+        def read(db: sqlite3.Connection) -> list[Counted]:
+            cursor = db.execute(
+                "SELECT message, tokens, turn_start FROM messages"
+                " WHERE user = ? AND conversation = ? ORDER BY seq DESC",
+                (user, conversation),
+            )
+            return newest_that_fit(cursor, budget)
+
+        return await self.db.run(read, write=False)
+
     async def append(self, user: str, conversation: str, messages: list[Message]) -> None:
-        """Add messages at the end in one transaction."""
+        """Add messages at the end with their counts in one transaction, pruning past
+        ``keep_tokens`` in the same one."""
         now = to_us(datetime.now(UTC))
-        rows = [(user, conversation, json.dumps(m, ensure_ascii=False), now) for m in messages]
-        await self.db.run(
-            lambda db: db.executemany(
-                "INSERT INTO messages (user, conversation, message, created_us)"
-                " VALUES (?, ?, ?, ?)",
+        counts = await asyncio.to_thread(lambda: [row_counts(m) for m in messages])
+        rows = [
+            (user, conversation, json.dumps(m, ensure_ascii=False), now, *count)
+            for m, count in zip(messages, counts, strict=True)
+        ]
+
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT INTO messages (user, conversation, message, created_us, tokens,"
+                " turn_start) VALUES (?, ?, ?, ?, ?, ?)",
                 rows,
-            ),
-            write=True,
-        )
+            )
+            (total,) = db.execute(
+                "SELECT COALESCE(SUM(tokens), 0) FROM messages WHERE user = ? AND conversation = ?",
+                (user, conversation),
+            ).fetchone()
+            if total <= self.keep_tokens:
+                return
+            cursor = db.execute(
+                "SELECT seq, tokens, turn_start FROM messages"
+                " WHERE user = ? AND conversation = ? ORDER BY seq DESC",
+                (user, conversation),
+            )
+            cut = prune_from(cursor, int(self.keep_tokens * PRUNE_TO))
+            if cut is not None:
+                db.execute(
+                    "DELETE FROM messages WHERE user = ? AND conversation = ? AND seq < ?",
+                    (user, conversation, cut),
+                )
+
+        await self.db.run(write, write=True)
 
     async def clear(self, user: str, conversation: str) -> int:
         """Forget a conversation."""
@@ -301,5 +490,6 @@ def _bounded(message: Message) -> Message:
             call_id = short_call_id(str(call.get("id") or ""))
             function = {**function, "name": name, "arguments": arguments}
             kept.append({**call, "id": call_id, "function": function})
-        return {**message, "tool_calls": kept}
+        # the same object when nothing changed: its stored token count still holds
+        return message if kept == calls else {**message, "tool_calls": kept}
     return message

@@ -17,7 +17,7 @@ from PIL import Image
 
 from labbot.chat.history import Message
 from labbot.errors import FileNotFound
-from labbot.files import FileStore
+from labbot.files import FileRecord, FileStore
 from labbot.llm import tokens
 from labbot.llm.models import ModelInfo
 
@@ -87,6 +87,15 @@ class ModelImages:
         self._cache: OrderedDict[tuple[str, str, str, str], PreparedImage] = OrderedDict()
         self._cached = 0
         self._decoding = asyncio.Semaphore(1)  # one big image in memory at a time
+        store.on_removed(self._forget)  # deleted, evicted and expired images leave the cache
+
+    async def _forget(self, records: list[FileRecord]) -> None:
+        """Drop the encodings of removed files."""
+        self._drop({(r.user, r.id) for r in records})
+
+    def _drop(self, gone: set[tuple[str, str]]) -> None:
+        for key in [k for k in self._cache if (k[0], k[1]) in gone]:
+            self._cached -= len(self._cache.pop(key).data)
 
     async def size(self, user: str, file_id: str) -> tuple[int, int] | None:
         """An image's width and height from its header, or None when it cannot be read."""
@@ -168,9 +177,16 @@ class ModelImages:
         self, user: str, file_id: str, *, model: str, detail: str = "auto"
     ) -> PreparedImage | None:
         """The image downscaled for ``model`` and encoded within MAX_IMAGE_BYTES; None when it
-        is not an image Pillow reads. :raises FileNotFound: it is gone. :raises ImageTooLarge:
-        its header says more pixels than the bot decodes (checked before reading it whole)."""
+        is not an image Pillow reads. :raises FileNotFound: it is gone (deleted or expired, by
+        this process or another: the store is asked before the cache answers). :raises
+        ImageTooLarge: its header says more pixels than the bot decodes (checked before reading
+        it whole)."""
         key = (user, file_id, model, detail)
+        try:
+            await self.store.get(user, file_id)
+        except FileNotFound:
+            self._drop({(user, file_id)})
+            raise
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]

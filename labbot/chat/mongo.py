@@ -2,31 +2,61 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, DESCENDING
 
-from labbot.chat.history import Message, repair
+from labbot.chat.history import (
+    PRUNE_TO,
+    Counted,
+    Message,
+    TurnFitter,
+    largest_window,
+    prune_from,
+    repair,
+    row_counts,
+)
 from labbot.chat.usage import ModelUsage, UsageRecord
 from labbot.files.meta.mongo import guarded, reading
 from labbot.sqlite import to_us
+
+MESSAGES_SCHEMA = 2  # 2: messages carry their tokens and whether they start a turn
 
 
 class MongoConversationStore:
     """ConversationStore on the ``messages`` collection."""
 
-    def __init__(self, database: Any) -> None:
+    def __init__(self, database: Any, *, keep_tokens: int | None = None) -> None:
         self.messages_ = database["messages"]
         self.counters = database["counters"]
+        self.schema = database["labbot_schema"]
+        self.keep_tokens = keep_tokens or largest_window()
 
     async def start(self) -> None:
-        """Create the indexes (idempotent)."""
+        """Create the indexes and count the tokens of messages stored before counts were
+        (idempotent; the schema version records it)."""
         await guarded(
             self.messages_.create_index(
                 [("user", ASCENDING), ("conversation", ASCENDING), ("seq", ASCENDING)]
+            )
+        )
+        found = await guarded(self.schema.find_one({"_id": "messages"}))
+        if (found or {}).get("version", 1) >= MESSAGES_SCHEMA:
+            return
+        async with reading():
+            cursor = self.messages_.find({"tokens": {"$exists": False}}, {"message": 1})
+            docs = [(doc["_id"], doc["message"]) async for doc in cursor]
+        counts = await asyncio.to_thread(lambda: [row_counts(json.loads(m)) for _, m in docs])
+        for (key, _), (n, starts) in zip(docs, counts, strict=True):  # once, at the upgrade
+            update = {"$set": {"tokens": n, "turn_start": bool(starts)}}
+            await guarded(self.messages_.update_one({"_id": key}, update))
+        await guarded(
+            self.schema.update_one(
+                {"_id": "messages"}, {"$set": {"version": MESSAGES_SCHEMA}}, upsert=True
             )
         )
 
@@ -46,10 +76,25 @@ class MongoConversationStore:
             )
             return repair([json.loads(doc["message"]) async for doc in cursor])
 
+    async def recent(self, user: str, conversation: str, budget: int) -> list[Counted]:
+        """The newest whole turns within ``budget``, read newest first until one does not fit."""
+        query = {"user": user, "conversation": conversation}
+        fitter = TurnFitter(budget)
+        async with reading():
+            cursor = self.messages_.find(query).sort("seq", DESCENDING).batch_size(100)
+            async for doc in cursor:  # in batches; stop at the first turn that does not fit
+                starts = bool(doc.get("turn_start", False))
+                if not fitter.take(doc["message"], doc.get("tokens", 0), starts):
+                    break
+            await cursor.close()
+        return fitter.result()
+
     async def append(self, user: str, conversation: str, messages: list[Message]) -> None:
-        """Add messages at the end (one insert, in order)."""
+        """Add messages at the end with their counts (one insert, in order), then drop the
+        oldest turns past ``keep_tokens``."""
         if not messages:
             return
+        counts = await asyncio.to_thread(lambda: [row_counts(m) for m in messages])
         first = await self._next_seq(len(messages))
         now = datetime.now(UTC)
         docs = [
@@ -58,11 +103,25 @@ class MongoConversationStore:
                 "conversation": conversation,
                 "seq": first + n,
                 "message": json.dumps(m, ensure_ascii=False),
+                "tokens": count,
+                "turn_start": bool(starts),
                 "created_at": now,
             }
-            for n, m in enumerate(messages)
+            for n, (m, (count, starts)) in enumerate(zip(messages, counts, strict=True))
         ]
         await guarded(self.messages_.insert_many(docs, ordered=True))
+        query = {"user": user, "conversation": conversation}
+        async with reading():
+            cursor = self.messages_.find(query, {"seq": 1, "tokens": 1, "turn_start": 1})
+            rows = [
+                (d["seq"], d.get("tokens", 0), d.get("turn_start", False))
+                async for d in cursor.sort("seq", DESCENDING)
+            ]
+        if sum(count for _, count, _ in rows) <= self.keep_tokens:
+            return
+        cut = prune_from(rows, int(self.keep_tokens * PRUNE_TO))
+        if cut is not None:
+            await guarded(self.messages_.delete_many({**query, "seq": {"$lt": cut}}))
 
     async def clear(self, user: str, conversation: str) -> int:
         """Forget a conversation."""

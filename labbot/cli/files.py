@@ -23,7 +23,9 @@ from labbot.cli.group import (
 )
 from labbot.cli.saving import save_file
 from labbot.errors import FileError, LabbotError
-from labbot.files import FileStore, SaveResult, file_chunks, kind_by_name
+from labbot.files import FileStore, SaveResult, kind_by_name
+from labbot.files.blobs import open_local_file
+from labbot.files.names import clean_filename
 from labbot.files.receipt import format_expiry, format_size, render_upload_confirmation
 from labbot.frontends.terminal_view import from_chat_markup
 
@@ -35,26 +37,39 @@ def _add_error(path: Path, exc: BaseException) -> dict[str, Any]:
     return data
 
 
-async def _save_local(store: FileStore, user: str, path: Path) -> SaveResult:
-    """Store one local file; a path that is no readable file is a FileError naming it."""
-    if not await asyncio.to_thread(path.exists):
+async def _save_local(
+    store: FileStore, user: str, path: Path, *, follow_symlinks: bool = False
+) -> tuple[SaveResult, Path | None]:
+    """Store one local file; a path that is no readable file is a FileError naming it. With
+    the real path of the file stored when ``path`` was a link that was followed."""
+    if not await asyncio.to_thread(os.path.lexists, path):
         raise FileError("No such file.", hint="Check the path.")
     if await asyncio.to_thread(path.is_dir):
         raise FileError("This is a folder, not a file.", hint="Add the files inside it.")
     try:
-        return await store.save(user, path.name, file_chunks(path))
+        local = await open_local_file(path, follow_symlinks=follow_symlinks)
+        result = await store.save(user, path.name, local.chunks())
     except OSError as exc:
         raise FileError(f"The file cannot be read ({exc.strerror or exc}).") from exc
+    return result, local.real_path if local.linked else None
 
 
 @files_group.command(name="add")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @user_option
+@click.option(
+    "--follow-symlinks",
+    is_flag=True,
+    help="Store what a symbolic link points to (refused otherwise); the real path is shown.",
+)
 @json_option
 @click.pass_context
-def files_add(ctx: click.Context, paths: tuple[Path, ...], user: str, json_: bool) -> None:
+def files_add(
+    ctx: click.Context, paths: tuple[Path, ...], user: str, follow_symlinks: bool, json_: bool
+) -> None:
     """Store local files for a user and print the upload confirmation (each file is tried;
-    --json prints one entry per file: its record, or its error).
+    --json prints one entry per file: its record, or its error). A symbolic link is refused
+    unless --follow-symlinks is given.
 
     \b
     Example:
@@ -65,16 +80,17 @@ def files_add(ctx: click.Context, paths: tuple[Path, ...], user: str, json_: boo
         entries: list[dict[str, Any]] = []
         for path in paths:
             try:
-                result = await _save_local(store, user, path)
+                result, real = await _save_local(store, user, path, follow_symlinks=follow_symlinks)
             except LabbotError as exc:
                 entries.append(_add_error(path, exc))
                 if not json_:
                     echo(f"Error: {path.name}: {exc}", err=True)
                 continue
-            entries.append(
-                result.record.to_json() | {"evicted": [r.to_json() for r in result.evicted]}
-            )
+            entry = result.record.to_json() | {"evicted": [r.to_json() for r in result.evicted]}
+            entries.append(entry | ({"real_path": str(real)} if real else {}))
             if not json_:
+                if real is not None:
+                    echo(f"{path} is a symbolic link: stored the file it points to, {real}")
                 receipt = render_upload_confirmation(result, now=datetime.now(UTC))
                 echo(from_chat_markup(receipt).plain)  # the words, not Discord's **markup**
                 echo()
@@ -104,7 +120,7 @@ def files_list(ctx: click.Context, user: str, json_: bool) -> None:
     for r in records:
         kind = kind_by_name(r.kind)
         echo(
-            f"{r.id}  {kind.emoji} {r.name}  {kind.label}  {format_size(r.size)}"
+            f"{r.id}  {kind.emoji} {clean_filename(r.name)}  {kind.label}  {format_size(r.size)}"
             f"  expires {format_expiry(r.expires_at, now)}"
         )
 
@@ -123,7 +139,7 @@ def files_show(ctx: click.Context, file_id: str, user: str, json_: bool) -> None
     kind = kind_by_name(r.kind)
     for label, value in [
         ("id", r.id),
-        ("name", r.name),
+        ("name", clean_filename(r.name)),
         ("type", f"{kind.emoji} {kind.label}"),
         ("size", f"{format_size(r.size)} ({r.size} bytes)"),
         ("sha256", r.sha256),

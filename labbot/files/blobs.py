@@ -2,7 +2,8 @@
 
 ``LocalBlobStore`` (the default) keeps one folder per user under the data dir, written atomically;
 ``labbot.files.objects.ObjectBlobStore`` keeps the same layout in S3-compatible storage. Blobs are
-immutable and keyed by ``<user>/<file_id>``, so nothing depends on conditional writes.
+immutable and keyed by ``<user>/<file_id>``; a writer never replaces a blob that exists (an id
+is fresh, and a worker that reports an existing one must not destroy its bytes).
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import hashlib
 import logging
 import os
 import re
+import secrets
 import stat
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from labbot.errors import InvalidFileId, InvalidUser
+from labbot.errors import InvalidFileId, InvalidUser, SymlinkRefused
 from labbot.files.names import is_file_id
 from labbot.private import private_dir
 
@@ -36,24 +38,65 @@ BLOB_MODE = 0o644
 READ_CHUNK = 1024 * 1024
 
 
-async def file_chunks(path: Path, chunk_size: int = READ_CHUNK) -> AsyncGenerator[bytes, None]:
+async def file_chunks(
+    path: Path, chunk_size: int = READ_CHUNK, *, follow_symlinks: bool = False
+) -> AsyncGenerator[bytes, None]:
     """Stream a local file in chunks without blocking the event loop.
 
     :raises IsADirectoryError: ``path`` is no regular file (a folder, a pipe, a socket, a
         device): a FIFO would wait for ever for a writer, ``/dev/zero`` never ends.
+    :raises SymlinkRefused: ``path`` is a symbolic link and ``follow_symlinks`` is False.
     """
-    handle = await asyncio.to_thread(_open_regular, path)
-    try:
-        while chunk := await asyncio.to_thread(handle.read, chunk_size):
-            yield chunk
-    finally:
-        await asyncio.to_thread(handle.close)
+    local = await open_local_file(path, follow_symlinks=follow_symlinks)
+    async for chunk in local.chunks(chunk_size):
+        yield chunk
 
 
-def _open_regular(path: Path) -> BinaryIO:
+@dataclass(slots=True)
+class LocalFile:
+    """An opened local file and the real path of what was opened (read from the open
+    descriptor, so it names exactly the file whose bytes are read)."""
+
+    handle: BinaryIO
+    real_path: Path
+    linked: bool  # the path given was a symbolic link (followed on request)
+
+    async def chunks(self, chunk_size: int = READ_CHUNK) -> AsyncGenerator[bytes, None]:
+        """The file's bytes in chunks; the file is closed at the end."""
+        try:
+            while chunk := await asyncio.to_thread(self.handle.read, chunk_size):
+                yield chunk
+        finally:
+            await asyncio.to_thread(self.handle.close)
+
+
+async def open_local_file(path: Path, *, follow_symlinks: bool = False) -> LocalFile:
+    """Open a regular local file; a symbolic link is refused unless ``follow_symlinks``.
+
+    :raises SymlinkRefused: ``path`` is a link (O_NOFOLLOW on the open itself: no check that
+        a swap could slip past). Folders on the way to it are followed.
+    :raises IsADirectoryError: not a regular file.
+    """
+    return await asyncio.to_thread(_open_local, path, follow_symlinks)
+
+
+def _open_local(path: Path, follow_symlinks: bool) -> LocalFile:
+    handle = _open_regular(path, follow_symlinks=follow_symlinks)
+    real = Path(os.readlink(f"/proc/self/fd/{handle.fileno()}"))
+    named = Path(os.path.realpath(path.parent)) / path.name
+    return LocalFile(handle, real, linked=real != named)
+
+
+def _open_regular(path: Path, *, follow_symlinks: bool = False) -> BinaryIO:
     """Open ``path`` for reading if it is a regular file. O_NONBLOCK, so opening a FIFO does not
     wait for a writer; the check is on the opened file, so a swap after a check cannot fool it."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags if follow_symlinks else flags | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow_symlinks and os.path.islink(path):
+            raise SymlinkRefused(path.name, os.readlink(path)) from None
+        raise
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             why = "it is not a regular file: a folder, a pipe or a device"
@@ -193,10 +236,15 @@ class BlobWriter:
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = -1
-        os.rename(self.tmp_path, self.final_path)
+        # link, not rename: it fails if the final path exists, so no blob is ever replaced
+        os.link(self.tmp_path, self.final_path)
+        self.tmp_path.unlink()
 
     async def commit(self) -> None:
-        """Flush to disk and move the blob to its final path in one rename."""
+        """Flush to disk and put the blob at its final path in one link.
+
+        :raises FileExistsError: a blob with this id exists (it is left as it is).
+        """
         await asyncio.to_thread(self._commit)
 
     def _abort(self) -> None:
@@ -240,11 +288,18 @@ class LocalBlobStore:
         return self.root / user / file_id
 
     async def writer(self, user: str, file_id: str, *, head_bytes: int) -> BlobWriter:
-        """An open writer for a new blob."""
+        """An open writer for a new blob.
+
+        :raises FileExistsError: a blob with this id exists (``commit`` checks again).
+        """
         final = self.path(user, file_id)
         await asyncio.to_thread(final.parent.mkdir, mode=0o700, exist_ok=True)
+        if await asyncio.to_thread(os.path.lexists, final):
+            raise FileExistsError(errno.EEXIST, "a blob with this id exists", str(final))
         writer = BlobWriter(
-            self.root / TMP_DIR / f"{file_id}.{os.getpid()}.part", final, head_bytes
+            self.root / TMP_DIR / f"{file_id}.{os.getpid()}.{secrets.token_hex(4)}.part",
+            final,
+            head_bytes,
         )
         await writer.open()
         return writer

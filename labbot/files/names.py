@@ -7,14 +7,25 @@ import re
 import secrets
 import unicodedata
 
+import regex
+
 FILE_ID_PATTERN = r"[a-z2-7]{26}"  # what new_file_id makes, and nothing else
 _FILE_ID_RE = re.compile(FILE_ID_PATTERN)
 MAX_NAME_BYTES = 200
 MAX_EXTENSION_CHARS = 16
 # Windows cannot save these names; a user downloading the file there would be stuck.
 _RESERVED = {"con", "prn", "aux", "nul"} | {f"{p}{n}" for p in ("com", "lpt") for n in range(10)}
-# Bidi overrides and isolates can disguise an extension ("invoice\u202egpj.exe").
-_BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
+# What no one sees, from the Unicode database (the ``regex`` module's properties; the standard
+# ``unicodedata`` has no Default_Ignorable_Code_Point): controls, every format character (Cf:
+# zero-width spaces and joiners, word joiner, BOM, soft hyphen, ALM U+061C, the TAG characters
+# that spell text a model reads and people do not), the whole Bidi_Control set (overrides and
+# isolates disguise an extension: "invoice\u202egpj.exe"), surrogates, private-use and unassigned
+# code points (no agreed look), and the default-ignorables that are not Cf: Hangul fillers,
+# variation selectors (they can smuggle bytes after an emoji), the grapheme joiner.
+_INVISIBLE = regex.compile(
+    r"[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Bidi_Control}\p{Default_Ignorable_Code_Point}]+"
+)
+_UNSEEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
 
 
 def new_file_id() -> str:
@@ -27,19 +38,23 @@ def is_file_id(value: object) -> bool:
     return isinstance(value, str) and _FILE_ID_RE.fullmatch(value) is not None
 
 
-def clean_filename(raw: str | None) -> str:
-    """A safe display name: last path part, NFC, no control or bidi characters, length capped.
+def visible_text(raw: str) -> str:
+    """``raw`` in NFC with every invisible character removed (see ``_INVISIBLE``)."""
+    # Twice NFC: removing a character can leave a new composable pair ("e<ZWSP>\u0301").
+    name = _INVISIBLE.sub("", unicodedata.normalize("NFC", raw))
+    # Python's own database too, in case its Unicode version knows a character regex does not.
+    name = "".join(ch for ch in name if unicodedata.category(ch) not in _UNSEEN_CATEGORIES)
+    return unicodedata.normalize("NFC", name)
 
-    Letters of every script, emoji and right-to-left text are kept; an empty result becomes
-    "file".
+
+def clean_filename(raw: str | None) -> str:
+    """A safe display name: last path part, NFC, nothing invisible, length capped.
+
+    Letters of every script, accents, emoji and right-to-left text are kept; invisible and
+    unassigned characters are removed (see ``_INVISIBLE``); an empty result becomes "file".
     """
-    name = unicodedata.normalize("NFC", raw or "")
+    name = visible_text(raw or "")
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(
-        ch
-        for ch in name
-        if unicodedata.category(ch) not in ("Cc", "Cs", "Co", "Cn") and ch not in _BIDI_CONTROLS
-    )
     name = " ".join(name.split()).strip(" .")
     if not name:
         return "file"

@@ -3,11 +3,19 @@
 Keys mirror the local layout: ``<prefix>/<user>/<file_id>``. Uploads stream as multipart uploads
 with a bounded number of parts in flight, so memory stays flat whatever the file size; an
 aborted upload leaves no object (obstore aborts the multipart upload when the stream fails).
+
+A writer never replaces an object: the writer checks that the key is free before it starts (a
+HEAD), and an empty blob is one conditional put (``If-None-Match: *``). A streaming upload
+cannot be conditional here (obstore makes any conditional put a single in-memory request), so
+between that HEAD and the upload's completion an object written to the same key by someone
+else would be replaced: only a holder of the bucket's write keys can do that, and they can
+overwrite any object anyway. The bot's own ids are 128 random bits, never reused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
 import time
@@ -16,6 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 import obstore
+from obstore.exceptions import AlreadyExistsError
 from obstore.store import MemoryStore, S3Store
 
 if TYPE_CHECKING:
@@ -96,9 +105,15 @@ class ObjectWriter:
         await self._put(bytes(chunk))
 
     async def commit(self) -> None:
-        """Finish the upload; the object becomes visible only now."""
+        """Finish the upload; the object becomes visible only now.
+
+        :raises FileExistsError: (an empty blob) an object with this key exists.
+        """
         if self._upload is None:
-            await obstore.put_async(self.store, self.key, b"")
+            try:
+                await obstore.put_async(self.store, self.key, b"", mode="create")
+            except AlreadyExistsError as exc:
+                raise FileExistsError(errno.EEXIST, "an object with this key exists") from exc
             return
         await self._put(self._DONE)
         await self._upload
@@ -179,8 +194,16 @@ class ObjectBlobStore:
         return None
 
     async def writer(self, user: str, file_id: str, *, head_bytes: int) -> ObjectWriter:
-        """A writer for a new blob."""
-        return ObjectWriter(self.store, self.key(user, file_id), head_bytes)
+        """A writer for a new blob.
+
+        :raises FileExistsError: an object with this key exists (see the module's note).
+        """
+        key = self.key(user, file_id)
+        try:
+            await obstore.head_async(self.store, key)
+        except FileNotFoundError:
+            return ObjectWriter(self.store, key, head_bytes)
+        raise FileExistsError(errno.EEXIST, "an object with this key exists")
 
     async def read(self, user: str, file_id: str) -> AsyncGenerator[bytes, None]:
         """Stream a blob's bytes; FileNotFoundError if there is none."""

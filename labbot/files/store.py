@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from labbot.config import Settings
-from labbot.errors import FileError, FileTooLarge, StorageError
+from labbot.errors import FileError, FileIdTaken, FileTooLarge, StorageError
 from labbot.files import kinds
 from labbot.files.blobs import BlobStore, Writer, check_blob, check_user
 from labbot.files.integrity import verified
@@ -24,6 +24,7 @@ from labbot.files.quota import Reservation, Reservations
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Listener = Callable[[list[FileRecord]], Awaitable[None]]
 
 SWEEP_BATCH = 1000
 RECONCILE_EVERY = 6  # sweeper passes between reconciles (hourly at the default interval)
@@ -103,6 +104,22 @@ class FileStore:
             weakref.WeakValueDictionary()
         )
         self.reservations = Reservations()  # the quota while files stream in
+        self._listeners: list[Listener] = []
+
+    def on_removed(self, listener: Listener) -> None:
+        """Call ``listener`` with the records of files this store removes (deleted, evicted,
+        expired), after their record and bytes are gone, so caches drop their copies. Other
+        processes' removals are not seen here: caches check a file is live before serving."""
+        self._listeners.append(listener)
+
+    async def _removed(self, records: list[FileRecord]) -> None:
+        if not records:
+            return
+        for listener in self._listeners:
+            try:
+                await listener(records)
+            except Exception:  # a cache's failure never undoes or fails a delete
+                log.exception("file.listener_failed")
 
     def _user_lock(self, user: str) -> asyncio.Lock:
         lock = self._user_locks.get(user)
@@ -189,16 +206,24 @@ class FileStore:
     ) -> SaveResult:
         """Record a blob someone else already stored under a fresh ``file_id`` (a worker
         machine's output), under the same limits and eviction as ``save``. The size is the
-        stored object's, checked against the claim; the sha256 is checked at every read. The
-        blob is deleted if it cannot be kept.
+        stored object's, checked against the claim; the sha256 is checked at every read. A
+        fresh blob is deleted if it cannot be kept; an id that any record holds already (a
+        worker claiming an existing file as its output) is refused and nothing is touched.
 
         :raises FileTooLarge: over the per-file limit or the quota.
+        :raises FileIdTaken: a record of any user has this id; no record or blob was touched.
         :raises StorageError: no such blob, or one of another size than claimed.
         :raises InvalidFileId: ``file_id`` is not one labbot gives out (nothing is touched).
         """
         check_blob(user, file_id)  # before anything touches a blob: never another's path
         name = clean_filename(filename)
         limits = self.limits
+        if await self.meta.known(file_id):
+            log.warning("file.register_taken_id user=%s id=%s", user, file_id)
+            raise FileIdTaken(file_id)
+        # From here the blob is the worker's fresh upload, which no record names: deleting
+        # it on a refusal removes only what the worker made (``add`` re-checks the id
+        # atomically, so a record added meanwhile is never the one whose bytes go).
         try:
             if size > limits.max_file_bytes:
                 raise FileTooLarge(limit_bytes=limits.max_file_bytes)
@@ -266,16 +291,20 @@ class FileStore:
                     )
                 )
                 evicted = await asyncio.shield(add)
+        except FileIdTaken:
+            raise  # the id's blob is another record's: never touched
         except BaseException:
             # A cancelled save waits for its transaction, so disk and metadata agree either way.
             if add is not None:
                 await asyncio.wait([add])
             if add is not None and not add.cancelled() and add.exception() is None:
                 await asyncio.shield(self.blobs.delete_many([(r.user, r.id) for r in add.result()]))
-            else:
+                await asyncio.shield(self._removed(add.result()))
+            elif add is None or add.cancelled() or not isinstance(add.exception(), FileIdTaken):
                 await asyncio.shield(self.blobs.delete(user, file_id))
             raise
         await self.blobs.delete_many([(r.user, r.id) for r in evicted])
+        await self._removed(evicted)
         live = await self.meta.list(user, now=now)
         log.info(
             "file.saved user=%s id=%s kind=%s size=%d source=%s evicted=%d",
@@ -346,6 +375,7 @@ class FileStore:
         record = await self.meta.delete(check_user(user), file_id, now=self.clock())
         await self.blobs.delete(user, file_id)
         log.info("file.deleted user=%s id=%s", user, file_id)
+        await self._removed([record])
         return record
 
     async def sweep(self) -> SweepResult:
@@ -353,6 +383,7 @@ class FileStore:
         files = size = 0
         while batch := await self.meta.take_expired(now=self.clock(), limit=SWEEP_BATCH):
             await self.blobs.delete_many([(r.user, r.id) for r in batch])
+            await self._removed(batch)
             files += len(batch)
             size += sum(r.size for r in batch)
         if files:

@@ -9,6 +9,7 @@ session: a missing file, a folder, an unmatched quote, an unknown id or model.
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 from pathlib import Path
 
@@ -17,12 +18,13 @@ from rich.table import Table
 
 from labbot.app import App
 from labbot.errors import LabbotError
-from labbot.files import file_chunks, kind_by_name
+from labbot.files import kind_by_name
+from labbot.files.blobs import open_local_file
 from labbot.files.receipt import format_expiry, format_size, render_upload_confirmation
 from labbot.frontends.terminal_view import from_chat_markup, plain
 
 HELP = """Commands:
-  /upload PATH...   store files (then ask about them)
+  /upload PATH...   store files (then ask about them); links need --follow-symlinks
   /files            list your files          /rm ID...  delete files
   /reset            forget this conversation's history and variables (files stay)
   /usage            tokens and cost per model
@@ -82,10 +84,15 @@ class Commands:
         if name == "/help":
             self.console.print(plain(HELP))
         elif name == "/upload":
+            follow = "--follow-symlinks" in args
+            args = [a for a in args if a != "--follow-symlinks"]
             if not args:
-                self.console.print(plain("Usage: /upload PATH... (quote a name with spaces)"))
+                self.console.print(
+                    plain("Usage: /upload [--follow-symlinks] PATH... (quote a name with spaces)")
+                )
             for arg in args:
-                await self._upload(await asyncio.to_thread(Path(arg).expanduser))
+                path = await asyncio.to_thread(Path(arg).expanduser)
+                await self._upload(path, follow_symlinks=follow)
         elif name == "/files":
             await self._files()
         elif name == "/rm":
@@ -113,10 +120,11 @@ class Commands:
         else:
             self.console.print(plain(f"Unknown command {name}. /help lists them.", "red"))
 
-    async def _upload(self, path: Path) -> None:
-        """Store one local file; a missing file or a folder is one line and nothing else."""
+    async def _upload(self, path: Path, *, follow_symlinks: bool = False) -> None:
+        """Store one local file; a missing file, a folder or a symbolic link (unless followed
+        on request) is one line and nothing else."""
         shown = str(path)
-        if not await asyncio.to_thread(path.exists):
+        if not await asyncio.to_thread(os.path.lexists, path):
             self.console.print(plain(f"Not uploaded: {shown} does not exist.", "red"))
             return
         if await asyncio.to_thread(path.is_dir):
@@ -125,11 +133,17 @@ class Commands:
             )
             return
         try:
-            result = await self.services.store.save(self.user, path.name, file_chunks(path))
+            local = await open_local_file(path, follow_symlinks=follow_symlinks)
+            result = await self.services.store.save(self.user, path.name, local.chunks())
         except (LabbotError, OSError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             self.console.print(plain(f"Not uploaded: {shown}: {reason}", "red"))
             return
+        if local.linked:
+            real = local.real_path
+            self.console.print(
+                plain(f"{shown} is a symbolic link: uploaded the file it points to, {real}")
+            )
         receipt = render_upload_confirmation(result, now=self.services.store.clock())
         self.console.print(from_chat_markup(receipt))
         self.pending.append(result.record.id)

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 from humanize import naturalsize
 
 from labbot.files import FileRecord, kind_by_name
+from labbot.files.names import clean_filename, visible_text
 
 MAX_PREVIEW_CHARS = 400
 
@@ -30,9 +31,11 @@ def system_prompt(files: list[FileRecord], *, now: datetime, timezone: str) -> s
     for record in files:
         kind = kind_by_name(record.kind)
         size = naturalsize(record.size, binary=True)
-        line = f"- {record.id}: {record.name} ({kind.label}, {size}"
+        # Cleaned again here: records stored before the cleaner knew a character keep it.
+        line = f"- {record.id}: {clean_filename(record.name)} ({kind.label}, {size}"
         line += ", made by code)" if record.source == "generated" else ")"
         if record.preview:
-            line += "\n  " + record.preview[:MAX_PREVIEW_CHARS].replace("\n", "\n  ")
+            preview = record.preview[:MAX_PREVIEW_CHARS].split("\n")
+            line += "".join("\n  " + visible_text(part) for part in preview)
         lines.append(line)
     return "\n".join(lines)

@@ -4,7 +4,8 @@ It runs this machine's sessions exactly as a single-machine bot does (session ma
 bubblewrap), serves executions over NATS request-reply on its own subject, says it is alive once
 a second with its free capacity, and drains on request. It never writes metadata: inputs come in
 the request (fetched into a local cache, sha256 checked), outputs go to the blob store under fresh
-ids and are named in the reply for the bot to register.
+ids and are named in the reply for the bot to register. A request names every live file of its
+user, so the cached copies of that user's other files (deleted or expired) go before it runs.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ class ShippedFiles:
         return cls(refs, worker.cache, worker.blobs, worker.settings.max_file_bytes)
 
     async def refs(self, user: str) -> list[FileRef]:
-        """The files the bot sent."""
+        """The files the bot sent (every live file of the user): the cached copies of the
+        user's other files (deleted or expired since) are removed first, so none is used."""
+        await self.cache.retain(user, [ref.id for ref in self._refs])
         return self._refs
 
     async def local(self, user: str, ref: FileRef) -> Path | None:

@@ -11,7 +11,7 @@ import pytest
 
 from labbot.app import blob_store
 from labbot.config import load_settings
-from labbot.errors import FileTooLarge, InvalidFileId, InvalidUser, StorageError
+from labbot.errors import FileIdTaken, FileTooLarge, InvalidFileId, InvalidUser, StorageError
 from labbot.files import FileStore, Limits, SqliteMetadataStore
 from labbot.files.blobs import BlobStore, LocalBlobStore
 from labbot.files.cache import BlobCache
@@ -151,13 +151,30 @@ async def test_cache_fetches_once_checks_sha256_and_stays_bounded(
     if isinstance(blobs, LocalBlobStore):
         assert paths[0] == blobs.path("u", ids[0][0])  # local blobs are used in place
         return
-    cached = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    cached = sorted(p.name for p in (tmp_path / "cache" / "u").iterdir())
     assert len(cached) == 3 and ids[0][0] not in cached  # least recently used went first
     bad_id, _ = await put(blobs, "u", b"tampered")
     with pytest.raises(StorageError):
         await cache.path("u", bad_id, "0" * 64)
-    assert not (tmp_path / "cache" / bad_id).exists()
-    assert not list((tmp_path / "cache").glob("*.part"))
+    assert not (tmp_path / "cache" / "u" / bad_id).exists()
+    assert not list((tmp_path / "cache").glob("**/*.part"))
+
+
+async def test_cache_forgets_and_retains_by_user(blobs: BlobStore, tmp_path: Path) -> None:
+    """``forget`` removes the named copies; ``retain`` removes a user's copies that are not
+    named live, and never another user's."""
+    cache = BlobCache(blobs, tmp_path / "cache", max_bytes=10 * MIB)
+    mine = [await put(blobs, "u", os.urandom(100)) for _ in range(3)]
+    theirs = await put(blobs, "v", os.urandom(100))
+    paths = [await cache.path("u", *f) for f in mine] + [await cache.path("v", *theirs)]
+    if isinstance(blobs, LocalBlobStore):  # no copies: the blobs are used in place
+        assert await cache.retain("u", []) == 0 and all(p.exists() for p in paths)
+        return
+    await cache.forget([("u", mine[0][0])])
+    assert [p.exists() for p in paths] == [False, True, True, True]
+    assert await cache.retain("u", [mine[2][0]]) == 1
+    assert [p.exists() for p in paths] == [False, False, True, True]
+    assert await cache.retain("nobody", []) == 0
 
 
 def bad_ids(victim_id: str) -> list[str]:
@@ -238,6 +255,55 @@ async def test_register_takes_only_well_formed_ids(blobs: BlobStore, tmp_path: P
         assert await store.read_bytes("victim", victim.id) == b"the victim's secret"
     finally:
         await store.close()
+
+
+async def test_register_never_touches_an_existing_file(blobs: BlobStore, tmp_path: Path) -> None:
+    """A worker reports an existing file's id as its new output (the owner's, or another
+    user's id under its own user), with the true size, a false one and one over the limits:
+    each is refused with FileIdTaken, and every record and byte stays as it was."""
+    limits = Limits(max_files=5, max_file_bytes=MIB, max_total_bytes=2 * MIB, lifetime=None)
+    store = FileStore(SqliteMetadataStore(tmp_path / "meta.sqlite3"), blobs, limits)
+    await store.start()
+    try:
+
+        async def body() -> AsyncIterator[bytes]:
+            yield b"the owner's data"
+
+        mine = (await store.save("owner", "data.csv", body())).record
+        for user in ("owner", "stranger"):
+            for size in (mine.size, mine.size + 1, 10 * MIB):
+                with pytest.raises(FileIdTaken, match="in use already"):
+                    await store.register(
+                        user, "out.csv", mine.id, kind="csv", size=size, sha256=mine.sha256
+                    )
+        assert await store.list("owner") == [mine]
+        assert await store.list("stranger") == []
+        assert await store.read_bytes("owner", mine.id) == b"the owner's data"
+    finally:
+        await store.close()
+
+
+async def test_a_writer_never_replaces_a_blob(blobs: BlobStore) -> None:
+    """A writer for an id that has a blob is refused at once (FileExistsError). A writer
+    opened before the blob appeared cannot replace it at commit either: on a local folder
+    (the commit is a link, which fails if the path exists) and for an empty object (a
+    conditional put); a streaming S3 upload cannot be conditional (see objects.py)."""
+    file_id, _ = await put(blobs, "alice", b"original")
+    with pytest.raises(FileExistsError):
+        await blobs.writer("alice", file_id, head_bytes=16)
+    assert await read(blobs, "alice", file_id) == b"original"
+
+    fresh = new_file_id()
+    early = await blobs.writer("alice", fresh, head_bytes=16)
+    late = await blobs.writer("alice", fresh, head_bytes=16)
+    await late.write(b"first")
+    await late.commit()
+    if isinstance(blobs, LocalBlobStore):
+        await early.write(b"second")
+    with pytest.raises(FileExistsError):
+        await early.commit()
+    await early.abort()
+    assert await read(blobs, "alice", fresh) == b"first"
 
 
 def _reset_peak_rss() -> None:

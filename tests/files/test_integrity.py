@@ -166,4 +166,4 @@ async def test_the_cache_fetches_no_more_than_the_recorded_size(
     cache = BlobCache(backend.blobs, tmp_path / "cache", max_bytes=10 * MIB)
     with pytest.raises(StorageError, match="damaged"):
         await cache.path("u", file_id, hashlib.sha256(b"small").hexdigest(), 5)
-    assert not list((tmp_path / "cache").iterdir())
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]

@@ -20,7 +20,7 @@ from labbot.errors import (
     QuotaInUse,
     StorageError,
 )
-from labbot.files import FileStore, Limits, render_upload_confirmation
+from labbot.files import FileRecord, FileStore, Limits, render_upload_confirmation
 from labbot.files.blobs import TMP_DIR
 from tests.conftest import FIXTURES, Clock, chunks_of, make_store
 
@@ -415,3 +415,30 @@ async def test_saves_that_fill_the_quota_together_let_one_through(store: FileSto
     assert len(saved) >= 1 and saved[0].record.size == 500_000, results
     assert all(isinstance(r, QuotaInUse) for r in results if isinstance(r, BaseException))
     assert store.reservations.held("u") == 0 and partial_files(store) == []
+
+
+async def test_removals_reach_listeners(store: FileStore, clock: Clock) -> None:
+    """Every way a file goes (deleted, evicted past the limits, expired and swept) tells the
+    store's listeners, after its record and bytes are gone; a failing listener fails nothing."""
+    heard: list[str] = []
+
+    async def listener(records: list[FileRecord]) -> None:
+        for record in records:
+            assert store.path(record) is not None and not store.path(record).exists()
+            heard.append(record.name)
+
+    async def broken(records: list[FileRecord]) -> None:
+        raise RuntimeError("a cache failed")
+
+    store.on_removed(listener)
+    store.on_removed(broken)
+    store.limits = replace(store.limits, max_files=2)
+    first = (await store.save("u", "first.csv", chunks_of(b"a\n1\n"))).record
+    await store.save("u", "second.csv", chunks_of(b"a\n2\n"))
+    await store.save("u", "third.csv", chunks_of(b"a\n3\n"))  # evicts first
+    assert heard == ["first.csv"] and first.id not in {r.id for r in await store.list("u")}
+    await store.delete("u", (await store.list("u"))[0].id)
+    assert heard == ["first.csv", "third.csv"]
+    clock.advance(days=30)
+    assert (await store.sweep()).files == 1
+    assert heard == ["first.csv", "third.csv", "second.csv"]

@@ -254,3 +254,20 @@ async def test_upload_takes_a_name_with_spaces_and_quotes_as_typed(tmp_path: Pat
     assert "Not uploaded" not in text, text
     assert text.count("File uploaded:") == 4
     assert len(names) == 4 and names.count("b.csv") == 1, names
+
+
+async def test_upload_refuses_a_symlink_unless_asked(tmp_path: Path) -> None:
+    """`/upload link.csv` (a link to another file) stores nothing and names the target;
+    `/upload --follow-symlinks link.csv` stores it and names the real path."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("operator only\n")
+    (tmp_path / "link.csv").symlink_to(secret)
+    async with open_fake_app(fake_settings(tmp_path / "d"), None) as services:
+        text = await typed(services, tmp_path, f"/upload {tmp_path}/link.csv", width=1000)
+        assert "symbolic link" in text and str(secret) in text, text
+        assert await services.store.list("me") == []
+        line = f"/upload --follow-symlinks {tmp_path}/link.csv"
+        text = await typed(services, tmp_path, line, width=1000)
+        assert f"uploaded the file it points to, {secret}" in text, text
+        [record] = await services.store.list("me")
+    assert record.name == "link.csv"

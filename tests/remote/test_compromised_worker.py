@@ -107,3 +107,37 @@ async def test_a_reply_cannot_forge_a_log_line(
     for line in err.splitlines():
         assert not line.startswith("2026-01-01 00:00:00,000"), line
     assert "\\x0a2026-01-01" in err
+
+
+async def test_an_output_claiming_an_existing_file_deletes_nothing(
+    make_remote: RemoteFactory, nats: Nats
+) -> None:
+    """The worker reports the user's existing file as its new output (its true size, then a
+    size over the limit, twice in one reply): the file is not registered again (the user is
+    told why, not "the database failed"), and its record and bytes are untouched."""
+    claimed: list[str] = []
+
+    async def claim(request: dict[str, Any]) -> bytes:
+        size = int(claimed[1])
+        outs = [
+            wire.FileRef(id=claimed[0], name="new.csv", kind="csv", size=s, sha256="0" * 64)
+            for s in (size, 5 * MIB, size)
+        ]
+        return reply(ok=True, result=wire.Result(status="ok", files=outs))
+
+    async def body() -> Any:
+        yield b"a,b\n1,2\n"
+
+    async with (
+        rogue_worker(nats, "w3", claim),
+        make_remote(MAX_FILE_SIZE_MB=1) as (executor, store),
+    ):
+        mine = (await store.save("u12", "mine.csv", body())).record
+        claimed.extend([mine.id, str(mine.size)])
+        result = await executor.run("u12", uuid.uuid4().hex, "print(1)")
+        assert result.files == (), result.to_json()
+        assert [s.name for s in result.skipped_files] == ["new.csv"] * 3
+        for skipped in result.skipped_files:
+            assert "in use already" in skipped.reason and "database failed" not in skipped.reason
+        assert await store.list("u12") == [mine]
+        assert await store.read_bytes("u12", mine.id) == b"a,b\n1,2\n"

@@ -85,8 +85,13 @@ class MetadataStore(Protocol):
         transaction. Returns the evicted records, oldest first. The new record is never evicted
         (callers refuse a file larger than ``max_bytes`` first).
 
+        :raises FileIdTaken: a record (any user's, live or expired) has this id; nothing was
+            written.
         :raises StorageError: the database failed; nothing was written.
         """
+
+    async def known(self, file_id: str) -> bool:
+        """True if a record of any user, live or expired, has this id."""
 
     async def get(self, user: str, file_id: str, *, now: datetime) -> FileRecord:
         """The live record ``file_id`` owned by ``user``.

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 
-from labbot.errors import FileNotFound, StorageError
+from labbot.errors import FileIdTaken, FileNotFound, StorageError
 from labbot.files.meta.base import FileRecord, evictions
 from labbot.sqlite import from_us, to_us
 
@@ -150,7 +150,12 @@ class MongoMetadataStore:
     ) -> list[FileRecord]:
         """Insert, then evict past the limits (made files first, then uploads, each oldest
         first)."""
-        await guarded(self.files.insert_one(to_document(record)))
+        try:
+            await self.files.insert_one(to_document(record))
+        except DuplicateKeyError as exc:  # _id is the file id: unique, atomically
+            raise FileIdTaken(record.id) from exc
+        except PyMongoError as exc:
+            raise translate(exc) from exc
         try:
             return await self._evict(record, max_files=max_files, max_bytes=max_bytes, now=now)
         except BaseException:
@@ -166,6 +171,10 @@ class MongoMetadataStore:
         if evicted:
             await guarded(self.files.delete_many({"_id": {"$in": [r.id for r in evicted]}}))
         return evicted
+
+    async def known(self, file_id: str) -> bool:
+        """True if any record, live or expired, has this id."""
+        return await guarded(self.files.find_one({"_id": file_id}, {"_id": 1})) is not None
 
     async def get(self, user: str, file_id: str, *, now: datetime) -> FileRecord:
         """The live record owned by ``user``, or FileNotFound."""

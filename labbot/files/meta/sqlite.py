@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
-from labbot.errors import FileNotFound
+from labbot.errors import FileIdTaken, FileNotFound
 from labbot.files.meta.base import FileRecord, evictions
 from labbot.sqlite import SqliteDatabase, from_us, to_us
 
@@ -118,7 +118,9 @@ class SqliteMetadataStore:
         """Insert and evict past the limits (made files first, then uploads, each oldest
         first), atomically."""
 
-        def add(db: sqlite3.Connection) -> list[FileRecord]:
+        def add(db: sqlite3.Connection) -> list[FileRecord] | None:
+            if db.execute("SELECT 1 FROM files WHERE id = ?", (record.id,)).fetchone():
+                return None  # in the same write transaction: no one can add it meanwhile
             db.execute(
                 f"INSERT INTO files ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -143,7 +145,18 @@ class SqliteMetadataStore:
             db.executemany("DELETE FROM files WHERE id = ?", [(r.id,) for r in evicted])
             return evicted
 
-        return await self._run(add, write=True)
+        evicted = await self._run(add, write=True)
+        if evicted is None:
+            raise FileIdTaken(record.id)
+        return evicted
+
+    async def known(self, file_id: str) -> bool:
+        """True if any record, live or expired, has this id."""
+        row = await self._run(
+            lambda db: db.execute("SELECT 1 FROM files WHERE id = ?", (file_id,)).fetchone(),
+            write=False,
+        )
+        return row is not None
 
     async def get(self, user: str, file_id: str, *, now: datetime) -> FileRecord:
         """The live record owned by ``user``, or FileNotFound."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from labbot.errors import FileNotFound, StorageError
+from labbot.errors import FileIdTaken, FileNotFound, StorageError
 from labbot.files import FileRecord, MetadataStore, SqliteMetadataStore
 from labbot.files.meta import Source
 from labbot.files.meta.mongo import MongoMetadataStore
@@ -124,12 +124,21 @@ async def test_add_evicts_oldest_past_count_and_bytes(meta: MetadataStore) -> No
     assert [r.id for r in await meta.list("u", now=NOW)] == ["id0004", "id0003"]
 
 
-async def test_duplicate_id_is_a_storage_error(meta: MetadataStore) -> None:
-    """Adding an id twice fails as a StorageError and changes nothing."""
+async def test_duplicate_id_is_file_id_taken(meta: MetadataStore) -> None:
+    """Adding an id twice (any user's, live or expired) fails as FileIdTaken (a StorageError)
+    and changes nothing; ``known`` sees every state."""
+    assert not await meta.known("id0001")
     await add(meta, rec(1))
-    with pytest.raises(StorageError):
-        await add(meta, rec(1))
-    assert await meta.file_ids() == {"id0001"}
+    await add(meta, rec(2, expires=timedelta(seconds=-1)))
+    for again in (rec(1), rec(1, user="other"), rec(2, user="other")):
+        with pytest.raises(FileIdTaken) as caught:
+            await add(meta, again)
+        assert isinstance(caught.value, StorageError)
+    assert await meta.file_ids() == {"id0001", "id0002"}
+    assert [r.name for r in await meta.list("u", now=NOW)] == ["f1.csv"]
+    assert await meta.list("other", now=NOW) == []
+    assert await meta.known("id0001") and await meta.known("id0002")
+    assert not await meta.known("id0003")
 
 
 async def test_forget_removes_any_state(meta: MetadataStore) -> None:
