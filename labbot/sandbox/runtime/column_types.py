@@ -238,8 +238,16 @@ def file_decimal(columns: list[Any]) -> str | None:
     return "." if dot else None
 
 
-def drop_summary_rows(df: Any, keep: bool) -> tuple[Any, list[str]]:
-    """The frame without trailing total, footnote and blank rows; what was dropped."""
+def _is_note(row: Any, cells: list[Any], first: str) -> bool:
+    """A note under the data: one text in the first column (or merged across the row)."""
+    one = len(cells) == 1 or len(set(map(str, cells))) == 1 and len(first) > 15 and " " in first
+    at_start = isinstance(row.iloc[0], str) and row.iloc[0].strip() == first
+    return one and at_start and isinstance(cells[0], str) and not _DIGIT.match(first)
+
+
+def drop_summary_rows(df: Any, keep: bool, notes: bool = True) -> tuple[Any, list[str]]:
+    """The frame without trailing rows labelled as totals (and, with `notes`, footnote and blank
+    rows); what was dropped."""
     import pandas as pd
 
     dropped: list[str] = []
@@ -251,16 +259,12 @@ def drop_summary_rows(df: Any, keep: bool) -> tuple[Any, list[str]]:
         cells = [c for c in row.tolist() if c is not None and not (isinstance(c, float) and c != c)
                  and not (isinstance(c, str) and not c.strip()) and c is not pd.NaT]  # fmt: skip
         first = str(cells[0]).strip() if cells else ""
-        if not cells:
+        if not cells and notes:
             n -= 1
-        elif TOTAL.match(first):
+        elif cells and TOTAL.match(first):
             dropped.append(f"total row {first[:30]!r}")
             n -= 1
-        elif (
-            (len(cells) == 1 or len(set(map(str, cells))) == 1 and len(first) > 15 and " " in first)
-            and df.shape[1] >= 3
-            and (isinstance(cells[0], str) and not _DIGIT.match(first))
-        ):
+        elif notes and cells and df.shape[1] >= 3 and _is_note(row, cells, first):
             dropped.append(f"footnote {first[:30]!r}")
             n -= 1
         else:
