@@ -9,7 +9,11 @@ from humanize import naturalsize
 
 from labbot.files import FileRecord, kind_by_name
 
-MAX_PREVIEW_CHARS = 400
+# A preview is a file's shape and columns, then a line saying how it was read ("Read: ...",
+# with the load_file arguments that undo it); the columns are trimmed first so that line
+# survives a wide table.
+MAX_PREVIEW_CHARS = 700
+_READ = "Read: "
 
 _ROLE = """You are labbot, a data analyst working with the user in a chat.
 When a question needs their data, numbers or a chart, run code with execute_python_code rather
@@ -33,6 +37,26 @@ def system_prompt(files: list[FileRecord], *, now: datetime, timezone: str) -> s
         line = f"- {record.id}: {record.name} ({kind.label}, {size}"
         line += ", made by code)" if record.source == "generated" else ")"
         if record.preview:
-            line += "\n  " + record.preview[:MAX_PREVIEW_CHARS].replace("\n", "\n  ")
+            line += "\n  " + clip_preview(record.preview).replace("\n", "\n  ")
         lines.append(line)
     return "\n".join(lines)
+
+
+def clip_preview(text: str, limit: int = MAX_PREVIEW_CHARS) -> str:
+    """`text` within `limit` characters: the other lines are trimmed before the "Read: ..."
+    lines (how the file was read, and the arguments that override it)."""
+    if len(text) <= limit:
+        return text
+    lines = text.split("\n")
+    reads = [i for i, ln in enumerate(lines) if ln.lstrip().startswith(_READ)]
+    others = [i for i in range(len(lines)) if i not in reads]
+    room = limit - sum(len(lines[i]) + 1 for i in reads)
+    if reads and others and room >= 60 * len(others):
+        each = room // len(others) - 1
+        lines = [_cut(ln, each) if i in others else ln for i, ln in enumerate(lines)]
+        text = "\n".join(lines)
+    return _cut(text, limit)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -11,8 +11,9 @@ from typing import Any
 _PLAIN = ("utf-8", "ascii")
 
 
-def describe(decided: dict | None, df: Any = None) -> str:
-    """One line: what was decided and the load_file(...) arguments that override it."""
+def describe(decided: dict | None, df: Any = None, width: int = 370) -> str:
+    """One line of at most `width` characters: what was decided (trimmed first) and the
+    load_file(...) arguments that override it."""
     if not decided:
         return ""
     said: list[str] = []
@@ -65,7 +66,11 @@ def describe(decided: dict | None, df: Any = None) -> str:
         undo.append("user_missing=True")
     if not said:
         return ""
-    line = "Read: " + ", ".join(said)
+    tail = ""
     if undo:
-        line += " — override: load_file(<file>, " + ", ".join(dict.fromkeys(undo)) + ")"
-    return line
+        tail = " — override: load_file(<file>, " + ", ".join(dict.fromkeys(undo)) + ")"
+    what = ", ".join(said)
+    room = max(width - len("Read: ") - len(tail), 40)
+    if len(what) > room:
+        what = what[: room - 1] + "…"
+    return "Read: " + what + tail
