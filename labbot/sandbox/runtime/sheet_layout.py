@@ -80,11 +80,10 @@ class Layout:
 
     def decimal_hint(self, grid: list[list[Any]]) -> str | None:
         import column_types
-        import pandas as pd
 
         cells = [c for r in grid[self.first_data : self.first_data + 200] for c in r
                  if isinstance(c, str) and c]  # fmt: skip
-        return column_types.file_decimal([pd.Series(cells, dtype=object)]) if cells else None
+        return column_types.text_decimal(cells) if cells else None
 
 
 def _names(rows: list[list[Any]], header: int, group: int | None, width: int) -> list[str]:

@@ -61,8 +61,7 @@ def detect_encoding(head: bytes) -> str:
     return enc
 
 
-def _prefix_lines(path: str, raw: bytes | None, encoding: str) -> tuple[list[str], bool]:
-    head = raw[:PREFIX] if raw is not None else read_head(path, PREFIX)
+def _prefix_lines(head: bytes, encoding: str) -> tuple[list[str], bool]:
     whole = len(head) < PREFIX
     text = codecs.getincrementaldecoder(encoding)(errors="replace").decode(head, final=whole)
     lines = text.splitlines()
@@ -185,7 +184,7 @@ def read_table(path: str, name: str, sep: str | None = None, **opts: Any) -> Any
     head = raw[:PREFIX] if raw is not None else read_head(path, PREFIX)
     encoding = encoding or detect_encoding(head)
     decided: dict[str, Any] = {"encoding": encoding}
-    lines, whole = _prefix_lines(path, raw, encoding)
+    lines, whole = _prefix_lines(head, encoding)
     if sep is None and "delimiter" not in opts:
         fixed = fixed_width_rows(lines) if whole else None
         if fixed is not None:
