@@ -249,6 +249,8 @@ def read_workbook(path: str, name: str, sheet: Any, table: Any, opts: dict) -> A
             decided["other_tables"] = [f"rows {a + 1}-{b}" for i, (a, b) in enumerate(blocks)
                                        if i != pick]  # fmt: skip
         a, b = blocks[pick]
+        if table is None and ("header" in opts or "skiprows" in opts):
+            a, b = 0, len(rows)  # the user's rows count from the top of the sheet
         user = table is not None or "header" in opts or "skiprows" in opts
         if not user and len(blocks) == 1 and not find_layout(rows[a:b]).made_by_hand:
             frames[sheet_name] = _as_it_is(path, sheet_name, decided, opts)
@@ -256,7 +258,7 @@ def read_workbook(path: str, name: str, sheet: Any, table: Any, opts: dict) -> A
         df = text_tables.rows_to_frame(rows[a:b], decided, opts)
         if decided.get("title_rows_skipped") is not None or a:
             decided["title_rows_skipped"] = a + decided.get("title_rows_skipped", 0)
-        frames[sheet_name] = serial_dates(df, decided)
+        frames[sheet_name] = df if opts.get("convert") is False else serial_dates(df, decided)
     if not frames:
         import pandas as pd
 
