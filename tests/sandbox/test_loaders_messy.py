@@ -58,6 +58,19 @@ OVERRIDES: dict[str, list[str]] = {
         "again(user_missing=True)['age'].max() == 99",
         "str(again(apply_value_formats=False)['sex'].dtype) == 'float64'",
     ],
+    "survey_stata_missing.dta": [
+        "obj.attrs['labbot']['missing_codes']['income'] == ['.a refused ×1', "
+        "'.b does not know ×1']",
+        "str(obj['satisfaction'].dtype) == 'category'",
+        "again(user_missing=True)['income'].tolist()[1:4] == ['.a', 3400.0, '.b']",
+        "str(again(apply_value_formats=False)['satisfaction'].dtype) == 'float64'",
+    ],
+    "de_quoted_preamble.csv": [
+        "obj.attrs['labbot']['title_rows_skipped'] == 3",
+        "again(skiprows=3).shape == (6, 4) and again(skiprows=3).columns[0] == 'Datum'",
+    ],
+    "de_libreoffice.ods": ["again(keep_totals=True).shape == (7, 4)"],
+    "clean_headerless_note.xlsx": ["obj.attrs['labbot'].get('dropped_rows') is None"],
     "events_cut_line.jsonl": ["obj.attrs['labbot']['bad_line_numbers'] == [4]"],
     "meeting_notes.txt": ["isinstance(obj, str)"],
 }

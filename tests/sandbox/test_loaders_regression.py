@@ -19,7 +19,10 @@ BASELINE: dict[str, dict] = json.loads(BASE.read_text(encoding="utf-8"))
 TEXT_DTYPES = {"object", "str", "string"}
 
 # Files whose reading changed on purpose: key -> why the new reading is the better one.
-CHANGED: dict[str, str] = {}
+CHANGED: dict[str, str] = {
+    "shared/dta/missing_test.dta": "var1's only value label is on its missing code .a, so it"
+    " stays a number column (all missing, counted in the decisions), not an empty category",
+}
 
 
 def worse(before: dict, after: dict, where: str = "") -> list[str]:
