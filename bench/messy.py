@@ -6,7 +6,8 @@ Run: .venv/bin/python bench/messy.py [--rows 1500000] [--sandbox] [--skip-big]
    loaders in the runtime's Python: N/M overall and per class, and what failed.
 2. A clean CSV (default 1.5 M rows × 5 columns, about 100 MB) read four ways, each in a fresh
    runtime process: pandas.read_csv defaults, pyarrow.csv.read_csv(...).to_pandas(),
-   read_csv(engine="pyarrow"), and load_file's loader; seconds (best of 3) and peak RSS.
+   read_csv(engine="pyarrow"), and load_file's loader; --rounds fresh processes per reader,
+   interleaved, --reads timed reads in each: the median seconds and the peak RSS.
 3. With --sandbox, the same corpus and the big CSV through a real sandbox session
    (CodeInterpreter, as `labbot exec` runs code).
 """
@@ -17,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,13 +69,13 @@ read = {
     "load_file": lambda: loaders.load(path, loader="csv", name="big.csv"),
 }[how]
 times = []
-for _ in range(3):
+for _ in range(int(sys.argv[4])):
     start = time.perf_counter()
     df = read()
     times.append(time.perf_counter() - start)
     shape = df.shape
     del df
-print(json.dumps({"seconds": min(times), "shape": list(shape),
+print(json.dumps({"times": times, "shape": list(shape),
                   "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -104,7 +106,7 @@ def print_corpus(results: list[dict], title: str) -> None:
 
 
 def write_big_csv(path: Path, rows: int) -> None:
-    """A clean CSV: id, two floats, a text column, a count (about 70 bytes a row)."""
+    """A clean CSV: id, two floats, a text column, a count (about 66 bytes a row)."""
     import random
 
     rng = random.Random(7)
@@ -115,6 +117,7 @@ def write_big_csv(path: Path, rows: int) -> None:
         for i in range(rows):
             price, weight = rng.uniform(0, 10_000), rng.uniform(-500, 500)
             label = f"{rng.choice(words)}_{rng.randrange(1000)}_{rng.choice(words)}_{i % 97}"
+            label += f"_{rng.choice(words)}_{rng.choice(words)}"
             chunk.append(f"{i},{price:.6f},{weight:.6f},{label},{rng.randrange(100000)}\n")
             if len(chunk) == 100_000:
                 fh.write("".join(chunk))
@@ -122,37 +125,52 @@ def write_big_csv(path: Path, rows: int) -> None:
         fh.write("".join(chunk))
 
 
-def bench_big(path: Path) -> list[tuple[str, dict]]:
-    out = []
-    for how in ("pandas.read_csv", "pyarrow.csv", "engine=pyarrow", "load_file"):
-        proc = subprocess.run(
-            [str(RUNTIME_PY), "-c", BIG_RUNNER, how, str(path), str(LOADERS)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        out.append((how, json.loads(proc.stdout)))
-    return out
+READERS = ("pandas.read_csv", "pyarrow.csv", "engine=pyarrow", "load_file")
+
+
+def bench_big(path: Path, rounds: int, reads: int) -> list[tuple[str, dict]]:
+    """Each reader in a fresh process per round, the rounds interleaved (a loaded machine slows
+    all four alike); the median of every timed read and the largest peak RSS."""
+    got: dict[str, dict] = {how: {"times": [], "peak_mib": 0.0} for how in READERS}
+    for _ in range(rounds):
+        for how in READERS:
+            proc = subprocess.run(
+                [str(RUNTIME_PY), "-c", BIG_RUNNER, how, str(path), str(LOADERS), str(reads)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            one = json.loads(proc.stdout)
+            got[how]["times"] += one["times"]
+            got[how]["shape"] = one["shape"]
+            got[how]["peak_mib"] = max(got[how]["peak_mib"], one["peak_mib"])
+    for r in got.values():
+        r["seconds"] = statistics.median(r["times"])
+    return list(got.items())
 
 
 def print_big(path: Path, results: list[tuple[str, dict]], title: str) -> None:
     fastest = min(r["seconds"] for _, r in results if _ != "load_file")
     size = path.stat().st_size / 1024 / 1024
     print(f"\n{title}: {path.name}, {size:.0f} MiB, shape {results[0][1]['shape']}")
-    print(f"  {'reader':<18} {'seconds':>8} {'× fastest':>10} {'peak MiB':>9}")
+    print(f"  {'reader':<18} {'median s':>8} {'× fastest':>10} {'peak MiB':>9}  (min, max; n)")
     for how, r in results:
         ratio = r["seconds"] / fastest
-        print(f"  {how:<18} {r['seconds']:>8.3f} {ratio:>10.2f} {r['peak_mib']:>9.0f}")
+        spread = f"({min(r['times']):.3f}, {max(r['times']):.3f}; {len(r['times'])})"
+        print(f"  {how:<18} {r['seconds']:>8.3f} {ratio:>10.2f} {r['peak_mib']:>9.0f}  {spread}")
 
 
-async def sandbox_run(big: Path | None) -> None:
+async def sandbox_run(big: Path | None, rounds: int) -> None:
     """The corpus (and the big CSV) through a real sandbox session, as `labbot exec` runs it."""
     from tests.sandbox.messy_session import run_corpus_in_sandbox
 
-    results, big_seconds = await run_corpus_in_sandbox(big)
+    results, big_seconds = await run_corpus_in_sandbox(big, rounds)
     print_corpus(results, "Messy corpus through the real sandbox")
-    if big_seconds is not None:
-        print(f"  load_file of {big.name if big else ''} inside the sandbox: {big_seconds:.3f} s")
+    if big_seconds:
+        fastest = min(v for k, v in big_seconds.items() if k != "load_file")
+        print(f"\nBig clean CSV inside one sandbox cell (median of {rounds} reads, interleaved):")
+        for how, seconds in big_seconds.items():
+            print(f"  {how:<18} {seconds:>8.3f} s {seconds / fastest:>6.2f}× fastest")
 
 
 def main() -> None:
@@ -160,6 +178,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_500_000)
     parser.add_argument("--sandbox", action="store_true")
     parser.add_argument("--skip-big", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3, help="fresh processes per reader")
+    parser.add_argument("--reads", type=int, default=3, help="timed reads per process")
     args = parser.parse_args()
     print_corpus(corpus_results(), "Messy corpus in the runtime's Python")
     with tempfile.TemporaryDirectory() as tmp:
@@ -167,9 +187,13 @@ def main() -> None:
         if not args.skip_big:
             big = Path(tmp) / "big.csv"
             write_big_csv(big, args.rows)
-            print_big(big, bench_big(big), "Big clean CSV, in the runtime's Python")
+            print_big(
+                big,
+                bench_big(big, args.rounds, args.reads),
+                "Big clean CSV, in the runtime's Python",
+            )
         if args.sandbox:
-            asyncio.run(sandbox_run(big))
+            asyncio.run(sandbox_run(big, min(args.rounds * args.reads, 5)))
 
 
 if __name__ == "__main__":

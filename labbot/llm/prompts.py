@@ -10,7 +10,11 @@ from humanize import naturalsize
 from labbot.files import FileRecord, kind_by_name
 from labbot.files.names import clean_filename, visible_text
 
-MAX_PREVIEW_CHARS = 400
+# A preview is a file's shape and columns, then a line saying how it was read ("Read: ...",
+# with the load_file arguments that undo it); the columns are trimmed first so that line
+# survives a wide table.
+MAX_PREVIEW_CHARS = 700
+_READ = "Read: "
 
 _ROLE = """You are labbot, a data analyst working with the user in a chat.
 When a question needs their data, numbers or a chart, run code with execute_python_code rather
@@ -35,7 +39,27 @@ def system_prompt(files: list[FileRecord], *, now: datetime, timezone: str) -> s
         line = f"- {record.id}: {clean_filename(record.name)} ({kind.label}, {size}"
         line += ", made by code)" if record.source == "generated" else ")"
         if record.preview:
-            preview = record.preview[:MAX_PREVIEW_CHARS].split("\n")
+            preview = clip_preview(record.preview).split("\n")
             line += "".join("\n  " + visible_text(part) for part in preview)
         lines.append(line)
     return "\n".join(lines)
+
+
+def clip_preview(text: str, limit: int = MAX_PREVIEW_CHARS) -> str:
+    """`text` within `limit` characters: the other lines are trimmed before the "Read: ..."
+    lines (how the file was read, and the arguments that override it)."""
+    if len(text) <= limit:
+        return text
+    lines = text.split("\n")
+    reads = [i for i, ln in enumerate(lines) if ln.lstrip().startswith(_READ)]
+    others = [i for i in range(len(lines)) if i not in reads]
+    room = limit - sum(len(lines[i]) + 1 for i in reads)
+    if reads and others and room >= 60 * len(others):
+        each = room // len(others) - 1
+        lines = [_cut(ln, each) if i in others else ln for i, ln in enumerate(lines)]
+        text = "\n".join(lines)
+    return _cut(text, limit)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -36,17 +36,32 @@ for _id, _entry in ENTRIES:
     _results.append({"file": _entry["file"], "class": _entry["class"], "problems": _problems})
 _big = None
 if BIG is not None:
-    _start = time.perf_counter()
-    _df = load_file(BIG)
-    _big = time.perf_counter() - _start
-    del _df
+    import pandas as _pd, pyarrow.csv as _pacsv, statistics as _st
+    _path = FILES[BIG]
+    _readers = {
+        "pandas.read_csv": lambda: _pd.read_csv(_path),
+        "pyarrow.csv": lambda: _pacsv.read_csv(_path).to_pandas(),
+        "engine=pyarrow": lambda: _pd.read_csv(_path, engine="pyarrow"),
+        "load_file": lambda: load_file(BIG),
+    }
+    _times = {k: [] for k in _readers}
+    for _ in range(BIG_ROUNDS):
+        for _how, _read in _readers.items():
+            _start = time.perf_counter()
+            _df = _read()
+            _times[_how].append(time.perf_counter() - _start)
+            del _df
+    _big = {k: _st.median(v) for k, v in _times.items()}
 print(json.dumps({"results": _results, "big": _big}))
 """
 
 
-async def run_corpus_in_sandbox(big: Path | None = None) -> tuple[list[dict], float | None]:
+async def run_corpus_in_sandbox(
+    big: Path | None = None, rounds: int = 3
+) -> tuple[list[dict], dict[str, float] | None]:
     """Upload the corpus (and `big`), load every file in one sandbox cell; per-file problems
-    and the seconds load_file took on `big` inside the sandbox."""
+    and, for `big`, the median seconds of load_file and the three plain readers beside it
+    (`rounds` reads each, interleaved)."""
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(
             LABBOT_DATA_DIR=Path(tmp) / "data",
@@ -69,7 +84,7 @@ async def run_corpus_in_sandbox(big: Path | None = None) -> tuple[list[dict], fl
                     big_id = (await store.save("u", "big.csv", chunks_of(*parts))).record.id
             code = (
                 f"CHECK_SOURCE = {(HERE / 'messy_check.py').read_text(encoding='utf-8')!r}\n"
-                f"ENTRIES = {entries!r}\nBIG = {big_id!r}\n" + CELL
+                f"ENTRIES = {entries!r}\nBIG = {big_id!r}\nBIG_ROUNDS = {rounds}\n" + CELL
             )
             result = await interpreter.run("u", "c", code)
             if result.status != "ok":

@@ -152,6 +152,63 @@ EXTRA: dict[str, tuple[str, bytes, str, dict, list[str], list[str]]] = {
         ["broken.parquet could not be read as parquet"],
     ),  # fmt: skip
     "raw_bytes": ("blob.bin", b"\x00\x01\x02", "bytes", {}, ["obj == b'\\x00\\x01\\x02'"], []),
+    # Uploaded before the host kept a table extension for legacy code pages: recorded as
+    # binary, yet a file named like a table that decodes as one is read as a table.
+    "bytes_cp1251_csv": (
+        "отчёт.csv",
+        "Товар;Сумма\nЧай;1 234,50\nКофе;87,25\nСахар;15,00\n".encode("cp1251"),
+        "bytes",
+        {},
+        [
+            "obj.shape == (3, 2) and obj['Товар'][0] == 'Чай'",
+            "obj['Сумма'].tolist() == [1234.5, 87.25, 15.0]",
+            "obj.attrs['labbot']['encoding'] == 'cp1251'",
+        ],
+        [],
+    ),
+    "bytes_named_csv_with_nul": (
+        "dump.csv",
+        b"a,b\n1,\x002\n3,4\n",
+        "bytes",
+        {},
+        ["isinstance(obj, bytes)"],
+        [],
+    ),  # fmt: skip
+    "bytes_cp1252_prose_txt": (
+        "notes.txt",
+        "Café notes: we met at noon.\nNothing else.\n".encode("cp1252"),
+        "bytes",
+        {},
+        ["isinstance(obj, bytes) and obj.startswith(b'Caf')"],
+        [],
+    ),
+    "bytes_options_refused": (
+        "blob.bin",
+        b"\x00\x01",
+        "bytes",
+        {"sep": ";"},
+        [],
+        ["the bytes loader takes no options"],
+    ),  # fmt: skip
+    # A wide table's preview keeps its decisions line whole (the columns are cut first).
+    "wide_decimal_comma_preview": (
+        "breit.csv",
+        (
+            "Umsatzbericht\n\n"
+            + ";".join(f"Filiale Nummer {i}" for i in range(40))
+            + "\n"
+            + "".join(";".join(f"{r}.{i:03d},5{r}" for i in range(40)) + "\n" for r in range(1, 4))
+        ).encode(),
+        "csv",
+        {},
+        [
+            "obj.shape == (3, 40) and obj['Filiale Nummer 1'][0] == 1001.51",
+            "len(loaders.preview(obj)) <= 600",
+            "loaders.preview(obj).splitlines()[-1].startswith('Read: ')",
+            "loaders.preview(obj).splitlines()[-1].endswith('convert=False)')",
+        ],
+        [],
+    ),
 }
 
 # Expressions about preview(), evaluated in the runtime; each must be True.

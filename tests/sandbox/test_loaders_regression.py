@@ -19,15 +19,9 @@ BASELINE: dict[str, dict] = json.loads(BASE.read_text(encoding="utf-8"))
 TEXT_DTYPES = {"object", "str", "string"}
 
 # Files whose reading changed on purpose: key -> why the new reading is the better one.
-_BLANK = "a blank first row is dropped (the old reading kept an all-empty row 0)"
-_TEXT = "blank row and column dropped; the all-text block's first row is its header"
 CHANGED: dict[str, str] = {
-    "shared/xlsx/base.xlsx": f"Sheet1: {_BLANK}; Sheet3: {_TEXT}",
-    "shared/xlsb/base.xlsb": f"Sheet1: {_BLANK}; Sheet3: {_TEXT}",
-    "shared/xls/base.xls": _BLANK,
-    "shared/ods/base.ods": _BLANK,
-    "shared/xlsx/any_sheets.xlsx": "the note under the data ('This workbook contains 4 sheets')"
-    " and the blank row above it are dropped as a footnote",
+    "shared/dta/missing_test.dta": "var1's only value label is on its missing code .a, so it"
+    " stays a number column (all missing, counted in the decisions), not an empty category",
 }
 
 

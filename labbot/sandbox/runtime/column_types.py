@@ -24,6 +24,8 @@ _SEPS = {",": ",", ".": r"\.", " ": f"[{SPACES}]", "'": "['’]", "": ""}
 _CANDIDATES = [(".", ""), (",", ""), (".", ","), (",", "."), (",", " "), (".", " "), (".", "'"),
                (",", "'")]  # fmt: skip
 _DIGIT = re.compile(r"\d")
+# What is left of a number or a date once its units are gone (a loose first look).
+_LOOSE = re.compile(r"[-+−()\d.,'’/:T年月日eE\s]*\d[-+−()\d.,'’/:T年月日eE\s]*")
 TOTAL = re.compile(
     r"^\s*(grand\s+total|sub-?total|totals?|summe|gesamt(summe)?|insgesamt|totale?|totaal|"
     r"suma|razem|ogółem|итого|всего|合計|合计|总计|總計|小計|小计|sum|total\s+general|"
@@ -160,9 +162,8 @@ def convert_column(s: Any, hint: str | None, opts: dict) -> tuple[Any, str | Non
 
     if not (s.dtype == object or pd.api.types.is_string_dtype(s)):
         return None, None, None
-    first = s.dropna().iloc[:1].tolist()
-    if first and not isinstance(first[0], str):
-        return None, None, None  # dates or numbers a spreadsheet already typed
+    if not might_convert(s):
+        return None, None, None
     if len(s) > 2000 and not _sample_converts(s, hint, opts):
         return None, None, None  # a bounded look first: big text columns stay fast
     text = s.astype("str").where(s.notna(), "")
@@ -202,6 +203,24 @@ def convert_column(s: Any, hint: str | None, opts: dict) -> tuple[Any, str | Non
     return out, how + said, None
 
 
+def is_text(s: Any) -> bool:
+    """Whether a column holds text (object or a string dtype)."""
+    return s.dtype == object or s.dtype.kind in "OSU" or str(s.dtype) in ("str", "string")
+
+
+def might_convert(s: Any) -> bool:
+    """Whether the first values of a text column look like numbers or dates at all: a cheap,
+    bounded look in plain Python before any whole-column work (labels and names stop here)."""
+    values = [v for v in s.iloc[:300].tolist() if v is not None and v == v]
+    if values and not isinstance(values[0], str):
+        return False  # dates or numbers a spreadsheet already typed
+    words = [t for t in (str(v).strip(SPACES) for v in values) if t and t not in MISSING]
+    if not words:
+        return False
+    fits = sum(1 for t in words if _LOOSE.fullmatch(CURRENCY.sub("", t).replace("%", "")))
+    return fits >= 0.8 * len(words)
+
+
 def _sample_converts(s: Any, hint: str | None, opts: dict) -> bool:
     """Whether the first 1000 values convert (or nearly: then the whole column is looked at
     to say why not)."""
@@ -228,18 +247,39 @@ def _not_numbers(rest: Any, hint: str | None) -> Any:
 
 def file_decimal(columns: list[Any]) -> str | None:
     """The decimal separator the file's text columns show unambiguously (',' or '.'), if any."""
-    comma = dot = 0
+    cells: list[str] = []
     for col in columns:
-        sample = col.iloc[:2000].dropna().astype(str).str.strip(SPACES).iloc[:300]
-        comma += int(sample.str.contains(r"\d,\d{1,2}(?:\D*)$|\d\.\d{3},\d", regex=True).sum())
-        dot += int(sample.str.contains(r"\d\.\d{1,2}(?:\D*)$|\d,\d{3}\.\d", regex=True).sum())
+        values = [v for v in col.iloc[:2000].tolist() if isinstance(v, str)]
+        cells += values[:300]
+    return text_decimal(cells)
+
+
+_COMMA_DECIMAL = re.compile(r"\d,\d{1,2}(?:\D*)$|\d\.\d{3},\d")
+_DOT_DECIMAL = re.compile(r"\d\.\d{1,2}(?:\D*)$|\d,\d{3}\.\d")
+
+
+def text_decimal(cells: list[str]) -> str | None:
+    """The decimal separator more of these cells show unambiguously (',' or '.'), if any."""
+    comma = dot = 0
+    for cell in cells:
+        t = cell.strip(SPACES)
+        comma += bool(_COMMA_DECIMAL.search(t))
+        dot += bool(_DOT_DECIMAL.search(t))
     if comma > dot:
         return ","
     return "." if dot else None
 
 
-def drop_summary_rows(df: Any, keep: bool) -> tuple[Any, list[str]]:
-    """The frame without trailing total, footnote and blank rows; what was dropped."""
+def _is_note(row: Any, cells: list[Any], first: str) -> bool:
+    """A note under the data: one text in the first column (or merged across the row)."""
+    one = len(cells) == 1 or len(set(map(str, cells))) == 1 and len(first) > 15 and " " in first
+    at_start = isinstance(row.iloc[0], str) and row.iloc[0].strip() == first
+    return one and at_start and isinstance(cells[0], str) and not _DIGIT.match(first)
+
+
+def drop_summary_rows(df: Any, keep: bool, notes: bool = True) -> tuple[Any, list[str]]:
+    """The frame without trailing rows labelled as totals (and, with `notes`, footnote and blank
+    rows); what was dropped."""
     import pandas as pd
 
     dropped: list[str] = []
@@ -251,16 +291,12 @@ def drop_summary_rows(df: Any, keep: bool) -> tuple[Any, list[str]]:
         cells = [c for c in row.tolist() if c is not None and not (isinstance(c, float) and c != c)
                  and not (isinstance(c, str) and not c.strip()) and c is not pd.NaT]  # fmt: skip
         first = str(cells[0]).strip() if cells else ""
-        if not cells:
+        if not cells and notes:
             n -= 1
-        elif TOTAL.match(first):
+        elif cells and TOTAL.match(first):
             dropped.append(f"total row {first[:30]!r}")
             n -= 1
-        elif (
-            (len(cells) == 1 or len(set(map(str, cells))) == 1 and len(first) > 15 and " " in first)
-            and df.shape[1] >= 3
-            and (isinstance(cells[0], str) and not _DIGIT.match(first))
-        ):
+        elif notes and cells and df.shape[1] >= 3 and _is_note(row, cells, first):
             dropped.append(f"footnote {first[:30]!r}")
             n -= 1
         else:
@@ -272,11 +308,18 @@ def convert_frame(df: Any, opts: dict, decided: dict) -> Any:
     """Convert each text column that wholly converts; record how, or why not, in `decided`."""
     if opts.get("convert") is False:
         return df
-    texts = [df[c] for c in df.columns if df[c].dtype == object or str(df[c].dtype) == "str"]
+    # Only text columns whose first values look like numbers or dates are looked at further.
+    todo = [
+        i for i in range(df.shape[1]) if is_text(df.iloc[:, i]) and might_convert(df.iloc[:, i])
+    ]
+    if not todo:
+        return df
+    texts = [df.iloc[:, i] for i in todo]
     hint = opts.get("decimal") or decided.get("decimal") or file_decimal(texts)
     how: dict[str, str] = {}
     kept: dict[str, str] = {}
-    for i, col in enumerate(list(df.columns)):
+    for i in todo:
+        col = df.columns[i]
         out, done, why = convert_column(df.iloc[:, i], hint, opts)
         if out is not None:
             df.isetitem(i, out)

@@ -11,8 +11,9 @@ from typing import Any
 _PLAIN = ("utf-8", "ascii")
 
 
-def describe(decided: dict | None, df: Any = None) -> str:
-    """One line: what was decided and the load_file(...) arguments that override it."""
+def describe(decided: dict | None, df: Any = None, width: int = 370) -> str:
+    """One line of at most `width` characters: what was decided (trimmed first) and the
+    load_file(...) arguments that override it."""
     if not decided:
         return ""
     said: list[str] = []
@@ -50,7 +51,7 @@ def describe(decided: dict | None, df: Any = None) -> str:
         undo.append("table=0" if decided["table"] else "table=1")
     cols = decided.get("columns") or {}
     if cols:
-        said.append("; ".join(f"{c}: {h}" for c, h in list(cols.items())[:6]))
+        said.append("; ".join(_grouped(cols)))
         undo.append("convert=False")
         if any("day first" in h or "month first" in h for h in cols.values()):
             first = any("day first" in h for h in cols.values())
@@ -65,7 +66,24 @@ def describe(decided: dict | None, df: Any = None) -> str:
         undo.append("user_missing=True")
     if not said:
         return ""
-    line = "Read: " + ", ".join(said)
+    tail = ""
     if undo:
-        line += " — override: load_file(<file>, " + ", ".join(dict.fromkeys(undo)) + ")"
-    return line
+        tail = " — override: load_file(<file>, " + ", ".join(dict.fromkeys(undo)) + ")"
+    what = ", ".join(said)
+    room = max(width - len("Read: ") - len(tail), 40)
+    if len(what) > room:
+        what = what[: room - 1] + "…"
+    return "Read: " + what + tail
+
+
+def _grouped(cols: dict[str, str]) -> list[str]:
+    """'a, b: how' per distinct conversion, at most three names each (a wide table's forty
+    alike columns take one entry)."""
+    by_how: dict[str, list[str]] = {}
+    for col, how in cols.items():
+        by_how.setdefault(how, []).append(col)
+    out = []
+    for how, names in by_how.items():
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        out.append(f"{shown}: {how}")
+    return out

@@ -84,9 +84,9 @@ def _load_html(path: str, name: str, encoding: str | None = None, **opts: Any) -
 
     text = read_text(path, encoding)
     try:
-        ours = {k: opts.pop(k) for k in ("decimal", "dayfirst", "convert", "keep_totals", "dates")
-                if k in opts}  # fmt: skip
-        opts.setdefault("thousands", None)  # decided per column below, never per cell
+        ours = {k: opts.pop(k) for k in ("decimal", "thousands", "dayfirst", "convert",
+                                         "keep_totals", "dates") if k in opts}  # fmt: skip
+        opts["thousands"] = None  # decided per column below, never per cell
         tables = pd.read_html(io.StringIO(text), **opts)
     except ValueError:  # no <table>: give the readable text
         from bs4 import BeautifulSoup
@@ -97,7 +97,11 @@ def _load_html(path: str, name: str, encoding: str | None = None, **opts: Any) -
         return re.sub(r"\n\s*\n+", "\n\n", soup.get_text("\n")).strip()
     import text_tables
 
-    tables = [text_tables.finish(t, {}, ours) for t in tables]
+    # A table with a header row was laid out by hand: notes under it may go.
+    tables = [
+        text_tables.finish(t, {}, {**ours, "_by_hand": not isinstance(t.columns, pd.RangeIndex)})
+        for t in tables
+    ]
     return tables[0] if len(tables) == 1 else tables
 
 

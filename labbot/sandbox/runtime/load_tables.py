@@ -236,12 +236,67 @@ def _readstat(func: str, path: str, **opts: Any) -> Any:
     return df
 
 
-def _load_stata(path: str, name: str, **opts: Any) -> Any:
-    import pandas as pd
+def _stata_code(v: Any) -> Any:
+    if v.__class__.__name__ != "StataMissingValue":
+        return v
+    return v.string if v.string != "." else float("nan")
 
-    with pd.read_stata(path, iterator=True, **opts) as reader:
-        df = reader.read()
-        df.attrs["column_labels"] = {k: v for k, v in reader.variable_labels().items() if v}
+
+def _load_stata(path: str, name: str, **opts: Any) -> Any:
+    """Stata: lettered missing codes (.a-.z) missing, counted with their labels; value labels
+    applied only to a variable whose every value is labelled (else the numbers stay)."""
+    import pandas as pd
+    import pyreadstat
+
+    apply = opts.pop("apply_value_formats", opts.pop("convert_categoricals", True))
+    keep_codes = opts.pop("user_missing", False)
+    opts.setdefault("convert_missing", True)
+    try:
+        with pd.read_stata(path, iterator=True, convert_categoricals=False, **opts) as reader:
+            df = reader.read()
+            df.attrs["column_labels"] = {k: v for k, v in reader.variable_labels().items() if v}
+    except ValueError:  # pandas cannot keep missing codes beside dates: plain NaN then
+        opts["convert_missing"] = False
+        with pd.read_stata(path, iterator=True, convert_categoricals=False, **opts) as reader:
+            df = reader.read()
+            df.attrs["column_labels"] = {k: v for k, v in reader.variable_labels().items() if v}
+    meta = pyreadstat.read_dta(path, metadataonly=True)[1]
+    labels = meta.variable_value_labels
+    decided: dict[str, Any] = {}
+    codes: dict[str, list[str]] = {}
+    for col in [c for c in df.columns if df[c].dtype.kind == "O"]:
+        lettered = df[col].map(lambda v: isinstance(v, pd.io.stata.StataMissingValue))
+        if not lettered.any():
+            continue
+        if keep_codes:  # the codes as Stata writes them ('.a'), plain missing as NaN
+            df[col] = df[col].map(_stata_code)
+            continue
+        found = df.loc[lettered, col].map(lambda v: v.string).value_counts()
+        named = labels.get(col, {})
+        codes[col] = [f"{c} {named.get(c[1:], '')} ×{n}".replace("  ", " ") for c, n in
+                      found.items() if c != "."]  # fmt: skip
+        single = meta.readstat_variable_types.get(col) == "float"
+        df[col] = pd.to_numeric(df[col].where(~lettered), errors="coerce").astype(
+            "float32" if single else "float64"
+        )
+        if not codes[col]:
+            del codes[col]
+    kept: dict[str, str] = {}
+    for col, named in labels.items() if apply else ():
+        numeric = {k: v for k, v in named.items() if not isinstance(k, str)}
+        values = set(df[col].dropna().unique()) if col in df.columns else {""}
+        if numeric and values <= set(numeric):
+            order = list(dict.fromkeys(numeric.values()))
+            df[col] = pd.Categorical(df[col].map(numeric), categories=order)
+        elif numeric:
+            kept[col] = f"labels on {len(numeric)} codes not applied; the numbers are kept"
+    df.attrs["value_labels"] = labels
+    if codes:
+        decided["missing_codes"] = codes
+    if kept:
+        decided["kept_numeric"] = kept
+    if decided:
+        df.attrs["labbot"] = decided
     return df
 
 

@@ -196,7 +196,8 @@ def _short(obj: Any, max_chars: int) -> str:
         said = decisions.describe(getattr(obj, "attrs", {}).get("labbot"), obj)
         if not said:
             return _frame_line(obj, max_chars)
-        return _frame_line(obj, min(max_chars, 220)) + "\n" + said
+        # The columns give way first: the line saying how the file was read stays whole.
+        return _frame_line(obj, max(60, min(220, max_chars - len(said) - 45))) + "\n" + said
     if mod.startswith("numpy") and hasattr(obj, "shape"):
         return f"ndarray shape={tuple(obj.shape)} dtype={obj.dtype}"
     if mod.startswith("PIL"):

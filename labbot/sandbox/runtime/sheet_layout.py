@@ -63,6 +63,11 @@ class Layout:
     names: list[str] | None
     found: bool = True
 
+    @property
+    def made_by_hand(self) -> bool:
+        """A header was found: rows above it, blank rows and notes under the data may go."""
+        return self.found and self.header is not None
+
     def decisions(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         top = self.group if self.group is not None else self.header
@@ -75,11 +80,10 @@ class Layout:
 
     def decimal_hint(self, grid: list[list[Any]]) -> str | None:
         import column_types
-        import pandas as pd
 
         cells = [c for r in grid[self.first_data : self.first_data + 200] for c in r
                  if isinstance(c, str) and c]  # fmt: skip
-        return column_types.file_decimal([pd.Series(cells, dtype=object)]) if cells else None
+        return column_types.text_decimal(cells) if cells else None
 
 
 def _names(rows: list[list[Any]], header: int, group: int | None, width: int) -> list[str]:
@@ -133,7 +137,9 @@ def find_layout(rows: list[list[Any]], header: Any = "auto", skiprows: Any = Non
         return Layout(start, None, None, width, None, found=False)
     h: int | None = first - 1
     if h is None or h < start or n[h] < max(1, need - 1) or not _texty(rows[h]):
-        h = None
+        # No header: nothing shows a layout made by hand, so every row stays as it is.
+        width = max((len(r) for r in rows[start:]), default=0)
+        return Layout(start, None, None, width, None)
     group = None
     if h is not None and h - 1 >= start:
         g = rows[h - 1]
@@ -200,6 +206,20 @@ def serial_dates(df: Any, decided: dict) -> Any:
     return df
 
 
+def _as_it_is(path: str, sheet_name: str, decided: dict, opts: dict) -> Any:
+    """A sheet with no header: its rows as pandas reads them (blank rows and notes kept), the
+    first row the header only when it is all text; text columns still converted."""
+    import load_tables
+    import pandas as pd
+    import text_tables
+
+    with open(path, "rb") as fh:
+        raw = pd.read_excel(fh, sheet_name=sheet_name, header=None, engine="calamine")
+    df = load_tables._promote_header(raw)
+    decided["header_row"] = 0 if df is not raw else None
+    return text_tables.finish(df, decided, opts)
+
+
 def read_workbook(path: str, name: str, sheet: Any, table: Any, opts: dict) -> Any:
     """Each visible non-empty sheet's main table (dict when several); decisions attached."""
     import text_tables
@@ -229,10 +249,16 @@ def read_workbook(path: str, name: str, sheet: Any, table: Any, opts: dict) -> A
             decided["other_tables"] = [f"rows {a + 1}-{b}" for i, (a, b) in enumerate(blocks)
                                        if i != pick]  # fmt: skip
         a, b = blocks[pick]
+        if table is None and ("header" in opts or "skiprows" in opts):
+            a, b = 0, len(rows)  # the user's rows count from the top of the sheet
+        user = table is not None or "header" in opts or "skiprows" in opts
+        if not user and len(blocks) == 1 and not find_layout(rows[a:b]).made_by_hand:
+            frames[sheet_name] = _as_it_is(path, sheet_name, decided, opts)
+            continue
         df = text_tables.rows_to_frame(rows[a:b], decided, opts)
         if decided.get("title_rows_skipped") is not None or a:
             decided["title_rows_skipped"] = a + decided.get("title_rows_skipped", 0)
-        frames[sheet_name] = serial_dates(df, decided)
+        frames[sheet_name] = df if opts.get("convert") is False else serial_dates(df, decided)
     if not frames:
         import pandas as pd
 

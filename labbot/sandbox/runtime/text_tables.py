@@ -61,8 +61,7 @@ def detect_encoding(head: bytes) -> str:
     return enc
 
 
-def _prefix_lines(path: str, raw: bytes | None, encoding: str) -> tuple[list[str], bool]:
-    head = raw[:PREFIX] if raw is not None else read_head(path, PREFIX)
+def _prefix_lines(head: bytes, encoding: str) -> tuple[list[str], bool]:
     whole = len(head) < PREFIX
     text = codecs.getincrementaldecoder(encoding)(errors="replace").decode(head, final=whole)
     lines = text.splitlines()
@@ -116,11 +115,12 @@ def rows_to_frame(rows: list[list[Any]], decided: dict, opts: dict) -> Any:
 
         df = load_tables._promote_header(pd.DataFrame(rows).replace({"": None}))
         return finish(df, decided, {**opts, "_grid": True})
+    by_hand = layout.made_by_hand
     body = [r + [None] * (layout.width - len(r)) for r in rows[layout.first_data :]]
     df = pd.DataFrame([r[: layout.width] for r in body], columns=layout.names or None)
     df = df.replace({"": None}).infer_objects()
     decided.update(layout.decisions())
-    return finish(df, decided, {**opts, "_grid": True})
+    return finish(df, decided, {**opts, "_grid": True, "_by_hand": by_hand})
 
 
 def _typed(df: Any) -> Any:
@@ -141,10 +141,12 @@ def _typed(df: Any) -> Any:
 
 
 def finish(df: Any, decided: dict, opts: dict) -> Any:
-    """Drop blank rows and columns and trailing totals, convert columns, attach decisions."""
+    """Drop trailing totals (and, under a header found by hand, blank rows and columns and
+    notes), convert columns, attach decisions."""
     import pandas as pd
 
-    first = df.iloc[:, 0].isna() if df.shape[1] else None
+    by_hand = bool(opts.get("_by_hand"))
+    first = df.iloc[:, 0].isna() if df.shape[1] and by_hand else None
     if first is not None and first.any() and df[first].isna().all(axis=1).any():
         df = df.dropna(how="all")  # only when a blank row can exist: no copy of big frames
     empty = [c for c in df.columns if str(c).startswith("Unnamed") or c is None or c == ""]
@@ -152,7 +154,7 @@ def finish(df: Any, decided: dict, opts: dict) -> Any:
     if blank:
         df = df.drop(columns=blank)
         decided["blank_columns_dropped"] = len(blank)
-    df, dropped = column_types.drop_summary_rows(df, bool(opts.get("keep_totals")))
+    df, dropped = column_types.drop_summary_rows(df, bool(opts.get("keep_totals")), by_hand)
     if dropped:
         decided["dropped_rows"] = dropped
     if not isinstance(df.index, pd.RangeIndex) or df.index.start != 0 or df.index.step != 1:
@@ -182,7 +184,7 @@ def read_table(path: str, name: str, sep: str | None = None, **opts: Any) -> Any
     head = raw[:PREFIX] if raw is not None else read_head(path, PREFIX)
     encoding = encoding or detect_encoding(head)
     decided: dict[str, Any] = {"encoding": encoding}
-    lines, whole = _prefix_lines(path, raw, encoding)
+    lines, whole = _prefix_lines(head, encoding)
     if sep is None and "delimiter" not in opts:
         fixed = fixed_width_rows(lines) if whole else None
         if fixed is not None:
@@ -226,7 +228,8 @@ def read_table(path: str, name: str, sep: str | None = None, **opts: Any) -> Any
         ) from exc
     if layout is not None and layout.names is not None:
         df.columns = layout.names[: df.shape[1]] + list(df.columns[len(layout.names) :])
-    return finish(df, decided, {**ours, **opts})
+    by_hand = layout is not None and layout.made_by_hand
+    return finish(df, decided, {**ours, **opts, "_by_hand": by_hand})
 
 
 def looks_like_table(text: str) -> bool:
