@@ -1,0 +1,100 @@
+"""Several processes on one data dir: the bot (open_app), the operator's CLI beside it, the
+sweeper. Nothing outside SQLite may open the database file: closing any descriptor of it drops
+every POSIX lock the process holds on it, so another process closing its last connection
+believes it is the last, checkpoints and deletes the WAL under the first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import sys
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+from labbot.app import open_app
+from labbot.config import load_settings
+from tests.conftest import chunks_of
+
+LABBOT = str(Path(sys.executable).with_name("labbot"))
+
+
+def exists(path: Path | str) -> bool:
+    return Path(path).exists()
+
+
+async def labbot(data_dir: Path, *args: str) -> Any:
+    """Run the real `labbot ARGS... --json` in its own process; its JSON output."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABBOT_")}
+    env["LABBOT_DATA_DIR"] = str(data_dir)
+    proc = await asyncio.create_subprocess_exec(
+        LABBOT,
+        *args,
+        "--json",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, (out, err)
+    return json.loads(out)
+
+
+async def test_the_cli_beside_the_running_bot_loses_nothing(tmp_path: Path) -> None:
+    """With the bot's stores open (three migrations, as `labbot run` and `labbot chat` do),
+    `labbot files add` and `labbot files list` in other processes neither delete the bot's WAL
+    nor hide each other's writes, and the database stays intact."""
+    data = tmp_path / "data"
+    settings = load_settings(LABBOT_DATA_DIR=data, LABBOT_SANDBOX="off", SANDBOX_WARM_POOL=0)
+    upload = tmp_path / "from-cli.csv"
+    upload.write_bytes(b"a,b\n1,2\n")
+    wal = Path(f"{settings.database_path}-wal")
+    async with AsyncExitStack() as stack:
+        app = await stack.enter_async_context(open_app(settings))
+        first = (await app.store.save("u", "bot-1.txt", chunks_of(b"one"))).record
+        assert exists(wal)
+
+        [added] = await labbot(data, "files", "add", str(upload), "--user", "u")
+        assert exists(wal), "the CLI deleted the WAL of the running bot"
+        # The bot sees what the CLI added, and its own next write reaches other processes.
+        assert {r.id for r in await app.store.list("u")} == {first.id, added["id"]}
+        second = (await app.store.save("u", "bot-2.txt", chunks_of(b"two"))).record
+        listed = await labbot(data, "files", "list", "--user", "u")
+        assert {r["id"] for r in listed} == {first.id, added["id"], second.id}
+        assert exists(wal)
+        assert await app.store.read_bytes("u", added["id"]) == b"a,b\n1,2\n"
+
+    with sqlite3.connect(settings.database_path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert db.execute("SELECT count(*) FROM files").fetchone() == (3,)
+
+
+async def test_the_database_file_is_never_opened_outside_sqlite(tmp_path: Path) -> None:
+    """Starting the bot's stores (each migrates), saving, listing and closing open no descriptor
+    of the database or its WAL files outside SQLite (Python's audit hook sees every os.open and
+    open; SQLite's own opens are not Python's)."""
+    settings = load_settings(
+        LABBOT_DATA_DIR=tmp_path / "data", LABBOT_SANDBOX="off", SANDBOX_WARM_POOL=0
+    )
+    database = str(settings.database_path)
+    opened: list[str] = []
+    watching = True
+
+    def hook(event: str, args: tuple[object, ...]) -> None:
+        if watching and event == "open" and str(args[0]).startswith(database):
+            opened.append(str(args[0]))
+
+    sys.addaudithook(hook)  # hooks cannot be removed: this one stops watching at the end
+    try:
+        for _ in range(2):  # a fresh data dir, then an existing one
+            async with open_app(settings) as app:
+                await app.store.save("u", "a.txt", chunks_of(b"a"))
+                await app.store.list("u")
+    finally:
+        watching = False
+    assert exists(database)
+    assert opened == []
