@@ -15,11 +15,19 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from labbot.app import open_app
 from labbot.config import load_settings
+from tests.backends import BACKENDS, mongo_database
 from tests.conftest import chunks_of
+from tests.files.stress import Counts, run_mongo, run_sqlite
 
 LABBOT = str(Path(sys.executable).with_name("labbot"))
+# How long the stress runs last here (bench/store_stress.py runs a minute); the SQLite run's
+# wall time is this plus a few seconds.
+STRESS_SECONDS = float(os.environ.get("LABBOT_STRESS_SECONDS", "20"))
+MONGO_STRESS_SECONDS = 5.0
 
 
 def exists(path: Path | str) -> bool:
@@ -98,3 +106,35 @@ async def test_the_database_file_is_never_opened_outside_sqlite(tmp_path: Path) 
         watching = False
     assert exists(database)
     assert opened == []
+
+
+def assert_nothing_lost(counts: Counts) -> None:
+    """Every acknowledged save that was not deleted is there with its bytes, nothing failed,
+    and the run really did work and really killed one of its processes mid-work."""
+    print(counts)  # the figures, for -s and the closing note
+    assert counts.failures == []
+    assert counts.missing_midway == 0  # no listing lacked a file its process had saved
+    assert (counts.found, counts.intact) == (counts.expected, counts.expected)
+    assert counts.integrity in ("ok", "n/a (MongoDB)")
+    assert counts.missing_blobs == 0  # no record lost its bytes
+    assert counts.acknowledged >= 50 and counts.deleted > 0 and counts.calls > 0
+    assert counts.ephemeral > counts.ephemeral_left  # the sweepers removed expired files
+    assert counts.killed_after > 0, counts.killed
+
+
+async def test_processes_sharing_one_data_dir_lose_nothing(tmp_path: Path) -> None:
+    """The bot (with its sweeper), two terminal chats and real `labbot files add/list/rm/sweep`
+    commands save, list, delete and sweep at once for STRESS_SECONDS; one chat is killed with
+    SIGKILL halfway. Every acknowledged save is there, intact; the database's integrity check
+    is ok; no call failed (a "busy" error counts as a failure)."""
+    counts = await run_sqlite(tmp_path / "data", STRESS_SECONDS)
+    assert_nothing_lost(counts)
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "sqlite"])
+async def test_stores_sharing_one_mongo_database_lose_nothing(backend: str, tmp_path: Path) -> None:
+    """The same run on MongoDB (the stand-in, and a real server when LABBOT_TEST_MONGODB_URI is
+    set), with tasks in one process, each with a FileStore of its own."""
+    async with mongo_database(backend) as database:
+        counts = await run_mongo(database, tmp_path / "files", MONGO_STRESS_SECONDS)
+    assert_nothing_lost(counts)
