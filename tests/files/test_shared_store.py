@@ -11,6 +11,7 @@ import json
 import os
 import sqlite3
 import sys
+import threading
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import pytest
 from labbot.app import open_app
 from labbot.config import load_settings
 from tests.backends import BACKENDS, mongo_database
-from tests.conftest import chunks_of
+from tests.conftest import chunks_of, make_store
 from tests.files.stress import Counts, run_mongo, run_sqlite
 
 LABBOT = str(Path(sys.executable).with_name("labbot"))
@@ -138,3 +139,34 @@ async def test_stores_sharing_one_mongo_database_lose_nothing(backend: str, tmp_
     async with mongo_database(backend) as database:
         counts = await run_mongo(database, tmp_path / "files", MONGO_STRESS_SECONDS)
     assert_nothing_lost(counts)
+
+
+async def test_a_starting_process_waits_for_another_process_lock(settings, clock) -> None:
+    """A store starting (migrate, then a listing) while another connection holds the database
+    exclusively, as a process closing the last connection does while it checkpoints and removes
+    the WAL, waits for it (busy_timeout) instead of failing."""
+    first = make_store(settings)
+    await first.start()
+    saved = (await first.save("u", "a.txt", chunks_of(b"a"))).record
+    await first.close()
+    other = sqlite3.connect(settings.database_path, isolation_level=None, check_same_thread=False)
+    other.execute("PRAGMA locking_mode=EXCLUSIVE")
+    other.execute("BEGIN EXCLUSIVE")  # in WAL mode with exclusive locking: no reader passes
+    released = threading.Event()
+
+    def release() -> None:
+        released.set()
+        other.execute("COMMIT")
+        other.close()
+
+    timer = threading.Timer(0.3, release)  # holds the lock a while, as a checkpoint would
+    timer.start()
+    store = make_store(settings)
+    store.clock = clock
+    try:
+        await store.start()
+        listed = await store.list("u")
+    finally:
+        timer.join()
+        await store.close()
+    assert released.is_set() and [r.id for r in listed] == [saved.id]
