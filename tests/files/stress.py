@@ -437,13 +437,20 @@ async def run_mongo(database: Any, blobs_dir: Path, seconds: float) -> Counts:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
 
+    victim_saved = asyncio.Event()
+
     async def long_running(name: str, *, sweeper: bool = False) -> None:
+        emit = ledger.emitter(name)
+
+        def report(event: dict[str, Any]) -> None:
+            emit(event)
+            if "saved" in event and name == "chat-2":
+                victim_saved.set()
+
         async with opened() as store:
             sweeping = asyncio.create_task(store.run_sweeper(0.2)) if sweeper else None
             try:
-                await churn(
-                    store, ledger.emitter(name), name=name, deadline=deadline, seed=len(name)
-                )
+                await churn(store, report, name=name, deadline=deadline, seed=len(name))
             finally:
                 if sweeping is not None:
                     sweeping.cancel()
@@ -484,9 +491,11 @@ async def run_mongo(database: Any, blobs_dir: Path, seconds: float) -> Counts:
         asyncio.create_task(short_lived()),
     ]
     await asyncio.sleep(seconds / 2)  # the middle of the run (a moment, not a synchronisation)
+    async with asyncio.timeout(60):
+        await victim_saved.wait()  # once it has saved
     victim.cancel()
     await asyncio.gather(victim, return_exceptions=True)
-    killed = f"chat-2 (cancelled) at {seconds / 2:.0f} s"
+    killed = f"chat-2 (cancelled) at {loop.time() - deadline + seconds:.0f} s"
     await asyncio.gather(*tasks)
     async with opened() as store:
         found, intact, missing_blobs = await verify(store, ledger)

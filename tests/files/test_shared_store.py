@@ -12,7 +12,7 @@ import os
 import sqlite3
 import sys
 import threading
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, closing
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ async def test_the_cli_beside_the_running_bot_loses_nothing(tmp_path: Path) -> N
         assert exists(wal)
         assert await app.store.read_bytes("u", added["id"]) == b"a,b\n1,2\n"
 
-    with sqlite3.connect(settings.database_path) as db:
+    with closing(sqlite3.connect(settings.database_path)) as db:
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert db.execute("SELECT count(*) FROM files").fetchone() == (3,)
 
