@@ -38,7 +38,7 @@ def row(backend: str, counts: Counts, wall: float) -> list[str]:
         str(len(counts.failures)),
         str(counts.missing_midway),
         f"{counts.ephemeral - counts.ephemeral_left}/{counts.ephemeral}",
-        str(counts.calls),
+        f"{counts.calls} ({counts.cut} cut at the end)",
         f"{counts.killed}, after {counts.killed_after} saves",
     ]
 

@@ -65,7 +65,8 @@ class Ledger:
     ephemeral: int = 0
     missing: list[tuple[str, str]] = field(default_factory=list)  # seen missing mid-run
     failures: list[str] = field(default_factory=list)
-    calls: int = 0  # CLI commands run
+    calls: int = 0
+    cut: int = 0  # commands killed at the deadline  # CLI commands run
 
     def take(self, event: dict[str, Any]) -> None:
         """Record one worker event."""
@@ -114,6 +115,7 @@ class Counts:
     ephemeral: int
     ephemeral_left: int  # records of short-lived files the sweepers had not removed at the end
     calls: int
+    cut: int
     failures: list[str]
     missing_midway: int
     integrity: str
@@ -251,8 +253,10 @@ class Worker:
         await self.proc.stdin.drain()
 
 
-async def cli(data_dir: Path, ledger: Ledger, *args: str, **env: str) -> Any:
-    """One real `labbot ... --json` command; its output, or None when it failed (counted)."""
+async def cli(data_dir: Path, ledger: Ledger, deadline: float, *args: str, **env: str) -> Any:
+    """One real `labbot ... --json` command; its output, or None when it failed (counted).
+    One still running at the deadline is killed with SIGKILL (counted as cut, not failed: it
+    acknowledged nothing), so the run ends on time."""
     proc = await asyncio.create_subprocess_exec(
         LABBOT,
         *args,
@@ -262,13 +266,18 @@ async def cli(data_dir: Path, ledger: Ledger, *args: str, **env: str) -> Any:
         stderr=asyncio.subprocess.PIPE,
     )
     ledger.calls += 1
+    loop = asyncio.get_running_loop()
+    limit = loop.time() + 120
     try:
-        async with asyncio.timeout(120):
+        async with asyncio.timeout_at(min(deadline, limit)):
             out, err = await proc.communicate()
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        ledger.failures.append(f"labbot {args[:2]} did not finish in 120 s")
+        if loop.time() >= limit:
+            ledger.failures.append(f"labbot {args[:2]} did not finish in 120 s")
+        else:
+            ledger.cut += 1
         return None
     if proc.returncode != 0:
         ledger.failures.append(f"labbot {args[:2]} exit {proc.returncode}: {err.decode()[-500:]}")
@@ -293,20 +302,20 @@ async def cli_client(
             path = tmp / f"{name}-{n}-{i}.csv"
             path.write_bytes(f"a,b\n{name},{n}\n{rng.getrandbits(64)},{i}\n".encode())
             paths.append(str(path))
-        added = await cli(data_dir, ledger, "files", "add", *paths, "--user", user)
+        added = await cli(data_dir, ledger, deadline, "files", "add", *paths, "--user", user)
         for entry in added or []:
             ledger.take({"saved": [user, entry["id"], entry["sha256"]]})
             mine[user].append(entry["id"])
         if loop.time() >= deadline:  # a command takes a second or more: start none late
             break
-        listed = await cli(data_dir, ledger, "files", "list", "--user", user)
+        listed = await cli(data_dir, ledger, deadline, "files", "list", "--user", user)
         for file_id in mine[user] if listed is not None else []:
             if file_id not in {r["id"] for r in listed}:
                 ledger.take({"missing": [user, file_id]})
         if n % 2 == 0 and mine[user] and loop.time() < deadline:
             file_id = mine[user].pop(rng.randrange(len(mine[user])))
             ledger.take({"deleting": [user, file_id]})
-            if await cli(data_dir, ledger, "files", "rm", file_id, "--user", user):
+            if await cli(data_dir, ledger, deadline, "files", "rm", file_id, "--user", user):
                 ledger.take({"deleted": [user, file_id]})
 
 
@@ -322,13 +331,14 @@ async def cli_sweeper(data_dir: Path, ledger: Ledger, tmp: Path, deadline: float
         added = await cli(
             data_dir,
             ledger,
+            deadline,
             *("files", "add", str(path), "--user", EPHEMERAL),
             FILE_EXPIRATION_HOURS=SHORT_LIFETIME_HOURS,
         )
         ledger.ephemeral += len(added or [])
         if loop.time() >= deadline:
             break
-        await cli(data_dir, ledger, "files", "sweep")
+        await cli(data_dir, ledger, deadline, "files", "sweep")
 
 
 async def start_worker(data_dir: Path, role: str, name: str, ledger: Ledger) -> Worker:
@@ -355,12 +365,12 @@ async def run_sqlite(data_dir: Path, seconds: float, *, cli_clients: int = 2) ->
     tmp = data_dir.parent / "uploads"
     tmp.mkdir(parents=True, exist_ok=True)
     loop = asyncio.get_running_loop()
-    # The bot first: it creates the database, as on a real install.
-    workers = [await start_worker(data_dir, "bot", "bot", ledger)]
-    async with asyncio.timeout(60):
-        await workers[0].ready.wait()
-    for name in ("chat-1", "chat-2"):
-        workers.append(await start_worker(data_dir, "chat", name, ledger))
+    # All at once on a fresh data dir: three processes create the database together.
+    workers = [
+        await start_worker(data_dir, "bot", "bot", ledger),
+        await start_worker(data_dir, "chat", "chat-1", ledger),
+        await start_worker(data_dir, "chat", "chat-2", ledger),
+    ]
     async with asyncio.timeout(60):
         await asyncio.gather(*(w.ready.wait() for w in workers))
     # One deadline for all: loop.time() is time.monotonic(), one clock for the whole machine.
@@ -537,6 +547,7 @@ def counts(
         ephemeral=ledger.ephemeral,
         ephemeral_left=ephemeral_left,
         calls=ledger.calls,
+        cut=ledger.cut,
         failures=ledger.failures,
         missing_midway=len(ledger.missing),
         integrity=integrity,
