@@ -18,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import random
 import signal
 import sqlite3
 import sys
+import threading
 import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, closing
@@ -101,6 +103,19 @@ class Ledger:
         """The saves that must be present: acknowledged, and not deleted (even maybe)."""
         gone = self.deleted | self.in_flight
         return {key: sha for key, sha in self.saved.items() if key not in gone}
+
+
+class ErrorsAreFailures(logging.Handler):
+    """Counts every error labbot logs (a sweeper pass that failed is logged, not raised)."""
+
+    def __init__(self, report: Callable[[str], None]) -> None:
+        super().__init__(logging.ERROR)
+        self.report = report
+        self.guard = threading.Lock()  # records come from worker threads too
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self.guard:
+            self.report(f"logged: {record.getMessage()} {record.exc_info and record.exc_info[1]!r}")
 
 
 @dataclass
@@ -207,6 +222,8 @@ async def worker_main(data_dir: str, role: str, name: str) -> None:
     def emit(event: dict[str, Any]) -> None:
         print(json.dumps(event), flush=True)
 
+    logging.basicConfig(level=logging.WARNING)  # to the worker's log file
+    logging.getLogger("labbot").addHandler(ErrorsAreFailures(lambda m: emit({"error": m})))
     async with AsyncExitStack() as stack:
         store = (await stack.enter_async_context(open_app(settings))).store
         if role == "bot":
@@ -492,21 +509,26 @@ async def run_mongo(database: Any, blobs_dir: Path, seconds: float) -> Counts:
                     ledger.failures.append(f"short-lived: {type(exc).__name__}: {exc}")
             await asyncio.sleep(PACE)
 
-    victim = asyncio.create_task(long_running("chat-2"))
-    tasks = [
-        asyncio.create_task(long_running("bot", sweeper=True)),
-        asyncio.create_task(long_running("chat-1")),
-        asyncio.create_task(command_client("cli-0", 0)),
-        asyncio.create_task(command_client("cli-1", 1)),
-        asyncio.create_task(short_lived()),
-    ]
-    await asyncio.sleep(seconds / 2)  # the middle of the run (a moment, not a synchronisation)
-    async with asyncio.timeout(60):
-        await victim_saved.wait()  # once it has saved
-    victim.cancel()
-    await asyncio.gather(victim, return_exceptions=True)
-    killed = f"chat-2 (cancelled) at {loop.time() - deadline + seconds:.0f} s"
-    await asyncio.gather(*tasks)
+    errors = ErrorsAreFailures(ledger.failures.append)
+    logging.getLogger("labbot").addHandler(errors)
+    try:
+        victim = asyncio.create_task(long_running("chat-2"))
+        tasks = [
+            asyncio.create_task(long_running("bot", sweeper=True)),
+            asyncio.create_task(long_running("chat-1")),
+            asyncio.create_task(command_client("cli-0", 0)),
+            asyncio.create_task(command_client("cli-1", 1)),
+            asyncio.create_task(short_lived()),
+        ]
+        await asyncio.sleep(seconds / 2)  # the middle of the run (a moment, not a synchronisation)
+        async with asyncio.timeout(60):
+            await victim_saved.wait()  # once it has saved
+        victim.cancel()
+        await asyncio.gather(victim, return_exceptions=True)
+        killed = f"chat-2 (cancelled) at {loop.time() - deadline + seconds:.0f} s"
+        await asyncio.gather(*tasks)
+    finally:
+        logging.getLogger("labbot").removeHandler(errors)
     async with opened() as store:
         found, intact, missing_blobs = await verify(store, ledger)
     left = await database["files"].count_documents({"user": EPHEMERAL})

@@ -12,7 +12,9 @@ import os
 import sqlite3
 import sys
 import threading
+from collections.abc import Iterator
 from contextlib import AsyncExitStack, closing
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import pytest
 
 from labbot.app import open_app
 from labbot.config import load_settings
+from labbot.files import FileStore
 from tests.backends import BACKENDS, mongo_database
 from tests.conftest import chunks_of, make_store
 from tests.files.stress import Counts, run_mongo, run_sqlite
@@ -170,3 +173,43 @@ async def test_a_starting_process_waits_for_another_process_lock(settings, clock
         timer.join()
         await store.close()
     assert released.is_set() and [r.id for r in listed] == [saved.id]
+
+
+async def test_reconcile_skips_a_blob_another_process_deletes_during_its_scan(
+    store: FileStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`labbot files sweep` and the bot's sweeper scan the blob folders while other processes
+    delete files: a blob gone between the listing and its stat is skipped, not a failed sweep
+    (found by the stress run: "file.sweeper_failed ... FileNotFoundError")."""
+    kept = (await store.save("u", "kept.txt", chunks_of(b"kept"))).record
+    gone = (await store.save("u", "gone.txt", chunks_of(b"gone"))).record
+    victim = store.path(gone)
+    assert victim is not None
+    scandir = os.scandir
+
+    class DeletedMeanwhile:
+        """os.scandir, with the victim deleted (record, then bytes, as FileStore.delete does)
+        after the folder was listed and before its entry is looked at."""
+
+        def __init__(self, path: str) -> None:
+            self.entries = scandir(path)
+
+        def __enter__(self) -> DeletedMeanwhile:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.entries.close()
+
+        def __iter__(self) -> Iterator[os.DirEntry[str]]:
+            for entry in self.entries:
+                if entry.path == str(victim):
+                    os.unlink(entry.path)
+                yield entry
+
+    await store.meta.delete("u", gone.id, now=store.clock())
+    monkeypatch.setattr(os, "scandir", DeletedMeanwhile)
+    result = await store.reconcile(min_age=timedelta(0))
+    monkeypatch.undo()
+    assert (result.orphan_blobs, result.partial_files, result.missing_blobs) == (0, 0, 0)
+    assert [r.id for r in await store.list("u")] == [kept.id]
+    assert await store.read_bytes("u", kept.id) == b"kept"
