@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from labbot.errors import StorageError
-from labbot.private import private_dir, private_file
+from labbot.private import private_dir, private_mode
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -27,6 +29,11 @@ class SqliteDatabase:
     transaction, so they are atomic against other coroutines and other processes. Reads run on
     a small pool of reader connections (WAL lets them proceed during a write). sqlite3 errors
     become StorageError, with "busy" when another process holds the lock past ``busy_timeout``.
+
+    Several processes share the file (the bot, the CLI, the sweeper): every connection, reader
+    or writer, waits up to ``busy_timeout`` for another's lock; a process killed mid-transaction
+    leaves only uncommitted WAL frames, which the next reader ignores (the kernel drops its
+    locks). Nothing outside SQLite ever opens the file (see labbot.private for why).
     """
 
     def __init__(self, path: Path, *, busy_timeout: float = 5.0, readers: int = 2) -> None:
@@ -37,22 +44,47 @@ class SqliteDatabase:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._opening = threading.Lock()
+        self._private = False  # folder and files given their modes (by the first connect)
         self._closed = False
 
     def _connection(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(
-                self.path,
-                timeout=self.busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            db = self._connect()
             self._local.db = db
             with self._lock:
                 self._connections.append(db)
+        return db
+
+    def _connect(self) -> sqlite3.Connection:
+        # The database holds tool outputs and conversations: the owner's alone, in a folder
+        # that is the owner's alone. SQLite creates the file (and -wal, -shm with the file's
+        # mode); the folder is 0700 before, and the modes are set by path after: the file is
+        # never opened outside SQLite. (A umask around the connect would be process-wide,
+        # changing the modes of files other threads create meanwhile.)
+        with self._opening:
+            if not self._private:
+                private_dir(self.path.parent)
+                if not os.access(self.path.parent, os.W_OK | os.X_OK):  # say why, as an OSError
+                    raise PermissionError(errno.EACCES, "Permission denied", str(self.path.parent))
+            db = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,  # busy_timeout: readers wait for locks too
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                # Committed transactions survive a killed process (they are in the WAL);
+                # only a power cut may lose the last few.
+                db.execute("PRAGMA synchronous=NORMAL")
+                if not self._private:
+                    private_mode(self.path, "-wal", "-shm", "-journal")
+                    self._private = True
+            except BaseException:
+                db.close()
+                raise
         return db
 
     async def run(self, fn: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
@@ -67,10 +99,13 @@ class SqliteDatabase:
             db.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(db)
+                db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                # SQLite may have rolled back already (a full disk); a failed COMMIT leaves
+                # the transaction open, which would refuse every later write.
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
-            db.execute("COMMIT")
             return result
 
         loop = asyncio.get_running_loop()
@@ -93,7 +128,6 @@ class SqliteDatabase:
         Migrations are named functions recorded in ``_labbot_migrations``; never edit one that
         has shipped, add a new one.
         """
-        await asyncio.to_thread(self._prepare)
 
         def apply(db: sqlite3.Connection) -> None:
             db.execute(
@@ -110,12 +144,6 @@ class SqliteDatabase:
                     )
 
         await self.run(apply, write=True)
-
-    def _prepare(self) -> None:
-        # The database holds tool outputs and conversations: the owner's alone, in a folder
-        # that is the owner's alone. SQLite gives -wal and -shm the database file's mode.
-        private_dir(self.path.parent)
-        private_file(self.path, "-wal", "-shm", "-journal")
 
     async def close(self) -> None:
         """Close every connection; later calls raise StorageError."""

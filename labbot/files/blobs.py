@@ -347,7 +347,10 @@ class LocalBlobStore:
                 target = partial if user.name == TMP_DIR else blobs
                 with os.scandir(user.path) as entries:
                     for entry in entries:
-                        age = now - entry.stat(follow_symlinks=False).st_mtime
+                        try:
+                            age = now - entry.stat(follow_symlinks=False).st_mtime
+                        except FileNotFoundError:  # deleted meanwhile (another process)
+                            continue
                         target.append(
                             StoredBlob(user.name, entry.name.split(".")[0], entry.path, age)
                         )
