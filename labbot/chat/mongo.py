@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from datetime import UTC, datetime
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from pymongo import ASCENDING
+from pymongo.errors import DuplicateKeyError
 
 from labbot.chat.history import Message, repair
-from labbot.chat.usage import ModelUsage, UsageRecord
+from labbot.chat.usage import (
+    HOLD_SECONDS,
+    ExecutionRecord,
+    ExecutionRow,
+    Hold,
+    ModelUsage,
+    RequestRow,
+    Spent,
+    UsageRecord,
+    Window,
+    fits,
+)
+from labbot.errors import StorageError
 from labbot.files.meta.mongo import guarded, reading
-from labbot.sqlite import to_us
+from labbot.sqlite import from_us, to_us
+
+LOCK_SECONDS = 30.0  # a budget lock a crashed process left behind is free again after this
+LOCK_WAIT_SECONDS = 10.0
 
 
 class MongoConversationStore:
@@ -73,35 +93,28 @@ class MongoConversationStore:
 
 
 class MongoUsageLedger:
-    """UsageLedger on the ``usage`` collection (costs as decimal strings, summed exactly)."""
+    """UsageLedger on ``usage``, ``usage_holds`` and ``executions`` (costs as decimal strings,
+    summed exactly). A reservation holds a lease document per user (and guild) in
+    ``usage_locks`` while it measures and keeps its hold: MongoDB's single-document atomicity,
+    no multi-document transaction (a standalone server has none)."""
 
     def __init__(self, database: Any) -> None:
         self.usage = database["usage"]
+        self.holds = database["usage_holds"]
+        self.executions_ = database["executions"]
+        self.locks = database["usage_locks"]
 
     async def start(self) -> None:
         """Create the indexes (idempotent)."""
         await guarded(self.usage.create_index([("user", ASCENDING), ("model", ASCENDING)]))
+        for field in ("user", "guild"):
+            await guarded(self.usage.create_index([(field, ASCENDING), ("created_us", ASCENDING)]))
+        await guarded(self.usage.create_index([("created_us", ASCENDING)]))
+        await guarded(self.executions_.create_index([("created_us", ASCENDING)]))
 
-    async def record(self, entry: UsageRecord) -> None:
+    async def record(self, entry: UsageRecord, *, at: datetime | None = None) -> None:
         """Add one request."""
-        now = datetime.now(UTC)
-        await guarded(
-            self.usage.insert_one(
-                {
-                    "user": entry.user,
-                    "conversation": entry.conversation,
-                    "model": entry.model,
-                    "input_tokens": entry.input_tokens,
-                    "cached_tokens": entry.cached_tokens,
-                    "output_tokens": entry.output_tokens,
-                    "cost_usd": None if entry.cost_usd is None else str(entry.cost_usd),
-                    "estimated": entry.estimated,
-                    "duration_ms": entry.duration_ms,
-                    "created_at": now,
-                    "created_us": to_us(now),
-                }
-            )
-        )
+        await guarded(self.usage.insert_one(_usage_doc(entry, at or datetime.now(UTC))))
 
     async def summary(self, user: str) -> list[ModelUsage]:
         """The user's totals per model, most expensive first."""
@@ -119,3 +132,157 @@ class MongoUsageLedger:
                     row[4] += Decimal(doc["cost_usd"])
         result = [ModelUsage(model, *values) for model, values in totals.items()]
         return sorted(result, key=lambda m: (-m.cost_usd, m.model))
+
+    @asynccontextmanager
+    async def _locked(self, keys: Sequence[str]) -> AsyncIterator[None]:
+        """Hold the lease of every key (in sorted order, so two callers never deadlock)."""
+        token, taken = uuid.uuid4().hex, []
+        try:
+            for key in sorted(set(keys)):
+                await self._acquire(key, token)
+                taken.append(key)
+            yield
+        finally:
+            for key in taken:
+                await guarded(self.locks.update_one({"_id": key, "holder": token}, _FREE))
+
+    async def _acquire(self, key: str, token: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline, pause = loop.time() + LOCK_WAIT_SECONDS, 0.002
+        while True:
+            now = datetime.now(UTC)  # a lease, timed by this machine's clock
+            free = {"_id": key, "$or": [{"holder": None}, {"until": {"$lt": now}}]}
+            taken = {"$set": {"holder": token, "until": now + timedelta(seconds=LOCK_SECONDS)}}
+            try:
+                await guarded(self.locks.update_one(free, taken, upsert=True))
+                return
+            except StorageError as exc:  # a duplicate key: another request holds it, wait
+                if not isinstance(exc.__cause__, DuplicateKeyError):
+                    raise
+            if loop.time() > deadline:
+                raise StorageError("The database is busy; nothing was changed.", hint="Try again.")
+            await asyncio.sleep(pause)  # a back-off between attempts, not a synchronisation
+            pause = min(pause * 2, 0.1)
+
+    async def reserve(self, hold: Hold, windows: Sequence[Window], *, now: datetime) -> list[Spent]:
+        """Measure and keep the hold under the user's (and guild's) lease."""
+        keys = [f"{w.scope}:{w.key}" for w in windows if hold.counts_in(w)]
+        async with self._locked(keys):
+            await guarded(self.holds.delete_many({"created_us": {"$lt": _stale(now)}}))
+            spent = await self.measure(windows, now=now)
+            if fits(hold, spent):
+                doc = {
+                    "_id": hold.id,
+                    "user": hold.user,
+                    "guild": hold.guild,
+                    "priced": hold.priced,
+                    "amount": str(hold.amount),
+                    "created_us": to_us(now),
+                }
+                await guarded(self.holds.insert_one(doc))
+        return spent
+
+    async def settle(
+        self, hold_id: str, entry: UsageRecord, windows: Sequence[Window], *, now: datetime
+    ) -> list[Spent]:
+        """Add the request's row, then drop its hold (counted twice for a moment: never under)."""
+        await guarded(self.usage.insert_one(_usage_doc(entry, now)))
+        await self.release(hold_id)
+        return await self.measure(windows, now=now)
+
+    async def release(self, hold_id: str) -> None:
+        """Drop a hold."""
+        await guarded(self.holds.delete_one({"_id": hold_id}))
+
+    async def measure(self, windows: Sequence[Window], *, now: datetime) -> list[Spent]:
+        """What each window has spent and holds now."""
+        found = []
+        for window in windows:
+            query: dict[str, Any] = {
+                window.scope: window.key,
+                "created_us": {"$gte": to_us(window.since)},
+            }
+            query["cost_usd"] = {"$ne": None} if window.unit == "usd" else None
+            used = Decimal(0)
+            async with reading():
+                async for doc in self.usage.find(query):
+                    if window.unit == "usd":
+                        used += Decimal(doc["cost_usd"])
+                    else:
+                        used += doc["input_tokens"] + doc["output_tokens"]
+                held = Decimal(0)
+                holds = {
+                    window.scope: window.key,
+                    "priced": window.unit == "usd",
+                    "created_us": {"$gte": _stale(now)},
+                }
+                async for doc in self.holds.find(holds):
+                    held += Decimal(doc["amount"])
+            found.append(Spent(window, used, held))
+        return found
+
+    async def record_execution(self, entry: ExecutionRecord, *, at: datetime) -> None:
+        """Add one execution."""
+        doc = {
+            "user": entry.user,
+            "guild": entry.guild,
+            "conversation": entry.conversation,
+            "status": entry.status,
+            "duration_ms": entry.duration_ms,
+            "created_us": to_us(at),
+        }
+        await guarded(self.executions_.insert_one(doc))
+
+    async def requests(self, since: datetime) -> list[RequestRow]:
+        """Every request made since ``since``, oldest first."""
+        async with reading():
+            cursor = self.usage.find({"created_us": {"$gte": to_us(since)}}).sort(
+                "created_us", ASCENDING
+            )
+            return [
+                RequestRow(
+                    d["user"],
+                    d.get("guild"),
+                    d["model"],
+                    d["input_tokens"],
+                    d["output_tokens"],
+                    None if d.get("cost_usd") is None else Decimal(d["cost_usd"]),
+                    from_us(d["created_us"]),
+                )
+                async for d in cursor
+            ]
+
+    async def executions(self, since: datetime) -> list[ExecutionRow]:
+        """Every execution since ``since``, oldest first."""
+        async with reading():
+            cursor = self.executions_.find({"created_us": {"$gte": to_us(since)}}).sort(
+                "created_us", ASCENDING
+            )
+            return [
+                ExecutionRow(d["user"], d.get("guild"), d["status"], from_us(d["created_us"]))
+                async for d in cursor
+            ]
+
+
+_FREE = {"$set": {"holder": None}}
+
+
+def _stale(now: datetime) -> int:
+    return to_us(now - timedelta(seconds=HOLD_SECONDS))
+
+
+def _usage_doc(entry: UsageRecord, at: datetime) -> dict[str, Any]:
+    return {
+        "user": entry.user,
+        "guild": entry.guild,
+        "conversation": entry.conversation,
+        "model": entry.model,
+        "input_tokens": entry.input_tokens,
+        "cached_tokens": entry.cached_tokens,
+        "output_tokens": entry.output_tokens,
+        "cost_usd": None if entry.cost_usd is None else str(entry.cost_usd),
+        "estimated": entry.estimated,
+        "duration_ms": entry.duration_ms,
+        "created_at": at,
+        "created_us": to_us(at),
+    }
