@@ -26,7 +26,16 @@ from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
 from labbot.chat.preferences import AdminLists
-from labbot.chat.usage import ExecutionRecord, Hold, Spent, UsageLedger, UsageRecord, Window, fits
+from labbot.chat.usage import (
+    ExecutionRecord,
+    Hold,
+    Spent,
+    UsageLedger,
+    UsageRecord,
+    Window,
+    fits,
+    usd,
+)
 from labbot.config import Settings
 from labbot.core import ExecutionResult, Status
 from labbot.errors import LabbotError
@@ -142,11 +151,6 @@ def parse_amount(text: str) -> Decimal | None:
             hint='Give a number such as 5 or 2.50 (US dollars, or tokens), or "none".',
         )
     return amount
-
-
-def usd(amount: Decimal) -> str:
-    """Dollars as people read them: $5.00, $0.0031."""
-    return f"${amount:,.2f}" if amount >= 1 or amount == 0 else f"${amount:,.4f}"
 
 
 def amount_text(name: LimitName, amount: Decimal) -> str:

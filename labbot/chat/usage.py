@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Literal, Protocol
 
+from labbot.core import Usage
 from labbot.sqlite import SqliteDatabase, from_us, to_us
 
 HOLD_SECONDS = 900  # a hold older than this (its request crashed) no longer counts
@@ -407,6 +408,64 @@ def _measure(db: sqlite3.Connection, window: Window, now: datetime) -> Spent:
     return Spent(window, used, sum((Decimal(a) for (a,) in holds), Decimal(0)))
 
 
+@dataclass
+class TurnTotals:
+    """The usage events of one turn added up: the quiet line shown after an answer."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    unpriced: int = 0
+    estimated: bool = False
+    models: list[str] = field(default_factory=list)
+
+    def add(self, event: Usage) -> None:
+        """Count one request's usage event."""
+        self.requests += 1
+        self.input_tokens += event.input_tokens
+        self.cached_tokens += event.cached_tokens
+        self.output_tokens += event.output_tokens
+        if event.cost_usd is None:
+            self.unpriced += 1
+        else:
+            self.cost_usd += Decimal(event.cost_usd)
+        self.estimated = self.estimated or event.estimated
+        if event.model not in self.models:
+            self.models.append(event.model)
+
+    def line(self) -> str:
+        """ "1,234 tokens in · 56 out · $0.0012 · gpt-4o-mini" ("~" when estimated)."""
+        approx = "~" if self.estimated else ""
+        cost = "cost unknown" if self.unpriced == self.requests else usd(self.cost_usd)
+        if 0 < self.unpriced < self.requests:
+            cost += " + unpriced"
+        return (
+            f"{approx}{self.input_tokens:,} tokens in · {approx}{self.output_tokens:,} out"
+            f" · {cost} · {', '.join(self.models)}"
+        )
+
+    def to_json(self) -> dict[str, object]:
+        """The totals as JSON (cost a decimal string, None when no request had a price)."""
+        return {
+            "requests": self.requests,
+            "input_tokens": self.input_tokens,
+            "cached_tokens": self.cached_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": None if self.unpriced == self.requests else str(self.cost_usd),
+            "estimated": self.estimated,
+            "models": self.models,
+        }
+
+
+def usd(amount: Decimal) -> str:
+    """Dollars as people read them: $5.00, $0.90, $0.0031 (cents when they say it all)."""
+    if amount >= 1 or amount == amount.quantize(Decimal("0.01")):
+        return f"${amount:,.2f}"
+    return f"${amount:,.4f}"
+
+
 # -- reports ----------------------------------------------------------------------------------
 
 Grouping = Literal["user", "guild", "model", "day"]
@@ -469,3 +528,26 @@ def _add(row: ReportRow, request: RequestRow) -> ReportRow:
         cost_usd=row.cost_usd + (request.cost_usd or 0),
         unpriced_requests=row.unpriced_requests + (request.cost_usd is None),
     )
+
+
+REPORT_COLUMNS = (
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "unpriced_requests",
+    "executions",
+)
+
+
+def report_table(rows: Sequence[ReportRow], total: ReportRow, by: Grouping) -> list[str]:
+    """The report as aligned text lines (a header, a line per key, the totals)."""
+    head = f"{by:<24}{'requests':>9}{'input':>13}{'output':>11}{'USD':>11}{'execs':>7}"
+    lines = [head]
+    for row in [*rows, total]:
+        key = (row.key or "(none)")[:23]
+        lines.append(
+            f"{key:<24}{row.requests:>9,}{row.input_tokens:>13,}{row.output_tokens:>11,}"
+            f"{row.cost_usd:>11.4f}{row.executions:>7,}"
+        )
+    return lines
