@@ -492,7 +492,7 @@ def report(
     timezone: str,
 ) -> tuple[list[ReportRow], ReportRow]:
     """Requests and executions summed per ``by`` (days in ``timezone``), sorted by key, and
-    the totals (key "total"). Executions have no model: by model they are counted under ""."""
+    the totals (key "total"). Executions have no model: by model only the totals count them."""
     from zoneinfo import ZoneInfo
 
     zone = ZoneInfo(timezone)
@@ -512,10 +512,12 @@ def report(
         k = key(r.user, r.guild, r.model, r.created)
         rows[k], total = _add(rows.get(k, ReportRow(k)), r), _add(total, r)
     for e in executions:
+        total = replace(total, executions=total.executions + 1)
+        if by == "model":  # an execution has no model: counted in the totals only
+            continue
         k = key(e.user, e.guild, "", e.created)
         found = rows.get(k, ReportRow(k))
         rows[k] = replace(found, executions=found.executions + 1)
-        total = replace(total, executions=total.executions + 1)
     return [rows[k] for k in sorted(rows)], total
 
 
