@@ -3,7 +3,7 @@
 Each command module adds its commands to the group (``labbot.cli.group.cli``) when imported;
 importing them here makes the command whole."""
 
-from labbot.cli import chat, files, packages, system, usage, worker
+from labbot.cli import chat, files, packages, status, system, usage, worker
 from labbot.cli.group import cli, main
 
-__all__ = ["chat", "cli", "files", "main", "packages", "system", "usage", "worker"]
+__all__ = ["chat", "cli", "files", "main", "packages", "status", "system", "usage", "worker"]

@@ -259,6 +259,7 @@ def bot(ctx: click.Context) -> None:
     from labbot.app import open_app
     from labbot.frontends.discord import create_bot
     from labbot.frontends.discord.setup_check import login, login_error
+    from labbot.frontends.metrics import watching
 
     settings: Settings = ctx.obj["settings"]()
     if settings.DISCORD_TOKEN is None:
@@ -272,7 +273,7 @@ def bot(ctx: click.Context) -> None:
 
     async def serve() -> None:
         # discord.py's "advanced start-up": the App outlives the bot that runs on it.
-        async with open_app(settings) as app, create_bot(app) as client:
+        async with open_app(settings) as app, watching(app), create_bot(app) as client:
             await client.start(token)
 
     try:
