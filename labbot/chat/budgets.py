@@ -298,7 +298,7 @@ class Budgets:
                 continue
             amount = cost if cost is not None else entry.input_tokens + entry.output_tokens
             mark = window.limit * WARN_AT
-            if after.used - amount < mark <= after.used < window.limit:
+            if after.used - amount < mark <= after.used:  # crossed now: once per period
                 warnings.append(BudgetWarning(self._warning(name, after, resets)))
         return warnings
 

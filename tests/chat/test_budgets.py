@@ -3,6 +3,7 @@ ledger, a test clock (never today's date); and the limits that apply to whom."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -18,9 +19,10 @@ from labbot.core import Event, Failed, Final
 from labbot.errors import LabbotError
 from labbot.sqlite import SqliteDatabase
 from tests.conftest import model_settings
-from tests.fakes.app import fake_settings
+from tests.fakes.app import fake_settings, open_fake_app
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.replies import Reply
+from tests.fakes.scripted_model import ScriptedModel
 
 
 class Clock:
@@ -177,3 +179,33 @@ def test_amounts_admins_type() -> None:
         parse_amount("-3")
     with pytest.raises(LabbotError, match="not an amount"):
         parse_amount("lots")
+
+
+async def test_a_turn_running_holds_what_it_may_spend(tmp_path: Path) -> None:
+    """Two turns of one user at once: while the first request is in flight its most possible
+    cost (its input and 4,096 tokens out: over $0.0025) is held, so the second turn is refused
+    at once with the hold named; the first is answered, and settling frees the hold."""
+    model = ScriptedModel()
+    go = asyncio.Event()
+
+    async def slow(body: dict) -> Reply:
+        await go.wait()
+        return Reply.text("A.", usage=spending(100, 10))
+
+    model.respond_with(slow)
+    settings = fake_settings(tmp_path / "d", USER_DAILY_BUDGET_USD="0.002")
+    async with open_fake_app(settings, model) as app:
+        assert app.engine is not None
+        app.engine.budgets.now = Clock(datetime(2031, 3, 14, 12, tzinfo=UTC))
+        first = asyncio.create_task(collect(app.engine.turn("42", "a", "one")))
+        async with asyncio.timeout(10):
+            await model.wait_for_requests(1)
+        second = await collect(app.engine.turn("42", "b", "two"))
+        (refused,) = [e.text for e in second if isinstance(e, Failed)]
+        assert refused.startswith("You have reached your daily budget of $0.0020: $0.00 spent")
+        assert "held by requests still running" in refused
+        go.set()
+        assert [e.text for e in await first if isinstance(e, Final)] == ["A."]
+        (state,) = await app.engine.budgets.states(Payer("42"))
+        assert state.spent == Decimal("0.0000210")  # 100 in, 10 out: the hold is gone
+        assert len(model.requests) == 1

@@ -148,3 +148,35 @@ async def test_rows_for_reports(ledger) -> None:
     assert (total.requests, total.input_tokens, total.unpriced_requests) == (2, 200, 1)
     days, _ = report(requests, executions, by="day", timezone="Pacific/Auckland")
     assert [d.key for d in days] == ["2031-03-13", "2031-03-15"]  # Auckland is UTC+13 then
+
+
+@pytest.fixture
+async def mongo_ledger() -> AsyncIterator[MongoUsageLedger]:
+    async with mongo_database("mongo-standin") as database:
+        found = MongoUsageLedger(database)
+        await found.start()
+        yield found
+
+
+async def test_a_mongo_reservation_waits_for_the_users_lease(mongo_ledger, monkeypatch) -> None:
+    """On MongoDB a reservation takes the user's lease: while another request holds it, a
+    reservation of that user waits (here: gives up, busy, after a short wait), another user's
+    goes on, and a lease a crashed process left behind is free again after LOCK_SECONDS."""
+    from labbot.chat import mongo
+    from labbot.errors import StorageError
+
+    monkeypatch.setattr(mongo, "LOCK_WAIT_SECONDS", 0.05)
+    window = daily("5")
+    async with mongo_ledger._locked(["user:u"]):
+        with pytest.raises(StorageError, match="busy"):
+            await mongo_ledger.reserve(hold(1), [window], now=NOW)
+        other = daily("5", key="v")
+        assert fits(
+            hold(2, user="v"), await mongo_ledger.reserve(hold(2, user="v"), [other], now=NOW)
+        )
+    assert fits(hold(3), await mongo_ledger.reserve(hold(3), [window], now=NOW))
+    stale = datetime.now(UTC) - timedelta(seconds=1)
+    await mongo_ledger.locks.update_one(
+        {"_id": "user:u"}, {"$set": {"holder": "x", "until": stale}}
+    )
+    assert fits(hold(4), await mongo_ledger.reserve(hold(4), [window], now=NOW))
