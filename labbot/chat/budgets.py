@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
 from labbot.chat.preferences import AdminLists
+from labbot.chat.reports import usd
 from labbot.chat.usage import (
     ExecutionRecord,
     Hold,
@@ -34,7 +35,6 @@ from labbot.chat.usage import (
     UsageRecord,
     Window,
     fits,
-    usd,
 )
 from labbot.config import Settings
 from labbot.core import ExecutionResult, Status

@@ -17,6 +17,8 @@ from pymongo.errors import DuplicateKeyError
 from labbot.chat.history import Message, repair
 from labbot.chat.usage import (
     HOLD_SECONDS,
+    NANO,
+    QUARTER_US,
     ExecutionRecord,
     ExecutionRow,
     Hold,
@@ -26,6 +28,7 @@ from labbot.chat.usage import (
     UsageRecord,
     Window,
     fits,
+    nanos,
 )
 from labbot.errors import StorageError
 from labbot.files.meta.mongo import guarded, reading
@@ -103,6 +106,7 @@ class MongoUsageLedger:
         self.holds = database["usage_holds"]
         self.executions_ = database["executions"]
         self.locks = database["usage_locks"]
+        self.spent = database["usage_spent"]  # per user and guild per quarter hour
 
     async def start(self) -> None:
         """Create the indexes (idempotent)."""
@@ -111,10 +115,44 @@ class MongoUsageLedger:
             await guarded(self.usage.create_index([(field, ASCENDING), ("created_us", ASCENDING)]))
         await guarded(self.usage.create_index([("created_us", ASCENDING)]))
         await guarded(self.executions_.create_index([("created_us", ASCENDING)]))
+        await guarded(
+            self.spent.create_index(
+                [("scope", ASCENDING), ("key", ASCENDING), ("quarter", ASCENDING)]
+            )
+        )
+        try:  # the first start fills usage_spent from the requests recorded before it existed
+            await guarded(self.spent.insert_one({"_id": "_built"}))
+        except StorageError as exc:
+            if not isinstance(exc.__cause__, DuplicateKeyError):
+                raise
+            return
+        async with reading():
+            async for doc in self.usage.find({}):
+                await self._add_spent(_record(doc), doc["created_us"])
 
     async def record(self, entry: UsageRecord, *, at: datetime | None = None) -> None:
         """Add one request."""
-        await guarded(self.usage.insert_one(_usage_doc(entry, at or datetime.now(UTC))))
+        when = at or datetime.now(UTC)
+        await guarded(self.usage.insert_one(_usage_doc(entry, when)))
+        await self._add_spent(entry, to_us(when))
+
+    async def _add_spent(self, entry: UsageRecord, at_us: int) -> None:
+        """Count a request in its quarter hour's documents (the user's, the guild's)."""
+        tokens = entry.input_tokens + entry.output_tokens
+        amounts = (
+            {"nanos": 0, "tokens": tokens}
+            if entry.cost_usd is None
+            else {"nanos": nanos(entry.cost_usd), "tokens": 0}
+        )
+        quarter = at_us // QUARTER_US
+        for scope, key in (("user", entry.user), ("guild", entry.guild)):
+            if key is None:
+                continue
+            where = {"_id": f"{scope}\x00{key}\x00{quarter}"}
+            fields = {"scope": scope, "key": key, "quarter": quarter}
+            await guarded(
+                self.spent.update_one(where, {"$inc": amounts, "$setOnInsert": fields}, upsert=True)
+            )
 
     async def summary(self, user: str) -> list[ModelUsage]:
         """The user's totals per model, most expensive first."""
@@ -186,7 +224,7 @@ class MongoUsageLedger:
         self, hold_id: str, entry: UsageRecord, windows: Sequence[Window], *, now: datetime
     ) -> list[Spent]:
         """Add the request's row, then drop its hold (counted twice for a moment: never under)."""
-        await guarded(self.usage.insert_one(_usage_doc(entry, now)))
+        await self.record(entry, at=now)
         await self.release(hold_id)
         return await self.measure(windows, now=now)
 
@@ -204,12 +242,23 @@ class MongoUsageLedger:
             }
             query["cost_usd"] = {"$ne": None} if window.unit == "usd" else None
             used = Decimal(0)
+            since = to_us(window.since)
             async with reading():
-                async for doc in self.usage.find(query):
-                    if window.unit == "usd":
-                        used += Decimal(doc["cost_usd"])
-                    else:
-                        used += doc["input_tokens"] + doc["output_tokens"]
+                if since % QUARTER_US == 0:  # on a quarter hour: the running sums
+                    measure = "nanos" if window.unit == "usd" else "tokens"
+                    sums = {
+                        "scope": window.scope,
+                        "key": window.key,
+                        "quarter": {"$gte": since // QUARTER_US},
+                    }
+                    total = sum([doc[measure] async for doc in self.spent.find(sums)])
+                    used = Decimal(total) * NANO if window.unit == "usd" else Decimal(total)
+                else:
+                    async for doc in self.usage.find(query):
+                        if window.unit == "usd":
+                            used += Decimal(doc["cost_usd"])
+                        else:
+                            used += doc["input_tokens"] + doc["output_tokens"]
                 held = Decimal(0)
                 holds = {
                     window.scope: window.key,
@@ -269,6 +318,23 @@ _FREE = {"$set": {"holder": None}}
 
 def _stale(now: datetime) -> int:
     return to_us(now - timedelta(seconds=HOLD_SECONDS))
+
+
+def _record(doc: dict[str, Any]) -> UsageRecord:
+    """A stored request as a UsageRecord (what usage_spent counts of it)."""
+    cost = doc.get("cost_usd")
+    return UsageRecord(
+        user=doc["user"],
+        conversation=doc["conversation"],
+        model=doc["model"],
+        input_tokens=doc["input_tokens"],
+        cached_tokens=doc["cached_tokens"],
+        output_tokens=doc["output_tokens"],
+        cost_usd=None if cost is None else Decimal(cost),
+        estimated=doc["estimated"],
+        duration_ms=doc["duration_ms"],
+        guild=doc.get("guild"),
+    )
 
 
 def _usage_doc(entry: UsageRecord, at: datetime) -> dict[str, Any]:

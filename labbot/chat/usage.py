@@ -12,15 +12,22 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Literal, Protocol
 
-from labbot.core import Usage
 from labbot.sqlite import SqliteDatabase, from_us, to_us
 
 HOLD_SECONDS = 900  # a hold older than this (its request crashed) no longer counts
+NANO = Decimal("1e-9")
+QUARTER_US = 15 * 60 * 1_000_000  # every time zone's midnight falls on a quarter hour
+
+
+def nanos(cost: Decimal) -> int:
+    """US dollars as integer nano-dollars (prices per million tokens are whole nano-dollars
+    per token, so this is exact in practice)."""
+    return int((cost / NANO).to_integral_value())
 
 
 def _m201_usage(db: sqlite3.Connection) -> None:
@@ -44,6 +51,23 @@ def _m201_usage(db: sqlite3.Connection) -> None:
 
 def _m202_usage_guild_holds_executions(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE usage ADD COLUMN guild TEXT")  # NULL: a DM, the CLI, older rows
+    # What each user and guild spent per quarter hour (nano-dollars of priced requests, tokens
+    # of unpriced ones): a budget check sums a month of these, never a month of requests.
+    db.execute(
+        """CREATE TABLE usage_spent (
+            scope TEXT NOT NULL,
+            key TEXT NOT NULL,
+            quarter INTEGER NOT NULL,
+            nanos INTEGER NOT NULL,
+            tokens INTEGER NOT NULL,
+            PRIMARY KEY (scope, key, quarter)
+        ) WITHOUT ROWID"""
+    )
+    rows = db.execute(
+        "SELECT user, input_tokens, output_tokens, cost_usd, created_us FROM usage"
+    ).fetchall()
+    for user, i, o, cost, created in rows:
+        _add_spent(db, "user", user, created, None if cost is None else Decimal(cost), i + o)
     db.execute("CREATE INDEX usage_by_user_time ON usage (user, created_us)")
     db.execute("CREATE INDEX usage_by_guild_time ON usage (guild, created_us)")
     db.execute("CREATE INDEX usage_by_time ON usage (created_us)")
@@ -382,12 +406,36 @@ def _insert(db: sqlite3.Connection, entry: UsageRecord, at: datetime) -> None:
             entry.guild,
         ),
     )
+    tokens = entry.input_tokens + entry.output_tokens
+    _add_spent(db, "user", entry.user, to_us(at), entry.cost_usd, tokens)
+    if entry.guild is not None:
+        _add_spent(db, "guild", entry.guild, to_us(at), entry.cost_usd, tokens)
+
+
+def _add_spent(
+    db: sqlite3.Connection, scope: str, key: str, at_us: int, cost: Decimal | None, tokens: int
+) -> None:
+    """Count a request in its quarter hour's row of ``usage_spent``."""
+    spent = (0, tokens) if cost is None else (nanos(cost), 0)
+    db.execute(
+        "INSERT INTO usage_spent VALUES (?, ?, ?, ?, ?) ON CONFLICT (scope, key, quarter)"
+        " DO UPDATE SET nanos = nanos + excluded.nanos, tokens = tokens + excluded.tokens",
+        (scope, key, at_us // QUARTER_US, *spent),
+    )
 
 
 def _measure(db: sqlite3.Connection, window: Window, now: datetime) -> Spent:
     column = "user" if window.scope == "user" else "guild"  # one of two fixed names
     since = to_us(window.since)
-    if window.unit == "usd":
+    if since % QUARTER_US == 0:  # a window starting on a quarter hour: the running sums
+        measure = "nanos" if window.unit == "usd" else "tokens"  # one of two fixed names
+        (total,) = db.execute(
+            f"SELECT COALESCE(SUM({measure}), 0) FROM usage_spent"
+            " WHERE scope = ? AND key = ? AND quarter >= ?",
+            (window.scope, window.key, since // QUARTER_US),
+        ).fetchone()
+        used = Decimal(total) * NANO if window.unit == "usd" else Decimal(total)
+    elif window.unit == "usd":
         costs = db.execute(
             f"SELECT cost_usd FROM usage WHERE {column} = ? AND created_us >= ?"
             " AND cost_usd IS NOT NULL",
@@ -406,150 +454,3 @@ def _measure(db: sqlite3.Connection, window: Window, now: datetime) -> Spent:
         (window.key, int(window.unit == "usd"), _stale(now)),
     ).fetchall()
     return Spent(window, used, sum((Decimal(a) for (a,) in holds), Decimal(0)))
-
-
-@dataclass
-class TurnTotals:
-    """The usage events of one turn added up: the quiet line shown after an answer."""
-
-    requests: int = 0
-    input_tokens: int = 0
-    cached_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: Decimal = Decimal(0)
-    unpriced: int = 0
-    estimated: bool = False
-    models: list[str] = field(default_factory=list)
-
-    def add(self, event: Usage) -> None:
-        """Count one request's usage event."""
-        self.requests += 1
-        self.input_tokens += event.input_tokens
-        self.cached_tokens += event.cached_tokens
-        self.output_tokens += event.output_tokens
-        if event.cost_usd is None:
-            self.unpriced += 1
-        else:
-            self.cost_usd += Decimal(event.cost_usd)
-        self.estimated = self.estimated or event.estimated
-        if event.model not in self.models:
-            self.models.append(event.model)
-
-    def line(self) -> str:
-        """ "1,234 tokens in · 56 out · $0.0012 · gpt-4o-mini" ("~" when estimated)."""
-        approx = "~" if self.estimated else ""
-        cost = "cost unknown" if self.unpriced == self.requests else usd(self.cost_usd)
-        if 0 < self.unpriced < self.requests:
-            cost += " + unpriced"
-        return (
-            f"{approx}{self.input_tokens:,} tokens in · {approx}{self.output_tokens:,} out"
-            f" · {cost} · {', '.join(self.models)}"
-        )
-
-    def to_json(self) -> dict[str, object]:
-        """The totals as JSON (cost a decimal string, None when no request had a price)."""
-        return {
-            "requests": self.requests,
-            "input_tokens": self.input_tokens,
-            "cached_tokens": self.cached_tokens,
-            "output_tokens": self.output_tokens,
-            "cost_usd": None if self.unpriced == self.requests else str(self.cost_usd),
-            "estimated": self.estimated,
-            "models": self.models,
-        }
-
-
-def usd(amount: Decimal) -> str:
-    """Dollars as people read them: $5.00, $0.90, $0.0031 (cents when they say it all)."""
-    if amount >= 1 or amount == amount.quantize(Decimal("0.01")):
-        return f"${amount:,.2f}"
-    return f"${amount:,.4f}"
-
-
-# -- reports ----------------------------------------------------------------------------------
-
-Grouping = Literal["user", "guild", "model", "day"]
-
-
-@dataclass(frozen=True, slots=True)
-class ReportRow:
-    """Totals for one user, guild, model or day (``key``; "" for none, e.g. DMs)."""
-
-    key: str
-    requests: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: Decimal = Decimal(0)
-    unpriced_requests: int = 0
-    executions: int = 0
-
-
-def report(
-    requests: Sequence[RequestRow],
-    executions: Sequence[ExecutionRow],
-    *,
-    by: Grouping,
-    timezone: str,
-) -> tuple[list[ReportRow], ReportRow]:
-    """Requests and executions summed per ``by`` (days in ``timezone``), sorted by key, and
-    the totals (key "total"). Executions have no model: by model only the totals count them."""
-    from zoneinfo import ZoneInfo
-
-    zone = ZoneInfo(timezone)
-
-    def key(user: str, guild: str | None, model: str, created: datetime) -> str:
-        if by == "user":
-            return user
-        if by == "guild":
-            return guild or ""
-        if by == "model":
-            return model
-        return created.astimezone(zone).date().isoformat()
-
-    rows: dict[str, ReportRow] = {}
-    total = ReportRow("total")
-    for r in requests:
-        k = key(r.user, r.guild, r.model, r.created)
-        rows[k], total = _add(rows.get(k, ReportRow(k)), r), _add(total, r)
-    for e in executions:
-        total = replace(total, executions=total.executions + 1)
-        if by == "model":  # an execution has no model: counted in the totals only
-            continue
-        k = key(e.user, e.guild, "", e.created)
-        found = rows.get(k, ReportRow(k))
-        rows[k] = replace(found, executions=found.executions + 1)
-    return [rows[k] for k in sorted(rows)], total
-
-
-def _add(row: ReportRow, request: RequestRow) -> ReportRow:
-    return replace(
-        row,
-        requests=row.requests + 1,
-        input_tokens=row.input_tokens + request.input_tokens,
-        output_tokens=row.output_tokens + request.output_tokens,
-        cost_usd=row.cost_usd + (request.cost_usd or 0),
-        unpriced_requests=row.unpriced_requests + (request.cost_usd is None),
-    )
-
-
-REPORT_COLUMNS = (
-    "requests",
-    "input_tokens",
-    "output_tokens",
-    "cost_usd",
-    "unpriced_requests",
-    "executions",
-)
-
-
-def report_table(rows: Sequence[ReportRow], total: ReportRow, by: Grouping) -> list[str]:
-    """The report as aligned text lines (a header, a line per key, the totals)."""
-    head = f"{by:<24}{'requests':>9}{'input':>13}{'output':>11}{'USD':>11}{'execs':>7}"
-    lines = [head]
-    for row in [*rows, total]:
-        key = (row.key or "(none)")[:23]
-        lines.append(
-            f"{key:<24}{row.requests:>9,}{row.input_tokens:>13,}{row.output_tokens:>11,}"
-            f"{row.cost_usd:>11.4f}{row.executions:>7,}"
-        )
-    return lines

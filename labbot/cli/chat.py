@@ -95,7 +95,7 @@ def ask(
       labbot ask "Summarise it" --user 1234 --model gpt-4o
     """
     from labbot.app import open_app
-    from labbot.chat.usage import TurnTotals
+    from labbot.chat.reports import TurnTotals
     from labbot.files import file_chunks
     from labbot.files.receipt import render_upload_confirmation
     from labbot.frontends.escapes import PrintableStream, json_text

@@ -17,7 +17,7 @@ from labbot.cli.group import cli, echo, emit_json, json_option, unusable_data_di
 from labbot.config import Settings
 
 if TYPE_CHECKING:
-    from labbot.chat.usage import Grouping, ReportRow
+    from labbot.chat.reports import Grouping, ReportRow
 
 _UNITS = {"h": "hours", "d": "days", "w": "weeks"}
 
@@ -90,7 +90,7 @@ def usage(ctx: click.Context, since: str, by: str, csv_: bool, json_: bool) -> N
     from contextlib import AsyncExitStack
 
     from labbot.app import open_database
-    from labbot.chat.usage import report, report_table
+    from labbot.chat.reports import report, report_table
 
     if csv_ and json_:
         raise click.UsageError("Choose --csv or --json, not both.")

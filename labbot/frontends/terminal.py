@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.syntax import Syntax
 
 from labbot.app import App
-from labbot.chat.usage import TurnTotals
+from labbot.chat.reports import TurnTotals
 from labbot.core import (
     Event,
     ExecutionResult,

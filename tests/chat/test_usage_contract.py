@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from labbot.chat.mongo import MongoUsageLedger
+from labbot.chat.reports import report
 from labbot.chat.usage import (
     HOLD_SECONDS,
     ExecutionRecord,
@@ -20,7 +21,6 @@ from labbot.chat.usage import (
     UsageRecord,
     Window,
     fits,
-    report,
 )
 from labbot.sqlite import SqliteDatabase
 from tests.backends import BACKENDS, mongo_database
@@ -180,3 +180,71 @@ async def test_a_mongo_reservation_waits_for_the_users_lease(mongo_ledger, monke
         {"_id": "user:u"}, {"$set": {"holder": "x", "until": stale}}
     )
     assert fits(hold(4), await mongo_ledger.reserve(hold(4), [window], now=NOW))
+
+
+async def test_a_window_off_the_quarter_hour_counts_the_rows_themselves(ledger) -> None:
+    """A window starting off a quarter hour (no real midnight does) sums the requests
+    themselves, with the same result."""
+    await ledger.record(record(cost="0.25"), at=NOW - timedelta(minutes=10))
+    await ledger.record(record(cost="0.5"), at=NOW)
+    await ledger.record(record(cost=None), at=NOW)
+    odd = NOW - timedelta(minutes=7)
+    usd, tokens = await ledger.measure(
+        [
+            Window("user", "u", odd, "usd", Decimal(5)),
+            Window("user", "u", odd, "tokens", Decimal(9)),
+        ],
+        now=NOW,
+    )
+    assert (usd.used, tokens.used) == (Decimal("0.5"), 150)
+    (aligned,) = await ledger.measure([daily("5")], now=NOW)
+    assert aligned.used == Decimal("0.75")
+
+
+async def test_sqlite_requests_recorded_before_the_budgets_count(tmp_path: Path) -> None:
+    """The migration fills the running sums from the requests an older labbot recorded."""
+    from labbot.chat.usage import _m201_usage
+    from labbot.sqlite import to_us
+
+    db = SqliteDatabase(tmp_path / "old.sqlite3")
+    await db.migrate([_m201_usage])
+    old = ("u", "c", "gpt-4o-mini", 100, 0, 50, "0.125", 0, 1.0, to_us(NOW))
+    await db.run(
+        lambda c: c.execute(
+            "INSERT INTO usage (user, conversation, model, input_tokens, cached_tokens,"
+            " output_tokens, cost_usd, estimated, duration_ms, created_us)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            old,
+        ),
+        write=True,
+    )
+    ledger = SqliteUsageLedger(db)
+    await ledger.start()
+    (spent,) = await ledger.measure([daily("5")], now=NOW)
+    assert spent.used == Decimal("0.125")
+    await db.close()
+
+
+async def test_mongo_requests_recorded_before_the_budgets_count() -> None:
+    """The first start on MongoDB fills the running sums from the requests already stored
+    (once: a second start adds nothing)."""
+    async with mongo_database("mongo-standin") as database:
+        old = {
+            "user": "u",
+            "conversation": "c",
+            "model": "m",
+            "input_tokens": 100,
+            "cached_tokens": 0,
+            "output_tokens": 50,
+            "cost_usd": "0.125",
+            "estimated": False,
+            "duration_ms": 1.0,
+            "created_at": NOW,
+            "created_us": int(NOW.timestamp() * 1_000_000),
+        }
+        await database["usage"].insert_one(old)
+        for _ in range(2):
+            ledger = MongoUsageLedger(database)
+            await ledger.start()
+        (spent,) = await ledger.measure([daily("5")], now=NOW)
+        assert spent.used == Decimal("0.125")

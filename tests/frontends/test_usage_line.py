@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from labbot.chat.usage import TurnTotals
+from labbot.chat.reports import TurnTotals
 from labbot.core import Usage
 from tests.fakes.app import fake_settings, open_fake_app
 from tests.fakes.openai_server import FakeOpenAI, Reply

@@ -14,7 +14,7 @@ import discord
 from discord.ext import commands
 
 from labbot.chat.budgets import BudgetWarning, Payer
-from labbot.chat.usage import TurnTotals
+from labbot.chat.reports import TurnTotals
 from labbot.core import Failed, FileProduced, OutputFile, TextDelta, ToolStarted, Usage
 from labbot.errors import FileNotFound, FileTooLarge, LabbotError
 from labbot.files import SaveResult

@@ -12,7 +12,7 @@ from discord.ext import commands
 from discord.utils import escape_markdown
 
 from labbot.chat.budgets import Payer, amount_text
-from labbot.chat.usage import Grouping, report, report_table
+from labbot.chat.reports import Grouping, report, report_table
 from labbot.frontends.discord.conversations import conversation_id
 from labbot.frontends.discord.posting import respond, send
 
