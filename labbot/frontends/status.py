@@ -147,10 +147,8 @@ def read_status(path: Path, *, now: datetime | None = None) -> dict[str, Any] | 
     """The bot's last snapshot with its age in seconds (``age_seconds``); None without one."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+        written = datetime.fromisoformat(data["written_at"])
+    except (OSError, ValueError, KeyError, TypeError):  # none, or not one the bot wrote
         return None
-    except (OSError, ValueError):
-        return None
-    written = datetime.fromisoformat(data["written_at"])
     data["age_seconds"] = round(((now or datetime.now(UTC)) - written).total_seconds(), 1)
     return data

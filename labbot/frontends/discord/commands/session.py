@@ -35,7 +35,8 @@ Parquet, SPSS, images, PDFs and 80+ more) to the same message.
 (in it I answer without being mentioned).
 • Files I make (plots, tables) are attached to my answer and kept with your uploads.
 Commands: `/files` your files · `/reset` forget this conversation · `/stop` stop what I'm doing \
-· `/usage` tokens and cost · `/model` pick a model · `/code` show or hide the code I run."""
+· `/usage` tokens, cost and what is left of your limits · `/model` pick a model \
+· `/code` show or hide the code I run."""
 
 
 def conversation_for(interaction: discord.Interaction) -> str:
