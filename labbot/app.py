@@ -12,9 +12,10 @@ reverse.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -54,8 +55,11 @@ class App:
 
 
 @asynccontextmanager
-async def open_app(settings: Settings) -> AsyncIterator[App]:
-    """Open the database, file store, executor and (when configured) the model client."""
+async def open_app(
+    settings: Settings, *, clock: Callable[[], datetime] | None = None
+) -> AsyncIterator[App]:
+    """Open the database, file store, executor and (when configured) the model client.
+    ``clock`` is the engine's "now" (prompts' dates, budget periods); tests pass their own."""
     async with AsyncExitStack() as stack:
         store, conversations, ledger, preferences = await _start_store(settings, stack)
         await conversations.start()
@@ -77,6 +81,7 @@ async def open_app(settings: Settings) -> AsyncIterator[App]:
                 preferences=preferences,
                 ledger=ledger,
                 catalog=catalog,
+                clock=clock or (lambda: datetime.now(UTC)),
             )
         yield App(settings, store, interpreter, conversations, preferences, ledger, catalog, engine)
 

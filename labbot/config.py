@@ -6,6 +6,7 @@ import os
 import re
 import socket
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -108,6 +109,13 @@ class Settings(BaseSettings):
     LLM_MAX_RETRIES: int = Field(3, ge=0, le=10)
     MAX_OUTPUT_TOKENS: int = Field(4096, ge=256)
     TIMEZONE: str = "UTC"
+    # Budgets (unset: no limit); admins change them per user, role or guild with /budget.
+    USER_DAILY_BUDGET_USD: Decimal | None = Field(None, ge=0)
+    USER_MONTHLY_BUDGET_USD: Decimal | None = Field(None, ge=0)
+    GUILD_MONTHLY_BUDGET_USD: Decimal | None = Field(None, ge=0)
+    USER_DAILY_TOKENS: int | None = Field(None, ge=0)
+    # What the operator sees: a Prometheus endpoint (host:port; unset: off).
+    METRICS_LISTEN: str | None = None
     # MongoDB (instead of the embedded SQLite database) for deployments.
     MONGODB_URI: SecretStr | None = None
     MONGODB_DATABASE: str = "labbot"
@@ -124,6 +132,7 @@ class Settings(BaseSettings):
     BLOCKED_CHANNEL_IDS: IdList = []
     RATE_LIMIT_MESSAGES: int = Field(6, ge=1)
     RATE_LIMIT_SECONDS: float = Field(60.0, gt=0)
+    DISCORD_USAGE_FOOTER: bool = False
     # Scaling out (see the README's "Scaling out"): where code runs and where bytes live.
     LABBOT_EXECUTOR: Literal["local", "nats"] = "local"
     LABBOT_NATS_URL: str = "nats://127.0.0.1:4222"
@@ -187,7 +196,7 @@ class Settings(BaseSettings):
             raise ValueError("must be the http(s) address users reach, e.g. https://labbot.example")
         return value.rstrip("/") if value else None
 
-    @field_validator("DOWNLOAD_LISTEN")
+    @field_validator("DOWNLOAD_LISTEN", "METRICS_LISTEN")
     @classmethod
     def _listen_is_host_port(cls, value: str | None) -> str | None:
         if value and not re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}", value):

@@ -31,6 +31,8 @@ def private_dir(path: Path) -> Path:
         with contextlib.suppress(FileExistsError):  # another process made it meanwhile
             created.mkdir(mode=DIR_MODE)
         os.chmod(created, DIR_MODE)
+    if not path.is_dir():  # a file where the folder should be: never chmod it
+        raise NotADirectoryError(20, "Not a directory", str(path))
     os.chmod(path, DIR_MODE)
     return path
 

@@ -11,13 +11,14 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from labbot.chat.budgets import Budgets, Payer, Ticket
 from labbot.chat.history import (
     SELECT_MARGIN,
     ConversationStore,
     Message,
     assistant_message,
     bounded_calls,
-    fit,
+    fit_counted,
     tool_message,
 )
 from labbot.chat.images import ModelImages, image_part
@@ -74,6 +75,7 @@ class Engine:
         ledger: UsageLedger,
         catalog: ModelCatalog,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        budgets: Budgets | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -84,6 +86,7 @@ class Engine:
         self.ledger = ledger
         self.catalog = catalog
         self.clock = clock
+        self.budgets = budgets or Budgets(settings, ledger, preferences.admin, now=clock)
         self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -137,12 +140,15 @@ class Engine:
         *,
         file_ids: Sequence[str] = (),
         image_ids: Sequence[str] = (),
+        payer: Payer | None = None,
     ) -> AsyncIterator[Event]:
         """Answer one message. Turns of one conversation run one at a time; a failure ends
-        the stream with an ``error`` event whose text is fit for the user."""
+        the stream with an ``error`` event whose text is fit for the user. ``payer`` says
+        whose budgets the requests spend (by default the user's alone, with no guild)."""
+        payer = payer or Payer(user)
         async with self._lock(user, conversation):
             try:
-                async for event in self._turn(user, conversation, text, file_ids, image_ids):
+                async for event in self._turn(payer, conversation, text, file_ids, image_ids):
                     yield event
             except LabbotError as exc:
                 log.warning("turn.failed user=%s kind=%s", user, type(exc).__name__)
@@ -150,12 +156,13 @@ class Engine:
 
     async def _turn(
         self,
-        user: str,
+        payer: Payer,
         conversation: str,
         text: str,
         file_ids: Sequence[str],
         image_ids: Sequence[str],
     ) -> AsyncIterator[Event]:
+        user = payer.user
         model = await self.model_for(user)
         attached = [await self.store.get(user, file_id) for file_id in file_ids]
         await self._preview(user, conversation, attached)
@@ -165,11 +172,12 @@ class Engine:
         rounds = self.settings.MAX_TOOL_ROUNDS
         for round_ in range(rounds + 1):
             use_tools = model.tools and round_ < rounds
-            answered: list[tuple[list[Message], Completion]] = []
-            async for event in self._ask(user, conversation, model, use_tools, answered):
+            answered: list[tuple[list[Message], Completion, Ticket]] = []
+            async for event in self._ask(payer, conversation, model, use_tools, answered):
                 yield event
-            ((request, completion),) = answered
-            yield await self._account(user, conversation, model, request, completion)
+            ((request, completion, ticket),) = answered
+            for event in await self._account(conversation, model, request, completion, ticket):
+                yield event
             calls = bounded_calls(
                 completion.tool_calls if use_tools else [],
                 self.settings.MAX_TOOL_CALLS_PER_ROUND,
@@ -185,21 +193,24 @@ class Engine:
                 if code is None:
                     yield await self._refuse(user, conversation, call, str(problem))
                     continue
-                async for event in self._run_code(user, conversation, call, code):
+                async for event in self._run_code(payer, conversation, call, code):
                     yield event
 
     async def _ask(
         self,
-        user: str,
+        payer: Payer,
         conversation: str,
         model: ModelInfo,
         use_tools: bool,
-        answered: list[tuple[list[Message], Completion]],
+        answered: list[tuple[list[Message], Completion, Ticket]],
     ) -> AsyncIterator[Event]:
-        """One request to the model: its text as events, then the request and completion go
-        in ``answered``. A request refused as too large goes again with half the images."""
+        """One request to the model, within the payer's budgets: its text as events, then the
+        request, completion and budget ticket go in ``answered``. A request refused as too
+        large goes again with half the images."""
+        user = payer.user
         while True:
-            request, images = await self._request(user, conversation, model, use_tools)
+            request, images, counted = await self._request(user, conversation, model, use_tools)
+            ticket = await self.budgets.reserve(payer, model, input_tokens=counted)
             completion: Completion | None = None
             try:
                 async for piece in self.llm.stream(
@@ -209,8 +220,9 @@ class Engine:
                         yield TextDelta(piece)
                     else:
                         completion = piece
-            except LLMRequestTooLarge:
-                if images == 0:
+            except BaseException as exc:
+                await self.budgets.release(ticket)
+                if not isinstance(exc, LLMRequestTooLarge) or images == 0:
                     raise
                 keep = images // 2
                 self._image_caps[(user, conversation)] = keep
@@ -222,7 +234,7 @@ class Engine:
                 )
                 continue
             assert completion is not None
-            answered.append((request, completion))
+            answered.append((request, completion, ticket))
             return
 
     async def _user_message(
@@ -258,32 +270,39 @@ class Engine:
 
     async def _request(
         self, user: str, conversation: str, model: ModelInfo, use_tools: bool
-    ) -> tuple[list[Message], int]:
+    ) -> tuple[list[Message], int, int]:
         """System prompt + history trimmed to fit the window (images counted by their size),
-        then the newest images made ready to send; returns it and how many images it holds."""
+        then the newest images made ready to send; returns it, how many images it holds and
+        its input tokens as counted."""
         files = await self.store.list(user)
         system = system_prompt(files, now=self.clock(), timezone=self.settings.TIMEZONE)
         tools = [tool_definition()] if use_tools else None
         budget = model.context_window - min(self.settings.MAX_OUTPUT_TOKENS, model.max_output)
         fixed = {"role": "system", "content": system}  # the system prompt and tools, counted once
-        budget -= await asyncio.to_thread(tokens.count_messages, [fixed], model.name, tools=tools)
+        fixed_tokens = await asyncio.to_thread(
+            tokens.count_messages, [fixed], model.name, tools=tools
+        )
+        budget -= fixed_tokens
         # Stored counts, summed newest turn first: reads and counts only what can be sent.
         counted = await self.conversations.recent(user, conversation, int(budget * SELECT_MARGIN))
-        history = await asyncio.to_thread(fit, counted, budget, model.name)
+        history, history_tokens = await asyncio.to_thread(fit_counted, counted, budget, model.name)
+        used = fixed_tokens + history_tokens
         messages = _with_system(system, history, model)
         cap = self._image_caps.get((user, conversation), sys.maxsize)
         limit = min(self.settings.MAX_IMAGES_PER_REQUEST, cap)
-        return await self.images.expand(user, messages, model=model, limit=limit)
+        expanded, images = await self.images.expand(user, messages, model=model, limit=limit)
+        return expanded, images, used
 
     async def _account(
         self,
-        user: str,
         conversation: str,
         model: ModelInfo,
         request: list[Message],
         completion: Completion,
-    ) -> Usage:
-        """Record the request's tokens and cost in the ledger; estimate what was not reported."""
+        ticket: Ticket,
+    ) -> list[Event]:
+        """Record the request's tokens and cost (settling its budget ticket); estimate what was
+        not reported. The usage event, then a warning for each limit passed 80%."""
         usage = completion.usage
         if usage is None:
             prompt = await asyncio.to_thread(tokens.count_messages, request, model.name)
@@ -295,9 +314,10 @@ class Engine:
         cost = tokens.estimate_cost(
             model.name, input_tokens=input_tokens, output_tokens=output_tokens, cached_tokens=cached
         )
-        await self.ledger.record(
+        warnings = await self.budgets.settle(
+            ticket,
             UsageRecord(
-                user=user,
+                user=ticket.payer.user,
                 conversation=conversation,
                 model=model.name,
                 input_tokens=input_tokens,
@@ -306,9 +326,9 @@ class Engine:
                 cost_usd=cost,
                 estimated=estimated,
                 duration_ms=completion.duration_ms,
-            )
+            ),
         )
-        return Usage(
+        event = Usage(
             model=model.name,
             input_tokens=input_tokens,
             cached_tokens=cached,
@@ -316,6 +336,7 @@ class Engine:
             estimated=estimated,
             cost_usd=None if cost is None else str(cost),
         )
+        return [event, *warnings]
 
     async def _refuse(
         self, user: str, conversation: str, call: ToolCall, problem: str
@@ -329,8 +350,9 @@ class Engine:
         return ToolFinished(call.id, result)
 
     async def _run_code(
-        self, user: str, conversation: str, call: ToolCall, code: str
+        self, payer: Payer, conversation: str, call: ToolCall, code: str
     ) -> AsyncIterator[Event]:
+        user = payer.user
         yield ToolStarted(call.id, code)
         queue: asyncio.Queue[Event] = asyncio.Queue()
 
@@ -353,6 +375,7 @@ class Engine:
                     getter.cancel()
                     getter = None
             outcome: ExecutionResult = task.result()
+            await self.budgets.executed(payer, conversation, outcome)
         finally:
             if getter is not None:  # cancelled while waiting: no pending get left behind
                 getter.cancel()

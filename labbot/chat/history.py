@@ -156,6 +156,11 @@ def fit(counted: list[Counted], budget: int, model: str) -> list[Message]:
     """The history to send to ``model``: made valid (``repair``), then whole turns, newest
     first, while their tokens sum within ``budget`` (always the newest turn). Stored counts are
     used where ``model`` counts alike; images and changed messages are counted again."""
+    return fit_counted(counted, budget, model)[0]
+
+
+def fit_counted(counted: list[Counted], budget: int, model: str) -> tuple[list[Message], int]:
+    """``fit``, and the tokens of the history it keeps."""
     reuse = _counts_alike(model)
     stored = {id(c.message): c.tokens for c in counted}
     sized = []
@@ -175,7 +180,7 @@ def fit(counted: list[Counted], budget: int, model: str) -> list[Message]:
             break
         kept.append(group)
         total += size
-    return [message for group in reversed(kept) for message, _ in group]
+    return [message for group in reversed(kept) for message, _ in group], total
 
 
 @cache

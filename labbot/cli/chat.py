@@ -23,7 +23,7 @@ from labbot.cli.group import (
     user_option,
 )
 from labbot.config import Settings
-from labbot.core import Failed, FileProduced, Status, TextDelta, ToolOutput, ToolStarted
+from labbot.core import Failed, FileProduced, Status, TextDelta, ToolOutput, ToolStarted, Usage
 from labbot.errors import ConfigError, FileNotFound, LabbotError
 from labbot.logs import configure_logging
 
@@ -95,6 +95,7 @@ def ask(
       labbot ask "Summarise it" --user 1234 --model gpt-4o
     """
     from labbot.app import open_app
+    from labbot.chat.reports import TurnTotals
     from labbot.files import file_chunks
     from labbot.files.receipt import render_upload_confirmation
     from labbot.frontends.escapes import PrintableStream, json_text
@@ -151,9 +152,12 @@ def ask(
                 else:
                     receipt = render_upload_confirmation(saved, now=services.store.clock())
                     echo(from_chat_markup(receipt).plain, err=True)  # no **markup** shown
+            totals = TurnTotals()
             async for event in services.engine.turn(
                 user, conversation, question, file_ids=file_ids, image_ids=image_ids
             ):
+                if isinstance(event, Usage):
+                    totals.add(event)
                 data = event.to_json()
                 if isinstance(event, FileProduced):
                     data = await file_json(services, event)
@@ -178,9 +182,13 @@ def ask(
                         echo(f"\nError: {text}", err=True)
                     case _:
                         pass  # usage, results and the final text are in the stream above
+            if json_ and totals.requests:
+                out({"type": "turn_usage", "usage": totals.to_json()})
             if not json_:
                 click.echo(output.flush(), nl=False, err=True)
                 click.echo(answer.flush())
+                if totals.requests:  # one quiet line, on stderr: stdout stays the answer
+                    echo(totals.line(), err=True)
         return failed
 
     if asyncio.run(main()):
@@ -251,6 +259,7 @@ def bot(ctx: click.Context) -> None:
     from labbot.app import open_app
     from labbot.frontends.discord import create_bot
     from labbot.frontends.discord.setup_check import login, login_error
+    from labbot.frontends.metrics import watching
 
     settings: Settings = ctx.obj["settings"]()
     if settings.DISCORD_TOKEN is None:
@@ -264,7 +273,7 @@ def bot(ctx: click.Context) -> None:
 
     async def serve() -> None:
         # discord.py's "advanced start-up": the App outlives the bot that runs on it.
-        async with open_app(settings) as app, create_bot(app) as client:
+        async with open_app(settings) as app, watching(app), create_bot(app) as client:
             await client.start(token)
 
     try:

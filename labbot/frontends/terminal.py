@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.syntax import Syntax
 
 from labbot.app import App
+from labbot.chat.reports import TurnTotals
 from labbot.core import (
     Event,
     ExecutionResult,
@@ -193,10 +194,15 @@ class TerminalChat:
         files, images = self.commands.take_pending()
         with TurnView(self.console) as view, progress_to(view.progress):
             view.step(MODEL_STEP)
+            totals = TurnTotals()
             async for event in self.services.engine.turn(
                 self.user, self.conversation, text, file_ids=files, image_ids=images
             ):
+                if isinstance(event, Usage):
+                    totals.add(event)
                 await self.render(view, event)
+            if totals.requests:  # one quiet line: what the answer cost
+                view.print(plain(totals.line(), "dim"))
 
     async def render(self, view: TurnView, event: Event) -> None:
         """Show one engine event."""

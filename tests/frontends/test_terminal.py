@@ -94,7 +94,8 @@ async def test_ask_json_streams_events_and_saves_files(tmp_path: Path) -> None:
     assert len(produced) == 1
     saved = await asyncio.to_thread(Path(produced[0]["path"]).read_text)
     assert saved.startswith(",region")
-    assert events[-1] == {"type": "final", "text": "Copied."}
+    assert events[-2] == {"type": "final", "text": "Copied."}
+    assert events[-1]["type"] == "turn_usage" and events[-1]["usage"]["requests"] == 2
     assert "sk-test" not in out + err
 
 

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord.ext import commands
 
-from labbot.core import Failed, FileProduced, OutputFile, TextDelta, ToolStarted
+from labbot.chat.budgets import BudgetWarning, Payer
+from labbot.chat.reports import TurnTotals
+from labbot.core import Failed, FileProduced, OutputFile, TextDelta, ToolStarted, Usage
 from labbot.errors import FileNotFound, FileTooLarge, LabbotError
 from labbot.files import SaveResult
 from labbot.files.receipt import format_size
@@ -256,10 +258,18 @@ class Messages(commands.Cog):
 
         stream = ReplyStream(post)
         produced: list[OutputFile] = []
+        totals = TurnTotals()
+        roles = getattr(message.author, "roles", [])  # a member's, in a guild
+        payer = Payer(
+            user,
+            guild=str(message.guild.id) if message.guild else None,
+            roles=frozenset(str(role.id) for role in roles),
+            admin=self.bot.access.is_admin(message.author.id),
+        )
         try:
             async with message.channel.typing():
                 async for event in services.engine.turn(
-                    user, conversation, text, file_ids=file_ids, image_ids=image_ids
+                    user, conversation, text, file_ids=file_ids, image_ids=image_ids, payer=payer
                 ):
                     match event:
                         case TextDelta(text=piece):
@@ -270,8 +280,14 @@ class Messages(commands.Cog):
                             produced.append(file)
                         case Failed(text=problem):
                             await stream.write(f"\n⚠️ {shown_text(problem)}")
+                        case BudgetWarning(text=warning):
+                            await stream.write(f"\n-# ⚠️ {shown_text(warning)}\n")
+                        case Usage() if self.bot.settings.DISCORD_USAGE_FOOTER:
+                            totals.add(event)
                         case _:
                             pass  # status, output, usage and the final text: not shown here
+            if totals.requests:
+                await stream.write(f"\n-# {totals.line()}")
         finally:
             await stream.flush(final=True)
             view.stop()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 from discord.utils import escape_markdown
 
+from labbot.chat.budgets import Payer, amount_text
+from labbot.chat.reports import Grouping, report, report_table
 from labbot.frontends.discord.conversations import conversation_id
 from labbot.frontends.discord.posting import respond, send
 
@@ -17,6 +20,13 @@ if TYPE_CHECKING:
     from labbot.frontends.discord.bot import LabBot
 
 MAX_CHOICES = 25
+MAX_REPORT_LINES = 20  # lines of /usage all (a message holds 2,000 characters)
+LIMIT_LABELS = {
+    "user_daily_usd": "Daily budget",
+    "user_monthly_usd": "Monthly budget",
+    "guild_monthly_usd": "This server's monthly budget",
+    "user_daily_tokens": "Daily tokens (models without a price)",
+}
 
 HELP = """**labbot** analyses your data with Python in a private sandbox.
 • Mention me (or reply to me, or DM me) with a question; attach files (CSV, Excel, JSON, \
@@ -25,7 +35,8 @@ Parquet, SPSS, images, PDFs and 80+ more) to the same message.
 (in it I answer without being mentioned).
 • Files I make (plots, tables) are attached to my answer and kept with your uploads.
 Commands: `/files` your files · `/reset` forget this conversation · `/stop` stop what I'm doing \
-· `/export` this conversation as a notebook · `/usage` tokens and cost · `/model` pick a model \
+· `/export` this conversation as a notebook · `/usage` tokens, cost and what is left of your \
+limits · `/model` pick a model \
 · `/code` show or hide the code I run."""
 
 
@@ -127,24 +138,81 @@ class Session(commands.Cog):
         )
 
     @app_commands.command(name="usage")
-    async def usage(self, interaction: discord.Interaction) -> None:
-        """Your tokens and cost per model."""
-        rows = await self.bot.services.ledger.summary(str(interaction.user.id))
-        if not rows:
-            await respond(interaction, "No model requests yet.")
+    @app_commands.describe(
+        everyone="Admins only: everyone's usage (tokens, requests, cost, executions)",
+        days="With all: how many days back",
+        by="With all: one line per user, server, model or day",
+    )
+    @app_commands.rename(everyone="all")
+    async def usage(
+        self,
+        interaction: discord.Interaction,
+        everyone: bool = False,
+        days: app_commands.Range[int, 1, 366] = 7,
+        by: Literal["user", "guild", "model", "day"] = "user",
+    ) -> None:
+        """Your tokens and cost per model, and what is left of your limits."""
+        if everyone:
+            await self._usage_all(interaction, days, by)
             return
-        lines = [
-            "**Your usage**",
-            "```",
-            f"{'model':<22}{'requests':>9}{'input':>12}{'cached':>10}{'output':>10}{'USD':>10}",
-        ]
-        for r in rows:
-            lines.append(
-                f"{r.model[:21]:<22}{r.requests:>9}{r.input_tokens:>12,}"
-                f"{r.cached_tokens:>10,}{r.output_tokens:>10,}{r.cost_usd:>10.4f}"
-            )
-        lines.append("```")
-        await respond(interaction, "\n".join(lines))
+        user = str(interaction.user.id)
+        rows = await self.bot.services.ledger.summary(user)
+        lines = ["**Your usage**"] if rows else ["No model requests yet."]
+        if rows:
+            lines += [
+                "```",
+                f"{'model':<22}{'requests':>9}{'input':>12}{'cached':>10}{'output':>10}{'USD':>10}",
+            ]
+            for r in rows:
+                lines.append(
+                    f"{r.model[:21]:<22}{r.requests:>9}{r.input_tokens:>12,}"
+                    f"{r.cached_tokens:>10,}{r.output_tokens:>10,}{r.cost_usd:>10.4f}"
+                )
+            lines.append("```")
+        engine = self.bot.services.engine
+        if engine is not None:
+            states = await engine.budgets.states(self._payer(interaction))
+            if states:
+                lines.append("**Your limits**")
+            for state in states:
+                lines.append(
+                    f"{LIMIT_LABELS[state.name]}: {amount_text(state.name, state.spent)} spent,"
+                    f" {amount_text(state.name, state.left)} left of"
+                    f" {amount_text(state.name, state.limit)}; resets"
+                    f" {engine.budgets.when(state.resets)}."
+                )
+        await respond(interaction, "\n".join(lines)[:2000])
+
+    def _payer(self, interaction: discord.Interaction) -> Payer:
+        roles = getattr(interaction.user, "roles", [])
+        return Payer(
+            str(interaction.user.id),
+            guild=str(interaction.guild_id) if interaction.guild_id else None,
+            roles=frozenset(str(role.id) for role in roles),
+            admin=self.bot.access.is_admin(interaction.user.id),
+        )
+
+    async def _usage_all(self, interaction: discord.Interaction, days: int, by: Grouping) -> None:
+        """Everyone's usage, for admins: a table with totals."""
+        if not self.bot.access.is_admin(interaction.user.id):
+            await respond(interaction, "Only the bot's admins can see everyone's usage.")
+            return
+        ledger, since = self.bot.services.ledger, datetime.now(UTC) - timedelta(days=days)
+        rows, total = report(
+            await ledger.requests(since),
+            await ledger.executions(since),
+            by=by,
+            timezone=self.bot.settings.TIMEZONE,
+        )
+        table = report_table(rows, total, by)
+        shown, cut = table[:1] + table[1:-1][:MAX_REPORT_LINES] + table[-1:], len(table) - 2
+        more = (
+            f"\n{cut - MAX_REPORT_LINES} more lines: `labbot usage --csv` has them all."
+            if cut > MAX_REPORT_LINES
+            else ""
+        )
+        body = "\n".join(line.replace("`", "'") for line in shown)  # stays in the block
+        await respond(interaction, f"**Usage, last {days} days, by {by}**\n```\n{body}\n```{more}")
 
     @app_commands.command(name="model")
     @app_commands.describe(
