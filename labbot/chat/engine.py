@@ -34,6 +34,7 @@ from labbot.core import (
     ToolOutput,
     ToolStarted,
     Usage,
+    progress_to,
 )
 from labbot.errors import LabbotError, LLMRequestTooLarge
 from labbot.files import FileRecord, FileStore, kind_by_name
@@ -44,10 +45,12 @@ from labbot.llm.prompts import system_prompt
 from labbot.llm.protocol import Completion, ModelClient, ToolCall
 from labbot.llm.tools import read_call, tool_definition
 from labbot.sandbox import Executor
+from labbot.sandbox.slots import FairSlots, Ticket
 
 log = logging.getLogger(__name__)
 
 PREVIEW_MAX_BYTES = 64 * 1024 * 1024
+WAITING = "waiting for a free"  # how a wait for a slot is named (a progress step → a Status)
 
 
 class Engine:
@@ -86,6 +89,9 @@ class Engine:
         # Images per request a conversation's provider took after refusing more (HTTP 413).
         self._image_caps: dict[tuple[str, str], int] = {}
         self._models = ProviderAllowList(settings, catalog, llm.list_models, store=conversations)
+        # Model requests at once, for the bot and for each guild, handed out fairly by user.
+        self._model_slots = FairSlots(settings.MAX_CONCURRENT_MODEL_REQUESTS)
+        self._guild_slots: dict[str, FairSlots] = {}
 
     async def models(self) -> ModelAllowList:
         """The models users may pick (the provider's list is asked for when needed)."""
@@ -129,12 +135,14 @@ class Engine:
         *,
         file_ids: Sequence[str] = (),
         image_ids: Sequence[str] = (),
+        guild: str | None = None,
     ) -> AsyncIterator[Event]:
         """Answer one message. Turns of one conversation run one at a time; a failure ends
-        the stream with an ``error`` event whose text is fit for the user."""
+        the stream with an ``error`` event whose text is fit for the user. ``guild`` (the
+        Discord server, if any) shares MAX_CONCURRENT_MODEL_REQUESTS_PER_GUILD."""
         async with self._lock(user, conversation):
             try:
-                async for event in self._turn(user, conversation, text, file_ids, image_ids):
+                async for event in self._turn(user, conversation, text, file_ids, image_ids, guild):
                     yield event
             except LabbotError as exc:
                 log.warning("turn.failed user=%s kind=%s", user, type(exc).__name__)
@@ -147,6 +155,7 @@ class Engine:
         text: str,
         file_ids: Sequence[str],
         image_ids: Sequence[str],
+        guild: str | None,
     ) -> AsyncIterator[Event]:
         model = await self.model_for(user)
         attached = [await self.store.get(user, file_id) for file_id in file_ids]
@@ -158,7 +167,7 @@ class Engine:
         for round_ in range(rounds + 1):
             use_tools = model.tools and round_ < rounds
             answered: list[tuple[list[Message], Completion]] = []
-            async for event in self._ask(user, conversation, model, use_tools, answered):
+            async for event in self._ask(user, conversation, model, use_tools, answered, guild):
                 yield event
             ((request, completion),) = answered
             yield await self._account(user, conversation, model, request, completion)
@@ -187,13 +196,22 @@ class Engine:
         model: ModelInfo,
         use_tools: bool,
         answered: list[tuple[list[Message], Completion]],
+        guild: str | None = None,
     ) -> AsyncIterator[Event]:
         """One request to the model: its text as events, then the request and completion go
         in ``answered``. A request refused as too large goes again with half the images."""
         while True:
             request, images = await self._request(user, conversation, model, use_tools)
             completion: Completion | None = None
+            tickets: list[tuple[FairSlots, Ticket]] = []
             try:
+                for slots, what in self._model_gates(guild):
+                    ticket = slots.enter(user)
+                    tickets.append((slots, ticket))
+                    if not ticket.granted:
+                        log.info("model.waiting user=%s busy=%d", user, slots.busy)
+                        yield Status(slots.why_wait(user, what, "requests"))
+                        await ticket.wait()
                 async for piece in self.llm.stream(
                     model, request, tools=[tool_definition()] if use_tools else None
                 ):
@@ -213,9 +231,28 @@ class Engine:
                     " files) and asked again."
                 )
                 continue
+            finally:
+                self._leave_gates(guild, tickets)
             assert completion is not None
             answered.append((request, completion))
             return
+
+    def _model_gates(self, guild: str | None) -> list[tuple[FairSlots, str]]:
+        """The slots a model request needs, in order: its guild's, then the bot's."""
+        gates = [(self._model_slots, "model slot")]
+        if guild is not None:
+            slots = self._guild_slots.get(guild)
+            if slots is None:
+                size = self.settings.MAX_CONCURRENT_MODEL_REQUESTS_PER_GUILD
+                slots = self._guild_slots[guild] = FairSlots(size)
+            gates.insert(0, (slots, "model slot of this server"))
+        return gates
+
+    def _leave_gates(self, guild: str | None, tickets: list[tuple[FairSlots, Ticket]]) -> None:
+        for slots, ticket in reversed(tickets):
+            ticket.leave()
+            if slots is not self._model_slots and not slots.busy and not slots.waiting:
+                self._guild_slots.pop(guild or "", None)  # an idle guild is forgotten
 
     async def _user_message(
         self,
@@ -332,9 +369,14 @@ class Engine:
             name: Literal["stdout", "stderr"] = "stderr" if stream == "stderr" else "stdout"
             queue.put_nowait(ToolOutput(call.id, name, text))
 
-        task = asyncio.create_task(
-            self.interpreter.run(user, conversation, code, on_output=on_output)
-        )
+        def on_progress(name: str, started: bool) -> None:
+            if started and name.startswith(WAITING):  # e.g. for a free sandbox slot: say why
+                queue.put_nowait(Status(name))
+
+        with progress_to(on_progress):  # the task copies the context: the hook goes with it
+            task = asyncio.create_task(
+                self.interpreter.run(user, conversation, code, on_output=on_output)
+            )
         getter: asyncio.Future[Event] | None = None
         try:
             while not task.done() or not queue.empty():

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from labbot.errors import SandboxUnavailable
 from labbot.sandbox.frames import FRAME, FileEnd, FileStart, Ready, Result, Stream
 from labbot.sandbox.jail import Cgroup, Jail, SandboxLimits, new_kernel_name
-from labbot.sandbox.jail.freezer import Stopper, tree_cpu_seconds, tree_pids
+from labbot.sandbox.jail.freezer import Stopper, listed_pids, tree_cpu_seconds, tree_pids
 from labbot.sandbox.runtime import protocol
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,7 @@ class KernelProcess:
         self.process: asyncio.subprocess.Process | None = None
         self.cgroup: Cgroup | None = None
         self.stopper: Stopper | None = None  # stops its processes between cells
+        self._procs_file: str | None = None  # the cgroup's process list, when there is one
         self._stderr = bytearray()
         self._cells = 0
         self._reading = False  # a cell waits on the kernel's stdout
@@ -127,6 +128,7 @@ class KernelProcess:
         self.process, self.cgroup = await self.jail.spawn(
             self.name, files_dir=self.files_dir, output_dir=self.output_dir
         )
+        self._procs_file = next(iter(self.cgroup.procs_files()), None)
         self._stderr_task = asyncio.get_running_loop().create_task(self._drain_stderr())
         try:
             async with asyncio.timeout(STARTUP_TIMEOUT):
@@ -195,8 +197,8 @@ class KernelProcess:
         code and is outside the sandbox's PID namespace (a thread)."""
         if self.process is None:
             return []
-        if self.cgroup is not None and self.cgroup.procs_files():
-            found = self.cgroup.pids()
+        if self._procs_file is not None:
+            found = listed_pids(self._procs_file)
         else:
             found = tree_pids(self.process.pid)
         return [pid for pid in found if pid != self.process.pid]
@@ -206,8 +208,7 @@ class KernelProcess:
         if not self.jail.enabled:
             return
         if self.stopper is None:
-            cheap = self.cgroup is not None and bool(self.cgroup.procs_files())
-            self.stopper = Stopper(self._pids, cheap=cheap)
+            self.stopper = Stopper(self._pids, cheap=self._procs_file is not None)
         if self.cgroup is not None:
             self.cgroup.idle(True)  # should a process be continued anyway, it gets 1% of a core
         self.stopper.stop()
@@ -236,7 +237,8 @@ class KernelProcess:
             raise self.dead or KernelLost("killed", "the session had already ended")
         self._cells += 1
         budget = _Budget(self.jail.limits, self._cells)
-        oom_before = await asyncio.to_thread(self.cgroup.oom_kills) if self.cgroup else 0
+        # One small cgroup file: read on the loop (a thread's hand-off per cell cost more).
+        oom_before = self.cgroup.oom_kills() if self.cgroup else 0
         await self._thaw()
         try:
             async with asyncio.timeout(time_limit):

@@ -271,7 +271,12 @@ class Messages(commands.Cog):
         try:
             async with message.channel.typing():
                 async for event in services.engine.turn(
-                    user, conversation, text, file_ids=file_ids, image_ids=image_ids
+                    user,
+                    conversation,
+                    text,
+                    file_ids=file_ids,
+                    image_ids=image_ids,
+                    guild=str(message.guild.id) if message.guild else None,
                 ):
                     match event:
                         case TextDelta(text=piece):
