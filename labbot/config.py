@@ -92,11 +92,15 @@ class Settings(BaseSettings):
     SANDBOX_MEMORY_BUDGET_MB: int = Field(0, ge=0)
     MAX_CONCURRENT_EXECUTIONS: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1)
     MAX_CONCURRENT_EXECUTIONS_PER_USER: int = Field(1, ge=1)
+    EXECUTION_QUEUE_TIMEOUT: float = Field(300.0, gt=0)
+    USER_SLOT_SECONDS_PER_HOUR: float = Field(1800.0, ge=0)
     SANDBOX_AUTO_INSTALL: bool = True
     PACKAGE_ALLOWLIST: str = ""
     PACKAGE_INSTALL_TIMEOUT: float = Field(300.0, gt=0)
     PACKAGE_INSTALLS_PER_HOUR: int = Field(3, ge=0)
     # The model.
+    MAX_CONCURRENT_MODEL_REQUESTS: int = Field(8, ge=1)
+    MAX_CONCURRENT_MODEL_REQUESTS_PER_GUILD: int = Field(4, ge=1)
     OPENAI_API_KEY: SecretStr | None = None
     OPENAI_BASE_URL: str | None = None
     DEFAULT_MODEL: str = "gpt-4.1"

@@ -223,8 +223,16 @@ _progress_hook: ContextVar[ProgressHook | None] = ContextVar("labbot_progress", 
 
 @contextmanager
 def progress_to(hook: ProgressHook) -> Iterator[None]:
-    """Within this block (and the tasks it starts), slow steps call ``hook(name, started)``."""
-    token = _progress_hook.set(hook)
+    """Within this block (and the tasks it starts), slow steps call ``hook(name, started)``,
+    and any hook of an enclosing block too."""
+    outer = _progress_hook.get()
+
+    def both(name: str, started: bool) -> None:
+        hook(name, started)
+        if outer is not None:
+            outer(name, started)
+
+    token = _progress_hook.set(both)
     try:
         yield
     finally:

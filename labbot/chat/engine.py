@@ -38,6 +38,7 @@ from labbot.core import (
     ToolOutput,
     ToolStarted,
     Usage,
+    progress_to,
 )
 from labbot.errors import LabbotError, LLMRequestTooLarge
 from labbot.files import FileRecord, FileStore, kind_by_name
@@ -48,10 +49,13 @@ from labbot.llm.prompts import system_prompt
 from labbot.llm.protocol import Completion, ModelClient, ToolCall
 from labbot.llm.tools import read_call, tool_definition
 from labbot.sandbox import Executor
+from labbot.sandbox.slots import FairSlots
+from labbot.sandbox.slots import Ticket as SlotTicket
 
 log = logging.getLogger(__name__)
 
 PREVIEW_MAX_BYTES = 64 * 1024 * 1024
+WAITING = "waiting for a free"  # how a wait for a slot is named (a progress step → a Status)
 
 
 class Engine:
@@ -96,6 +100,9 @@ class Engine:
         self._models = ProviderAllowList(
             settings, catalog, llm.list_models, store=preferences.admin
         )
+        # Model requests at once, for the bot and for each guild, handed out fairly by user.
+        self._model_slots = FairSlots(settings.MAX_CONCURRENT_MODEL_REQUESTS)
+        self._guild_slots: dict[str, FairSlots] = {}
 
     async def models(self) -> ModelAllowList:
         """The models users may pick (the provider's list is asked for when needed)."""
@@ -144,7 +151,8 @@ class Engine:
     ) -> AsyncIterator[Event]:
         """Answer one message. Turns of one conversation run one at a time; a failure ends
         the stream with an ``error`` event whose text is fit for the user. ``payer`` says
-        whose budgets the requests spend (by default the user's alone, with no guild)."""
+        whose budgets the requests spend and which server's model slots they share
+        (MAX_CONCURRENT_MODEL_REQUESTS_PER_GUILD); by default the user's alone, no guild."""
         payer = payer or Payer(user)
         async with self._lock(user, conversation):
             try:
@@ -212,7 +220,15 @@ class Engine:
             request, images, counted = await self._request(user, conversation, model, use_tools)
             ticket = await self.budgets.reserve(payer, model, input_tokens=counted)
             completion: Completion | None = None
+            slot_tickets: list[tuple[FairSlots, SlotTicket]] = []
             try:
+                for slots, what in self._model_gates(payer.guild):
+                    slot = slots.enter(user)
+                    slot_tickets.append((slots, slot))
+                    if not slot.granted:
+                        log.info("model.waiting user=%s busy=%d", user, slots.busy)
+                        yield Status(slots.why_wait(user, what, "requests"))
+                        await slot.wait()
                 async for piece in self.llm.stream(
                     model, request, tools=[tool_definition()] if use_tools else None
                 ):
@@ -233,9 +249,28 @@ class Engine:
                     " files) and asked again."
                 )
                 continue
+            finally:
+                self._leave_gates(payer.guild, slot_tickets)
             assert completion is not None
             answered.append((request, completion, ticket))
             return
+
+    def _model_gates(self, guild: str | None) -> list[tuple[FairSlots, str]]:
+        """The slots a model request needs, in order: its guild's, then the bot's."""
+        gates = [(self._model_slots, "model slot")]
+        if guild is not None:
+            slots = self._guild_slots.get(guild)
+            if slots is None:
+                size = self.settings.MAX_CONCURRENT_MODEL_REQUESTS_PER_GUILD
+                slots = self._guild_slots[guild] = FairSlots(size)
+            gates.insert(0, (slots, "model slot of this server"))
+        return gates
+
+    def _leave_gates(self, guild: str | None, tickets: list[tuple[FairSlots, SlotTicket]]) -> None:
+        for slots, slot in reversed(tickets):
+            slot.leave()
+            if slots is not self._model_slots and not slots.busy and not slots.waiting:
+                self._guild_slots.pop(guild or "", None)  # an idle guild is forgotten
 
     async def _user_message(
         self,
@@ -360,9 +395,14 @@ class Engine:
             name: Literal["stdout", "stderr"] = "stderr" if stream == "stderr" else "stdout"
             queue.put_nowait(ToolOutput(call.id, name, text))
 
-        task = asyncio.create_task(
-            self.interpreter.run(user, conversation, code, on_output=on_output)
-        )
+        def on_progress(name: str, started: bool) -> None:
+            if started and name.startswith(WAITING):  # e.g. for a free sandbox slot: say why
+                queue.put_nowait(Status(name))
+
+        with progress_to(on_progress):  # the task copies the context: the hook goes with it
+            task = asyncio.create_task(
+                self.interpreter.run(user, conversation, code, on_output=on_output)
+            )
         getter: asyncio.Future[Event] | None = None
         try:
             while not task.done() or not queue.empty():

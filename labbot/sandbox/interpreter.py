@@ -8,6 +8,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
@@ -24,6 +25,7 @@ from labbot.sandbox.jail import INSIDE_FILES, Jail, SandboxLimits, memory_availa
 from labbot.sandbox.kernel_client import KernelLost
 from labbot.sandbox.packages import Allowlist, Installer, InstallPolicy
 from labbot.sandbox.pool import Session, SessionManager
+from labbot.sandbox.slots import FairSlots
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,10 @@ BOT_MEMORY_RESERVE = 512 * 1024 * 1024  # left to the bot itself when sizing ses
 
 async def _nothing(name: str, text: str) -> None:
     return None
+
+
+class SlotWaitTimeout(Exception):
+    """No execution slot came free within EXECUTION_QUEUE_TIMEOUT; the message says why."""
 
 
 def session_capacity(settings: Settings) -> int:
@@ -97,7 +103,12 @@ class CodeInterpreter:
         self.installs = InstallPolicy(
             self.allowlist, self.installer, per_user_hourly=settings.PACKAGE_INSTALLS_PER_HOUR
         )
-        self._global = asyncio.Semaphore(settings.MAX_CONCURRENT_EXECUTIONS)
+        # Fair across users: a user with a cell running waits behind users with none; one over
+        # USER_SLOT_SECONDS_PER_HOUR waits behind everyone (a token bucket of slot seconds).
+        self.slots = FairSlots(
+            settings.MAX_CONCURRENT_EXECUTIONS,
+            budget=settings.USER_SLOT_SECONDS_PER_HOUR or None,
+        )
         self._per_user: dict[str, asyncio.Semaphore] = {}
         self._running: dict[tuple[str, str], tuple[Session, asyncio.Event]] = {}
 
@@ -152,12 +163,49 @@ class CodeInterpreter:
             finally:
                 self.sessions.release()  # unlocked now: the session may make room
 
+    @asynccontextmanager
+    async def _slot(self, user: str) -> AsyncIterator[None]:
+        """Hold one of the machine's execution slots, waiting fairly (with a status saying
+        why) for at most EXECUTION_QUEUE_TIMEOUT seconds.
+
+        :raises SlotWaitTimeout: no slot came free in time.
+        """
+        ticket = self.slots.enter(user)
+        try:
+            if not ticket.granted:
+                why = self.slots.why_wait(user)
+                log.info("slots.waiting user=%s busy=%d queued=%d", user, self.slots.busy,
+                         self.slots.waiting)  # fmt: skip
+                limit = self.settings.EXECUTION_QUEUE_TIMEOUT
+                with progress(why):
+                    try:
+                        async with asyncio.timeout(limit):
+                            await ticket.wait()
+                    except TimeoutError:
+                        raise SlotWaitTimeout(
+                            f"The code was not run: no sandbox slot came free within {limit:g} s"
+                            f" ({why.removeprefix('waiting for a free sandbox slot: ')}). Try"
+                            " again in a few minutes; variables and files are kept."
+                        ) from None
+            yield
+        finally:
+            ticket.leave()
+
     async def _run(
         self, session: Session, code: str, on_output: OutputHandler, files: SessionFiles
     ) -> ExecutionResult:
+        try:
+            return await self._run_in_slots(session, code, on_output, files)
+        except SlotWaitTimeout as busy:
+            log.warning("slots.gave_up user=%s", session.user)
+            return ExecutionResult(status="error", error=ExecError("SandboxBusy", str(busy)))
+
+    async def _run_in_slots(
+        self, session: Session, code: str, on_output: OutputHandler, files: SessionFiles
+    ) -> ExecutionResult:
         restarted = session.restarted
-        self.sessions.forget_loss(session)
-        async with self._global:
+        async with self._slot(session.user):
+            self.sessions.forget_loss(session)  # told with this result (not if no slot came)
             result, missing = await self._execute(session, code, on_output, files)
         if missing and result.status == "error" and self.settings.SANDBOX_AUTO_INSTALL:
             # The install waits apart from the execution slots (other users' cells go on).
@@ -166,7 +214,7 @@ class CodeInterpreter:
             if note:
                 result = replace(result, notes=(*result.notes, note))
             if package is not None and session.kernel.alive:
-                async with self._global:
+                async with self._slot(session.user):
                     retried, _ = await self._execute(session, code, on_output, files)
                 result = replace(
                     retried,

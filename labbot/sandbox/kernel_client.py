@@ -23,18 +23,35 @@ from pydantic import ValidationError
 from labbot.errors import SandboxUnavailable
 from labbot.sandbox.frames import FRAME, FileEnd, FileStart, Ready, Result, Stream
 from labbot.sandbox.jail import Cgroup, Jail, SandboxLimits, new_kernel_name
-from labbot.sandbox.jail.freezer import Stopper, tree_cpu_seconds, tree_pids
+from labbot.sandbox.jail.freezer import Stopper, listed_pids, tree_cpu_seconds, tree_pids
 from labbot.sandbox.runtime import protocol
 
 log = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT = 30.0  # imports take 1-2 s; a start that hangs is killed and retried
+# On a loaded machine (load average over its cores) a start is slow, not broken: it may go on
+# this long in all before it counts as failed.
+STARTUP_TIMEOUT_BUSY = 150.0
+# What bubblewrap says when user namespaces (or the rights to make them) are missing.
+NAMESPACE_ERRORS = (
+    "user namespace",
+    "new namespace",
+    "uid map",
+    "unshare",
+    "setting up uid",
+    "no permissions to creat",
+)
 STDERR_KEEP = 4000
 BWRAP_EXIT_GRACE = 2.0  # seconds for bubblewrap to exit after its kernel was killed
 STREAM_SLACK = 200  # the "[... N bytes of output omitted ...]" marker between head and tail
 
 StreamHandler = Callable[[str, str], Awaitable[None]]
 FileHandler = Callable[[str, AsyncIterator[bytes]], Awaitable[None]]
+
+
+def machine_busy() -> bool:
+    """True while the machine's load average is over its number of cores."""
+    return os.getloadavg()[0] > (os.cpu_count() or 1)
 
 
 class KernelLost(Exception):
@@ -112,6 +129,7 @@ class KernelProcess:
         self.process: asyncio.subprocess.Process | None = None
         self.cgroup: Cgroup | None = None
         self.stopper: Stopper | None = None  # stops its processes between cells
+        self._procs_file: str | None = None  # the cgroup's process list, when there is one
         self._stderr = bytearray()
         self._cells = 0
         self._reading = False  # a cell waits on the kernel's stdout
@@ -128,10 +146,17 @@ class KernelProcess:
         self.process, self.cgroup = await self.jail.spawn(
             self.name, files_dir=self.files_dir, output_dir=self.output_dir
         )
+        self._procs_file = next(iter(self.cgroup.procs_files()), None)
         self._stderr_task = asyncio.get_running_loop().create_task(self._drain_stderr())
+        reader = asyncio.ensure_future(self._read())
+        waited = 0.0
         try:
-            async with asyncio.timeout(STARTUP_TIMEOUT):
-                ready = await self._read()
+            while not reader.done():
+                await asyncio.wait({reader}, timeout=STARTUP_TIMEOUT)
+                waited += STARTUP_TIMEOUT
+                if not reader.done() and (waited >= STARTUP_TIMEOUT_BUSY or not machine_busy()):
+                    raise TimeoutError
+            ready = reader.result()
             if not isinstance(ready, Ready):
                 raise ProtocolViolation("no ready frame")
         except (
@@ -140,17 +165,52 @@ class KernelProcess:
             ConnectionError,
             ProtocolViolation,
         ) as exc:
+            await self._cancel(reader)
+            oom = await asyncio.to_thread(self.cgroup.oom_kills) if self.cgroup else 0
             await self.kill()
-            detail = self._stderr.decode(errors="replace").strip()[-600:] or type(exc).__name__
-            raise SandboxUnavailable(
-                f"The sandbox failed to start: {detail}",
-                hint="Check `labbot doctor`; bubblewrap needs user namespaces (run as root, or"
-                " allow unprivileged ones), and LABBOT_SANDBOX=off is for development only.",
-            ) from exc
+            raise self._start_failure(exc, waited, oom) from exc
         except BaseException:  # cancelled mid-start: never leave a sandbox behind
+            await asyncio.shield(self._cancel(reader))
             await asyncio.shield(self.kill())
             raise
         self._freeze()
+
+    @staticmethod
+    async def _cancel(reader: asyncio.Future[Any]) -> None:
+        reader.cancel()
+        with contextlib.suppress(BaseException):
+            await reader
+
+    def _start_failure(self, exc: BaseException, waited: float, oom: int) -> SandboxUnavailable:
+        """Why a start failed, in words: out of memory, a busy machine, a set-up problem."""
+        detail = self._stderr.decode(errors="replace").strip()[-600:]
+        if oom:
+            limit = self.jail.limits.memory_bytes // 2**20
+            return SandboxUnavailable(
+                f"The sandbox ran out of memory while starting (limit {limit} MiB).",
+                hint="Raise SANDBOX_MEMORY_MB, or set SANDBOX_PRELOAD=false so fewer packages"
+                " are imported at start.",
+            )
+        if any(text in detail.lower() for text in NAMESPACE_ERRORS):
+            return SandboxUnavailable(
+                f"The sandbox failed to start: {detail}",
+                hint="bubblewrap needs user namespaces: run as root, or allow unprivileged ones"
+                " (`sysctl kernel.unprivileged_userns_clone=1`); `labbot doctor` checks this."
+                " LABBOT_SANDBOX=off is for development only.",
+            )
+        if isinstance(exc, TimeoutError):
+            load, cores = os.getloadavg()[0], os.cpu_count() or 1
+            busy = " because this machine is busy" if load > cores else ""
+            return SandboxUnavailable(
+                f"The sandbox did not start within {waited:g} s{busy} (load {load:.1f} on"
+                f" {cores} cores); nothing is wrong with its set-up. Try again in a minute.",
+                hint="If this keeps happening, lower MAX_SESSIONS or SANDBOX_WARM_POOL, or give"
+                " the bot more CPU.",
+            )
+        return SandboxUnavailable(
+            f"The sandbox failed to start: {detail or type(exc).__name__}",
+            hint="Run `labbot doctor`; its sandbox check says what is missing.",
+        )
 
     def _make_folders(self) -> None:
         for path in (self.files_dir, self.output_dir):
@@ -196,8 +256,8 @@ class KernelProcess:
         code and is outside the sandbox's PID namespace (a thread)."""
         if self.process is None:
             return []
-        if self.cgroup is not None and self.cgroup.procs_files():
-            found = self.cgroup.pids()
+        if self._procs_file is not None:
+            found = listed_pids(self._procs_file)
         else:
             found = tree_pids(self.process.pid)
         return [pid for pid in found if pid != self.process.pid]
@@ -207,8 +267,7 @@ class KernelProcess:
         if not self.jail.enabled:
             return
         if self.stopper is None:
-            cheap = self.cgroup is not None and bool(self.cgroup.procs_files())
-            self.stopper = Stopper(self._pids, cheap=cheap)
+            self.stopper = Stopper(self._pids, cheap=self._procs_file is not None)
         if self.cgroup is not None:
             self.cgroup.idle(True)  # should a process be continued anyway, it gets 1% of a core
         self.stopper.stop()
@@ -237,7 +296,8 @@ class KernelProcess:
             raise self.dead or KernelLost("killed", "the session had already ended")
         self._cells += 1
         budget = _Budget(self.jail.limits, self._cells)
-        oom_before = await asyncio.to_thread(self.cgroup.oom_kills) if self.cgroup else 0
+        # One small cgroup file: read on the loop (a thread's hand-off per cell cost more).
+        oom_before = self.cgroup.oom_kills() if self.cgroup else 0
         await self._thaw()
         try:
             async with asyncio.timeout(time_limit):

@@ -25,10 +25,12 @@ from labbot.core import progress
 from labbot.errors import SandboxUnavailable
 from labbot.sandbox.jail import Jail
 from labbot.sandbox.kernel_client import KernelProcess
+from labbot.sandbox.slots import FairSlots
 
 log = logging.getLogger(__name__)
 
 MAX_REMEMBERED_LOSSES = 10_000
+POOL = "\0pool"  # the warm pool's refills, as a user of the start queue (no real id has a NUL)
 
 Key = tuple[str, str]
 
@@ -79,7 +81,10 @@ class SessionManager:
         self._tasks: list[asyncio.Task[None]] = []
         self._dying: set[asyncio.Task[None]] = set()  # sandboxes being killed
         self._lock = asyncio.Lock()
-        self._starts = asyncio.Semaphore(os.cpu_count() or 2)
+        # Kernel starts at once: a start costs a second or two of CPU, and a burst of them
+        # would each take too long; the rest wait their turn, fairly across users (the warm
+        # pool's refills count as one more user).
+        self._starts = FairSlots(2 * (os.cpu_count() or 1))
         self.dropped = asyncio.Event()  # set whenever a session is ended for a reason
 
     async def start(self) -> None:
@@ -124,7 +129,7 @@ class SessionManager:
                 kernel = KernelProcess(self.jail, self.jail.root)
                 self._starting.add(kernel)
                 try:
-                    await self._start(kernel)
+                    await self._start(kernel, POOL)
                 except Exception:  # keep refilling: a passing failure must not end the pool
                     self._starting.discard(kernel)
                     log.exception("pool.start_failed")
@@ -200,7 +205,7 @@ class SessionManager:
         if kernel in self._starting:
             try:
                 with progress("starting a sandbox"):
-                    await self._start_reserved(kernel)
+                    await self._start_reserved(kernel, user)
             finally:
                 self._starting.discard(kernel)
         async with self._lock:
@@ -250,12 +255,12 @@ class SessionManager:
         most = max(counts[k[0]] for k in candidates)
         return next(k for k in candidates if counts[k[0]] == most)  # OrderedDict: LRU first
 
-    async def _start_reserved(self, kernel: KernelProcess, attempts: int = 2) -> None:
+    async def _start_reserved(self, kernel: KernelProcess, user: str, attempts: int = 2) -> None:
         """Start a kernel reserved for a session; a start that fails or hangs is retried once
         (the same reservation, a new sandbox)."""
         for attempt in range(1, attempts + 1):
             try:
-                await self._start(kernel)
+                await self._start(kernel, user)
                 return
             except SandboxUnavailable:
                 if attempt == attempts:
@@ -263,11 +268,17 @@ class SessionManager:
                 log.warning("kernel.start_retry attempt=%d", attempt)
                 kernel.reset_for_retry()
 
-    async def _start(self, kernel: KernelProcess) -> None:
-        # A start costs a second or two of CPU; a burst of them at once would each take too
-        # long and time out, so they queue here (running cells are not held up by this).
-        async with self._starts:
+    async def _start(self, kernel: KernelProcess, user: str) -> None:
+        # Running cells are not held up by this queue; its wait is not part of the start's
+        # time limit.
+        ticket = self._starts.enter(user)
+        try:
+            if not ticket.granted:
+                with progress("waiting for a free sandbox start: the machine is starting others"):
+                    await ticket.wait()
             await kernel.start()
+        finally:
+            ticket.leave()
 
     def _take_pooled(self) -> KernelProcess | None:
         kernel = None
