@@ -23,7 +23,13 @@ from pydantic import ValidationError
 from labbot.errors import SandboxUnavailable
 from labbot.sandbox.frames import FRAME, FileEnd, FileStart, Ready, Result, Stream
 from labbot.sandbox.jail import Cgroup, Jail, SandboxLimits, new_kernel_name
-from labbot.sandbox.jail.freezer import Stopper, listed_pids, tree_cpu_seconds, tree_pids
+from labbot.sandbox.jail.freezer import (
+    Stopper,
+    listed_pids,
+    parked,
+    tree_cpu_seconds,
+    tree_pids,
+)
 from labbot.sandbox.runtime import protocol
 
 log = logging.getLogger(__name__)
@@ -129,6 +135,7 @@ class KernelProcess:
         self.process: asyncio.subprocess.Process | None = None
         self.cgroup: Cgroup | None = None
         self.stopper: Stopper | None = None  # stops its processes between cells
+        self._parked = False  # the last cell left it parked: nothing was stopped
         self._procs_file: str | None = None  # the cgroup's process list, when there is one
         self._stderr = bytearray()
         self._cells = 0
@@ -263,16 +270,28 @@ class KernelProcess:
         return [pid for pid in found if pid != self.process.pid]
 
     def _freeze(self) -> None:
-        """Stop the sandbox's processes until the next cell."""
+        """Stop the sandbox's processes until the next cell, unless it is parked (every thread
+        blocked with no clock to wake it: then a stop and continue would only wake each thread
+        twice). Either way its cgroup gets 1% of a core until the next cell."""
         if not self.jail.enabled:
+            return
+        if self.cgroup is not None:
+            self.cgroup.idle(True)  # should a process run anyway, it gets 1% of a core
+        # Parked is judged with a cgroup's process list only: without one, listing the
+        # processes is a scan of the host's process table.
+        if self._procs_file is not None and self._kernel_parked():
+            self._parked = True
             return
         if self.stopper is None:
             self.stopper = Stopper(self._pids, cheap=self._procs_file is not None)
-        if self.cgroup is not None:
-            self.cgroup.idle(True)  # should a process be continued anyway, it gets 1% of a core
         self.stopper.stop()
 
+    def _kernel_parked(self) -> bool:
+        pids = self._pids()
+        return len(pids) == 1 and parked(pids[0], self._pids)
+
     async def _thaw(self) -> None:
+        self._parked = False
         if self.cgroup is not None and not self.cgroup.idle(False):
             # A cell held to 1% of a core would miss every deadline (a stop's grace included):
             # the session ends instead, and the next cell gets a fresh one.

@@ -15,7 +15,7 @@ import zipfile
 
 import pytest
 
-from labbot.files import sniff
+from labbot.files import sniff, ziplisting
 from labbot.sandbox.jail.freezer import tree_pids
 from tests.sandbox.test_attacks import FORGE
 
@@ -168,14 +168,15 @@ def test_sniffing_an_output_reads_one_marker_member(monkeypatch, tmp_path) -> No
     path = tmp_path / "many.zip"
     path.write_bytes(buffer.getvalue())
     reads = []
-    original = zipfile.ZipFile.read
+    original = ziplisting._member
 
-    def counted(self, name, pwd=None):  # noqa: ANN001, ANN202 - the stdlib's signature
-        reads.append(name)
-        return original(self, name, pwd)
+    def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - passed through
+        reads.append(args)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(zipfile.ZipFile, "read", counted)
-    sniff._zip_members(path.read_bytes()[:4096], path)
+    monkeypatch.setattr(ziplisting, "_member", counted)
+    names, peek = sniff._zip_members(path.read_bytes()[:4096], path)
+    assert len(names) == 2000 and list(peek) == ["mimetype"]
     assert len(reads) == 1
 
 

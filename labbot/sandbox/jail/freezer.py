@@ -1,5 +1,6 @@
 """Nothing of a session runs between its cells: every process of the sandbox is stopped
-(SIGSTOP) after a cell and continued (SIGCONT) before the next.
+(SIGSTOP) after a cell and continued (SIGCONT) before the next, unless the host sees that the
+kernel is parked (``parked``): then there is nothing to stop.
 
 Not the cgroup freezer: a task frozen by the v1 freezer does not die even from SIGKILL, so a bot
 killed while its sessions were frozen would leave them frozen, and holding memory, for ever. A
@@ -21,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import platform
 import signal
 import time
 from collections import defaultdict
@@ -99,6 +101,71 @@ class Stopper:
         continue_all(self.stopped)
         self.stopped = []
         self._settled.set()
+
+
+# Waits that only another task, the host or a signal ends (no timeout), by x86-64 syscall
+# number (the sandbox's filter kills any other ABI; elsewhere every cell is stopped): futex
+# waits with no timeout, a read of a pipe, and poll-family waits with an infinite timeout.
+_X86_64 = platform.machine() == "x86_64"
+_FUTEX, _READ = 202, 0
+_FUTEX_WAITS = {0, 9}  # FUTEX_WAIT, FUTEX_WAIT_BITSET (private and clock flags masked off)
+_INFINITE = {"0xffffffff", "0xffffffffffffffff"}  # an int timeout of -1
+_POLLS = {7: (3, _INFINITE), 232: (4, _INFINITE), 281: (4, _INFINITE)}  # poll, epoll_wait(2)
+_POLLS |= {23: (5, {"0x0"}), 270: (5, {"0x0"}), 271: (3, {"0x0"}), 441: (4, {"0x0"})}
+# The signals the kernel itself catches (SIGINT: a stop; SIGXCPU: the CPU limit); user code
+# that catches any other could be woken by a timer it armed.
+KERNEL_SIGCATCH = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGXCPU - 1))
+
+
+def _waits_for_ever(pid: int, call: bytes) -> bool:
+    """True when a /proc/.../syscall line is a wait that no clock ends."""
+    fields = call.decode("ascii", "replace").split()
+    if len(fields) < 7 or not fields[0].isdigit():
+        return False  # "running", or blocked outside a syscall
+    number = int(fields[0])
+    if number == _FUTEX:
+        return int(fields[2], 16) & 0x7F in _FUTEX_WAITS and fields[4] == "0x0"
+    if number == _READ:
+        return os.readlink(f"/proc/{pid}/fd/{int(fields[1], 16)}").startswith("pipe:")
+    where, endless = _POLLS.get(number, (0, set()))
+    return bool(where) and fields[where] in endless
+
+
+def parked(pid: int, list_pids: Callable[[], list[int]]) -> bool:
+    """True when nothing of the sandbox can run before the host writes the next cell, so
+    there is nothing to stop. Seen from the host alone (nothing the kernel says is believed):
+
+    - t1: every thread of the kernel is blocked in a wait that no clock ends (futex with no
+      timeout, a pipe read, poll and the like with none), each with its scheduler counters;
+    - t2: the kernel is the sandbox's only process, has the same threads, and catches no
+      signal but the kernel's own;
+    - t3: no thread's counters moved: none ran between t1 and t3, so none made a task after
+      t2, when there was no other.
+
+    Timers (alarm, setitimer) can then only deliver a signal whose default action ignores,
+    stops or ends the process; POSIX timers, F_SETSIG, SIGCONT and inotify are refused inside.
+    What this does not see (a wait on an fd set that user code filled with something a clock
+    drives) is held by the session's 1% CPU share between cells, as any way past a stop is."""
+    if not _X86_64:
+        return False
+    base = f"/proc/{pid}/task"
+    try:
+        tids = os.listdir(base)
+        ran = {}
+        for tid in tids:
+            if not _waits_for_ever(pid, read_small(f"{base}/{tid}/syscall")):
+                return False
+            ran[tid] = read_small(f"{base}/{tid}/schedstat")
+        if list_pids() != [pid]:
+            return False
+        fields = read_small(f"/proc/{pid}/stat").rsplit(b")", 1)[1].split()
+        if int(fields[17]) != len(tids) or int(fields[31]) & ~KERNEL_SIGCATCH:
+            return False
+        if sorted(os.listdir(base)) != sorted(tids):
+            return False
+        return all(read_small(f"{base}/{tid}/schedstat") == ran[tid] for tid in tids)
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def read_small(path: str) -> bytes:
