@@ -81,6 +81,8 @@ class CodeInterpreter:
             assert store is not None, "a CodeInterpreter needs a FileStore or SessionFiles"
             cache_bytes = int(settings.LABBOT_BLOB_CACHE_MAX_GB * 1024**3)
             cache = BlobCache(store.blobs, settings.blob_cache_dir, max_bytes=cache_bytes)
+            # Deleted means gone: this machine's copies of removed files go with them.
+            store.on_removed(lambda records: cache.forget((r.user, r.id) for r in records))
             files = StoreFiles(store, cache)
         self.files = files
         self.limits = SandboxLimits.from_settings(settings)

@@ -276,7 +276,7 @@ class KernelProcess:
         if not self.jail.enabled:
             return
         if self.cgroup is not None:
-            self.cgroup.idle(True)  # should a process run anyway, it gets 1% of a core
+            self.cgroup.hold()  # should a process run anyway, it gets 1% of a core
         # Parked is judged with a cgroup's process list only: without one, listing the
         # processes is a scan of the host's process table.
         if self._procs_file is not None and self._kernel_parked():
@@ -292,7 +292,7 @@ class KernelProcess:
 
     async def _thaw(self) -> None:
         self._parked = False
-        if self.cgroup is not None and not self.cgroup.idle(False):
+        if self.cgroup is not None and not self.cgroup.restore():
             # A cell held to 1% of a core would miss every deadline (a stop's grace included):
             # the session ends instead, and the next cell gets a fresh one.
             await self.kill()

@@ -73,6 +73,7 @@ class SessionManager:
         self.sessions: OrderedDict[Key, Session] = OrderedDict()
         self._lost: OrderedDict[Key, str] = OrderedDict()
         self._pool: list[KernelProcess] = []
+        self._reaping: set[asyncio.Task[None]] = set()  # dead pooled kernels being killed
         self._starting: set[KernelProcess] = set()
         # Two one-way signals, so no wake-up is lost: takers ask for a refill, the filler says
         # when the pool is full.
@@ -285,6 +286,10 @@ class SessionManager:
         while self._pool and kernel is None:
             candidate = self._pool.pop(0)
             kernel = candidate if candidate.alive else None
+            if kernel is None:  # its cgroup, folder and host uid go back too
+                reap = asyncio.get_running_loop().create_task(candidate.kill())
+                self._reaping.add(reap)
+                reap.add_done_callback(self._reaping.discard)
         if self.pool_size:
             self._pool_full.clear()
             self._need_fill.set()

@@ -371,3 +371,16 @@ async def test_processes_a_cell_starts_end_with_it(interpreter: CodeInterpreter)
     spinner = (await interpreter.run("u", "c", code)).value
     check = await interpreter.run("u", "c", f"import os\nos.path.exists('/proc/{spinner}')")
     assert check.value == "False"
+
+
+async def test_a_deleted_files_copy_leaves_the_bots_blob_cache(make_interpreter) -> None:
+    """With file contents elsewhere (here in memory, as with S3), the copy the sandbox read
+    is removed from this machine's blob cache when the file is deleted."""
+    async with make_interpreter(LABBOT_BLOB_URL="memory://") as (interpreter, store):
+        saved = (await store.save("u", "notes.txt", chunks_of(b"kept secret"))).record
+        result = await interpreter.run("u", "c", f"print(load_file({saved.id!r}))")
+        assert result.stdout == "kept secret\n"
+        copy = interpreter.settings.blob_cache_dir / "u" / saved.id
+        assert copy.exists()
+        await store.delete("u", saved.id)
+        assert not copy.exists()

@@ -38,11 +38,17 @@ class Cgroup:
     def create(self, limits: SandboxLimits) -> None:
         """Create the group and write its limits."""
 
-    def idle(self, idle: bool) -> bool:
-        """Hold the group to ``IDLE_QUOTA_US`` of CPU between cells (``idle``), or give it back
-        its quota for a cell; False if the quota could not be written. A write to one cgroup
-        file: cheap enough for the event loop, where the stop between cells runs too."""
-        quota = IDLE_QUOTA_US if idle else self.quota_us
+    def hold(self) -> bool:
+        """Hold the group to ``IDLE_QUOTA_US`` of CPU between cells; False if the quota could
+        not be written. A write to one cgroup file: cheap enough for the event loop, where the
+        stop between cells runs too."""
+        return self._set_quota(IDLE_QUOTA_US)
+
+    def restore(self) -> bool:
+        """Give the group back its quota for a cell; False if it could not be written."""
+        return self._set_quota(self.quota_us)
+
+    def _set_quota(self, quota: int | None) -> bool:
         if quota is None:
             return True
         try:
