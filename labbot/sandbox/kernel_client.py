@@ -34,6 +34,7 @@ from labbot.sandbox.runtime import protocol
 
 log = logging.getLogger(__name__)
 
+PARK_LOOK_AGAIN = 0.0005  # seconds: a kernel still on its way back to its waits, looked at again
 STARTUP_TIMEOUT = 30.0  # imports take 1-2 s; a start that hangs is killed and retried
 # On a loaded machine (load average over its cores) a start is slow, not broken: it may go on
 # this long in all before it counts as failed.
@@ -136,6 +137,7 @@ class KernelProcess:
         self.cgroup: Cgroup | None = None
         self.stopper: Stopper | None = None  # stops its processes between cells
         self._parked = False  # the last cell left it parked: nothing was stopped
+        self._second_look: asyncio.TimerHandle | None = None  # parked yet? (see _freeze)
         self._procs_file: str | None = None  # the cgroup's process list, when there is one
         self._stderr = bytearray()
         self._cells = 0
@@ -278,13 +280,37 @@ class KernelProcess:
         if self.cgroup is not None:
             self.cgroup.hold()  # should a process run anyway, it gets 1% of a core
         # Parked is judged with a cgroup's process list only: without one, listing the
-        # processes is a scan of the host's process table.
-        if self._procs_file is not None and self._kernel_parked():
-            self._parked = True
+        # processes is a scan of the host's process table. The result often arrives while the
+        # kernel's threads are still on their way back to their waits: one more look shortly.
+        if self._procs_file is not None:
+            if self._kernel_parked():
+                self._parked = True
+                return
+            loop = asyncio.get_running_loop()
+            self._second_look = loop.call_later(PARK_LOOK_AGAIN, self._freeze_later)
             return
+        self._stop()
+
+    def _freeze_later(self) -> None:
+        self._second_look = None
+        if self._kernel_parked():
+            self._parked = True
+        else:
+            self._stop()
+
+    def _stop(self) -> None:
         if self.stopper is None:
             self.stopper = Stopper(self._pids, cheap=self._procs_file is not None)
         self.stopper.stop()
+
+    async def settled(self) -> None:
+        """Return once what follows a cell is decided and done: parked, or every process seen
+        stopped."""
+        if self._second_look is not None:
+            self._second_look.cancel()
+            self._freeze_later()
+        if self.stopper is not None:
+            await self.stopper.settle()
 
     def _kernel_parked(self) -> bool:
         pids = self._pids()
@@ -292,6 +318,9 @@ class KernelProcess:
 
     async def _thaw(self) -> None:
         self._parked = False
+        if self._second_look is not None:  # the cell goes on now anyway
+            self._second_look.cancel()
+            self._second_look = None
         if self.cgroup is not None and not self.cgroup.restore():
             # A cell held to 1% of a core would miss every deadline (a stop's grace included):
             # the session ends instead, and the next cell gets a fresh one.
@@ -427,8 +456,7 @@ class KernelProcess:
         if self.dead is None:
             self.dead = KernelLost("killed", "the session was closed")
         process, cgroup = self.process, self.cgroup
-        if self.stopper is not None:  # never race a stop; stopped tasks still die of SIGKILL
-            await self.stopper.settle()
+        await self.settled()  # never race a stop; stopped tasks still die of SIGKILL
         if process is not None and process.returncode is None:
             # The kernel first: it is the namespace's init, so every process inside dies with
             # it, even if the code cleared its parent-death signal.

@@ -125,7 +125,7 @@ async def test_attack4_nothing_runs_between_cells(jailed) -> None:
     )
     assert (await interpreter.run("u", "c", code)).value == "'started'"
     kernel = interpreter.sessions.sessions[("u", "c")].kernel
-    await kernel.stopper.settle()  # every process seen stopped
+    await kernel.settled()  # parked, or every process seen stopped
     before = await asyncio.to_thread(kernel.cpu_seconds)
     await asyncio.sleep(1.0)  # a measuring window, not a synchronisation
     used = await asyncio.to_thread(kernel.cpu_seconds) - before

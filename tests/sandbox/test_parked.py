@@ -19,8 +19,7 @@ def _state(pid: int) -> str:
 
 async def _idle_cpu(kernel) -> float:
     """CPU seconds the session uses in a one-second window between cells."""
-    if kernel.stopper is not None:
-        await kernel.stopper.settle()
+    await kernel.settled()
     before = await asyncio.to_thread(kernel.cpu_seconds)
     await asyncio.sleep(1.0)  # a measuring window, not a synchronisation
     return await asyncio.to_thread(kernel.cpu_seconds) - before
@@ -36,6 +35,7 @@ async def test_an_idle_kernel_is_parked_not_stopped(jailed) -> None:
     for n in range(5):
         assert (await interpreter.run("u", "c", f"x = [1, {n}]")).status == "ok"
         kernel = interpreter.sessions.sessions[("u", "c")].kernel
+        await kernel.settled()
         if kernel.cgroup is None or not kernel.cgroup.procs_files():
             pytest.skip("no cgroup process list here: every cell is stopped")
         if kernel._parked:
@@ -73,6 +73,7 @@ async def test_what_could_run_later_is_stopped(jailed, code: str, may_park: bool
     result = await interpreter.run("u", "c", code + "\nkeep = 1")
     assert result.status == "ok", result
     kernel = interpreter.sessions.sessions[("u", "c")].kernel
+    await kernel.settled()
     assert may_park or not kernel._parked
     assert await _idle_cpu(kernel) < 0.05
     assert (await interpreter.run("u", "c", "keep")).value == "1"

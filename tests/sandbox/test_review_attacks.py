@@ -65,7 +65,7 @@ async def test_sigcont_cannot_undo_the_stop(jailed) -> None:
     await interpreter.run("u", "c", code, on_output=on_output)
     assert "".join(seen).strip() == "refused"
     kernel = interpreter.sessions.sessions[("u", "c")].kernel
-    await kernel.stopper.settle()
+    await kernel.settled()
     before = await asyncio.to_thread(kernel.cpu_seconds)
     await asyncio.sleep(1.0)  # a measuring window, not a synchronisation
     assert await asyncio.to_thread(kernel.cpu_seconds) - before < 0.05
@@ -242,7 +242,7 @@ async def test_a_session_continued_between_cells_gets_a_sliver_of_cpu(jailed) ->
     kernel = interpreter.sessions.sessions[("u", "c")].kernel
     if kernel.cgroup is None or kernel.cgroup.quota_us is None:
         pytest.skip("no cpu cgroup here: the stop between cells is the only guard")
-    await kernel.stopper.settle()
+    await kernel.settled()
     for pid in kernel.stopper.stopped:
         os.kill(pid, signal.SIGCONT)
     before = await asyncio.to_thread(kernel.cpu_seconds)
