@@ -294,8 +294,17 @@ def test_errors_are_one_json_object_on_stdout(run, csv_file: Path) -> None:
             "hint": "List your files to see what is there.",
         }
     }
-    usage = json.loads(run("files", "add", str(csv_file), "--json", code=2).stdout)
-    assert usage["error"]["type"] == "UsageError" and "--user" in usage["error"]["message"]
+    usage = json.loads(run("files", "add", "--json", code=2).stdout)
+    assert usage["error"]["type"] == "UsageError" and "PATHS" in usage["error"]["message"]
+
+
+def test_files_commands_default_to_the_chats_user(run, csv_file: Path) -> None:
+    """Without --user the files commands act for `local`, the terminal chat's user."""
+    run("files", "add", str(csv_file))
+    listed = json.loads(run("files", "list", "--json").output)
+    assert [r["name"] for r in listed] == ["sales.csv"]
+    assert json.loads(run("files", "list", "-u", "local", "--json").output) == listed
+    assert "[default: local]" in run("files", "list", "--help").output
 
 
 def test_add_reports_every_file(run, csv_file: Path, tmp_path: Path) -> None:

@@ -25,7 +25,6 @@ from labbot.cli.saving import save_file
 from labbot.errors import FileError, LabbotError
 from labbot.files import FileStore, SaveResult, file_chunks, kind_by_name
 from labbot.files.receipt import format_expiry, format_size, render_upload_confirmation
-from labbot.frontends.terminal_view import from_chat_markup
 
 
 def _add_error(path: Path, exc: BaseException) -> dict[str, Any]:
@@ -60,6 +59,7 @@ def files_add(ctx: click.Context, paths: tuple[Path, ...], user: str, json_: boo
     Example:
       labbot files add sales.csv notes.pdf --user 1234
     """
+    from labbot.frontends.terminal_view import from_chat_markup  # rich's Markdown: slow to import
 
     async def add(store: FileStore) -> list[dict[str, Any]]:
         entries: list[dict[str, Any]] = []

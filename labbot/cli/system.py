@@ -13,7 +13,6 @@ from typing import Any
 import click
 from pydantic import SecretStr
 
-from labbot.app import database_name
 from labbot.cli.checks import Check, data_dir_check, discord_checks, mode_check, model_checks
 from labbot.cli.group import (
     ONE_SHOT,
@@ -263,6 +262,8 @@ def _guarded(name: str, probe: Callable[[], Check | str | list[Check]]) -> list[
 
 
 def _database(ctx: click.Context, settings: Settings) -> str:
+    from labbot.app import database_name
+
     ids = run_with_store(ctx, lambda store: store.meta.file_ids())
     return f"{database_name(settings)} ({plural(len(ids), 'file')})"
 
