@@ -13,7 +13,16 @@ from typing import Any
 import click
 from pydantic import SecretStr
 
-from labbot.cli.checks import Check, data_dir_check, discord_checks, mode_check, model_checks
+from labbot.cli.checks import (
+    Check,
+    data_dir_check,
+    discord_checks,
+    mask_credentials,
+    mode_check,
+    model_checks,
+    mongo_ping,
+    unknown_settings,
+)
 from labbot.cli.group import (
     ONE_SHOT,
     cli,
@@ -243,6 +252,19 @@ def _masked(name: str, value: Any) -> Any:
 _LABELS = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "SKIP"}
 
 
+def _unknown_settings() -> Check | None:
+    """Variables in the environment or .env that look like settings but are none."""
+    import os
+
+    from dotenv import dotenv_values
+
+    from labbot.config import Settings
+
+    env_file = Settings.model_config.get("env_file")
+    dotenv = dotenv_values(str(env_file)) if isinstance(env_file, str) else {}
+    return unknown_settings(Settings.model_fields, os.environ, dotenv)
+
+
 def _guarded(name: str, probe: Callable[[], Check | str | list[Check]]) -> list[Check]:
     """Run one check; whatever it raises becomes its failed line (doctor never crashes)."""
     try:
@@ -264,6 +286,8 @@ def _guarded(name: str, probe: Callable[[], Check | str | list[Check]]) -> list[
 def _database(ctx: click.Context, settings: Settings) -> str:
     from labbot.app import database_name
 
+    if settings.MONGODB_URI is not None:  # one ping, bounded: not the bot's three tries
+        asyncio.run(mongo_ping(settings))
     ids = run_with_store(ctx, lambda store: store.meta.file_ids())
     return f"{database_name(settings)} ({plural(len(ids), 'file')})"
 
@@ -278,7 +302,10 @@ def _doctor_checks(ctx: click.Context, settings: Settings, report: Callable[...,
     if unusable and settings.MONGODB_URI is None:
         report(Check("database", "skip", skipped))
     else:
-        report(*_guarded("database", lambda: _database(ctx, settings)))
+        database = _guarded("database", lambda: _database(ctx, settings))
+        report(*database)
+        if not unusable and database[0].status == "fail":  # the sandbox's probe opens it too
+            unusable, skipped = True, "not checked: the database cannot be opened (see database)"
     if settings.LABBOT_BLOB_URL:
         report(*_guarded("blob storage", lambda: asyncio.run(_probe_blobs(settings))))
     if settings.LABBOT_EXECUTOR == "nats":
@@ -302,25 +329,29 @@ def doctor(ctx: click.Context, json_: bool) -> None:
 
     def report(*lines: Check) -> None:
         for line in lines:
-            # Any URL in a detail (a setting, an error naming an endpoint) is masked.
-            line = Check(line.name, line.status, mask_urls(line.detail))
+            # Any URL's credentials in a detail (a setting, an error naming an endpoint) are
+            # masked; an invite URL's public parameters are kept, to be opened.
+            line = Check(line.name, line.status, mask_credentials(line.detail))
             checks.append(line)
-            if not json_:
-                echo(f"{_LABELS[line.status]} {line.name}: {line.detail}")
+            if not json_:  # a detail of several lines: its first, then the rest indented
+                first, *rest = line.detail.split("\n")
+                echo(f"{_LABELS[line.status]} {line.name}: {first}")
+                for more in rest:
+                    echo(f"       {more}")
 
     def check(name: str, ok: bool, detail: str) -> None:
         report(Check(name, "ok" if ok else "fail", detail))
 
     try:
         settings: Settings = ctx.obj["settings"]()
-        check(
-            "settings",
-            True,
-            ", ".join(f"{k}={_masked(k, v)}" for k, v in settings.model_dump().items()),
-        )
+        values = settings.model_dump()
+        shown = [f"{k}={_masked(k, v)}" for k, v in values.items()]
+        check("settings", True, "\n".join([f"{len(values)} settings (secrets masked):", *shown]))
     except LabbotError as exc:
         check("settings", False, str(exc))
         settings = None  # type: ignore[assignment]
+    typos = _guarded("unknown settings", lambda: _unknown_settings() or [])
+    report(*typos)
     if settings is not None:
         _doctor_checks(ctx, settings, report)
     if json_:
