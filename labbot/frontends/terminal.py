@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.syntax import Syntax
+from rich.table import Table
 
 from labbot.app import App
 from labbot.core import (
@@ -40,6 +41,7 @@ from labbot.errors import LabbotError
 from labbot.files.receipt import format_size
 from labbot.frontends.escapes import printable
 from labbot.frontends.terminal_commands import Commands
+from labbot.frontends.terminal_complete import SessionCompleter, SessionQuestions
 from labbot.frontends.terminal_input import LineReader
 from labbot.frontends.terminal_view import TurnView, plain
 
@@ -78,6 +80,7 @@ class TerminalChat:
         self.console = console or Console()
         self.history = history
         self.commands = Commands(services, user, conversation, self.console)
+        self.questions = SessionQuestions(services.interpreter, user, conversation)
         self._interrupt: Callable[[], None] | None = None  # stops what runs now
 
     @property
@@ -107,7 +110,10 @@ class TerminalChat:
                 return
 
     async def _keyboard(self) -> AsyncIterator[str]:
-        reader = LineReader(history=self.history, python=self.console_mode)
+        completer = None
+        if self.console_mode:  # the model's chat is text, not Python
+            completer = SessionCompleter(self.questions, self._file_names)
+        reader = LineReader(history=self.history, python=self.console_mode, completer=completer)
         while (text := await reader.read()) is not None:
             yield text
 
@@ -116,6 +122,9 @@ class TerminalChat:
         if not text.strip():
             return True
         try:
+            if text.strip() == "/vars":
+                await self._stoppable(self._vars(), cell=False)
+                return True
             if text.lstrip().startswith("/"):
                 go_on = await self._stoppable(self.commands.run(text.strip()), cell=False)
                 return go_on is not False
@@ -171,9 +180,26 @@ class TerminalChat:
 
     # -- a cell (console mode) ---------------------------------------------------------------
 
+    async def _file_names(self) -> list[str]:
+        """The user's stored file names (what load_file takes), for Tab in a string."""
+        return [r.name for r in await self.services.store.list(self.user)]
+
+    async def _vars(self) -> None:
+        """/vars: the session's variables with their type, shape and memory."""
+        rows = await self.questions.variables()
+        if not rows:
+            self.console.print("No variables (or the session did not answer).")
+            return
+        table = Table("name", "type", "shape", "memory", box=None, pad_edge=False)
+        for row in rows:
+            size = format_size(row.bytes) if row.bytes >= 0 else "?"
+            table.add_row(*(printable(x) for x in (row.name, row.type, row.shape)), size)
+        self.console.print(table)
+
     async def _run_code(self, code: str) -> None:
         with TurnView(self.console) as view, progress_to(view.progress):
             view.step(CODE_STEP)
+            await self.questions.show_width(self.console.width)  # DataFrames fill the terminal
 
             async def live(stream: str, text: str) -> None:
                 view.output(text, stream, style="")
@@ -228,8 +254,9 @@ class TerminalChat:
     def _show_result(self, view: TurnView, result: ExecutionResult, *, brief: bool = False) -> None:
         if result.value and not brief:
             view.print(plain(result.value))
-        if result.error is not None:
-            error = result.error
+        error = result.error
+        # A stopped cell's note already says why (out of memory, a timeout): said once.
+        if error is not None and not any(error.message in note for note in result.notes):
             view.print(plain(error.traceback or f"{error.name}: {error.message}", "red"))
         for note in result.notes:
             view.print(plain(f"note: {note}", "yellow"))
