@@ -385,6 +385,9 @@ def test_ask_json_uses_the_one_file_record_and_error_object(run, monkeypatch, tm
     [made] = [e for e in events if e["type"] == "file"]
     listed = json.loads(run("files", "list", "-u", "7", "--json").stdout)
     assert made["file"] == listed[0] and Path(made["path"]).read_text() == "hi"
+    assert set(made) == {"type", "call_id", "file", "path"}  # as the README says
+    readme = (REPO / "README.md").read_text().replace("\n", " ")
+    assert '`{"type": "file", "call_id": ..., "file": RECORD, "path": ...}`' in readme
     [error] = [json.loads(line) for line in failed.stdout.splitlines() if '"error"' in line]
     assert error["type"] == "error" and set(error["error"]) == {"type", "message", "hint"}
     assert "refused our credentials" in error["error"]["message"]
@@ -403,7 +406,8 @@ def test_exec_names_the_execution_and_the_whole_command(run) -> None:
     text = run("exec", "-u", "7", "1 + 1")
     assert text.stdout == "2\n"
     assert re.fullmatch(
-        r"time: execution [\d.]+ m?s, whole command [\d.]+ m?s \(starting the sandbox included\)\n",
+        r"time: execution [\d.]+ m?s, whole command [\d.]+ m?s"
+        r" \(start-up and starting the sandbox included\)\n",
         text.stderr,
     )
 
@@ -443,14 +447,21 @@ def test_a_file_that_never_expires_says_never(run, csv_file: Path, monkeypatch) 
     assert listed.rstrip().endswith("expires never")
 
 
-def test_expiry_is_right_a_minute_after_upload() -> None:
-    """A 48 h file: "in 2 days" at upload, "in 47 hours" a minute later (not "in a day")."""
+def test_expiry_reads_alike_for_files_stored_a_minute_apart() -> None:
+    """A 48 h file: "in 2 days" at upload and a minute later too (not "in 47 hours" beside
+    "in 2 days"), never "in a day" with 47 hours left; hours below a day and a half."""
     stored = datetime(2026, 1, 1, tzinfo=UTC)
     expires = stored + timedelta(hours=48)
     assert format_expiry(expires, stored).startswith("in 2 days (2026-01-03 00:00 UTC)")
-    later = [timedelta(minutes=1), timedelta(hours=24), timedelta(hours=47, minutes=30)]
+    later = [
+        timedelta(minutes=1),
+        timedelta(hours=2),
+        timedelta(hours=24),
+        timedelta(hours=47, minutes=30),
+    ]
     assert [format_expiry(expires, stored + d).split(" (")[0] for d in later] == [
-        "in 47 hours",
+        "in 2 days",
+        "in 2 days",
         "in 24 hours",
         "in 30 minutes",
     ]

@@ -91,6 +91,24 @@ def error_json(exc: BaseException) -> dict[str, Any]:
     return {"error": {"type": kind, "message": message, "hint": hint}}
 
 
+def process_seconds() -> float | None:
+    """Seconds since this process started (Python's own start-up and imports included), from
+    /proc; None where that cannot be read, or when the command is not its own process (called
+    in another program, as the tests do)."""
+    import os
+    import time
+
+    if not _RUN["as_process"]:
+        return None
+    try:
+        with open("/proc/self/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start, in ticks
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - started
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def plural(count: int, word: str) -> str:
     """ "1 file", "2 files"."""
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
@@ -286,6 +304,10 @@ def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
+_RUN = {"as_process": False}  # True when the `labbot` script runs: the process is the command
+
+
 def main() -> None:
     """Entry point of the `labbot` script."""
+    _RUN["as_process"] = True
     cli()

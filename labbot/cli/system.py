@@ -30,12 +30,13 @@ from labbot.cli.group import (
     emit_json,
     json_option,
     plural,
+    process_seconds,
     run_with_store,
     user_option,
 )
 from labbot.cli.saving import save_file
 from labbot.config import Settings
-from labbot.core import ExecutionResult
+from labbot.core import ExecutionResult, progress_to
 from labbot.errors import LabbotError
 from labbot.files import FileStore
 from labbot.files.receipt import format_size
@@ -115,11 +116,17 @@ def exec_(
         if not json_:
             click.echo(streams[name].feed(text), nl=False, err=name == "stderr")
 
+    def step(name: str, started: bool) -> None:
+        # An automatic package install is said, never silent (it takes a while).
+        if name.startswith("installing") and started:
+            echo(f"labbot: {name} (automatic install; see SANDBOX_AUTO_INSTALL)", err=True)
+
     async def run(store: FileStore) -> tuple[ExecutionResult, list[dict[str, Any]]]:
         interpreter = create_executor(settings, store)
         await interpreter.start()
         try:
-            result = await interpreter.run(user, session, source, on_output=live)
+            with progress_to(step):
+                result = await interpreter.run(user, session, source, on_output=live)
         finally:
             await interpreter.close()
         files = []
@@ -133,7 +140,8 @@ def exec_(
         return result, files
 
     result, files = run_with_store(ctx, run)
-    took = time.perf_counter() - started
+    # From the process's start (Python and labbot's imports included), where /proc says it.
+    took = process_seconds() or time.perf_counter() - started
     if json_:
         data = result.to_json()
         data.pop("duration", None)
@@ -147,7 +155,7 @@ def exec_(
             echo(f"file: {f['name']} ({f['id']}, {format_size(f['size'])}){where}")
         echo(
             f"time: execution {_seconds(result.duration)}, whole command {_seconds(took)}"
-            " (starting the sandbox included)",
+            " (start-up and starting the sandbox included)",
             err=True,
         )
     if result.status != "ok":
