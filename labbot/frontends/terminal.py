@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -39,7 +40,7 @@ from labbot.core import (
 )
 from labbot.errors import LabbotError
 from labbot.files.receipt import format_size
-from labbot.frontends.escapes import printable
+from labbot.frontends.escapes import MAX_INLINE_BYTES, image_protocol, inline_image, printable
 from labbot.frontends.terminal_commands import Commands
 from labbot.frontends.terminal_complete import SessionCompleter, SessionQuestions
 from labbot.frontends.terminal_input import LineReader
@@ -209,8 +210,21 @@ class TerminalChat:
             )
             view.end_output()
             self._show_result(view, result)
-            for file in result.files:
-                await self._show_file(view, file)
+            shown = [await self._show_file(view, file) for file in result.files]
+        figures = [p for f, p in zip(result.files, shown, strict=True) if f.name.endswith(".png")]
+        if figures:
+            await self._show_inline(figures[-1])  # the last figure, after the status line
+
+    async def _show_inline(self, path: Path) -> None:
+        """Show a PNG in the terminal when it can show images (kitty, iTerm2, WezTerm,
+        Ghostty); elsewhere its path, printed above, is what there is."""
+        protocol = image_protocol(dict(os.environ))
+        if protocol is None or not self.console.is_terminal:
+            return
+        png = await asyncio.to_thread(path.read_bytes)
+        if len(png) <= MAX_INLINE_BYTES and png.startswith(b"\x89PNG"):
+            self.console.file.write(inline_image(png, protocol))
+            self.console.file.flush()
 
     # -- a turn (chat mode) ------------------------------------------------------------------
 
@@ -263,7 +277,8 @@ class TerminalChat:
         for skipped in result.skipped_files:
             view.print(plain(f"not kept: {skipped.name}: {skipped.reason}", "yellow"))
 
-    async def _show_file(self, view: TurnView, file: OutputFile) -> None:
+    async def _show_file(self, view: TurnView, file: OutputFile) -> Path:
         path = await save_produced(self.services, self.user, file, self.output_dir)
         line = f"file: {file.name} ({file.id}, {format_size(file.size)}) -> {path}"
         view.print(plain(line, "cyan"))
+        return path

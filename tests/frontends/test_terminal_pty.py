@@ -159,3 +159,34 @@ def test_console_completes_lists_variables_and_fills_the_width(tmp_path: Path) -
     assert "width_0" in header and "width_16" in header and "..." not in header, shown
     assert 150 < len(header) <= 200, header
     assert "kernel.py" not in text and "<cell" in text, text
+
+
+@pytest.mark.sandbox
+@pytest.mark.parametrize(
+    ("env", "sequence"),
+    [
+        ({"TERM": "xterm-kitty"}, "\x1b_Gf=100,a=T,m="),
+        ({"TERM_PROGRAM": "iTerm.app"}, "\x1b]1337;File=inline=1;"),
+        ({}, None),
+    ],
+    ids=["kitty", "iterm2", "plain"],
+)
+def test_console_shows_the_last_figure_where_the_terminal_can(
+    tmp_path: Path, env: dict[str, str], sequence: str | None
+) -> None:
+    """A cell that draws a figure: in kitty or iTerm2 the figure is shown in the terminal
+    (its image protocol); in any other terminal only its path is printed."""
+    settings = {"LABBOT_DATA_DIR": str(tmp_path / "data"), "SANDBOX_WARM_POOL": "0", **env}
+    term = Terminal("chat", env=settings, cwd=tmp_path)
+    try:
+        term.wait(term.at_prompt, what="the first prompt")
+        term.enter("import matplotlib.pyplot as plt; plt.plot([1, 3, 2]);")
+        term.wait(r"^file: .*\.png", what="the figure's file")
+        term.wait(lambda: term.at_prompt() and term.prompts() >= 2, what="the prompt")
+        raw = term.raw
+    finally:
+        term.close()
+    if sequence is None:
+        assert "\x1b_G" not in raw and "\x1b]1337;" not in raw
+    else:
+        assert sequence in raw
