@@ -91,5 +91,7 @@ if [ "$BIN_DIR" != none ]; then
       *":$BIN_DIR:"*) echo "setup: labbot is on your PATH ($LINK -> .venv/bin/labbot)" ;;
       *) echo "setup: linked $LINK; add $BIN_DIR to your PATH, or run $PWD/.venv/bin/labbot" ;;
     esac
+  else
+    echo "setup: could not link $LINK; run labbot as $PWD/.venv/bin/labbot" >&2
   fi
 fi

@@ -44,7 +44,7 @@ OWN_PREFIXES = (
     "SESSION_", "RATE_", "ALLOWED_", "BLOCKED_", "ADMIN_",
 )  # fmt: skip
 # Read by labbot's scripts or tests, not by the settings.
-OTHER_VARIABLES = ("LABBOT_BIN_DIR", "LABBOT_TEST_")
+OTHER_VARIABLES = ("LABBOT_BIN_DIR", "LABBOT_TEST_", "LABBOT_SHARED_FIXTURES")
 
 
 def mask_credentials(text: str) -> str:
