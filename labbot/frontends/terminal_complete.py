@@ -63,6 +63,7 @@ class SessionQuestions:
     async def _ask(self, expression: str) -> str | None:
         run = self.interpreter.run(self.user, self.conversation, expression)
         task = asyncio.ensure_future(run)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a late one is heard
         try:  # shielded: a cell cut off would cost the session; a late one just finishes
             result = await asyncio.wait_for(asyncio.shield(task), ANSWER_SECONDS)
         except TimeoutError:
