@@ -98,22 +98,23 @@ def unknown_settings(
     return Check("unknown settings", "warn", "\n".join([*lines, *found.values()]))
 
 
-async def mongo_ping(settings: Settings) -> None:
+def mongo_ping(settings: Settings) -> None:
     """One ping of MONGODB_URI within MONGODB_TIMEOUT_SECONDS (doctor's quick answer; the bot
-    itself retries); a StorageError when it does not answer."""
-    from pymongo import AsyncMongoClient
+    itself retries); a StorageError when it does not answer. pymongo's blocking client: its
+    asyncio one leaves a socket open when closed in the middle of a connection attempt."""
+    from pymongo import MongoClient
     from pymongo.errors import PyMongoError
 
     assert settings.MONGODB_URI is not None
     timeout_ms = int(settings.MONGODB_TIMEOUT_SECONDS * 1000)
-    client: AsyncMongoClient = AsyncMongoClient(
+    client: MongoClient = MongoClient(
         settings.MONGODB_URI.get_secret_value(),
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
         appname="labbot-doctor",
     )
     try:
-        await client.admin.command("ping")
+        client.admin.command("ping")
     except PyMongoError as exc:
         raise StorageError(
             f"MongoDB cannot be reached within {settings.MONGODB_TIMEOUT_SECONDS:g} s"
@@ -121,7 +122,7 @@ async def mongo_ping(settings: Settings) -> None:
             hint="Check that the server runs and the URI, user and password are right.",
         ) from exc
     finally:
-        await client.close()
+        client.close()
 
 
 @dataclass(frozen=True, slots=True)

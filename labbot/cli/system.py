@@ -295,7 +295,7 @@ def _database(ctx: click.Context, settings: Settings) -> str:
     from labbot.app import database_name
 
     if settings.MONGODB_URI is not None:  # one ping, bounded: not the bot's three tries
-        asyncio.run(mongo_ping(settings))
+        mongo_ping(settings)
     ids = run_with_store(ctx, lambda store: store.meta.file_ids())
     return f"{database_name(settings)} ({plural(len(ids), 'file')})"
 
