@@ -14,8 +14,12 @@ FAST := not sandbox and not nats and not s3 and not multihost and not mongo
 setup:
 	scripts/setup.sh
 
+# After labbot stops (or fails to start), say how to reach the command for the README's examples.
 run: setup
-	$(VENV)/bin/labbot run
+	@$(VENV)/bin/labbot run; status=$$?; \
+	if [ "$$(command -v labbot)" ]; then cmd=labbot; else cmd="$(CURDIR)/$(VENV)/bin/labbot"; fi; \
+	echo "make run: labbot stopped (exit $$status). Its command: \`$$cmd --help\`, \`$$cmd doctor\`."; \
+	exit $$status
 
 lint: setup
 	$(VENV)/bin/ruff check labbot tests bench

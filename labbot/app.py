@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from labbot.chat.engine import Engine
 from labbot.chat.history import ConversationStore, SqliteConversationStore
 from labbot.chat.preferences import Preferences, open_sqlite_preferences
 from labbot.chat.usage import SqliteUsageLedger, UsageLedger
@@ -29,13 +28,13 @@ from labbot.errors import StorageError
 from labbot.files import FileStore, Limits, MetadataStore, SqliteMetadataStore
 from labbot.files.blobs import BlobStore, LocalBlobStore
 from labbot.files.objects import ObjectBlobStore
-from labbot.llm.client import LLMClient
 from labbot.llm.models import ModelCatalog
-from labbot.sandbox import CodeInterpreter, Executor
 from labbot.sqlite import SqliteDatabase
 
 if TYPE_CHECKING:
+    from labbot.chat.engine import Engine
     from labbot.remote.worker import WorkerAgent
+    from labbot.sandbox import Executor
 
 MONGO_CONNECT_ATTEMPTS = 3
 
@@ -70,6 +69,11 @@ async def open_app(
         stack.push_async_callback(interpreter.close)
         engine = None
         if settings.llm_configured:
+            # Imported here: the model's client (openai) is slow to import, and the commands
+            # that only touch files or run code never need it.
+            from labbot.chat.engine import Engine
+            from labbot.llm.client import LLMClient
+
             llm = LLMClient(settings)
             stack.push_async_callback(llm.close)
             engine = Engine(
@@ -140,6 +144,8 @@ def create_executor(settings: Settings, store: FileStore) -> Executor:
         from labbot.remote.executor import RemoteExecutor
 
         return RemoteExecutor(settings, store)
+    from labbot.sandbox import CodeInterpreter  # not imported by the commands on files alone
+
     return CodeInterpreter(settings, store)
 
 

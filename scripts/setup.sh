@@ -87,3 +87,24 @@ fi
 # The sandbox user reads the runtime and the kernel's code, whatever the umask was.
 chmod -R a+rX "$RUNTIME" labbot/sandbox/runtime
 echo "setup: ok ($("$UV" --version), $(.venv/bin/python --version), runtime $RUNTIME)"
+
+# `labbot` on the PATH, as the README's examples type it: a link to .venv/bin/labbot in
+# /usr/local/bin (root) or ~/.local/bin. An existing `labbot` there that is not such a link is
+# left alone; LABBOT_BIN_DIR chooses the folder, LABBOT_BIN_DIR=none skips this step.
+BIN_DIR=${LABBOT_BIN_DIR:-$([ "$(id -u)" = 0 ] && echo /usr/local/bin || echo "$HOME/.local/bin")}
+if [ "$BIN_DIR" != none ]; then
+  LINK=$BIN_DIR/labbot
+  OLD=$(readlink "$LINK" 2>/dev/null || true)
+  if [ -e "$LINK" ] && [ ! -L "$LINK" ]; then
+    echo "setup: $LINK exists and is not a link; run labbot as $PWD/.venv/bin/labbot" >&2
+  elif [ -n "$OLD" ] && [ "$OLD" != "$PWD/.venv/bin/labbot" ] && [ -e "$OLD" ]; then
+    echo "setup: $LINK runs another checkout's labbot ($OLD); this one is $PWD/.venv/bin/labbot" >&2
+  elif mkdir -p "$BIN_DIR" && ln -sfn "$PWD/.venv/bin/labbot" "$LINK"; then
+    case ":$PATH:" in
+      *":$BIN_DIR:"*) echo "setup: labbot is on your PATH ($LINK -> .venv/bin/labbot)" ;;
+      *) echo "setup: linked $LINK; add $BIN_DIR to your PATH, or run $PWD/.venv/bin/labbot" ;;
+    esac
+  else
+    echo "setup: could not link $LINK; run labbot as $PWD/.venv/bin/labbot" >&2
+  fi
+fi

@@ -318,8 +318,17 @@ def test_errors_are_one_json_object_on_stdout(run, csv_file: Path) -> None:
             "hint": "List your files to see what is there.",
         }
     }
-    usage = json.loads(run("files", "add", str(csv_file), "--json", code=2).stdout)
-    assert usage["error"]["type"] == "UsageError" and "--user" in usage["error"]["message"]
+    usage = json.loads(run("files", "add", "--json", code=2).stdout)
+    assert usage["error"]["type"] == "UsageError" and "PATHS" in usage["error"]["message"]
+
+
+def test_files_commands_default_to_the_chats_user(run, csv_file: Path) -> None:
+    """Without --user the files commands act for `local`, the terminal chat's user."""
+    run("files", "add", str(csv_file))
+    listed = json.loads(run("files", "list", "--json").output)
+    assert [r["name"] for r in listed] == ["sales.csv"]
+    assert json.loads(run("files", "list", "-u", "local", "--json").output) == listed
+    assert "[default: local]" in run("files", "list", "--help").output
 
 
 def test_add_reports_every_file(run, csv_file: Path, tmp_path: Path) -> None:
@@ -400,6 +409,9 @@ def test_ask_json_uses_the_one_file_record_and_error_object(run, monkeypatch, tm
     [made] = [e for e in events if e["type"] == "file"]
     listed = json.loads(run("files", "list", "-u", "7", "--json").stdout)
     assert made["file"] == listed[0] and Path(made["path"]).read_text() == "hi"
+    assert set(made) == {"type", "call_id", "file", "path"}  # as the README says
+    readme = (REPO / "README.md").read_text().replace("\n", " ")
+    assert '`{"type": "file", "call_id": ..., "file": RECORD, "path": ...}`' in readme
     [error] = [json.loads(line) for line in failed.stdout.splitlines() if '"error"' in line]
     assert error["type"] == "error" and set(error["error"]) == {"type", "message", "hint"}
     assert "refused our credentials" in error["error"]["message"]
@@ -418,7 +430,8 @@ def test_exec_names_the_execution_and_the_whole_command(run) -> None:
     text = run("exec", "-u", "7", "1 + 1")
     assert text.stdout == "2\n"
     assert re.fullmatch(
-        r"time: execution [\d.]+ m?s, whole command [\d.]+ m?s \(starting the sandbox included\)\n",
+        r"time: execution [\d.]+ m?s, whole command [\d.]+ m?s"
+        r" \(start-up and starting the sandbox included\)\n",
         text.stderr,
     )
 
@@ -458,14 +471,21 @@ def test_a_file_that_never_expires_says_never(run, csv_file: Path, monkeypatch) 
     assert listed.rstrip().endswith("expires never")
 
 
-def test_expiry_is_right_a_minute_after_upload() -> None:
-    """A 48 h file: "in 2 days" at upload, "in 47 hours" a minute later (not "in a day")."""
+def test_expiry_reads_alike_for_files_stored_a_minute_apart() -> None:
+    """A 48 h file: "in 2 days" at upload and a minute later too (not "in 47 hours" beside
+    "in 2 days"), never "in a day" with 47 hours left; hours below a day and a half."""
     stored = datetime(2026, 1, 1, tzinfo=UTC)
     expires = stored + timedelta(hours=48)
     assert format_expiry(expires, stored).startswith("in 2 days (2026-01-03 00:00 UTC)")
-    later = [timedelta(minutes=1), timedelta(hours=24), timedelta(hours=47, minutes=30)]
+    later = [
+        timedelta(minutes=1),
+        timedelta(hours=2),
+        timedelta(hours=24),
+        timedelta(hours=47, minutes=30),
+    ]
     assert [format_expiry(expires, stored + d).split(" (")[0] for d in later] == [
-        "in 47 hours",
+        "in 2 days",
+        "in 2 days",
         "in 24 hours",
         "in 30 minutes",
     ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -71,7 +72,59 @@ def test_doctor_passes_on_defaults_and_masks_secrets(run, monkeypatch, tmp_path)
     assert checks["discord login"]["detail"] == "accepted: the bot is LabBot"
     assert checks["labbot run"]["detail"] == "starts the Discord bot (DISCORD_TOKEN is set)"
     assert "super-secret-token" not in json.dumps(checks) + text
-    assert text.splitlines()[-1].startswith("ok   discord invite: https://discord.com/oauth2")
+    invite = text.splitlines()[-1]
+    assert invite.startswith("ok   discord invite: https://discord.com/oauth2")
+    # Shown whole, to be opened: its id, scopes and permissions are no secret.
+    assert re.search(r"client_id=\d+&scope=bot\+applications.commands&permissions=\d+$", invite)
+    assert checks["discord invite"]["detail"] == invite.split(": ", 1)[1]
+
+
+def test_doctor_shows_one_setting_a_line(run, monkeypatch) -> None:
+    """The settings are listed one per line under their check (not one long line), secrets
+    masked, and --json carries the same lines."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sk-very-secret")  # used by no check here
+    text = run("doctor").output
+    checks = by_name(run("doctor", "--json").output)
+    lines = text.splitlines()
+    start = lines.index(next(x for x in lines if x.startswith("ok   settings: ")))
+    shown = [x.strip() for x in lines[start + 1 :] if x.startswith("       ")]
+    assert "AWS_SECRET_ACCESS_KEY=***" in shown and "MAX_FILES_PER_USER=20" in shown
+    assert len(shown) > 40 and max(len(x) for x in shown) < 200
+    assert checks["settings"]["detail"].split("\n")[1:] == shown
+    assert "sk-very-secret" not in text
+
+
+def test_doctor_names_a_misspelled_setting(run, monkeypatch, tmp_path) -> None:
+    """MAX_FILES_PER_USR in .env (silently ignored by the settings) is a warning naming the
+    closest real setting; a stray LABBOT_ variable in the environment too; others' are not."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("MAX_FILES_PER_USR=5\nSANDBOX_MEMORY=1\n")
+    monkeypatch.setenv("LABBOT_EXECUTER", "local")
+    monkeypatch.setenv("MAX_JOBS", "4")  # another program's
+    checks = by_name(run("doctor", "--json").output)
+    typos = checks["unknown settings"]
+    assert typos["status"] == "warn" and typos["ok"]
+    assert typos["detail"].split("\n")[1:] == [
+        "MAX_FILES_PER_USR (in .env): did you mean MAX_FILES_PER_USER?",
+        "SANDBOX_MEMORY (in .env): did you mean SANDBOX_MEMORY_MB?",
+        "LABBOT_EXECUTER (in the environment): did you mean LABBOT_EXECUTOR?",
+    ]
+
+
+@pytest.mark.timeout(60)
+def test_a_down_mongodb_fails_the_database_line_within_its_timeout(run, monkeypatch) -> None:
+    """MongoDB not answering: the database line fails, naming MongoDB and its timeout, after
+    one try (not the bot's three); the sandbox is not blamed (it is not checked)."""
+    monkeypatch.setenv("MONGODB_URI", f"mongodb://u:pw-mongo-1@127.0.0.1:{closed_port()}/x")
+    monkeypatch.setenv("MONGODB_TIMEOUT_SECONDS", "1")
+    result = run("doctor", "--json", code=1)
+    checks = by_name(result.output)
+    assert checks["database"]["status"] == "fail"
+    assert "MongoDB cannot be reached within 1 s" in checks["database"]["detail"]
+    assert checks["sandbox"]["status"] == "skip"
+    assert "the database cannot be opened" in checks["sandbox"]["detail"]
+    assert [n for n, c in checks.items() if c["status"] == "fail"] == ["database"]
+    assert "pw-mongo-1" not in result.output
 
 
 def test_doctor_reports_a_malformed_discord_token(run, monkeypatch) -> None:
@@ -91,7 +144,8 @@ def test_a_data_dir_that_is_a_file_gets_every_line(run, monkeypatch, tmp_path) -
     text = run("doctor", code=1).output
     checks = by_name(run("doctor", "--json", code=1).output)
     assert "Traceback" not in text and "unexpected" not in text
-    assert [line.split(":")[0][5:] for line in text.splitlines()] == EVERY_CHECK
+    heads = [line.split(":")[0][5:] for line in text.splitlines() if not line.startswith(" ")]
+    assert heads == EVERY_CHECK
     assert list(checks) == EVERY_CHECK
     assert checks["data dir"]["status"] == "fail"
     assert "is a file, not a folder; set LABBOT_DATA_DIR" in checks["data dir"]["detail"]

@@ -1,20 +1,8 @@
 """The `labbot` command: files, code, chat and health checks; scriptable with --json.
 
-Each command module adds its commands to the group (``labbot.cli.group.cli``) when imported;
-importing them here makes the command whole."""
+The group (``labbot.cli.group.cli``) imports each command's module only when that command is
+looked up, so `labbot --version` and `labbot --help` start at once."""
 
-from labbot.cli import chat, export, files, packages, status, system, usage, worker
 from labbot.cli.group import cli, main
 
-__all__ = [
-    "chat",
-    "cli",
-    "export",
-    "files",
-    "main",
-    "packages",
-    "status",
-    "system",
-    "usage",
-    "worker",
-]
+__all__ = ["cli", "main"]

@@ -14,6 +14,7 @@ import click
 
 from labbot.cli.checks import check_base_url, run_mode
 from labbot.cli.group import (
+    LOCAL_USER,
     ONE_SHOT,
     cli,
     echo,
@@ -196,7 +197,7 @@ def ask(
 
 
 @cli.command()
-@click.option("--user", "-u", default="local", show_default=True, help="Your user id.")
+@click.option("--user", "-u", default=LOCAL_USER, show_default=True, help="Your user id.")
 @click.option("--conversation", "-c", default="terminal", show_default=True)
 @output_dir_option
 @click.pass_context

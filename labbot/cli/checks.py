@@ -3,17 +3,20 @@ Discord; each returns its lines and never raises for what it checks."""
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from labbot.cli.group import plural
 from labbot.config import Settings
-from labbot.errors import ConfigError, LabbotError, LLMAuthError
+from labbot.errors import ConfigError, LabbotError, LLMAuthError, StorageError
 from labbot.files.receipt import format_size
 from labbot.logs import mask_url
 
@@ -26,6 +29,102 @@ NO_TERMINAL = (
     "No DISCORD_TOKEN, and no terminal for the chat: set DISCORD_TOKEN (in .env) to run the"
     " Discord bot, or start `labbot run` in a terminal."
 )
+
+
+# Query parameters that are never credentials: an OAuth invite's (Discord's invite URL is shown
+# whole, since the operator opens it). Every other query value is masked.
+PUBLIC_QUERY_KEYS = frozenset(
+    {"client_id", "scope", "permissions", "guild_id", "disable_guild_select", "integration_type"}
+)
+_URL_IN_TEXT = re.compile(
+    r"\b[a-z][a-z0-9+.-]*://(?:(?!,[a-z][a-z0-9+.-]*://)[^\s'\"<>`])+", re.IGNORECASE
+)
+# Names that look like ours (the prefixes of labbot's settings) in the environment or .env. In
+# the environment only the prefixes no other program uses; in .env, every prefix of ours.
+OWN_PREFIXES = (
+    "LABBOT_", "SANDBOX_", "MAX_", "FILE_", "CODE_", "DISCORD_", "MONGODB_", "LLM_", "PACKAGE_",
+    "SESSION_", "RATE_", "ALLOWED_", "BLOCKED_", "ADMIN_",
+)  # fmt: skip
+# Read by labbot's scripts or tests, not by the settings.
+OTHER_VARIABLES = ("LABBOT_BIN_DIR", "LABBOT_TEST_", "LABBOT_SHARED_FIXTURES")
+
+
+def mask_credentials(text: str) -> str:
+    """``text`` with every URL's credentials masked (userinfo, secret-looking path segments,
+    query values), but the query values that are never secret (an invite's client_id, scope
+    and permissions) kept, so a URL the operator must open still works."""
+
+    def masked(match: re.Match[str]) -> str:
+        url = match.group()
+        tail = len(url) - len(url.rstrip(".,;:!?)]}"))
+        url, after = url[: len(url) - tail], url[len(url) - tail :]
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return "***" + after
+        shown = mask_url(urlunsplit(parts._replace(query="", fragment="")))
+        if parts.query:
+            pairs = parse_qsl(parts.query, keep_blank_values=True)
+            kept = [(k, v if k in PUBLIC_QUERY_KEYS else "***") for k, v in pairs]
+            shown += "?" + urlencode(kept).replace("%2A", "*")
+        return shown + after
+
+    return _URL_IN_TEXT.sub(masked, text)
+
+
+def unknown_settings(
+    known: Iterable[str], environ: Mapping[str, str], dotenv: Mapping[str, Any]
+) -> Check | None:
+    """A warning naming each variable that looks like a setting of ours but is none (a typo
+    is otherwise silently ignored), with the closest known name; None when there is none."""
+    names = sorted(known)
+    prefixes = {name.split("_")[0] + "_" for name in names}
+    found: dict[str, str] = {}
+    for where, variables, ours in (
+        (".env", dotenv, tuple(prefixes)),
+        ("the environment", environ, OWN_PREFIXES),
+    ):
+        for name in variables:
+            if name in names or name in found or not name.startswith(ours):
+                continue
+            if name.startswith(OTHER_VARIABLES):
+                continue
+            close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+            if where == "the environment" and not close and not name.startswith("LABBOT_"):
+                continue  # MAX_JOBS, FILE_NAME, ... belong to other programs
+            hint = f"did you mean {close[0]}?" if close else "no setting is named like it"
+            found[name] = f"{name} (in {where}): {hint}"
+    if not found:
+        return None
+    lines = [f"{plural(len(found), 'variable')} named like a setting but unknown (ignored):"]
+    return Check("unknown settings", "warn", "\n".join([*lines, *found.values()]))
+
+
+def mongo_ping(settings: Settings) -> None:
+    """One ping of MONGODB_URI within MONGODB_TIMEOUT_SECONDS (doctor's quick answer; the bot
+    itself retries); a StorageError when it does not answer. pymongo's blocking client: its
+    asyncio one leaves a socket open when closed in the middle of a connection attempt."""
+    from pymongo import MongoClient
+    from pymongo.errors import PyMongoError
+
+    assert settings.MONGODB_URI is not None
+    timeout_ms = int(settings.MONGODB_TIMEOUT_SECONDS * 1000)
+    client: MongoClient = MongoClient(
+        settings.MONGODB_URI.get_secret_value(),
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+        appname="labbot-doctor",
+    )
+    try:
+        client.admin.command("ping")
+    except PyMongoError as exc:
+        raise StorageError(
+            f"MongoDB cannot be reached within {settings.MONGODB_TIMEOUT_SECONDS:g} s"
+            f" (MONGODB_URI, {type(exc).__name__}).",
+            hint="Check that the server runs and the URI, user and password are right.",
+        ) from exc
+    finally:
+        client.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +305,8 @@ async def model_checks(settings: Settings) -> list[Check]:
             Check("model API", "ok", f"{shown} answers; it lists no models, so {key} unchecked"),
             Check("model", "ok", f"{settings.DEFAULT_MODEL} (not checked: no listing)"),
         ]
-    listed = Check("model API", "ok", f"{shown} answers, {key}, {len(names)} models listed")
+    count = plural(len(names), "model")
+    listed = Check("model API", "ok", f"{shown} answers, {key}, {count} listed")
     if settings.DEFAULT_MODEL in names:
         return [listed, Check("model", "ok", f"{settings.DEFAULT_MODEL} is offered")]
     some = ", ".join(sorted(names)[:8])

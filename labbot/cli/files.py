@@ -27,7 +27,6 @@ from labbot.files import FileStore, SaveResult, kind_by_name
 from labbot.files.blobs import open_local_file
 from labbot.files.names import clean_filename
 from labbot.files.receipt import format_expiry, format_size, render_upload_confirmation
-from labbot.frontends.terminal_view import from_chat_markup
 
 
 def _add_error(path: Path, exc: BaseException) -> dict[str, Any]:
@@ -75,6 +74,7 @@ def files_add(
     Example:
       labbot files add sales.csv notes.pdf --user 1234
     """
+    from labbot.frontends.terminal_view import from_chat_markup  # rich's Markdown: slow to import
 
     async def add(store: FileStore) -> list[dict[str, Any]]:
         entries: list[dict[str, Any]] = []

@@ -13,15 +13,17 @@ from typing import Any
 import click
 from pydantic import SecretStr
 
-from labbot.app import database_name
 from labbot.cli.checks import (
     Check,
     core_pattern_check,
     data_dir_check,
     discord_checks,
+    mask_credentials,
     mode_check,
     model_checks,
+    mongo_ping,
     sandbox_uid_check,
+    unknown_settings,
 )
 from labbot.cli.group import (
     ONE_SHOT,
@@ -30,12 +32,13 @@ from labbot.cli.group import (
     emit_json,
     json_option,
     plural,
+    process_seconds,
     run_with_store,
     user_option,
 )
 from labbot.cli.saving import save_file
 from labbot.config import Settings
-from labbot.core import ExecutionResult
+from labbot.core import ExecutionResult, progress_to
 from labbot.errors import LabbotError
 from labbot.files import FileStore
 from labbot.files.receipt import format_size
@@ -115,11 +118,17 @@ def exec_(
         if not json_:
             click.echo(streams[name].feed(text), nl=False, err=name == "stderr")
 
+    def step(name: str, started: bool) -> None:
+        # An automatic package install is said, never silent (it takes a while).
+        if name.startswith("installing") and started:
+            echo(f"labbot: {name} (automatic install; see SANDBOX_AUTO_INSTALL)", err=True)
+
     async def run(store: FileStore) -> tuple[ExecutionResult, list[dict[str, Any]]]:
         interpreter = create_executor(settings, store)
         await interpreter.start()
         try:
-            result = await interpreter.run(user, session, source, on_output=live)
+            with progress_to(step):
+                result = await interpreter.run(user, session, source, on_output=live)
         finally:
             await interpreter.close()
         files = []
@@ -133,7 +142,8 @@ def exec_(
         return result, files
 
     result, files = run_with_store(ctx, run)
-    took = time.perf_counter() - started
+    # From the process's start (Python and labbot's imports included), where /proc says it.
+    took = process_seconds() or time.perf_counter() - started
     if json_:
         data = result.to_json()
         data.pop("duration", None)
@@ -147,7 +157,7 @@ def exec_(
             echo(f"file: {f['name']} ({f['id']}, {format_size(f['size'])}){where}")
         echo(
             f"time: execution {_seconds(result.duration)}, whole command {_seconds(took)}"
-            " (starting the sandbox included)",
+            " (start-up and starting the sandbox included)",
             err=True,
         )
     if result.status != "ok":
@@ -252,6 +262,19 @@ def _masked(name: str, value: Any) -> Any:
 _LABELS = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "SKIP"}
 
 
+def _unknown_settings() -> Check | None:
+    """Variables in the environment or .env that look like settings but are none."""
+    import os
+
+    from dotenv import dotenv_values
+
+    from labbot.config import Settings
+
+    env_file = Settings.model_config.get("env_file")
+    dotenv = dotenv_values(str(env_file)) if isinstance(env_file, str) else {}
+    return unknown_settings(Settings.model_fields, os.environ, dotenv)
+
+
 def _guarded(name: str, probe: Callable[[], Check | str | list[Check]]) -> list[Check]:
     """Run one check; whatever it raises becomes its failed line (doctor never crashes)."""
     try:
@@ -271,6 +294,10 @@ def _guarded(name: str, probe: Callable[[], Check | str | list[Check]]) -> list[
 
 
 def _database(ctx: click.Context, settings: Settings) -> str:
+    from labbot.app import database_name
+
+    if settings.MONGODB_URI is not None:  # one ping, bounded: not the bot's three tries
+        mongo_ping(settings)
     ids = run_with_store(ctx, lambda store: store.meta.file_ids())
     return f"{database_name(settings)} ({plural(len(ids), 'file')})"
 
@@ -285,7 +312,10 @@ def _doctor_checks(ctx: click.Context, settings: Settings, report: Callable[...,
     if unusable and settings.MONGODB_URI is None:
         report(Check("database", "skip", skipped))
     else:
-        report(*_guarded("database", lambda: _database(ctx, settings)))
+        database = _guarded("database", lambda: _database(ctx, settings))
+        report(*database)
+        if not unusable and database[0].status == "fail":  # the sandbox's probe opens it too
+            unusable, skipped = True, "not checked: the database cannot be opened (see database)"
     if settings.LABBOT_BLOB_URL:
         report(*_guarded("blob storage", lambda: asyncio.run(_probe_blobs(settings))))
     if settings.LABBOT_EXECUTOR == "nats":
@@ -312,25 +342,29 @@ def doctor(ctx: click.Context, json_: bool) -> None:
 
     def report(*lines: Check) -> None:
         for line in lines:
-            # Any URL in a detail (a setting, an error naming an endpoint) is masked.
-            line = Check(line.name, line.status, mask_urls(line.detail))
+            # Any URL's credentials in a detail (a setting, an error naming an endpoint) are
+            # masked; an invite URL's public parameters are kept, to be opened.
+            line = Check(line.name, line.status, mask_credentials(line.detail))
             checks.append(line)
-            if not json_:
-                echo(f"{_LABELS[line.status]} {line.name}: {line.detail}")
+            if not json_:  # a detail of several lines: its first, then the rest indented
+                first, *rest = line.detail.split("\n")
+                echo(f"{_LABELS[line.status]} {line.name}: {first}")
+                for more in rest:
+                    echo(f"       {more}")
 
     def check(name: str, ok: bool, detail: str) -> None:
         report(Check(name, "ok" if ok else "fail", detail))
 
     try:
         settings: Settings = ctx.obj["settings"]()
-        check(
-            "settings",
-            True,
-            ", ".join(f"{k}={_masked(k, v)}" for k, v in settings.model_dump().items()),
-        )
+        values = settings.model_dump()
+        shown = [f"{k}={_masked(k, v)}" for k, v in values.items()]
+        check("settings", True, "\n".join([f"{len(values)} settings (secrets masked):", *shown]))
     except LabbotError as exc:
         check("settings", False, str(exc))
         settings = None  # type: ignore[assignment]
+    typos = _guarded("unknown settings", lambda: _unknown_settings() or [])
+    report(*typos)
     if settings is not None:
         _doctor_checks(ctx, settings, report)
     if json_:

@@ -25,17 +25,18 @@ _UNITS = ((86400, "day"), (3600, "hour"), (60, "minute"))
 
 
 def time_left(seconds: float) -> str:
-    """ "2 days", "47 hours", "5 minutes": the largest unit of which at least two whole ones
-    are left (never more than is left), after rounding to the minute."""
-    whole = round(seconds / 60) * 60  # 47:59:59.9 left just after an upload reads as 48 hours
+    """ "2 days", "30 hours", "5 minutes": the nearest whole number of the largest unit of which
+    at least one and a half are left, so times a few minutes apart read alike (48 hours and
+    47 hours 59 minutes are both "2 days"; the exact time is shown beside it)."""
     for size, unit in _UNITS:
-        if whole // size >= 2:
-            return f"{whole // size} {unit}s"
-    return "1 minute" if whole >= 60 else "less than a minute"
+        if seconds >= 1.5 * size:
+            count = round(seconds / size)
+            return f"{count} {unit}s"
+    return "1 minute" if seconds >= 30 else "less than a minute"
 
 
 def format_expiry(expires_at: datetime | None, now: datetime) -> str:
-    """ "in 2 days (2026-11-28 06:30 UTC)", "in 47 hours (...)", or "never"."""
+    """ "in 2 days (2026-11-28 06:30 UTC)", "in 30 hours (...)", or "never"."""
     if expires_at is None:
         return "never"
     when = expires_at.strftime("%Y-%m-%d %H:%M UTC")

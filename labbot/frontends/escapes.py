@@ -67,3 +67,36 @@ class PrintableStream:
         """What is held back, made printable (an unfinished sequence is dropped)."""
         text, self._pending = self._pending, ""
         return printable(text)
+
+
+# Terminals that show images, by what they say of themselves in the environment.
+KITTY_TERMS = ("xterm-kitty", "xterm-ghostty")
+ITERM_PROGRAMS = ("iTerm.app", "WezTerm")
+MAX_INLINE_BYTES = 8 * 1024 * 1024
+
+
+def image_protocol(env: dict[str, str]) -> str | None:
+    """How this terminal shows an image ("kitty" or "iterm"), or None (then the path is
+    printed): from TERM, TERM_PROGRAM, LC_TERMINAL and KITTY_WINDOW_ID."""
+    if env.get("TERM") in KITTY_TERMS or "KITTY_WINDOW_ID" in env:
+        return "kitty"
+    if env.get("TERM_PROGRAM") in ITERM_PROGRAMS or env.get("LC_TERMINAL") == "iTerm2":
+        return "iterm"
+    return None
+
+
+def inline_image(png: bytes, protocol: str) -> str:
+    """The escape sequence that shows a PNG image in the terminal (kitty's graphics protocol
+    in 4096-byte pieces, or iTerm2's inline file), followed by a new line."""
+    import base64
+
+    data = base64.b64encode(png).decode("ascii")
+    if protocol == "iterm":
+        return f"\x1b]1337;File=inline=1;size={len(png)};preserveAspectRatio=1:{data}\x07\n"
+    pieces = [data[i : i + 4096] for i in range(0, len(data), 4096)] or [""]
+    out = []
+    for n, piece in enumerate(pieces):
+        more = int(n < len(pieces) - 1)
+        keys = f"f=100,a=T,m={more}" if n == 0 else f"m={more}"
+        out.append(f"\x1b_G{keys};{piece}\x1b\\")
+    return "".join(out) + "\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.syntax import Syntax
+from rich.table import Table
 
 from labbot.app import App
 from labbot.chat.reports import TurnTotals
@@ -39,8 +41,9 @@ from labbot.core import (
 )
 from labbot.errors import LabbotError
 from labbot.files.receipt import format_size
-from labbot.frontends.escapes import printable
+from labbot.frontends.escapes import MAX_INLINE_BYTES, image_protocol, inline_image, printable
 from labbot.frontends.terminal_commands import Commands
+from labbot.frontends.terminal_complete import SessionCompleter, SessionQuestions
 from labbot.frontends.terminal_input import LineReader
 from labbot.frontends.terminal_view import TurnView, plain
 
@@ -79,6 +82,7 @@ class TerminalChat:
         self.console = console or Console()
         self.history = history
         self.commands = Commands(services, user, conversation, self.console)
+        self.questions = SessionQuestions(services.interpreter, user, conversation)
         self._interrupt: Callable[[], None] | None = None  # stops what runs now
 
     @property
@@ -108,7 +112,10 @@ class TerminalChat:
                 return
 
     async def _keyboard(self) -> AsyncIterator[str]:
-        reader = LineReader(history=self.history, python=self.console_mode)
+        completer = None
+        if self.console_mode:  # the model's chat is text, not Python
+            completer = SessionCompleter(self.questions, self._file_names)
+        reader = LineReader(history=self.history, python=self.console_mode, completer=completer)
         while (text := await reader.read()) is not None:
             yield text
 
@@ -117,6 +124,9 @@ class TerminalChat:
         if not text.strip():
             return True
         try:
+            if text.strip() == "/vars":
+                await self._stoppable(self._vars(), cell=False)
+                return True
             if text.lstrip().startswith("/"):
                 go_on = await self._stoppable(self.commands.run(text.strip()), cell=False)
                 return go_on is not False
@@ -172,9 +182,26 @@ class TerminalChat:
 
     # -- a cell (console mode) ---------------------------------------------------------------
 
+    async def _file_names(self) -> list[str]:
+        """The user's stored file names (what load_file takes), for Tab in a string."""
+        return [r.name for r in await self.services.store.list(self.user)]
+
+    async def _vars(self) -> None:
+        """/vars: the session's variables with their type, shape and memory."""
+        rows = await self.questions.variables()
+        if not rows:
+            self.console.print("No variables (or the session did not answer).")
+            return
+        table = Table("name", "type", "shape", "memory", box=None, pad_edge=False)
+        for row in rows:
+            size = format_size(row.bytes) if row.bytes >= 0 else "?"
+            table.add_row(*(printable(x) for x in (row.name, row.type, row.shape)), size)
+        self.console.print(table)
+
     async def _run_code(self, code: str) -> None:
         with TurnView(self.console) as view, progress_to(view.progress):
             view.step(CODE_STEP)
+            await self.questions.show_width(self.console.width)  # DataFrames fill the terminal
 
             async def live(stream: str, text: str) -> None:
                 view.output(text, stream, style="")
@@ -184,8 +211,21 @@ class TerminalChat:
             )
             view.end_output()
             self._show_result(view, result)
-            for file in result.files:
-                await self._show_file(view, file)
+            shown = [await self._show_file(view, file) for file in result.files]
+        figures = [p for f, p in zip(result.files, shown, strict=True) if f.name.endswith(".png")]
+        if figures:
+            await self._show_inline(figures[-1])  # the last figure, after the status line
+
+    async def _show_inline(self, path: Path) -> None:
+        """Show a PNG in the terminal when it can show images (kitty, iTerm2, WezTerm,
+        Ghostty); elsewhere its path, printed above, is what there is."""
+        protocol = image_protocol(dict(os.environ))
+        if protocol is None or not self.console.is_terminal:
+            return
+        png = await asyncio.to_thread(path.read_bytes)
+        if len(png) <= MAX_INLINE_BYTES and png.startswith(b"\x89PNG"):
+            self.console.file.write(inline_image(png, protocol))
+            self.console.file.flush()
 
     # -- a turn (chat mode) ------------------------------------------------------------------
 
@@ -234,15 +274,17 @@ class TerminalChat:
     def _show_result(self, view: TurnView, result: ExecutionResult, *, brief: bool = False) -> None:
         if result.value and not brief:
             view.print(plain(result.value))
-        if result.error is not None:
-            error = result.error
+        error = result.error
+        # A stopped cell's note already says why (out of memory, a timeout): said once.
+        if error is not None and not any(error.message in note for note in result.notes):
             view.print(plain(error.traceback or f"{error.name}: {error.message}", "red"))
         for note in result.notes:
             view.print(plain(f"note: {note}", "yellow"))
         for skipped in result.skipped_files:
             view.print(plain(f"not kept: {skipped.name}: {skipped.reason}", "yellow"))
 
-    async def _show_file(self, view: TurnView, file: OutputFile) -> None:
+    async def _show_file(self, view: TurnView, file: OutputFile) -> Path:
         path = await save_produced(self.services, self.user, file, self.output_dir)
         line = f"file: {file.name} ({file.id}, {format_size(file.size)}) -> {path}"
         view.print(plain(line, "cyan"))
+        return path

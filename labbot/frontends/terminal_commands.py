@@ -26,11 +26,14 @@ from labbot.frontends.terminal_view import from_chat_markup, plain
 HELP = """Commands:
   /upload PATH...   store files (then ask about them); links need --follow-symlinks
   /files            list your files          /rm ID...  delete files
+  /vars             the console's variables: type, shape, memory
   /reset            forget this conversation's history and variables (files stay)
   /usage            tokens and cost per model
   /model [NAME]     show or choose the model (one the operator allows; --force adds one)
   /help             this text                /quit    leave (Ctrl-D works too)
-Keys: Up/Down recall earlier inputs (kept across runs); Esc then Enter adds a line;
+Keys: Tab completes names, attributes and (in quotes) file names; Backspace in the
+indentation removes one level; Up/Down recall earlier inputs (kept across runs);
+Esc then Enter adds a line;
 Ctrl-C stops a running cell or answer, clears the line at the prompt, and twice leaves."""
 
 

@@ -17,9 +17,11 @@ import tokenize
 import warnings
 from codeop import compile_command
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from prompt_toolkit import PromptSession
+from prompt_toolkit.completion import Completer
+from prompt_toolkit.filters import Condition
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.input import Input
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
@@ -27,6 +29,7 @@ from prompt_toolkit.lexers import PygmentsLexer
 from prompt_toolkit.output import Output
 
 LEAVE_HINT = "(Ctrl-C again or Ctrl-D to leave)"
+INDENT = "    "
 
 
 def python_input_complete(text: str) -> bool:
@@ -86,8 +89,10 @@ class LineReader:
         python: bool,
         stdin: TextIO | None = None,
         terminal: tuple[Input, Output] | None = None,
+        completer: Completer | None = None,
     ) -> None:
         self.python = python
+        self._auto_indent: tuple[int, str] | None = None  # (cursor, indent) Enter inserted
         self.stdin = stdin or sys.stdin
         self.interactive = terminal is not None or (self.stdin.isatty() and sys.stdout.isatty())
         self._session: PromptSession[str] | None = None
@@ -103,6 +108,8 @@ class LineReader:
                 lexer=PygmentsLexer.from_filename("cell.py") if python else None,
                 prompt_continuation=lambda width, *_: "." * (width - 1) + " ",
                 enable_history_search=False,
+                completer=completer,
+                complete_while_typing=False,  # Tab asks (the session answers)
                 # In the prompt line, not printed above it: printing leaves the terminal's raw
                 # mode for a moment, and a second Ctrl-C then would be a SIGINT, not a key.
                 placeholder=lambda: [("fg:ansibrightblack", self._hint)],
@@ -135,7 +142,31 @@ class LineReader:
             if self._submit_ready(buffer.text):
                 buffer.validate_and_handle()
             else:
-                buffer.insert_text("\n" + _indent_after(buffer.document.current_line_before_cursor))
+                indent = _indent_after(buffer.document.current_line_before_cursor)
+                buffer.insert_text("\n" + indent)
+                self._auto_indent = (buffer.cursor_position, indent) if indent else None
+
+        at_indent = Condition(lambda: self._line_start(empty=False))
+        at_start = Condition(lambda: self._line_start(empty=True))
+
+        @bindings.add(" ", filter=at_indent)
+        def _space(event: KeyPressEvent) -> None:
+            # Indentation typed by hand replaces the one Enter put there (no double indent).
+            self._drop_auto_indent(event.current_buffer)
+            event.current_buffer.insert_text(" ")
+
+        @bindings.add("tab", filter=at_start)
+        def _tab(event: KeyPressEvent) -> None:
+            self._drop_auto_indent(event.current_buffer)
+            event.current_buffer.insert_text(INDENT)
+
+        @bindings.add("backspace", filter=at_indent)
+        def _dedent(event: KeyPressEvent) -> None:
+            # In the indentation Backspace removes one level (to the previous multiple of 4).
+            self._auto_indent = None
+            buffer = event.current_buffer
+            width = len(buffer.document.current_line_before_cursor)
+            buffer.delete_before_cursor((width - 1) % len(INDENT) + 1)
 
         @bindings.add("escape", "enter")
         def _newline(event: KeyPressEvent) -> None:
@@ -158,6 +189,24 @@ class LineReader:
                 event.app.exit(exception=EOFError())
 
         return bindings
+
+    def _line_start(self, *, empty: bool) -> bool:
+        """True when only blanks precede the cursor on a Python line (``empty``: or nothing)."""
+        if not self.python or self._session is None:
+            return False
+        before = self._session.default_buffer.document.current_line_before_cursor
+        return not before.strip() and (empty or bool(before))
+
+    def _drop_auto_indent(self, buffer: Any) -> None:
+        """Remove the indentation Enter inserted, if the cursor is still just after it."""
+        if self._auto_indent is not None:
+            cursor, indent = self._auto_indent
+            self._auto_indent = None
+            if (
+                buffer.cursor_position == cursor
+                and buffer.document.current_line_before_cursor == indent
+            ):
+                buffer.delete_before_cursor(len(indent))
 
     async def _read_plain(self) -> str | None:
         """Lines from a pipe or file; a Python block is read until complete."""

@@ -240,3 +240,18 @@ async def test_ask_prints_the_upload_receipt_without_chat_markup(
     assert result.exit_code == 0, result.output
     assert "File uploaded: notes.txt" in result.stderr, result.stderr
     assert "**" not in result.stderr and "`" not in result.stderr, result.stderr
+
+
+@pytest.mark.sandbox
+async def test_console_says_out_of_memory_once(tmp_path: Path) -> None:
+    """A cell that runs out of memory: the console says so once (the note), not the error and
+    then the note repeating it."""
+    from labbot.app import open_app
+    from labbot.config import load_settings
+
+    settings = load_settings(
+        LABBOT_DATA_DIR=tmp_path / "d", SANDBOX_MEMORY_MB=300, SANDBOX_WARM_POOL=0
+    )
+    async with open_app(settings) as services:
+        text = await typed(services, tmp_path / "o", "x = bytearray(2 * 10**9)", width=400)
+    assert text.count("ran out of memory") == 1, text

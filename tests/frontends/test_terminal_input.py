@@ -99,3 +99,31 @@ async def test_piped_lines_are_plain_and_python_blocks_end_at_a_blank_line() -> 
     assert not reader.interactive
     got = [await reader.read() for _ in range(4)]
     assert got == ["x = 1", "def f():\n    return x", "print(f())", None]
+
+
+BACKSPACE = "\x7f"
+TAB = "\t"
+
+
+async def test_typed_indentation_replaces_the_automatic_one() -> None:
+    """A block typed with its own indentation (as from a book) is not indented twice, and a
+    Tab at the line's start is one level."""
+    with keyboard() as (reader, send):
+        send("for i in range(2):" + ENTER + "    print(i)" + ENTER + ENTER)
+        assert (await reader.read() or "").rstrip() == "for i in range(2):\n    print(i)"
+        send("if True:" + ENTER + TAB + "x = 1" + ENTER + ENTER)
+        assert (await reader.read() or "").rstrip() == "if True:\n    x = 1"
+        send("def f():" + ENTER + "if 1:" + ENTER + "        y = 2" + ENTER + ENTER)
+        assert (await reader.read() or "").rstrip() == "def f():\n    if 1:\n        y = 2"
+
+
+async def test_backspace_in_the_indentation_removes_one_level() -> None:
+    """Backspace in a line's leading blanks goes back to the previous level (not one space);
+    elsewhere it removes one character."""
+    with keyboard() as (reader, send):
+        send("def f():" + ENTER + "if 1:" + ENTER + "a = 1" + ENTER + BACKSPACE + "return a")
+        send(ENTER + BACKSPACE + "g = f" + ENTER)
+        got = await reader.read()
+        assert got == "def f():\n    if 1:\n        a = 1\n    return a\ng = f"
+        send("abcd" + BACKSPACE + ENTER)
+        assert await reader.read() == "abc"

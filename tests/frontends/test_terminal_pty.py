@@ -117,3 +117,76 @@ async def test_model_chat_markdown_backslashes_ctrl_c_and_logs(tmp_path: Path) -
     assert re.search(r"waiting for the model · \d+\.\ds", raw)
     assert "WARNING" not in raw and "turn.failed" not in raw, text
     assert "turn.failed" in (tmp_path / "data" / "chat.log").read_text()
+
+
+@pytest.mark.sandbox
+def test_console_completes_lists_variables_and_fills_the_width(tmp_path: Path) -> None:
+    """In the Python console: Tab completes a variable, an attribute and (in quotes) a stored
+    file's name, asked of the session; /vars lists each variable's type, shape and memory; a
+    wide DataFrame uses the terminal's 200 columns (not pandas' 80); a traceback shows the
+    user's code, not the kernel's frames."""
+    (tmp_path / "sales_2024.csv").write_text("region,amount\nnorth,10\nsouth,20\n")
+    settings = {"LABBOT_DATA_DIR": str(tmp_path / "data"), "SANDBOX_WARM_POOL": "0"}
+    term = Terminal("chat", env=settings, cwd=tmp_path, cols=200)
+    try:
+        term.wait(term.at_prompt, what="the first prompt")
+        term.enter(f"/upload {tmp_path / 'sales_2024.csv'}")
+        term.enter(
+            "import pandas as pd; wide_frame = pd.DataFrame("
+            "{f'width_{i}': range(3) for i in range(17)})"
+        )
+        term.wait(lambda: term.at_prompt() and term.prompts() >= 3, what="the cell")
+        term.send("wide_f\t")
+        term.wait(r">>> wide_frame$", what="the name completed")
+        term.send(".colu\t")
+        term.wait(r">>> wide_frame\.columns$", what="the attribute completed")
+        term.send("\x15")  # Ctrl-U: clear the line
+        term.send("sales = load_file('sales_\t")
+        term.wait(r"load_file\('sales_2024\.csv$", what="the file name completed")
+        term.enter("')")
+        term.enter("/vars")
+        term.wait(r"^wide_frame\s+DataFrame\s+3 x 17\s+\S", what="the variables")
+        term.enter("wide_frame")
+        term.wait(r"width_16", what="the frame")
+        term.enter("load_file('nope.csv')")
+        term.wait(r"FileNotFoundError", what="the error")
+        text = term.text()
+    finally:
+        term.close()
+    assert re.search(r"^sales\s+DataFrame\s+2 x 2\s+", text, re.M), text
+    shown = text.split(">>> wide_frame\n", 1)[1]
+    header = shown.splitlines()[0]
+    assert "width_0" in header and "width_16" in header and "..." not in header, shown
+    assert 150 < len(header) <= 200, header
+    assert "kernel.py" not in text and "<cell" in text, text
+
+
+@pytest.mark.sandbox
+@pytest.mark.parametrize(
+    ("env", "sequence"),
+    [
+        ({"TERM": "xterm-kitty"}, "\x1b_Gf=100,a=T,m="),
+        ({"TERM_PROGRAM": "iTerm.app"}, "\x1b]1337;File=inline=1;"),
+        ({}, None),
+    ],
+    ids=["kitty", "iterm2", "plain"],
+)
+def test_console_shows_the_last_figure_where_the_terminal_can(
+    tmp_path: Path, env: dict[str, str], sequence: str | None
+) -> None:
+    """A cell that draws a figure: in kitty or iTerm2 the figure is shown in the terminal
+    (its image protocol); in any other terminal only its path is printed."""
+    settings = {"LABBOT_DATA_DIR": str(tmp_path / "data"), "SANDBOX_WARM_POOL": "0", **env}
+    term = Terminal("chat", env=settings, cwd=tmp_path)
+    try:
+        term.wait(term.at_prompt, what="the first prompt")
+        term.enter("import matplotlib.pyplot as plt; plt.plot([1, 3, 2]);")
+        term.wait(r"^file: .*\.png", what="the figure's file")
+        term.wait(lambda: term.at_prompt() and term.prompts() >= 2, what="the prompt")
+        raw = term.raw
+    finally:
+        term.close()
+    if sequence is None:
+        assert "\x1b_G" not in raw and "\x1b]1337;" not in raw
+    else:
+        assert sequence in raw

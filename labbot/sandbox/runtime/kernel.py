@@ -25,9 +25,9 @@ import stat
 import sys
 import threading
 import time
-import traceback
 from typing import Any
 
+import console_help
 import protocol
 
 OUTPUT_DIR = os.environ.get("LABBOT_OUTPUT_DIR", "/mnt/data")
@@ -326,10 +326,7 @@ class Kernel:
         if isinstance(exc, ModuleNotFoundError) and isinstance(exc.name, str):
             top = exc.name.split(".")[0]
             self._missing_module = top if MODULE_NAME.fullmatch(top) else None
-        tb = exc.__traceback__
-        while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell"):
-            tb = tb.tb_next  # drop the kernel's own frames: line numbers are the user's
-        text = "".join(traceback.format_exception(type(exc), exc, tb))
+        text = console_help.format_error(exc)  # without the kernel's frames
         if len(text) > MAX_TRACEBACK_CHARS:  # keep the end: that is where the error is
             text = "[... traceback cut ...]\n" + text[-MAX_TRACEBACK_CHARS:]
         try:
@@ -364,9 +361,7 @@ class Kernel:
             elif type(value).__module__.startswith("pandas"):
                 import pandas as pd
 
-                with pd.option_context(
-                    "display.max_rows", 30, "display.max_columns", 30, "display.width", 160
-                ):
+                with pd.option_context("display.max_rows", 30, *console_help.pandas_display()):
                     text = repr(value)
             else:
                 text = repr(value)
