@@ -21,6 +21,11 @@ import discord
 # A link as Discord finds one (any scheme), up to what ends it in Markdown: whitespace, angle
 # brackets, a spoiler's bars, code ticks, quotes; trailing punctuation is not part of it.
 _URL = re.compile(r"[a-z][a-z0-9+.\-]*://[^\s<>|`\"]*[^\s<>|`\".,:;'!?)\]*_~]", re.IGNORECASE)
+# A link as Discord's own autolink finds one: up to whitespace or "<" only, so a quote, a bar,
+# a backtick, ">" or a full-width look-alike after a user's link makes it a longer link that
+# carries whatever follows. Both readings, of the text as written and of its plain form, must
+# find only links the user posted.
+_AUTOLINK = re.compile(r"[a-z][a-z0-9+.\-]*://[^\s<]*[^\s<.,:;'!?\")\]*_~|>]", re.IGNORECASE)
 # What is left once the links are taken out must not look like one either (a link Discord
 # might still find, an invite, which Discord previews without a scheme).
 _LINKISH = re.compile(r":/|:\\|discord(?:app)?\.com/invite|discord\.gg/", re.IGNORECASE)
@@ -40,6 +45,21 @@ def links_in(text: str) -> set[str]:
     return set(_URL.findall(_plain(text)))
 
 
+def _every_reading(text: str) -> set[str]:
+    """The links in ``text`` as Markdown's delimiters end them and as Discord's autolink
+    does, in the text as written and in its plain form."""
+    found: set[str] = set()
+    for form in (text, _plain(text)):
+        found |= set(_URL.findall(form)) | set(_AUTOLINK.findall(form))
+    return found
+
+
+def link_scope(user: str, conversation: str) -> str:
+    """Whose links a message may preview: one user's in one conversation (in a thread
+    several users share the conversation, not their links)."""
+    return f"{user} in {conversation}"
+
+
 class LinkPolicy:
     """Which links may be previewed: those a user posted in the conversation (remembered
     in this process, bounded; forgotten on restart, which only turns previews off) and those
@@ -51,7 +71,7 @@ class LinkPolicy:
 
     def remember(self, conversation: str, text: str) -> None:
         """Note the links a user posted in ``conversation``."""
-        found = links_in(text)
+        found = _every_reading(text)
         if not found:
             return
         known = self._posted.setdefault(conversation, set())
@@ -63,8 +83,9 @@ class LinkPolicy:
     def previews(self, texts: Iterable[str | None], conversation: str | None = None) -> bool:
         """True only when the texts hold links and each is the user's or allowed; nothing
         else in them may look like a link."""
-        text = _plain("\n".join(t for t in texts if t))
-        found = set(_URL.findall(text))
+        written = "\n".join(t for t in texts if t)
+        text = _plain(written)
+        found = _every_reading(written)
         if not found:
             return False
         posted = self._posted.get(conversation, set()) if conversation else set()
