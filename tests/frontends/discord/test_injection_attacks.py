@@ -12,11 +12,13 @@ carries data although every link the policy sees is one the user posted.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from labbot.frontends.discord.posting import LinkPolicy
+from labbot.frontends.web.links import LinkSigner
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.openai_server import Reply
 from tests.frontends.discord.world import labbot_on
@@ -80,3 +82,21 @@ async def test_a_link_another_user_posted_in_a_thread_is_not_previewed(env) -> N
     await fake.user_message("summarise my file", author="bob", channel_id=tid, mention_bot=True)
     answer = await fake.wait_for(lambda s: hers in (s.content or "") and not s.components)
     assert answer.suppressed and answer.previews == []
+
+
+def test_only_an_untouched_signed_link_of_ours_previews() -> None:
+    """The bot's own signed link previews; with anything glued on, or its path changed, it
+    is no longer ours and previews are off."""
+    signer = LinkSigner(
+        b"k" * 32, "https://bot.example", now=lambda: datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    policy = LinkPolicy(allow=signer.is_ours)
+    ours = signer.url("7", "a" * 26)
+    assert policy.previews([f"📥 big.csv (12 MiB): {ours}"])
+    for changed in (
+        f'{ours}"{SECRET}',
+        f"{ours}|{SECRET}",
+        ours.replace("/7/", "/8/"),
+        ours + "/x",
+    ):
+        assert not policy.previews([f"📥 big.csv (12 MiB): {changed}"]), changed
