@@ -141,10 +141,14 @@ async def _cells(
 def _markdown(text: str, role: str) -> nbformat.NotebookNode:
     """A Markdown cell that fetches nothing when shown: raw HTML tags and images are
     escaped (a planted ``<img src=...>`` would leak data to whoever serves it)."""
-    inert = _HTML_TAG.sub("&lt;", text).replace("![", "!\\[")
-    cell = v4.new_markdown_cell(inert)
+    cell = v4.new_markdown_cell(_inert(text))
     cell.metadata["labbot"] = {"role": role}
     return cell
+
+
+def _inert(text: str) -> str:
+    """Markdown that fetches nothing when shown: raw HTML tags and images escaped."""
+    return _HTML_TAG.sub("&lt;", text).replace("![", "!\\[")
 
 
 def _text_of(content: Any) -> str:
@@ -181,7 +185,7 @@ async def _outputs(
         else:
             others.append(f"`{file.get('name')}`")
     if others:
-        made = "Files made: " + ", ".join(others)
+        made = _inert("Files made: " + ", ".join(others))  # names the user's code chose
         outputs.append(v4.new_output("display_data", data={"text/markdown": made}))
     if isinstance(value := result.get("value"), str):
         outputs.append(

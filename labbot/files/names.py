@@ -14,7 +14,9 @@ _FILE_ID_RE = re.compile(FILE_ID_PATTERN)
 MAX_NAME_BYTES = 200
 MAX_EXTENSION_CHARS = 16
 # Windows cannot save these names; a user downloading the file there would be stuck.
-_RESERVED = {"con", "prn", "aux", "nul"} | {f"{p}{n}" for p in ("com", "lpt") for n in range(10)}
+_RESERVED = {"con", "prn", "aux", "nul"} | {
+    f"{p}{n}" for p in ("com", "lpt") for n in [*range(10), "\u00b9", "\u00b2", "\u00b3"]
+}
 # What no one sees, from the Unicode database (the ``regex`` module's properties; the standard
 # ``unicodedata`` has no Default_Ignorable_Code_Point): controls, every format character (Cf:
 # zero-width spaces and joiners, word joiner, BOM, soft hyphen, ALM U+061C, the TAG characters
@@ -26,6 +28,9 @@ _INVISIBLE = regex.compile(
     r"[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Bidi_Control}\p{Default_Ignorable_Code_Point}]+"
 )
 _UNSEEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
+# Symbols whose glyph is blank (no property says so): spaces in a name, so a run of them cannot
+# push an extension out of sight ("report.pdf⠀⠀⠀⠀⠀⠀.exe").
+_BLANK_GLYPHS = str.maketrans(dict.fromkeys("\u2800\U0001d159\U00016fe4", " "))
 
 
 def new_file_id() -> str:
@@ -54,15 +59,16 @@ def clean_filename(raw: str | None) -> str:
     unassigned characters are removed (see ``_INVISIBLE``); an empty result becomes "file".
     """
     name = visible_text(raw or "")
-    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = name.replace("\\", "/").rsplit("/", 1)[-1].translate(_BLANK_GLYPHS)
     name = " ".join(name.split()).strip(" .")
     if not name:
         return "file"
     stem, dot, ext = name.rpartition(".")
     if not dot or not stem or len(ext) > MAX_EXTENSION_CHARS:
         stem, ext = name, ""
-    if stem.split(".")[0].lower() in _RESERVED:
-        stem += "_"
+    first, dot, rest = stem.partition(".")
+    if first.rstrip(" ").lower() in _RESERVED:  # Windows: "con.tar.gz" is CON, not "con.tar_"
+        stem = f"{first}_{dot}{rest}"
     suffix = f".{ext}" if ext else ""
     budget = MAX_NAME_BYTES - len(suffix.encode())
     stem = stem.encode()[:budget].decode(errors="ignore").rstrip(" .") or "file"

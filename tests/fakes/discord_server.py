@@ -147,8 +147,10 @@ class Sent:
 
 
 # Conservative: a link Discord would preview is any http(s) address not wrapped in <...>, in
-# code or not, bare, spoilered or masked; the URL fields of embeds too.
-_PREVIEWED = re.compile(r"(?<!<)https?://[^\s<>|]+", re.IGNORECASE)
+# code or not, bare, spoilered or masked; the URL fields of embeds too. It runs as Discord's own
+# autolink rule (simple-markdown's ``url``) does: up to whitespace or "<", so quotes, bars,
+# backticks, ">" and full-width look-alikes inside it are part of it; trailing punctuation not.
+_PREVIEWED = re.compile(r"(?<!<)https?://[^\s<]*[^\s<.,:;\"')\]|]", re.IGNORECASE)
 _EMBED_URLS = ("url", "image", "thumbnail", "video", "author", "footer", "provider")
 
 

@@ -22,7 +22,7 @@ from labbot.files.receipt import format_size
 from labbot.frontends.discord.conversations import conversation_id
 from labbot.frontends.discord.downloads import too_large
 from labbot.frontends.discord.errors import error_text
-from labbot.frontends.discord.posting import edit, reply, send
+from labbot.frontends.discord.posting import edit, link_scope, reply, send
 from labbot.frontends.discord.render import (
     MAX_MESSAGES_PER_ANSWER,
     ReplyStream,
@@ -155,7 +155,7 @@ class Messages(commands.Cog):
             await self.say(message, "No model is configured on this bot (OPENAI_API_KEY).")
             return
         conversation = await self.conversation(message, replied)
-        self.bot.links.remember(conversation, message.content)
+        self.bot.links.remember(link_scope(user, conversation), message.content)
         running = self.bot.conversation_tasks(message.author.id)
         if running:
             await self.say(
@@ -236,13 +236,14 @@ class Messages(commands.Cog):
         view = StopView(message.author.id, asyncio.current_task())
         posted: list[discord.Message] = []
         links = self.bot.links
+        scope = link_scope(user, conversation)  # the links this user posted here
 
         async def post(content: str) -> Callable[[str], Awaitable[None]]:
             sent = await reply(
                 message,
                 content,
                 links=links,
-                conversation=conversation,
+                conversation=scope,
                 view=view if not posted else discord.utils.MISSING,
             )
             index = len(posted)
@@ -251,7 +252,7 @@ class Messages(commands.Cog):
 
             async def change(new: str) -> None:
                 posted[index] = await edit(
-                    posted[index], links=links, conversation=conversation, content=new
+                    posted[index], links=links, conversation=scope, content=new
                 )
 
             return change
@@ -292,7 +293,7 @@ class Messages(commands.Cog):
             await stream.flush(final=True)
             view.stop()
             if posted:
-                await edit(posted[0], links=links, conversation=conversation, view=None)
+                await edit(posted[0], links=links, conversation=scope, view=None)
         if stream.cut:
             await self._send_whole(message, stream)
         await self._send_files(message, user, produced)

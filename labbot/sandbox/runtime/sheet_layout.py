@@ -6,6 +6,7 @@ Part of the sandbox loaders (see ``loaders``).
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import math
 import re
@@ -96,16 +97,20 @@ def _names(rows: list[list[Any]], header: int, group: int | None, width: int) ->
             last = c if filled(c) else last
             groups[i] = last
     names: list[str] = []
-    for i, (g, h) in enumerate(zip(groups, head, strict=True)):
+    taken: set[str] = set()
+    suffixes: dict[str, int] = {}  # the last ".k" given to a base: a wide row of one name
+    for i, (g, h) in enumerate(zip(groups, head, strict=True)):  # stays linear, not cubic
         h_text = _text(h).lstrip("#").strip() if filled(h) else ""
         g_text = _text(g).strip() if filled(g) else ""
         base = f"{g_text} {h_text}".strip() if g_text != h_text else h_text
         base = base or f"Unnamed: {i}"
-        label, k = base, 0
-        while label in names:
+        label, k = base, suffixes.get(base, 0)
+        while label in taken:
             k += 1
             label = f"{base}.{k}"
+        suffixes[base] = k
         names.append(label)
+        taken.add(label)
     return names
 
 
@@ -128,7 +133,8 @@ def find_layout(rows: list[list[Any]], header: Any = "auto", skiprows: Any = Non
     data_counts = [n[i] for i in range(start, len(rows)) if n[i] >= 2
                    and any(value_like(c) for c in rows[i])]  # fmt: skip
     if data_counts:
-        w = max(set(data_counts), key=lambda k: (data_counts.count(k), k))
+        counts = collections.Counter(data_counts)  # one pass, whatever the widths
+        w = max(counts, key=lambda k: (counts[k], k))
         need = max(2, math.ceil(w * 0.6))
         first = next(i for i in range(start, len(rows))
                      if n[i] >= need and any(value_like(c) for c in rows[i]))  # fmt: skip

@@ -76,6 +76,16 @@ class Export(commands.Cog):
         store, links = self.bot.services.store, self.bot.downloads
         if not links.available:
             return f"The export is {format_size(size)}, too large to send here. {ENABLE_HINT}"
+        kept = await store.list(user)
+        limits = store.limits
+        if len(kept) >= limits.max_files or sum(r.size for r in kept) + size > (
+            limits.max_total_bytes
+        ):  # keeping it would push out the user's oldest files, perhaps the very ones it holds
+            return (
+                f"The export is {format_size(size)}, too large to send here, and keeping it with"
+                " your files for a link would remove older ones. Delete some with /files, or"
+                " export the notebook alone (without bundle)."
+            )
         saved = await store.save(user, name, file_chunks(path), source="generated")
         url = await links.link(user, saved.record.id)
         return (
