@@ -28,6 +28,7 @@ from labbot.files.blobs import BlobStore
 from labbot.files.cache import BlobCache
 from labbot.files.names import new_file_id
 from labbot.remote import bus, wire
+from labbot.sandbox.checkpoints import PieceStore
 from labbot.sandbox.interpreter import CodeInterpreter
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,9 @@ class ShippedFiles:
         self.blobs = blobs
         self.max_file_bytes = max_file_bytes
         self.uploaded: dict[str, str] = {}
+        self.pieces: PieceStore | None = (
+            None  # checkpoints are kept by the bot (not yet carried over the wire)
+        )
 
     @classmethod
     def from_request(cls, files: list[wire.FileRef], worker: WorkerAgent) -> ShippedFiles:
