@@ -169,6 +169,13 @@ class CheckpointCell:
         """Forget the variables that are gone; the notes for the model and the user."""
         if report is None:
             return []
+        log.debug(
+            "checkpoint.saved pieces=%d bytes=%d total=%d seconds=%.4f",
+            len(report.saved),
+            self.received,
+            report.bytes,
+            report.seconds,
+        )
         if report.dropped:
             await self.pieces.drop_pieces(self.user, self.conversation, list(report.dropped))
         notes = []
