@@ -197,9 +197,11 @@ class FileStore:
         size: int,
         sha256: str,
         source: Source = "generated",
+        max_bytes: int | None = None,
     ) -> SaveResult:
         """Record a blob someone else already stored under a fresh ``file_id`` (a worker
-        machine's output), under the same limits and eviction as ``save``. The size is the
+        machine's output), under the same limits and eviction as ``save`` (``max_bytes``
+        replaces the per-file limit, as there). The size is the
         stored object's, checked against the claim; the sha256 is checked at every read. The
         blob is deleted if it cannot be kept.
 
@@ -210,9 +212,10 @@ class FileStore:
         check_blob(user, file_id)  # before anything touches a blob: never another's path
         name = clean_filename(filename)
         limits = self.limits
+        per_file = limits.max_file_bytes if max_bytes is None else max_bytes
         try:
-            if size > limits.max_file_bytes:
-                raise FileTooLarge(limit_bytes=limits.max_file_bytes)
+            if size > per_file:
+                raise FileTooLarge(limit_bytes=per_file)
             if size > limits.max_total_bytes:
                 raise FileTooLarge(limit_bytes=limits.max_total_bytes, what="your storage quota")
             kinds.kind_by_name(kind)

@@ -28,6 +28,7 @@ from labbot.files.blobs import BlobStore
 from labbot.files.cache import BlobCache
 from labbot.files.names import new_file_id
 from labbot.remote import bus, wire
+from labbot.remote.checkpoints import ShippedPieces
 from labbot.sandbox.checkpoints import PieceStore
 from labbot.sandbox.interpreter import CodeInterpreter
 
@@ -199,6 +200,8 @@ class WorkerAgent:
             await self._answer(msg, _refusal("draining", "draining"))
             return
         files = ShippedFiles.from_request(request.files, self)
+        if request.checkpoint is not None:
+            files.pieces = ShippedPieces(request.checkpoint, self.blobs)
         parts = 0
 
         async def on_output(name: str, text: str) -> None:
@@ -227,6 +230,9 @@ class WorkerAgent:
                 result=wire.Result.of(result, files.wire_files(result.files)),
                 new_session=not live,
                 streamed=parts,
+                checkpoint=files.pieces.reply()
+                if isinstance(files.pieces, ShippedPieces)
+                else None,
             )
         except LabbotError as exc:
             reply = _refusal(str(exc)[: wire.MAX_ERROR_CHARS], "failed")

@@ -84,7 +84,7 @@ class StorePieces:
         self.store = store
         self.cap = cap
 
-    async def _records(self, user: str, conversation: str) -> dict[str, list[FileRecord]]:
+    async def records(self, user: str, conversation: str) -> dict[str, list[FileRecord]]:
         """The conversation's piece records by variable, newest first."""
         prefix = conversation_tag(conversation) + "."
         found: dict[str, list[FileRecord]] = {}
@@ -96,7 +96,7 @@ class StorePieces:
 
     async def held(self, user: str, conversation: str) -> dict[str, FileRef]:
         """The newest piece of each variable."""
-        records = await self._records(user, conversation)
+        records = await self.records(user, conversation)
         return {name: found[0].ref() for name, found in records.items()}
 
     async def room(self, user: str, conversation: str) -> int:
@@ -117,17 +117,17 @@ class StorePieces:
         saved = await self.store.save(
             user, piece_name(conversation, name), chunks, source="checkpoint", max_bytes=size
         )
-        old = (await self._records(user, conversation)).get(name, [])
+        old = (await self.records(user, conversation)).get(name, [])
         await self.store.delete_pieces(user, [r.id for r in old if r.id != saved.record.id])
 
     async def drop_pieces(self, user: str, conversation: str, names: list[str]) -> None:
         """Delete every piece of these variables."""
-        records = await self._records(user, conversation)
+        records = await self.records(user, conversation)
         await self.store.delete_pieces(user, [r.id for n in names for r in records.get(n, [])])
 
     async def delete(self, user: str, conversation: str) -> None:
         """Delete every piece of the conversation."""
-        records = await self._records(user, conversation)
+        records = await self.records(user, conversation)
         await self.store.delete_pieces(user, [r.id for rs in records.values() for r in rs])
 
 
