@@ -228,9 +228,16 @@ class Checkpoints:
         # Pieces whose restore ended a session: never tried again (until they change).
         self._unrestorable: dict[tuple[str, str], frozenset[str]] = {}
 
-    def needs_restore(self, kernel: KernelProcess) -> bool:
-        """A fresh session: its first step is the restore (if there is a checkpoint)."""
-        return self.cap > 0 and kernel not in self._past_restore
+    async def needs_restore(
+        self, user: str, conversation: str, kernel: KernelProcess, pieces: PieceStore | None
+    ) -> bool:
+        """A fresh session of a conversation with a checkpoint (not one whose restore ended
+        a session before): its first step is the restore."""
+        if pieces is None or self.cap <= 0 or kernel in self._past_restore:
+            return False
+        held = await pieces.held(user, conversation)
+        ids = frozenset(ref.id for ref in held.values())
+        return bool(held) and self._unrestorable.get((user, conversation)) != ids
 
     async def begin(
         self,

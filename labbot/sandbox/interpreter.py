@@ -161,7 +161,9 @@ class CodeInterpreter:
         self.sessions.forget_loss(session)
         restored: tuple[str, ...] = ()
         async with self._global:
-            if self.checkpoints.needs_restore(session.kernel):
+            if await self.checkpoints.needs_restore(
+                session.user, session.conversation, session.kernel, files.pieces
+            ):
                 restored, failure = await self._restore(session, files)
                 if failure is not None:
                     return failure
@@ -202,9 +204,10 @@ class CodeInterpreter:
             notes = sorted(result.notes, key=lambda n: not n.startswith(RESTORED))
             return tuple(notes) if notes[:1] and notes[0].startswith(RESTORED) else (), None
         note = (
-            "The saved variables of this conversation could not be restored (the restore"
-            f" {result.error.message if result.error else 'failed'}); they will not be tried"
-            " again, and /reset deletes them. The code was not run: run it again."
+            "The saved variables of this conversation could not be restored (the restore ended"
+            f" the session: {result.error.message if result.error else 'it failed'}); they will"
+            " not be tried again: the session starts empty (files are kept). The code was not"
+            " run: run it again."
         )
         return (), replace(result, notes=(note,))
 

@@ -173,3 +173,40 @@ def test_a_conversation_survives_kill_9_of_the_bot(tmp_path: Path) -> None:
     assert data["notes"][0] == (
         "The session was restarted: restored 2 variables (df, pd). Files are kept."
     )
+
+
+async def test_a_change_through_a_session_function_is_saved(make_interpreter: Factory) -> None:
+    """A cell that only calls a function of the session changes what the function reaches
+    (`df`, named only inside it): that variable is written again."""
+    async with make_interpreter(CODE_EXECUTION_TIMEOUT=60) as (interpreter, store):
+        code = "data = {'n': [1, 2]}\ndef bump():\n    data['n'].append(3)\n"
+        await interpreter.run("u1", "c1", code)
+        before = await pieces(store, "u1", "c1")
+        await interpreter.run("u1", "c1", "bump()")
+        assert (await pieces(store, "u1", "c1"))["data"] != before["data"]
+        await lose_session(interpreter, "u1", "c1")
+        assert (await interpreter.run("u1", "c1", "data['n']")).value == "[1, 2, 3]"
+
+
+async def test_a_restore_that_ends_the_session_is_not_tried_again(
+    make_interpreter: Factory,
+) -> None:
+    """A variable whose unpickling kills the interpreter: the next execution says the saved
+    variables could not be restored (the code did not run), and the one after runs in a fresh
+    session without trying again."""
+    async with make_interpreter(CODE_EXECUTION_TIMEOUT=60) as (interpreter, store):
+        code = (
+            "class Bomb:\n    def __reduce__(self):\n        import os\n"
+            "        return (os._exit, (3,))\nbomb = Bomb()\nsafe = 1"
+        )
+        assert (await interpreter.run("u1", "c1", code)).status == "ok"
+        await lose_session(interpreter, "u1", "c1")
+        failed = await interpreter.run("u1", "c1", "print('ran')")
+        assert failed.status == "killed" and "ran" not in failed.stdout
+        assert (
+            "could not be restored" in failed.notes[0] and "not be tried again" in failed.notes[0]
+        )
+        after = await interpreter.run("u1", "c1", "'bomb' in globals()")
+        assert after.status == "ok" and after.value == "False", after
+        # The pieces that could not come back are deleted, not kept to fail again.
+        assert set(await pieces(store, "u1", "c1")) == set()

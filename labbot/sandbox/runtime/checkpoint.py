@@ -176,7 +176,8 @@ class Checkpoints:
             failed["(rest)"] = "the restore was interrupted"
         for name, value in loaded.items():
             if name in self.namespace and self.namespace[name] is value:
-                self.saved[name] = (id(value), frozenset(refs_of.get(name, ())), 0)
+                size = _size(pieces[name])
+                self.saved[name] = (id(value), frozenset(refs_of.get(name, ())), size)
         not_kept = {str(k): str(v) for k, v in (meta.get("not_kept") or {}).items()}
         self.not_kept = dict(not_kept)
         self.announced = set(not_kept.items())
@@ -276,9 +277,13 @@ class Checkpoints:
                 queue += sorted(r for r in entry[1] if r not in done and r in saveable)
         except KeyboardInterrupt:
             not_kept.update({n: "the checkpoint was interrupted" for n in queue if n not in done})
-        dropped = sorted(n for n in self.saved if n not in saveable)
-        for name in dropped:
-            del self.saved[name]
+        # Every piece that no longer stands for a kept variable goes: deleted or not kept now
+        # (its old piece would come back as if current), or held but never known here (a
+        # restore that failed).
+        kept = {n for n in saveable if n not in not_kept and n in self.saved}
+        known = set(self.saved) | {n for n in held if VARIABLE.fullmatch(n)}
+        dropped = sorted(known - kept)
+        self.saved = {n: e for n, e in self.saved.items() if n in kept}
         self.refused = {n: id(values[n]) for n in not_kept}
         changed = imports != self.imports or not_kept != self.not_kept
         if changed or (SESSION_PIECE not in held and (imports or not_kept)):
@@ -376,6 +381,13 @@ class Checkpoints:
         outputs.used += size
         self.saved[name] = (id(value), frozenset(pickler.refs), size)
         return None
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 class _Reader:
