@@ -28,8 +28,7 @@ async def shipped(
     """The conversation's checkpoint as a request carries it (None: checkpoints are off)."""
     if pieces is None or pieces.cap <= 0:
         return None
-    held = await pieces.held(user, conversation)
-    room = await pieces.room(user, conversation)
+    held, room = await pieces.state(user, conversation)
     return wire.CheckpointIn(pieces={n: wire.FileRef.of(r) for n, r in held.items()}, room=room)
 
 

@@ -86,28 +86,34 @@ class StorePieces:
 
     async def records(self, user: str, conversation: str) -> dict[str, list[FileRecord]]:
         """The conversation's piece records by variable, newest first."""
+        return (await self._state(user, conversation))[0]
+
+    async def _state(self, user: str, conversation: str) -> tuple[dict[str, list[FileRecord]], int]:
+        """The conversation's piece records by variable (newest first), and its room: the
+        cap, or what the quota leaves beside everything else the user keeps. One listing."""
         prefix = conversation_tag(conversation) + "."
         found: dict[str, list[FileRecord]] = {}
+        others = 0
         for record in await self.store.records(user):
             name = record.name
             if record.source == "checkpoint" and name.startswith(prefix) and name.endswith(SUFFIX):
                 found.setdefault(name[len(prefix) : -len(SUFFIX)], []).append(record)
-        return found
+            else:
+                others += record.size
+        return found, max(0, min(self.cap, self.store.limits.max_total_bytes - others))
+
+    async def state(self, user: str, conversation: str) -> tuple[dict[str, FileRef], int]:
+        """``held`` and ``room`` from one listing."""
+        records, room = await self._state(user, conversation)
+        return {name: found[0].ref() for name, found in records.items()}, room
 
     async def held(self, user: str, conversation: str) -> dict[str, FileRef]:
         """The newest piece of each variable."""
-        records = await self.records(user, conversation)
-        return {name: found[0].ref() for name, found in records.items()}
+        return (await self.state(user, conversation))[0]
 
     async def room(self, user: str, conversation: str) -> int:
         """The cap, or what the quota leaves beside everything else the user keeps."""
-        prefix = conversation_tag(conversation) + "."
-        others = sum(
-            r.size
-            for r in await self.store.records(user)
-            if not (r.source == "checkpoint" and r.name.startswith(prefix))
-        )
-        return max(0, min(self.cap, self.store.limits.max_total_bytes - others))
+        return (await self._state(user, conversation))[1]
 
     async def save_piece(
         self, user: str, conversation: str, name: str, chunks: AsyncIterator[bytes], size: int

@@ -79,8 +79,8 @@ async def test_checkpoints_are_incremental_hidden_counted_and_reset(
     make_interpreter: Factory,
 ) -> None:
     """A cell that touches nothing writes nothing; a cell that mutates a variable in place
-    (same object) writes that one again; pieces are no files (list, get) but count in the
-    quota; /reset deletes them."""
+    (same object) writes that one again; one that rebinds a small one to equal bytes does
+    not; pieces are no files (list, get) but count in the quota; /reset deletes them."""
     async with make_interpreter(CODE_EXECUTION_TIMEOUT=60) as (interpreter, store):
         await interpreter.run("u1", "c1", "rows = [1, 2]\nother = {'k': 1}")
         before = await pieces(store, "u1", "c1")
@@ -90,6 +90,9 @@ async def test_checkpoints_are_incremental_hidden_counted_and_reset(
         await interpreter.run("u1", "c1", "rows.append(3)")
         now = await pieces(store, "u1", "c1")
         assert now["rows"] != before["rows"] and now["other"] == before["other"]
+        # A small variable bound again to equal bytes is compared, not stored again.
+        await interpreter.run("u1", "c1", "other = {'k': 1}")
+        assert (await pieces(store, "u1", "c1"))["other"] == before["other"]
         assert await store.list("u1") == []
         from labbot.errors import FileNotFound
 

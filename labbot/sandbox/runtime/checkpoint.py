@@ -24,6 +24,7 @@ not pickle are named and not kept.
 from __future__ import annotations
 
 import ast
+import hashlib
 import io
 import json
 import os
@@ -41,7 +42,8 @@ MAGIC = b"LBCKPT1\n"
 SESSION_PIECE = "+session"  # imports and what was not kept (not an identifier: never a variable)
 VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 MAX_VARIABLES = 500  # pieces per session; the host allows as many
-MAX_NAMES_SHOWN = 8
+SMALL_PIECE = 1 << 20  # pieces up to this size are compared with the last one sent
+UNCHANGED = "\0unchanged"
 REACH_ALL = {
     "exec",
     "eval",
@@ -119,6 +121,7 @@ class Checkpoints:
         self.saved: dict[str, tuple[int, frozenset[str], int]] = {}  # name → id, refs, size
         self.imports: dict[str, str] = {}
         self.not_kept: dict[str, str] = {}  # name → why
+        self.digests: dict[str, bytes] = {}  # name → hash of its small piece as last sent
         self.refused: dict[str, int] = {}  # name → id of the value not kept (not tried again)
         self.announced: set[tuple[str, str]] = set()
         self.restored: dict | None = None
@@ -266,14 +269,19 @@ class Checkpoints:
                 if name in done:
                     continue
                 done.add(name)
-                why = self._send(name, values[name], pickler, outputs, cap, total)
+                old = self.saved.get(name, (0, frozenset(), 0))[2]
+                why = self._send(name, values[name], pickler, outputs, cap, total, held)
+                if why == UNCHANGED:
+                    why = None
+                elif why is None:
+                    sent.append(name)
                 if why:
                     not_kept[name] = why
                     self.saved.pop(name, None)
+                    total -= old
                     continue
                 entry = self.saved[name]
-                total += entry[2]
-                sent.append(name)
+                total += entry[2] - old
                 queue += sorted(r for r in entry[1] if r not in done and r in saveable)
         except KeyboardInterrupt:
             not_kept.update({n: "the checkpoint was interrupted" for n in queue if n not in done})
@@ -284,6 +292,7 @@ class Checkpoints:
         known = set(self.saved) | {n for n in held if VARIABLE.fullmatch(n)}
         dropped = sorted(known - kept)
         self.saved = {n: e for n, e in self.saved.items() if n in kept}
+        self.digests = {n: d for n, d in self.digests.items() if n in kept}
         self.refused = {n: id(values[n]) for n in not_kept}
         changed = imports != self.imports or not_kept != self.not_kept
         if changed or (SESSION_PIECE not in held and (imports or not_kept)):
@@ -356,9 +365,17 @@ class Checkpoints:
         return None
 
     def _send(
-        self, name: str, value: Any, pickler: _Pickler, outputs: Any, cap: int, total: int
+        self,
+        name: str,
+        value: Any,
+        pickler: _Pickler,
+        outputs: Any,
+        cap: int,
+        total: int,
+        held: set[str],
     ) -> str | None:
-        """Pickle and send one variable; why it was not kept, or None."""
+        """Pickle and send one variable; why it was not kept, UNCHANGED (a small piece whose
+        bytes the host holds already: not sent again), or None."""
         try:
             stream, buffers = pickler.dumps(name, value)
             raws = [b.raw() for b in buffers]
@@ -372,6 +389,15 @@ class Checkpoints:
         head += struct.pack(f">{len(raws)}Q", *(len(r) for r in raws))
         parts = [memoryview(head), memoryview(stream), *raws]
         size = sum(p.nbytes for p in parts)
+        digest = None
+        if size <= SMALL_PIECE:  # hashing a small piece costs less than storing it again
+            hashed = hashlib.blake2b(digest_size=16)
+            for part in parts:
+                hashed.update(part)
+            digest = hashed.digest()
+            if name in held and name in self.saved and self.digests.get(name) == digest:
+                self.saved[name] = (id(value), frozenset(pickler.refs), size)
+                return UNCHANGED
         old = self.saved.get(name, (0, frozenset(), 0))[2]
         if total - old + size > cap:
             return f"{_type_name(value)}: over the {cap // 2**20} MiB checkpoint limit"
@@ -380,6 +406,9 @@ class Checkpoints:
         send_piece(self.channel, name, _Reader(parts).read, size)
         outputs.used += size
         self.saved[name] = (id(value), frozenset(pickler.refs), size)
+        self.digests.pop(name, None)
+        if digest is not None:
+            self.digests[name] = digest
         return None
 
 
