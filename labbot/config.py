@@ -87,6 +87,7 @@ class Settings(BaseSettings):
     SANDBOX_WARM_POOL: int = Field(2, ge=0, le=64)
     SANDBOX_PRELOAD: bool = True
     SESSION_IDLE_MINUTES: float = Field(20.0, gt=0)
+    SESSION_CHECKPOINT_MB: float = Field(256.0, ge=0)
     MAX_SESSIONS: int = Field(16, ge=1)
     MAX_SESSIONS_PER_USER: int = Field(2, ge=1)
     SANDBOX_MEMORY_BUDGET_MB: int = Field(0, ge=0)

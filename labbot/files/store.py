@@ -6,7 +6,7 @@ import asyncio
 import errno
 import logging
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from labbot.config import Settings
-from labbot.errors import FileError, FileIdTaken, FileTooLarge, StorageError
+from labbot.errors import FileError, FileIdTaken, FileNotFound, FileTooLarge, StorageError
 from labbot.files import kinds
 from labbot.files.blobs import BlobStore, Writer, check_blob, check_user
 from labbot.files.integrity import verified
@@ -144,8 +144,10 @@ class FileStore:
         stream: AsyncIterable[bytes],
         *,
         source: Source = "upload",
+        max_bytes: int | None = None,
     ) -> SaveResult:
         """Stream a file into the user's store under a new id, evicting the oldest past the limits.
+        ``max_bytes`` replaces the per-file limit (a checkpoint piece has its own).
 
         :raises FileTooLarge: over the per-file limit (stopped while streaming) or the quota.
         :raises QuotaInUse: the user's other saves, still streaming, hold the whole quota.
@@ -159,7 +161,7 @@ class FileStore:
         reservation = self.reservations.open(user)
         try:
             try:
-                await self._stream(writer, stream, reservation)
+                await self._stream(writer, stream, reservation, max_bytes)
                 if writer.size == 0 and source == "upload":
                     raise FileError(f"{name} is empty; there is nothing to store.")
                 await self._disk(writer.commit())
@@ -167,8 +169,12 @@ class FileStore:
                 await asyncio.shield(writer.abort())
                 raise
             try:
-                kind = await asyncio.to_thread(
-                    kinds.detect_kind, name, writer.head, writer.local_path
+                kind = (
+                    kinds.BINARY  # a pickle only the sandbox reads: never sniffed here
+                    if source == "checkpoint"
+                    else await asyncio.to_thread(
+                        kinds.detect_kind, name, writer.head, writer.local_path
+                    )
                 )
             except BaseException:
                 await asyncio.shield(self.blobs.delete(user, file_id))
@@ -180,14 +186,19 @@ class FileStore:
             reservation.release()
 
     async def _stream(
-        self, writer: Writer, stream: AsyncIterable[bytes], reservation: Reservation
+        self,
+        writer: Writer,
+        stream: AsyncIterable[bytes],
+        reservation: Reservation,
+        max_bytes: int | None = None,
     ) -> None:
         """Write the stream; each chunk is reserved against the quota before it is written."""
         limits = self.limits
-        cap = min(limits.max_file_bytes, limits.max_total_bytes)
+        per_file = limits.max_file_bytes if max_bytes is None else max_bytes
+        cap = min(per_file, limits.max_total_bytes)
         async for chunk in stream:
             if writer.size + len(chunk) > cap:
-                if cap == limits.max_file_bytes:
+                if cap == per_file:
                     raise FileTooLarge(limit_bytes=cap)
                 raise FileTooLarge(limit_bytes=cap, what="your storage quota")
             await reservation.take(len(chunk), limit=limits.max_total_bytes)
@@ -203,12 +214,14 @@ class FileStore:
         size: int,
         sha256: str,
         source: Source = "generated",
+        max_bytes: int | None = None,
     ) -> SaveResult:
         """Record a blob someone else already stored under a fresh ``file_id`` (a worker
-        machine's output), under the same limits and eviction as ``save``. The size is the
-        stored object's, checked against the claim; the sha256 is checked at every read. A
-        fresh blob is deleted if it cannot be kept; an id that any record holds already (a
-        worker claiming an existing file as its output) is refused and nothing is touched.
+        machine's output), under the same limits and eviction as ``save`` (``max_bytes``
+        replaces the per-file limit, as there). The size is the stored object's, checked
+        against the claim; the sha256 is checked at every read. A fresh blob is deleted if it
+        cannot be kept; an id that any record holds already (a worker claiming an existing file
+        as its output) is refused and nothing is touched.
 
         :raises FileTooLarge: over the per-file limit or the quota.
         :raises FileIdTaken: a record of any user has this id; no record or blob was touched.
@@ -224,9 +237,10 @@ class FileStore:
         # From here the blob is the worker's fresh upload, which no record names: deleting
         # it on a refusal removes only what the worker made (``add`` re-checks the id
         # atomically, so a record added meanwhile is never the one whose bytes go).
+        per_file = limits.max_file_bytes if max_bytes is None else max_bytes
         try:
-            if size > limits.max_file_bytes:
-                raise FileTooLarge(limit_bytes=limits.max_file_bytes)
+            if size > per_file:
+                raise FileTooLarge(limit_bytes=per_file)
             if size > limits.max_total_bytes:
                 raise FileTooLarge(limit_bytes=limits.max_total_bytes, what="your storage quota")
             kinds.kind_by_name(kind)
@@ -306,6 +320,7 @@ class FileStore:
         await self.blobs.delete_many([(r.user, r.id) for r in evicted])
         await self._removed(evicted)
         live = await self.meta.list(user, now=now)
+        files = [r for r in live if r.source != "checkpoint"]
         log.info(
             "file.saved user=%s id=%s kind=%s size=%d source=%s evicted=%d",
             user,
@@ -315,7 +330,7 @@ class FileStore:
             source,
             len(evicted),
         )
-        return SaveResult(record, evicted, len(live), sum(r.size for r in live), limits)
+        return SaveResult(record, evicted, len(files), sum(r.size for r in live), limits)
 
     async def _disk(self, operation: Awaitable[T]) -> T:
         """Await a disk operation, turning OSError into a StorageError the user can read."""
@@ -330,13 +345,23 @@ class FileStore:
                 ) from exc
             raise StorageError("The server could not write the file; it was not saved.") from exc
 
-    async def list(self, user: str) -> list[FileRecord]:
-        """The user's live files, newest first."""
+    async def records(self, user: str) -> list[FileRecord]:
+        """Every live record of the user, checkpoint pieces included (they count in the
+        quota), newest first."""
         return await self.meta.list(check_user(user), now=self.clock())
 
+    async def list(self, user: str) -> list[FileRecord]:
+        """The user's live files, newest first (the pieces of session checkpoints are not
+        files: never listed)."""
+        return [r for r in await self.records(user) if r.source != "checkpoint"]
+
     async def get(self, user: str, file_id: str) -> FileRecord:
-        """A live file of this user, or FileNotFound (also for another user's id)."""
-        return await self.meta.get(check_user(user), file_id, now=self.clock())
+        """A live file of this user, or FileNotFound (also for another user's id, and for a
+        checkpoint piece: no command or link ever serves one)."""
+        record = await self.meta.get(check_user(user), file_id, now=self.clock())
+        if record.source == "checkpoint":
+            raise FileNotFound(file_id)
+        return record
 
     async def read(self, user: str, file_id: str) -> AsyncGenerator[bytes, None]:
         """Stream the bytes of a live file owned by ``user``, checked against the size and
@@ -377,6 +402,20 @@ class FileStore:
         log.info("file.deleted user=%s id=%s", user, file_id)
         await self._removed([record])
         return record
+
+    async def delete_pieces(self, user: str, file_ids: Iterable[str]) -> None:
+        """Delete checkpoint pieces of this user (record first, then bytes); gone ones, and
+        anything that is not a piece, are skipped."""
+        gone = []
+        now = self.clock()
+        for file_id in file_ids:
+            try:
+                if (await self.meta.get(check_user(user), file_id, now=now)).source == "checkpoint":
+                    await self.meta.delete(user, file_id, now=now)
+                    gone.append((user, file_id))
+            except FileNotFound:
+                continue
+        await self.blobs.delete_many(gone)
 
     async def sweep(self) -> SweepResult:
         """Delete every expired file, record and bytes together, in batches."""

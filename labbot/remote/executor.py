@@ -29,12 +29,13 @@ from nats.js.errors import (
     KeyWrongLastSequenceError,
 )
 
-from labbot.config import Settings
+from labbot.config import MIB, Settings
 from labbot.core import ExecError, ExecutionResult
 from labbot.errors import SandboxUnavailable
 from labbot.files import FileStore
 from labbot.remote import bus, wire
 from labbot.remote import ledger as session_ledger
+from labbot.remote.checkpoints import register, shipped
 from labbot.remote.hosts import (
     HostState,
     HostTable,
@@ -43,6 +44,7 @@ from labbot.remote.hosts import (
 )
 from labbot.remote.rpc import (
     HOST_LOST_NOTE,
+    HOST_LOST_RESTORED_NOTE,
     HOST_MOVED_NOTE,
     HOST_RESTARTED_NOTE,
     HostLost,
@@ -56,6 +58,7 @@ from labbot.remote.rpc import (
 )
 from labbot.remote.stream import OutputStream
 from labbot.sandbox import OutputHandler
+from labbot.sandbox.checkpoints import RESTORED, StorePieces
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,8 @@ class RemoteExecutor:
     def __init__(self, settings: Settings, store: FileStore) -> None:
         self.settings = settings
         self.store = store
+        cap = int(settings.SESSION_CHECKPOINT_MB * MIB)
+        self.pieces = StorePieces(store, cap) if cap > 0 else None
         self.dead_after = settings.LABBOT_HOST_DEAD_AFTER_S
         self.heartbeat = settings.LABBOT_HEARTBEAT_S
         self.ttl = settings.SESSION_IDLE_MINUTES * 60
@@ -307,6 +312,8 @@ class RemoteExecutor:
         key = bus.session_key(user, conversation)
         refs = [record.ref() for record in await self.store.list(user)]
         request = exec_request(user, conversation, code, refs, timeout=self.timeout)
+        checkpoint = await shipped(self.pieces, user, conversation)
+        request = request.model_copy(update={"checkpoint": checkpoint})
         exclude: set[str] = set()
         note: str | None = None
         for _ in range(PLACE_ATTEMPTS):
@@ -333,8 +340,15 @@ class RemoteExecutor:
             raise SandboxUnavailable("No worker machine could run the code.")
         assert reply.result is not None  # a valid ok reply has one
         result = await to_result(self.store, user, reply.result)
+        if self.pieces is not None and checkpoint is not None and reply.checkpoint is not None:
+            kept = await register(
+                self.store, self.pieces, user, conversation, reply.checkpoint, checkpoint.room
+            )
+            result = replace(result, notes=(*result.notes, *kept))
         if not note and reply.new_session and not placed and not result.session_restarted:
             note = HOST_RESTARTED_NOTE
+        if note and result.session_restarted and any(RESTORED in n for n in result.notes):
+            note = HOST_LOST_RESTORED_NOTE if note == HOST_LOST_NOTE else None
         if note:
             result = replace(result, session_restarted=True, notes=(note, *result.notes))
         return result
@@ -398,7 +412,10 @@ class RemoteExecutor:
         return bool(await self._control(host, ctl_request("stop", user, conversation)))
 
     async def reset(self, user: str, conversation: str) -> bool:
-        """Forget the conversation's variables (files stay). True if a session was live."""
+        """Forget the conversation's variables and checkpoint (files stay). True if a session
+        was live."""
+        if self.pieces is not None:
+            await self.pieces.delete(user, conversation)
         key = bus.session_key(user, conversation)
         try:
             entry = await self._kv.get(key)

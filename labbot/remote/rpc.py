@@ -23,6 +23,10 @@ HOST_LOST_NOTE = (
     "The Python session was restarted because its machine was lost: variables and imports are"
     " gone; uploaded and generated files are still available through load_file()."
 )
+HOST_LOST_RESTORED_NOTE = (
+    "The code ran on another machine because its machine was lost; the session's variables"
+    " were restored from its checkpoint (below)."
+)
 HOST_RESTARTED_NOTE = (
     "The Python session was restarted because its machine restarted: variables and imports are"
     " gone; files are kept."

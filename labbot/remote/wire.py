@@ -27,9 +27,9 @@ from labbot import core
 from labbot.files.blobs import USER_PATTERN
 from labbot.files.names import FILE_ID_PATTERN
 
-PROTOCOL: Literal[2] = (
-    2  # 2: heartbeats carry no host and say the worker's time limit; requests theirs
-)
+# 2: heartbeats carry no host and say the worker's time limit; requests theirs.
+# 3: requests carry the session's checkpoint pieces, replies the new ones.
+PROTOCOL: Literal[3] = 3
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # more than NATS carries by default (1 MiB)
 MAX_HOST_SLOTS = 1024  # the most sessions one worker may hold (LABBOT_HOST_SLOTS's bound)
 MAX_FILES = 10_000  # files per request (MAX_FILES_PER_USER's bound)
@@ -76,7 +76,7 @@ class Wire(BaseModel):
 
 
 class Versioned(Wire):
-    v: Literal[2] = PROTOCOL
+    v: Literal[3] = PROTOCOL
 
 
 class FileRef(Wire):
@@ -98,6 +98,26 @@ class FileRef(Wire):
         return core.FileRef(self.id, self.name, self.kind, self.size, self.sha256)
 
 
+PieceName = Annotated[str, StringConstraints(pattern=r"^(\+session|[A-Za-z_][A-Za-z0-9_]{0,99})$")]
+MAX_PIECES = 501  # a checkpoint's variables and its session piece (the kernel keeps to 500)
+
+
+class CheckpointIn(Wire):
+    """The session's checkpoint as the bot holds it: its pieces (restored by a fresh session)
+    and the bytes it may take."""
+
+    pieces: Annotated[dict[PieceName, FileRef], Field(max_length=MAX_PIECES)] = {}
+    room: Count
+
+
+class CheckpointOut(Wire):
+    """What the cell changed in the checkpoint: new pieces (stored under fresh ids for the
+    bot to register) and variables whose pieces go."""
+
+    saved: Annotated[dict[PieceName, FileRef], Field(max_length=MAX_PIECES)] = {}
+    dropped: Annotated[list[PieceName], Field(max_length=MAX_PIECES)] = []
+
+
 class ExecRequest(Versioned):
     """Run ``code`` in the (user, conversation) session; ``timeout`` is the bot's time limit."""
 
@@ -107,6 +127,7 @@ class ExecRequest(Versioned):
     files: Annotated[list[FileRef], Field(max_length=MAX_FILES)] = []
     stream: StreamSubject | None = None
     timeout: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S)]
+    checkpoint: CheckpointIn | None = None
 
 
 class StreamPart(Wire):
@@ -180,6 +201,7 @@ class ExecReply(Versioned):
     streamed: Annotated[int, Field(ge=0, le=MAX_PARTS)] = 0
     error: ErrorText | None = None
     reason: Reason | None = None
+    checkpoint: CheckpointOut | None = None
 
     @model_validator(mode="after")
     def _result_or_error(self) -> ExecReply:

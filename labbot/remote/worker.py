@@ -29,6 +29,8 @@ from labbot.files.blobs import BlobStore
 from labbot.files.cache import BlobCache
 from labbot.files.names import new_file_id
 from labbot.remote import bus, wire
+from labbot.remote.checkpoints import ShippedPieces
+from labbot.sandbox.checkpoints import PieceStore
 from labbot.sandbox.interpreter import CodeInterpreter
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,9 @@ class ShippedFiles:
         self.blobs = blobs
         self.max_file_bytes = max_file_bytes
         self.uploaded: dict[str, str] = {}
+        self.pieces: PieceStore | None = (
+            None  # checkpoints are kept by the bot (not yet carried over the wire)
+        )
 
     @classmethod
     def from_request(cls, files: list[wire.FileRef], worker: WorkerAgent) -> ShippedFiles:
@@ -198,6 +203,8 @@ class WorkerAgent:
             await self._answer(msg, _refusal("draining", "draining"))
             return
         files = ShippedFiles.from_request(request.files, self)
+        if request.checkpoint is not None:
+            files.pieces = ShippedPieces(request.checkpoint, self.blobs)
         parts = 0
 
         async def on_output(name: str, text: str) -> None:
@@ -226,6 +233,9 @@ class WorkerAgent:
                 result=wire.Result.of(result, files.wire_files(result.files)),
                 new_session=not live,
                 streamed=parts,
+                checkpoint=files.pieces.reply()
+                if isinstance(files.pieces, ShippedPieces)
+                else None,
             )
         except LabbotError as exc:
             reply = _refusal(str(exc)[: wire.MAX_ERROR_CHARS], "failed")

@@ -12,12 +12,15 @@ from typing import Any, Protocol
 from labbot.core import FileRef, OutputFile
 from labbot.files import FileRecord, FileStore, kind_by_name
 from labbot.files.cache import BlobCache
+from labbot.sandbox.checkpoints import PieceStore
 
 MAX_NOTES = 8  # notes of one kind kept in a result; the rest are counted
 
 
 class SessionFiles(Protocol):
     """The files one execution sees and where the files it writes go."""
+
+    pieces: PieceStore | None  # where the session's checkpoint is kept (None: not kept)
 
     async def refs(self, user: str) -> list[FileRef]:
         """The user's live files, shown to the code through load_file."""
@@ -40,9 +43,12 @@ class SessionFiles(Protocol):
 class StoreFiles:
     """SessionFiles straight from this machine's FileStore (limits and eviction applied)."""
 
-    def __init__(self, store: FileStore, cache: BlobCache) -> None:
+    def __init__(
+        self, store: FileStore, cache: BlobCache, pieces: PieceStore | None = None
+    ) -> None:
         self.store = store
         self.cache = cache
+        self.pieces = pieces
 
     async def refs(self, user: str) -> list[FileRef]:
         """The user's live files."""

@@ -60,6 +60,47 @@ class FileEnd(_Frame):
     type: Literal["file_end"]
 
 
+PieceName = Annotated[str, Field(pattern=r"^(\+session|[A-Za-z_][A-Za-z0-9_]{0,99})$")]
+Variable = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")]
+MAX_PIECES = 501  # the kernel's 500 variables, and its session piece
+
+
+class PieceStart(_Frame):
+    """A piece of the session's checkpoint (one variable's pickle, opaque to the host) follows
+    as bytes frames, then ``file_end``."""
+
+    type: Literal["piece"]
+    name: PieceName
+    size: Count
+
+
+class Unkept(_Frame):
+    """A variable not kept (or not restored), and why."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    why: Annotated[str, Field(max_length=300)]
+
+
+class Restored(_Frame):
+    """What a fresh session's restore brought back."""
+
+    names: Annotated[list[Variable], Field(max_length=1000)]
+    failed: Annotated[list[Unkept], Field(max_length=100)]
+    not_kept: Annotated[list[Unkept], Field(max_length=100)]
+    seconds: Annotated[float, Field(ge=0, le=7 * 24 * 3600, allow_inf_nan=False)]
+
+
+class Checkpointed(_Frame):
+    """What the checkpoint after a cell did."""
+
+    saved: Annotated[list[PieceName], Field(max_length=MAX_PIECES)]
+    dropped: Annotated[list[Variable], Field(max_length=MAX_PIECES)]
+    not_kept: Annotated[list[Unkept], Field(max_length=100)]
+    bytes: Count
+    seconds: Annotated[float, Field(ge=0, le=7 * 24 * 3600, allow_inf_nan=False)]
+    restored: Restored | None
+
+
 class ErrorInfo(_Frame):
     """What the cell raised."""
 
@@ -91,7 +132,10 @@ class Result(_Frame):
     skipped: Annotated[list[Skipped], Field(max_length=MAX_ENTRIES)]
     more_skipped: Count
     missing_module: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")] | None
+    checkpoint: Checkpointed | None = None
 
 
-Frame = Annotated[Ready | Stream | FileStart | FileEnd | Result, Field(discriminator="type")]
+Frame = Annotated[
+    Ready | Stream | FileStart | PieceStart | FileEnd | Result, Field(discriminator="type")
+]
 FRAME = TypeAdapter(Frame)

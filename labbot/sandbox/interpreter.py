@@ -12,12 +12,13 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
-from labbot.config import Settings
+from labbot.config import MIB, Settings
 from labbot.core import ExecError, ExecutionResult, OutputFile, SkippedFile, progress
 from labbot.errors import FileError, StorageError
 from labbot.files import FileStore
 from labbot.files.cache import BlobCache
 from labbot.files.receipt import format_size
+from labbot.sandbox.checkpoints import RESTORED, CheckpointCell, Checkpoints, StorePieces
 from labbot.sandbox.executor import OutputHandler
 from labbot.sandbox.files import SessionFiles, StoreFiles, bounded_notes, link_files
 from labbot.sandbox.frames import Result
@@ -77,13 +78,14 @@ class CodeInterpreter:
         files: SessionFiles | None = None,
     ) -> None:
         self.settings = settings
+        self.checkpoints = Checkpoints(int(settings.SESSION_CHECKPOINT_MB * MIB))
         if files is None:
             assert store is not None, "a CodeInterpreter needs a FileStore or SessionFiles"
             cache_bytes = int(settings.LABBOT_BLOB_CACHE_MAX_GB * 1024**3)
             cache = BlobCache(store.blobs, settings.blob_cache_dir, max_bytes=cache_bytes)
             # Deleted means gone: this machine's copies of removed files go with them.
             store.on_removed(lambda records: cache.forget((r.user, r.id) for r in records))
-            files = StoreFiles(store, cache)
+            files = StoreFiles(store, cache, StorePieces(store, self.checkpoints.cap))
         self.files = files
         self.limits = SandboxLimits.from_settings(settings)
         capacity = session_capacity(settings)
@@ -206,8 +208,15 @@ class CodeInterpreter:
         self, session: Session, code: str, on_output: OutputHandler, files: SessionFiles
     ) -> ExecutionResult:
         restarted = session.restarted
+        restored: tuple[str, ...] = ()
         async with self._slot(session.user):
             self.sessions.forget_loss(session)  # told with this result (not if no slot came)
+            if await self.checkpoints.needs_restore(
+                session.user, session.conversation, session.kernel, files.pieces
+            ):
+                restored, failure = await self._restore(session, files)
+                if failure is not None:
+                    return failure
             result, missing = await self._execute(session, code, on_output, files)
         if missing and result.status == "error" and self.settings.SANDBOX_AUTO_INSTALL:
             # The install waits apart from the execution slots (other users' cells go on).
@@ -223,13 +232,34 @@ class CodeInterpreter:
                     packages_installed=(package.requirement,),
                     files=result.files + retried.files,
                 )
-        if restarted:
+        if restarted or restored:
             notice = (
                 f"The session was restarted because {restarted}: variables from earlier"
                 " executions are gone; files are kept."
             )
-            result = replace(result, session_restarted=True, notes=(notice, *result.notes))
+            if restored:  # the checkpoint brought them back: one sentence says both
+                why = f" because {restarted}" if restarted else ""
+                notice = f"The session was restarted{why}: {restored[0]}"
+            notes = (notice, *restored[1:], *result.notes)
+            result = replace(result, session_restarted=True, notes=notes)
         return result
+
+    async def _restore(
+        self, session: Session, files: SessionFiles
+    ) -> tuple[tuple[str, ...], ExecutionResult | None]:
+        """A fresh session's first step: put the conversation's checkpoint back (an empty cell
+        that restores). Its notes; or a result instead of the cell when it ended the session."""
+        result, _ = await self._execute(session, "", _nothing, files)
+        if session.kernel.alive:  # the restore's note first
+            notes = sorted(result.notes, key=lambda n: not n.startswith(RESTORED))
+            return tuple(notes) if notes[:1] and notes[0].startswith(RESTORED) else (), None
+        note = (
+            "The saved variables of this conversation could not be restored (the restore ended"
+            f" the session: {result.error.message if result.error else 'it failed'}); they will"
+            " not be tried again: the session starts empty (files are kept). The code was not"
+            " run: run it again."
+        )
+        return (), replace(result, notes=(note,))
 
     async def _execute(
         self, session: Session, code: str, on_output: OutputHandler, files: SessionFiles
@@ -252,6 +282,7 @@ class CodeInterpreter:
         skipped: list[SkippedFile] = []
         evictions: list[str] = []
         started = time.perf_counter()
+        checkpoint = await self._checkpoint_cell(session, files, inside)
 
         async def on_file(name: str, chunks: AsyncIterator[bytes]) -> None:
             display = PurePosixPath(name).name
@@ -271,6 +302,7 @@ class CodeInterpreter:
             "max_file_bytes": limits.max_file_bytes,
             "max_output_files": limits.max_output_files,
             "output_files_bytes": limits.output_files_bytes,
+            "checkpoint": checkpoint.request if checkpoint else None,
         }
         try:
             raw = await session.kernel.execute(
@@ -280,8 +312,11 @@ class CodeInterpreter:
                 time_limit=limits.wall_seconds,
                 on_stream=on_output,
                 on_file=on_file,
+                on_piece=checkpoint.on_piece if checkpoint else None,
             )
         except KernelLost as lost:
+            if checkpoint is not None:
+                self.checkpoints.restore_failed(checkpoint)
             # This result already tells the model; the next one need not repeat it.
             await self.sessions.reset(session.user, session.conversation)
             stopped = (
@@ -298,6 +333,8 @@ class CodeInterpreter:
             ), None
         skipped += self._skipped(raw)
         notes = self._notes(raw) + bounded_notes(evictions, what="files were removed")
+        if checkpoint is not None:
+            notes += await checkpoint.finish(raw.checkpoint)
         error = None if raw.error is None else ExecError(**raw.error.model_dump())
         result = ExecutionResult(
             status=raw.status,
@@ -311,6 +348,20 @@ class CodeInterpreter:
             notes=tuple(notes),
         )
         return result, raw.missing_module if raw.error is not None else None
+
+    async def _checkpoint_cell(
+        self, session: Session, files: SessionFiles, inside: Path
+    ) -> CheckpointCell | None:
+        """The checkpoint part of this cell (the restore, in a fresh session)."""
+        return await self.checkpoints.begin(
+            session.user,
+            session.conversation,
+            session.kernel,
+            files.pieces,
+            local=files.local,
+            inside=inside,
+            shared=self.jail.user is not None,
+        )
 
     def _skipped(self, raw: Result) -> list[SkippedFile]:
         """The output files the kernel did not send, each with its reason in words."""
@@ -369,5 +420,9 @@ class CodeInterpreter:
         return True
 
     async def reset(self, user: str, conversation: str) -> bool:
-        """Forget the conversation's variables (files stay). True if a session was live."""
-        return await self.sessions.reset(user, conversation)
+        """Forget the conversation's variables, its checkpoint too (files stay). True if a
+        session was live."""
+        live = await self.sessions.reset(user, conversation)
+        if self.files.pieces is not None:
+            await self.files.pieces.delete(user, conversation)
+        return live

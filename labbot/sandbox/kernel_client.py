@@ -21,7 +21,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from labbot.errors import SandboxUnavailable
-from labbot.sandbox.frames import FRAME, FileEnd, FileStart, Ready, Result, Stream
+from labbot.sandbox.frames import (
+    FRAME,
+    MAX_PIECES,
+    FileEnd,
+    FileStart,
+    PieceStart,
+    Ready,
+    Result,
+    Stream,
+)
 from labbot.sandbox.jail import Cgroup, Jail, SandboxLimits, new_kernel_name
 from labbot.sandbox.jail.freezer import (
     Stopper,
@@ -84,6 +93,7 @@ class _Budget:
         self.late = {"stdout": 0, "stderr": 0}
         self.files = 0
         self.file_bytes = 0
+        self.pieces = 0
 
     def stream(self, frame: Stream) -> bool:
         """Count live output; False for output an earlier cell's thread printed late (dropped,
@@ -104,6 +114,11 @@ class _Budget:
         self.file_bytes += chunk
         self._check(received <= announced, "more bytes than the file announced")
         self._check(self.file_bytes <= self.limits.output_files_bytes, "output bytes over limit")
+
+    def piece(self, frame: PieceStart) -> None:
+        """A checkpoint piece: its bytes count as the cell's output bytes (``file_chunk``)."""
+        self.pieces += 1
+        self._check(self.pieces <= MAX_PIECES, "more checkpoint pieces than allowed")
 
     def result(self, frame: Result) -> None:
         limits = self.limits
@@ -338,8 +353,10 @@ class KernelProcess:
         time_limit: float,
         on_stream: StreamHandler,
         on_file: FileHandler,
+        on_piece: FileHandler | None = None,
     ) -> Result:
-        """Run one cell; return its validated result, or raise KernelLost."""
+        """Run one cell; return its validated result, or raise KernelLost. ``on_piece`` takes
+        the pieces of the session's checkpoint (none are expected without it)."""
         if not self.alive:
             raise self.dead or KernelLost("killed", "the session had already ended")
         self._cells += 1
@@ -366,6 +383,9 @@ class KernelProcess:
                     elif isinstance(frame, FileStart):
                         budget.file(frame)
                         await self._receive_file(frame, budget, on_file)
+                    elif isinstance(frame, PieceStart) and on_piece is not None:
+                        budget.piece(frame)
+                        await self._receive_file(frame, budget, on_piece)
                     elif isinstance(frame, Result):
                         budget.result(frame)
                         self._freeze()
@@ -412,7 +432,9 @@ class KernelProcess:
             self.dead = KernelLost("killed", f"the interpreter process ended ({how})")
         return self.dead
 
-    async def _receive_file(self, start: FileStart, budget: _Budget, on_file: FileHandler) -> None:
+    async def _receive_file(
+        self, start: FileStart | PieceStart, budget: _Budget, on_file: FileHandler
+    ) -> None:
         """Hand a streamed output file to ``on_file``, counting its bytes; keep the channel in
         step even if the handler stops reading early."""
         finished = False

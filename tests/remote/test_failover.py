@@ -15,8 +15,10 @@ from nats.aio.client import Client
 
 from labbot.errors import SandboxUnavailable
 from labbot.remote import bus
-from labbot.remote.executor import HOST_LOST_NOTE, RemoteExecutor
+from labbot.remote.executor import RemoteExecutor
+from labbot.remote.rpc import HOST_LOST_RESTORED_NOTE
 from tests.remote.conftest import RemoteFactory, connected_as
+from tests.sandbox.test_checkpoints import MAKE_DF, SAME_DF
 from tests.servers import S3, Nats, Process, workers_running
 
 LOST_WITHIN = 5.0  # seconds from a worker's death to the conversation running elsewhere
@@ -42,7 +44,8 @@ async def _lose_a_worker(make_remote: RemoteFactory, pair: dict[str, Process], h
         convs = [f"c-{uuid.uuid4().hex[:6]}" for _ in range(4)]
         owner = {c: f"u{i}" for i, c in enumerate(convs)}
         for i, c in enumerate(convs):
-            assert (await executor.run(owner[c], c, f"x = {i}\nprint(x)")).status == "ok"
+            code = f"x = {i}\nprint(x)\n" + (MAKE_DF if i == 0 else "")
+            assert (await executor.run(owner[c], c, code)).status == "ok"
         hosts = {c: host_of(executor, owner[c], c) for c in convs}
         assert set(hosts.values()) == {"w3", "w4"}  # spread by the sessions each holds
         victim = hosts[convs[0]]
@@ -64,7 +67,7 @@ async def _lose_a_worker(make_remote: RemoteFactory, pair: dict[str, Process], h
                 started.set()
 
         started = asyncio.Event()
-        code = "print('start', flush=True)\nimport time\ntime.sleep(3)\n'x' in globals()"
+        code = f"print('start', flush=True)\nimport time\ntime.sleep(3)\n({SAME_DF}, x)"
         run = asyncio.create_task(executor.run(victim_user, convs[0], code, on_output=on_output))
         async with asyncio.timeout(20):
             await started.wait()
@@ -78,8 +81,11 @@ async def _lose_a_worker(make_remote: RemoteFactory, pair: dict[str, Process], h
             await rerun.wait()
         detected = time.monotonic() - hit_at
         result = await asyncio.wait_for(run, 20)
-        assert result.session_restarted and result.notes[0] == HOST_LOST_NOTE
-        assert result.value == "False"  # a fresh interpreter: x is gone, and said so
+        # A fresh interpreter on another worker, given the checkpoint the bot kept: the
+        # DataFrame is back, equal to the one before, and the model is told.
+        assert result.session_restarted and result.notes[0] == HOST_LOST_RESTORED_NOTE
+        assert result.notes[1].startswith("The session was restarted: restored 3 variables")
+        assert result.value == "(True, 0)", result
         assert host_of(executor, victim_user, convs[0]) != victim
         # The other worker's conversations kept their variables.
         for c in convs:

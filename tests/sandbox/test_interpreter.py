@@ -132,8 +132,9 @@ async def test_reset_forgets_variables_and_keeps_files(make_interpreter) -> None
 
 async def test_a_lost_session_is_reported_once(make_interpreter) -> None:
     """When the interpreter dies between executions, the next result says the session
-    restarted (variables lost, files kept), and the one after does not."""
-    async with make_interpreter() as (interpreter, _):
+    restarted (variables lost, files kept), and the one after does not. (Without checkpoints:
+    with them the variables come back, tests/sandbox/test_checkpoints.py.)"""
+    async with make_interpreter(SESSION_CHECKPOINT_MB=0) as (interpreter, _):
         await interpreter.run("u", "c", "x = 1")
         session = interpreter.sessions.sessions[("u", "c")]
         assert session.kernel.process is not None

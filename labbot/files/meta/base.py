@@ -10,7 +10,7 @@ from typing import Any, Literal, Protocol
 
 from labbot.core import FileRef, OutputFile
 
-Source = Literal["upload", "generated"]
+Source = Literal["upload", "generated", "checkpoint"]  # checkpoint: a session's variables
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,20 +47,28 @@ class FileRecord:
 def evictions(
     live: Iterable[FileRecord], new: FileRecord, *, max_files: int, max_bytes: int
 ) -> builtins.list[FileRecord]:
-    """Which records go so ``new`` fits the limits: files the code made before files the user
-    uploaded, each oldest first; ``new`` never. ``live`` is the user's live records, oldest
-    first, ``new`` included."""
+    """Which records go so ``new`` fits the limits: pieces of sessions' checkpoints first (the
+    variables are a convenience, the files are the work), then files the code made, then files
+    the user uploaded, each oldest first; ``new`` never. Checkpoint pieces count in the bytes,
+    not in the number of files, and a new piece pushes out nothing (the host saves one only
+    when it fits). ``live`` is the user's live records, oldest first, ``new`` included."""
+    if new.source == "checkpoint":
+        return []
     records = [r for r in live if r.id != new.id]
-    count = len(records) + 1
+    count = sum(r.source != "checkpoint" for r in records) + 1
     total = sum(r.size for r in records) + new.size
-    order = [r for r in records if r.source == "generated"]
-    order += [r for r in records if r.source != "generated"]
+    order = [r for r in records if r.source == "checkpoint"]
+    order += [r for r in records if r.source == "generated"]
+    order += [r for r in records if r.source == "upload"]
     evicted = []
     for record in order:
         if count <= max_files and total <= max_bytes:
             break
+        if record.source == "checkpoint" and total <= max_bytes:
+            continue  # only the number of files is over: a piece does not count there
         evicted.append(record)
-        count, total = count - 1, total - record.size
+        total -= record.size
+        count -= record.source != "checkpoint"
     return evicted
 
 

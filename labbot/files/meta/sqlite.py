@@ -40,7 +40,31 @@ def _m001_files(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX files_by_expiry ON files (expires_us) WHERE expires_us IS NOT NULL")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_files]
+def _m002_checkpoint_source(db: sqlite3.Connection) -> None:
+    # SQLite cannot change a CHECK in place: the table is rebuilt with 'checkpoint' allowed.
+    db.execute(
+        """CREATE TABLE files_v2 (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            user TEXT NOT NULL,
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            size INTEGER NOT NULL CHECK (size >= 0),
+            sha256 TEXT NOT NULL,
+            source TEXT NOT NULL CHECK (source IN ('upload', 'generated', 'checkpoint')),
+            created_us INTEGER NOT NULL,
+            expires_us INTEGER,
+            preview TEXT
+        )"""
+    )
+    db.execute("INSERT INTO files_v2 SELECT * FROM files")
+    db.execute("DROP TABLE files")
+    db.execute("ALTER TABLE files_v2 RENAME TO files")
+    db.execute("CREATE INDEX files_by_user ON files (user, seq)")
+    db.execute("CREATE INDEX files_by_expiry ON files (expires_us) WHERE expires_us IS NOT NULL")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_files, _m002_checkpoint_source]
 
 
 _us = to_us

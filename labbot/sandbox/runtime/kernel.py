@@ -9,8 +9,6 @@ stack only; never imports labbot.
 from __future__ import annotations
 
 import ast
-import importlib.abc
-import importlib.util
 import io
 import json
 import linecache
@@ -29,6 +27,8 @@ from typing import Any
 
 import console_help
 import protocol
+from checkpoint import Checkpoints
+from pyplot_hook import PyplotHook
 
 OUTPUT_DIR = os.environ.get("LABBOT_OUTPUT_DIR", "/mnt/data")
 MAX_VALUE_CHARS = 6000
@@ -225,6 +225,7 @@ class Kernel:
         self._missing_module: str | None = None
         self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
         self.namespace.update(load_file=self.load_file, list_files=self.list_files, FILES={})
+        self.checkpoints = Checkpoints(channel, self.namespace, list(self.namespace))
 
     # The user's files -------------------------------------------------------------------
     def _lookup(self, key: str) -> dict:
@@ -268,6 +269,7 @@ class Kernel:
         started = time.perf_counter()
         status, error, value, shown = "ok", None, None, None
         try:
+            self.checkpoints.restore(limits.get("checkpoint"))  # a fresh session's first cell
             value = self._run(request["code"], f"<cell {self.cell}>")
             shown = self._render(value)  # __repr__ is user code: inside the limits too
         except LimitExceeded as exc:
@@ -292,6 +294,7 @@ class Kernel:
                 status, error = "error", self._error(exc)
             _close_figures()
         self._send_outputs(outputs)
+        saved = self.checkpoints.save(limits.get("checkpoint"), request["code"], outputs)
         self.channel.send(
             {
                 "type": "result",
@@ -306,6 +309,7 @@ class Kernel:
                 "skipped": outputs.skipped,
                 "more_skipped": outputs.more_skipped,
                 "missing_module": self._missing_module,
+                "checkpoint": saved,
             }
         )
 
@@ -473,48 +477,9 @@ def _stop_strays() -> None:
 
 def _prepare_matplotlib() -> None:
     """Import the data stack once (the warm pool's point); pyplot is made ready on import."""
-    import matplotlib.pyplot  # noqa: F401 - _PyplotHook prepares it
+    import matplotlib.pyplot  # noqa: F401 - PyplotHook prepares it
     import numpy  # noqa: F401
     import pandas  # noqa: F401
-
-
-def _ready_pyplot(plt: Any) -> None:
-    """Make plt.show() harmless and note which figures the code saved itself (those are not
-    sent again as figure-N.png)."""
-    import matplotlib.figure
-
-    original = matplotlib.figure.Figure.savefig
-
-    def savefig(self: Any, *args: Any, **kwargs: Any) -> Any:
-        self._labbot_saved = True
-        return original(self, *args, **kwargs)
-
-    matplotlib.figure.Figure.savefig = savefig
-    plt.show = lambda *args, **kwargs: None
-
-
-class _PyplotHook(importlib.abc.MetaPathFinder):
-    """Prepares matplotlib.pyplot the moment anything imports it, preloaded or not."""
-
-    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        if name != "matplotlib.pyplot":
-            return None
-        sys.meta_path.remove(self)  # find the real module, once
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.loader is None:
-            return spec
-        loader = spec.loader
-
-        class Loader(importlib.abc.Loader):
-            def create_module(self, spec: Any) -> Any:
-                return loader.create_module(spec)
-
-            def exec_module(self, module: Any) -> None:
-                loader.exec_module(module)
-                _ready_pyplot(module)
-
-        spec.loader = Loader()
-        return spec
 
 
 def _cpu_limit(signum: int, frame: Any) -> None:
@@ -557,7 +522,7 @@ def main() -> None:
     started = time.perf_counter()
     # A missing fallback font is not the user's problem: keep it out of their stderr.
     logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
-    sys.meta_path.insert(0, _PyplotHook())
+    sys.meta_path.insert(0, PyplotHook())
     if os.environ.get("LABBOT_PRELOAD", "1") == "1":
         _prepare_matplotlib()
     kernel = Kernel(channel, streams)

@@ -183,3 +183,47 @@ async def test_files_the_code_made_go_before_uploads(meta: MetadataStore) -> Non
     assert [r.id for r in evicted] == ["id0002", "id0003"]
     evicted = await add(meta, rec(5), max_files=2)
     assert [r.id for r in evicted] == ["id0000"]
+
+
+async def test_checkpoint_pieces_count_in_bytes_only_and_go_first(meta: MetadataStore) -> None:
+    """A session's checkpoint pieces count in the user's bytes, not in the number of files;
+    past the byte limit they go before any file; a new piece never pushes anything out."""
+    await add(meta, rec(0, size=10))  # an upload
+    await add(meta, rec(1, size=10, source="checkpoint"))
+    await add(meta, rec(2, size=10, source="generated"))
+    # Two files of at most two: the piece does not count, nothing goes.
+    assert await add(meta, rec(3, size=10, source="checkpoint"), max_files=2) == []
+    # Over the bytes: a new piece evicts nothing (the host saves one only when it fits).
+    assert await add(meta, rec(4, size=10, source="checkpoint"), max_bytes=30) == []
+    # A new file over the count: the made file goes, never a piece (they do not count).
+    evicted = await add(meta, rec(5, size=1, source="generated"), max_files=2)
+    assert [r.id for r in evicted] == ["id0002"]
+    # Over the bytes: the pieces first, oldest first, until the file fits.
+    evicted = await add(meta, rec(6, size=15), max_bytes=40)
+    assert [r.id for r in evicted] == ["id0001", "id0003"]
+
+
+async def test_sqlite_migrates_a_database_without_checkpoints(tmp_path: Path) -> None:
+    """A database made before checkpoints keeps its records and takes checkpoint pieces."""
+    import sqlite3
+
+    from labbot.files.meta.sqlite import MIGRATIONS
+
+    path = tmp_path / "old.sqlite3"
+    old = SqliteMetadataStore(path)
+    await old.db.migrate(MIGRATIONS[:1])
+    await add(old, rec(0))
+    await old.close()
+    with pytest.raises(sqlite3.IntegrityError):
+        with sqlite3.connect(path) as raw:  # the old CHECK refuses the new source
+            raw.execute(
+                "INSERT INTO files (id, user, name, kind, size, sha256, source, created_us)"
+                " VALUES ('x', 'u', 'n', 'csv', 1, 'ab', 'checkpoint', 1)"
+            )
+    new = SqliteMetadataStore(path)
+    await new.start()
+    try:
+        await add(new, rec(1, source="checkpoint"))
+        assert [r.id for r in await new.list("u", now=NOW)] == ["id0001", "id0000"]
+    finally:
+        await new.close()
