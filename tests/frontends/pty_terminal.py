@@ -20,7 +20,13 @@ class Terminal:
     """A `labbot` process on a pseudo-terminal and what its screen shows."""
 
     def __init__(self, *args: str, env: dict[str, str], cwd: Path, rows: int = 50, cols: int = 110):
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LABBOT_"))}
+        # The pty's size is the terminal's: a COLUMNS or LINES inherited from the shell (or set by
+        # a test runner) would override it for rich and prompt_toolkit.
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("OPENAI_", "LABBOT_")) and k not in ("COLUMNS", "LINES")
+        }
         self.child = pexpect.spawn(
             LABBOT,
             list(args),
