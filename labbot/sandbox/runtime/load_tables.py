@@ -117,6 +117,10 @@ def _load_excel(path: str, name: str, sheet: Any = None, **opts: Any) -> Any:
             f"{name} is an encrypted (password-protected) workbook; ask the user for an "
             "unprotected copy (File > Info > Protect Workbook > remove the password)."
         )
+    if head.startswith(b"PK"):
+        import sheet_extent
+
+        sheet_extent.check_xlsx(path, name)
     sheet = opts.pop("sheet_name", sheet)
     table = opts.pop("table", None)
     ours = {k: opts.pop(k) for k in ("decimal", "thousands", "dayfirst", "convert", "keep_totals",
