@@ -53,6 +53,8 @@ from labbot.sandbox.slots import FairSlots
 from labbot.sandbox.slots import Ticket as SlotTicket
 
 log = logging.getLogger(__name__)
+# The session previews are made in: a name no front end makes (theirs are "kind:id").
+PREVIEW_SESSION = "labbot.previews"
 
 PREVIEW_MAX_BYTES = 64 * 1024 * 1024
 WAITING = "waiting for a free"  # how a wait for a slot is named (a progress step → a Status)
@@ -292,16 +294,28 @@ class Engine:
         return {"role": "user", "content": parts}
 
     async def _preview(self, user: str, conversation: str, records: list[FileRecord]) -> None:
-        """Compute the schema preview of new tables once, in the sandbox, and store it."""
-        for record in records:
-            if record.preview or not kind_by_name(record.kind).is_table:
-                continue
-            if record.size > PREVIEW_MAX_BYTES:
-                continue
-            code = f"print(__import__('loaders').preview(load_file({record.id!r})))"
-            result = await self.interpreter.run(user, conversation, code)
-            if result.status == "ok" and result.stdout.strip():
-                await self.store.set_preview(user, record.id, result.stdout.strip())
+        """Compute the schema preview of new tables once, in the sandbox, and store it.
+
+        In a session of its own, ended after: never one the model's code ran in, which could
+        have changed how previews are made (a preview is stored with the file and shown in
+        every later conversation's system prompt)."""
+        todo = [
+            record
+            for record in records
+            if not record.preview
+            and kind_by_name(record.kind).is_table
+            and record.size <= PREVIEW_MAX_BYTES
+        ]
+        if not todo:
+            return
+        try:
+            for record in todo:
+                code = f"print(__import__('loaders').preview(load_file({record.id!r})))"
+                result = await self.interpreter.run(user, PREVIEW_SESSION, code)
+                if result.status == "ok" and result.stdout.strip():
+                    await self.store.set_preview(user, record.id, result.stdout.strip())
+        finally:
+            await self.interpreter.reset(user, PREVIEW_SESSION)
 
     async def _request(
         self, user: str, conversation: str, model: ModelInfo, use_tools: bool

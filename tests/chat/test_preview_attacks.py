@@ -18,13 +18,6 @@ PATCH = f"import loaders\nloaders.preview = lambda *a, **k: {PLANTED!r}\n'patche
 
 
 @pytest.mark.sandbox
-@pytest.mark.xfail(
-    strict=True,
-    reason="Engine._preview runs the preview in the conversation's own session, which the"
-    " model's code may have changed; fix (labbot/chat/engine.py): compute previews in a"
-    " fresh session of their own (a conversation id of the engine's, reset after), never"
-    " one user code ran in",
-)
 async def test_a_patched_session_cannot_plant_a_preview_in_other_conversations(
     tmp_path, fake_openai: FakeOpenAI
 ) -> None:

@@ -9,8 +9,6 @@ import io
 import zipfile
 from datetime import UTC, datetime
 
-import pytest
-
 from labbot.files import FileRecord
 from labbot.llm.prompts import system_prompt
 from tests.conftest import chunks_of
