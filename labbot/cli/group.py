@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import os
+import sys
 from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -161,6 +163,10 @@ class LabbotGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:
+            # The reader went away (`labbot files list | head`): stop quietly, as git does.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(141)
         except click.ClickException as exc:
             if not (ctx.obj or {}).get("json"):
                 raise

@@ -240,7 +240,9 @@ async def _files(
     wanted |= {i for i, r in live.items() if r.name in quoted and i not in made}
     taken: set[str] = set()
     files: list[ExportedFile] = []
-    for record in sorted((live[i] for i in wanted if i in live), key=lambda r: r.created_at):
+    # Newest first, as load_file has them: a name shared by several files is the newest one's.
+    chosen = (live[i] for i in wanted if i in live)
+    for record in sorted(chosen, key=lambda r: r.created_at, reverse=True):
         name = record.name
         if name in taken:
             path = PurePosixPath(name)

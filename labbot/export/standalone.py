@@ -46,7 +46,7 @@ def _path(key: str) -> Path:
     for match in (lambda name: name == key, lambda name: name.lower() == str(key).lower()):
         named = [FILES[i] for i, name in NAMES.items() if match(name)]
         if named:
-            return Path(named[-1])
+            return Path(named[0])  # newest first
     if Path(key).is_file():  # a file an earlier cell wrote
         return Path(key)
     known = ", ".join(f"{i} ({name})" for i, name in NAMES.items()) or "none"

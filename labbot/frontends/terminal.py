@@ -278,8 +278,9 @@ class TerminalChat:
         # A stopped cell's note already says why (out of memory, a timeout): said once.
         if error is not None and not any(error.message in note for note in result.notes):
             view.print(plain(error.traceback or f"{error.name}: {error.message}", "red"))
-        for note in result.notes:
+        for note in (*self.questions.notes, *result.notes):
             view.print(plain(f"note: {note}", "yellow"))
+        self.questions.notes.clear()
         for skipped in result.skipped_files:
             view.print(plain(f"not kept: {skipped.name}: {skipped.reason}", "yellow"))
 

@@ -59,6 +59,9 @@ class SessionQuestions:
     def __init__(self, interpreter: Executor, user: str, conversation: str) -> None:
         self.interpreter, self.user, self.conversation = interpreter, user, conversation
         self._width: int | None = None  # the width pandas was given, once it took it
+        # What a question's cell said of the session (restarted, variables restored): shown
+        # with the next cell's result, as the question's own result is not shown.
+        self.notes: list[str] = []
 
     async def _ask(self, expression: str) -> str | None:
         run = self.interpreter.run(self.user, self.conversation, expression)
@@ -68,6 +71,8 @@ class SessionQuestions:
             result = await asyncio.wait_for(asyncio.shield(task), ANSWER_SECONDS)
         except TimeoutError:
             return None
+        if result.session_restarted:
+            self.notes.extend(result.notes[:1])
         return result.value if result.status == "ok" else None
 
     async def complete(self, text: str) -> list[str]:

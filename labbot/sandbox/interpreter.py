@@ -319,9 +319,15 @@ class CodeInterpreter:
                 self.checkpoints.restore_failed(checkpoint)
             # This result already tells the model; the next one need not repeat it.
             await self.sessions.reset(session.user, session.conversation)
+            lost_what = (
+                "variables come back at the next execution, as the last finished cell left"
+                " them (from its checkpoint)"
+                if self.checkpoints.cap
+                else "variables are gone"
+            )
             stopped = (
-                f"Execution stopped: {lost.reason}. The session was restarted: variables are"
-                " gone; files are kept."
+                f"Execution stopped: {lost.reason}. The session was restarted: {lost_what};"
+                " files are kept."
             )
             return ExecutionResult(
                 status=lost.status,  # type: ignore[arg-type]  # timeout, memory or killed
@@ -416,6 +422,11 @@ class CodeInterpreter:
             time.monotonic() - asked,
             session.kernel.alive,
         )
+        if session.kernel.dead is None:
+            session.kernel.dead = KernelLost(
+                "killed",
+                f"it did not stop within {INTERRUPT_GRACE:g} s of the stop, so it was ended",
+            )
         await session.kernel.kill()
         return True
 

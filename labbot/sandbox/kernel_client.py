@@ -428,7 +428,10 @@ class KernelProcess:
             )
         else:
             code = self.process.returncode if self.process else None
-            how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            signal_number = -code if code is not None and code < 0 else None
+            if code is not None and code > 128:  # the shell's way: 128 + the signal
+                signal_number = code - 128
+            how = f"killed by signal {signal_number}" if signal_number else f"exit code {code}"
             self.dead = KernelLost("killed", f"the interpreter process ended ({how})")
         return self.dead
 

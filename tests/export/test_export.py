@@ -104,8 +104,8 @@ async def test_a_stored_conversation_becomes_a_valid_notebook(tmp_path: Path) ->
     assert second[0].output_type == "error" and second[0].ename == "NameError"
     assert second[0].traceback == ["Traceback", "  line 1", "NameError"]
     assert {f.record.id: f.path for f in done.files} == {
-        ids["old"]: "files/data.csv",
-        ids["new"]: f"files/data-{ids['new'][:6]}.csv",
+        ids["new"]: "files/data.csv",  # the newest of a name keeps it, as in load_file
+        ids["old"]: f"files/data-{ids['old'][:6]}.csv",
     }  # the older is data.csv; the newer renamed, as both are loaded
     assert done.missing == (ids["gone"],)
     assert (
@@ -130,8 +130,8 @@ def test_cli_export_writes_the_notebook_and_the_bundle(run, tmp_path: Path) -> N
     assert summary["missing"] == [ids["gone"]] and summary["size"] == bundle.stat().st_size
     with zipfile.ZipFile(bundle) as archive:
         assert sorted(archive.namelist()) == sorted(
-            ["b.ipynb", "files/data.csv", f"files/data-{ids['new'][:6]}.csv"]
+            ["b.ipynb", "files/data.csv", f"files/data-{ids['old'][:6]}.csv"]
         )
-        assert archive.read("files/data.csv") == b"a\n1\n"
+        assert archive.read("files/data.csv") == b"a\n2\n"
     failed = run("export", "-u", "7", "-c", "other", code=1)
     assert "There is no conversation 'other' to export." in failed.output

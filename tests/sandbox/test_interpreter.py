@@ -385,3 +385,15 @@ async def test_a_deleted_files_copy_leaves_the_bots_blob_cache(make_interpreter)
         assert copy.exists()
         await store.delete("u", saved.id)
         assert not copy.exists()
+
+
+async def test_a_name_two_files_share_loads_the_newest(make_interpreter) -> None:
+    """A corrected file uploaded again under the same name is the one load_file('name')
+    reads (the older stays reachable by its id)."""
+    async with make_interpreter() as (interpreter, store):
+        old = (await store.save("u", "d.csv", chunks_of(b"a,b\n1,2\n"))).record
+        await store.save("u", "d.csv", chunks_of(b"a,b\n100,200\n"))
+        result = await interpreter.run("u", "c", "int(load_file('d.csv')['a'].sum())")
+        assert result.value == "100", result
+        result = await interpreter.run("u", "c", f"int(load_file({old.id!r})['a'].sum())")
+        assert result.value == "1", result

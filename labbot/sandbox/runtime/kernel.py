@@ -235,7 +235,7 @@ class Kernel:
         if not named:
             named = [f for f in self.files.values() if f["name"].lower() == str(key).lower()]
         if named:
-            return named[-1]
+            return named[0]  # the host lists the user's files newest first: a re-upload wins
         known = ", ".join(f"{i} ({f['name']})" for i, f in self.files.items()) or "none"
         raise FileNotFoundError(f"No file {key!r}. The user's files: {known}.")
 
