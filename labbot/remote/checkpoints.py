@@ -105,6 +105,10 @@ class ShippedPieces:
         """What the bot said the checkpoint may take."""
         return self.room_bytes
 
+    async def state(self, user: str, conversation: str) -> tuple[dict[str, FileRef], int]:
+        """``held`` and ``room``."""
+        return await self.held(user, conversation), self.room_bytes
+
     async def save_piece(
         self, user: str, conversation: str, name: str, chunks: AsyncIterator[bytes], size: int
     ) -> None:

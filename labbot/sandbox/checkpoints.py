@@ -59,6 +59,11 @@ class PieceStore(Protocol):
         files and other checkpoints leave less of the quota."""
         ...
 
+    async def state(self, user: str, conversation: str) -> tuple[dict[str, FileRef], int]:
+        """``held`` and ``room`` together (what every cell asks: one look where it costs
+        one)."""
+        ...
+
     async def save_piece(
         self, user: str, conversation: str, name: str, chunks: AsyncIterator[bytes], size: int
     ) -> None:
@@ -260,8 +265,7 @@ class Checkpoints:
         None when checkpoints are off."""
         if pieces is None or self.cap <= 0:
             return None
-        held = await pieces.held(user, conversation)
-        room = await pieces.room(user, conversation)
+        held, room = await pieces.state(user, conversation)
         request: dict[str, Any] = {"cap": room, "held": sorted(held)}
         ids = frozenset(ref.id for ref in held.values())
         restoring: frozenset[str] = frozenset()
