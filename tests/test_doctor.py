@@ -35,6 +35,7 @@ EVERY_CHECK = [
     "database",
     "sandbox",
     "sandbox uids",
+    "memory sharing",
     "core dumps",
     "model",
     "discord",

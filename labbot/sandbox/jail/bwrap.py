@@ -121,6 +121,7 @@ class Command:
         uid: int | None,
         nproc: int | None,
         cgroups: bool,
+        same_layout: bool = False,
     ) -> None:
         self.bwrap = bwrap
         self.runtime = runtime
@@ -129,6 +130,9 @@ class Command:
         self.nproc = nproc
         self.cgroups = cgroups
         self.setpriv, self.prlimit = _tool("setpriv"), _tool("prlimit")
+        # Every session's Python at the same addresses, so that its preloaded pages are the same
+        # bytes in every session and can be merged (SANDBOX_SHARE_MEMORY).
+        self.setarch = _tool("setarch") if same_layout else None
         if uid is not None:
             self.unshare, self.mount = _tool("unshare"), _tool("mount")
 
@@ -183,6 +187,7 @@ class Command:
             *launcher,
             *self._identity(),
             *self._rlimits(),
+            *([self.setarch, "--addr-no-randomize", "--"] if self.setarch else []),
             *self._bwrap(binds, sources, seccomp_fd, copies, environment),
             "--",
             *kernel,

@@ -28,6 +28,7 @@ import time
 import traceback
 from typing import Any
 
+import preload
 import protocol
 
 OUTPUT_DIR = os.environ.get("LABBOT_OUTPUT_DIR", "/mnt/data")
@@ -476,13 +477,6 @@ def _stop_strays() -> None:
             continue
 
 
-def _prepare_matplotlib() -> None:
-    """Import the data stack once (the warm pool's point); pyplot is made ready on import."""
-    import matplotlib.pyplot  # noqa: F401 - _PyplotHook prepares it
-    import numpy  # noqa: F401
-    import pandas  # noqa: F401
-
-
 def _ready_pyplot(plt: Any) -> None:
     """Make plt.show() harmless and note which figures the code saved itself (those are not
     sent again as figure-N.png)."""
@@ -563,8 +557,10 @@ def main() -> None:
     # A missing fallback font is not the user's problem: keep it out of their stderr.
     logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     sys.meta_path.insert(0, _PyplotHook())
-    if os.environ.get("LABBOT_PRELOAD", "1") == "1":
-        _prepare_matplotlib()
+    preload.preload(
+        imports=os.environ.get("LABBOT_PRELOAD", "1") == "1",
+        share=os.environ.get("LABBOT_SHARE_MEMORY") == "1",
+    )
     kernel = Kernel(channel, streams)
     requests: queue.Queue[dict | None] = queue.Queue()
     main_thread = threading.main_thread().ident
