@@ -128,23 +128,24 @@ def merged_pages(pids: list[int]) -> int:
 
 
 async def wait_for_merging(pids: list[int]) -> str:
-    """When KSM runs and the sessions marked pages: wait until the pages merged stop growing
-    from one full scan to the next (at least 3 scans: a page merges once it is seen unchanged
-    in two), at most MERGE_WAIT_S; a note of what happened."""
+    """When KSM runs and the sessions marked pages: wait until the pages merged have not grown
+    for 3 full scans (a page merges once it is seen unchanged in two; one that failed is skipped
+    for a few), at most MERGE_WAIT_S; a note of what happened."""
     if ksm_counter("run") != 1:
         return "KSM off"
     if not any(ksm_stat(pid).get("ksm_mergeable", "").strip() == "yes" for pid in pids):
         return "KSM on, no page marked"
     began, scans, merged = time.perf_counter(), ksm_counter("full_scans"), -1
-    waited = 0
+    waited = still = 0
     while time.perf_counter() - began < MERGE_WAIT_S:
         await asyncio.sleep(0.5)
         if ksm_counter("full_scans") == scans:
             continue
         scans, waited, now = ksm_counter("full_scans"), waited + 1, merged_pages(pids)
-        if waited >= 3 and now <= merged:
+        still = still + 1 if now <= merged else 0
+        if waited >= 3 and still >= 3:  # KSM skips pages that failed to merge for a few scans
             break
-        merged = now
+        merged = max(merged, now)
     return (
         f"KSM on: {waited} full scans in {time.perf_counter() - began:.0f} s, these sessions'"
         f" merged pages {merged_pages(pids)}, machine pages_sharing {ksm_counter('pages_sharing')}"
@@ -177,16 +178,22 @@ def memory_rows(
         (f"{label}: PSS", f"{pss:8.1f} MiB"),
     ]
     usages = [m[2] for m in measured if m[2] is not None]
+    rows.append((f"{label}: shared among them (sum PSS - sum USS)", f"{shared:8.1f} MiB"))
+    rows.append((f"{label}: sessions that fit in 2 GiB", f"{fit:8d}   ((2048 - shared) / USS)"))
     if usages:  # a merged page stays charged to one cgroup: the mean is the fair figure
         mean = sum(usages) / len(usages)
-        rows.append(
+        rows[2:2] = [
             (
                 f"{label}: cgroup usage",
                 f"{mean:8.1f} MiB mean   (median {statistics.median(usages):.1f} MiB)",
             )
+        ]
+        rows.append(
+            (
+                f"{label}: sessions that fit in 2 GiB by cgroup usage",
+                f"{int(TWO_GIB_MIB / mean):8d}   (2048 / mean; page tables and /tmp included)",
+            )
         )
-    rows.append((f"{label}: shared among them (sum PSS - sum USS)", f"{shared:8.1f} MiB"))
-    rows.append((f"{label}: sessions that fit in 2 GiB", f"{fit:8d}   ((2048 - shared) / USS)"))
     return rows
 
 
@@ -202,8 +209,8 @@ async def idle_memory(interpreter: CodeInterpreter, count: int) -> list[tuple[st
     cpu, began = ksmd_cpu_seconds(), time.perf_counter()
     note = await wait_for_merging(pids)
     ksmd = (ksmd_cpu_seconds() - cpu) / (time.perf_counter() - began) * 100
-    share = os.environ.get("SANDBOX_SHARE_MEMORY", "on (default)")
-    rows = [("idle sessions: SANDBOX_SHARE_MEMORY", f"{share}; {note}; ksmd CPU {ksmd:.1f}%")]
+    share = getattr(interpreter.jail, "share_memory", "n/a (a labbot before the setting)")
+    rows = [("idle sessions: memory sharing", f"{share}; {note}; ksmd CPU {ksmd:.1f}%")]
     rows += memory_rows("idle session", [session_memory(s) for s in sessions])
     again = []
     for user in users:

@@ -541,7 +541,6 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     channel = Channel(proto_out)
-    streams = Streams(channel, {name: fds[0] for name, fds in pipes.items()})
     seed = os.environ.get("MPLCONFIGDIR")
     if seed and not os.access(seed, os.W_OK):
         # The prebuilt font cache lives in the read-only runtime; matplotlib wants it writable.
@@ -561,6 +560,9 @@ def main() -> None:
         imports=os.environ.get("LABBOT_PRELOAD", "1") == "1",
         share=os.environ.get("LABBOT_SHARE_MEMORY") == "1",
     )
+    # Threads start after the preload: a thread's first allocation maps memory at a moment that
+    # varies, which would shift every later mapping and make sessions' pages differ.
+    streams = Streams(channel, {name: fds[0] for name, fds in pipes.items()})
     kernel = Kernel(channel, streams)
     requests: queue.Queue[dict | None] = queue.Queue()
     main_thread = threading.main_thread().ident
