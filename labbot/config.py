@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     SANDBOX_UID_COUNT: int = Field(1024, ge=1, le=1_000_000)
     SANDBOX_WARM_POOL: int = Field(2, ge=0, le=64)
     SANDBOX_PRELOAD: bool = True
+    # Idle sessions share the preloaded data stack's pages (no address randomisation inside the
+    # sandbox, one hash seed per bot, KSM merges identical pages): see the README's security.
+    SANDBOX_SHARE_MEMORY: bool = True
     SESSION_IDLE_MINUTES: float = Field(20.0, gt=0)
     SESSION_CHECKPOINT_MB: float = Field(256.0, ge=0)
     MAX_SESSIONS: int = Field(16, ge=1)

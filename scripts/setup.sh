@@ -66,6 +66,14 @@ if [ "$(id -u)" = 0 ]; then
   fi
 fi
 
+# Idle sessions share their preloaded pages through the kernel's same-page merging (KSM,
+# SANDBOX_SHARE_MEMORY): start it when it is stopped. It scans only memory a process marks
+# mergeable, so nothing else on the machine changes. A root bot starts it too (after a reboot).
+KSM_RUN=/sys/kernel/mm/ksm/run
+if [ "$(id -u)" = 0 ] && [ -w "$KSM_RUN" ] && [ "$(cat "$KSM_RUN")" = 0 ]; then
+  echo 1 > "$KSM_RUN" || echo "setup: could not start KSM (idle sessions will not share memory)" >&2
+fi
+
 "$UV" sync --frozen --quiet --python "$PYTHON"
 
 # The sandbox runtime: its own venv, never the bot's, rebuilt when its requirements change.

@@ -36,6 +36,7 @@ EVERY_CHECK = [
     "database",
     "sandbox",
     "sandbox uids",
+    "memory sharing",
     "core dumps",
     "model",
     "discord",

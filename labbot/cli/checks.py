@@ -250,6 +250,34 @@ def sandbox_uid_check(settings: Settings, *, euid: int | None = None) -> Check:
     )
 
 
+def memory_sharing_check(settings: Settings, *, euid: int | None = None) -> Check:
+    """Whether idle sessions share their preloaded pages: SANDBOX_SHARE_MEMORY, and KSM
+    running (a root bot starts it; otherwise `make setup` as root)."""
+    from labbot.sandbox.jail.merging import ENABLE_HINT, merging_state
+
+    euid = os.geteuid() if euid is None else euid
+    name, alone = "memory sharing", "each idle session holds its own copy (about 80 MiB)"
+    if settings.LABBOT_SANDBOX == "off":
+        return Check(name, "skip", "the sandbox is off (LABBOT_SANDBOX=off)")
+    if not settings.SANDBOX_SHARE_MEMORY:
+        return Check(name, "ok", f"off (SANDBOX_SHARE_MEMORY=off): {alone}")
+    state = merging_state()
+    if state.running:
+        saved = format_size(state.saved_bytes)
+        return Check(
+            name, "ok", f"on: KSM merges identical pages ({saved} saved now, machine-wide)"
+        )
+    if state.run == 0 and euid == 0:
+        return Check(name, "ok", "on: KSM is stopped; the bot (root) starts it when it starts")
+    if state.run is None:
+        why = "this kernel has no same-page merging (KSM)"
+        fix = "use a kernel built with CONFIG_KSM, or set SANDBOX_SHARE_MEMORY=off"
+    else:
+        why = "KSM is stopped" if state.run == 0 else f"KSM is not merging (run={state.run})"
+        fix = ENABLE_HINT
+    return Check(name, "warn", f"SANDBOX_SHARE_MEMORY is on, but {why}, so {alone}; {fix}")
+
+
 def base_url_problem(url: str) -> str | None:
     """Why OPENAI_BASE_URL cannot be an API address, or None (the value is never repeated:
     a malformed one may hold a key)."""

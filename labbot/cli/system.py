@@ -19,6 +19,7 @@ from labbot.cli.checks import (
     data_dir_check,
     discord_checks,
     mask_credentials,
+    memory_sharing_check,
     mode_check,
     model_checks,
     mongo_ping,
@@ -326,6 +327,7 @@ def _doctor_checks(ctx: click.Context, settings: Settings, report: Callable[...,
         report(*_guarded("sandbox", lambda: _probe_sandbox(ctx, settings)))
     if settings.LABBOT_EXECUTOR != "nats":
         report(*_guarded("sandbox uids", lambda: sandbox_uid_check(settings)))
+        report(*_guarded("memory sharing", lambda: memory_sharing_check(settings)))
     report(*_guarded("core dumps", core_pattern_check))
     report(*_guarded("model", lambda: asyncio.run(model_checks(settings))))
     token = settings.DISCORD_TOKEN.get_secret_value() if settings.DISCORD_TOKEN else None

@@ -103,10 +103,13 @@ async def test_a_stored_conversation_becomes_a_valid_notebook(tmp_path: Path) ->
     assert first[2].data["text/plain"] == "2" and first[2].execution_count == 1
     assert second[0].output_type == "error" and second[0].ename == "NameError"
     assert second[0].traceback == ["Traceback", "  line 1", "NameError"]
-    assert {f.record.id: f.path for f in done.files} == {
-        ids["new"]: "files/data.csv",  # the newest of a name keeps it, as in load_file
-        ids["old"]: f"files/data-{ids['old'][:6]}.csv",
-    }  # the older is data.csv; the newer renamed, as both are loaded
+    assert (
+        {f.record.id: f.path for f in done.files}
+        == {
+            ids["new"]: "files/data.csv",  # the newest of a name keeps it, as in load_file
+            ids["old"]: f"files/data-{ids['old'][:6]}.csv",
+        }
+    )  # the older is data.csv; the newer renamed, as both are loaded
     assert done.missing == (ids["gone"],)
     assert (
         f"# No longer stored (expired or deleted), so not exported: {ids['gone']}"

@@ -31,6 +31,7 @@ from labbot.sandbox.jail.bwrap import (
 )
 from labbot.sandbox.jail.cgroups import Cgroup, cgroup_kind, memory_available, stale_parents
 from labbot.sandbox.jail.limits import SandboxLimits
+from labbot.sandbox.jail.merging import start_merging
 from labbot.sandbox.jail.seccomp import seccomp_filter
 from labbot.sandbox.jail.uids import UidLease, UidRange
 
@@ -58,6 +59,10 @@ class Jail:
         del capacity
         self.enabled = settings.LABBOT_SANDBOX == "on"
         self.preload = settings.SANDBOX_PRELOAD
+        self.share_memory = self.enabled and settings.SANDBOX_SHARE_MEMORY
+        # One hash seed for every session of this bot (str hashes are stored in the objects,
+        # so per-process seeds would make every session's pages differ); never the bot's own.
+        self.hash_seed = str(secrets.randbelow(2**32))
         self.limits = limits
         self.root = settings.sandbox_dir
         self.runtime = Runtime.locate(settings.LABBOT_RUNTIME_DIR)
@@ -80,6 +85,8 @@ class Jail:
                 fallback_locks=self.root / "uids",
             )
             self.user.check(settings.MAX_SESSIONS + settings.SANDBOX_WARM_POOL)
+            if self.share_memory:
+                start_merging()
         if not self.enabled:
             log.warning(
                 "sandbox.disabled: LABBOT_SANDBOX=off runs user code WITHOUT isolation;"
@@ -132,6 +139,7 @@ class Jail:
             uid=lease.uid if lease is not None else None,
             nproc=nproc,
             cgroups=cgroups,
+            same_layout=self.share_memory,
         )
 
     def environment(self, *, inside: bool) -> dict[str, str]:
@@ -152,6 +160,9 @@ class Jail:
             "TMPDIR": "/tmp",
         }
         env["LABBOT_PRELOAD"] = "1" if self.preload else "0"
+        if inside and self.share_memory:
+            env["LABBOT_SHARE_MEMORY"] = "1"
+            env["PYTHONHASHSEED"] = self.hash_seed
         if inside:
             env["LABBOT_IN_SANDBOX"] = "1"  # the kernel may then clean up its PID namespace
         return env
@@ -184,7 +195,9 @@ class Jail:
         seccomp_fd = _memfd("seccomp", seccomp_filter())
         copies = {inside: _memfd("copy", data) for inside, data in self._copies.items()}
         passed = (seccomp_fd, *copies.values())
-        kernel = [f"{INSIDE_VENV}/bin/python", "-E", "-s", "-B", f"{INSIDE_KERNEL}/kernel.py"]
+        # -E would ignore PYTHONHASHSEED; the environment is all ours anyway (--clearenv).
+        isolated = [] if self.share_memory else ["-E"]
+        kernel = [f"{INSIDE_VENV}/bin/python", *isolated, "-s", "-B", f"{INSIDE_KERNEL}/kernel.py"]
         argv = command.argv(
             files_dir=files_dir,
             seccomp_fd=seccomp_fd,

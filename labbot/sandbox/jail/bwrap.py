@@ -17,14 +17,19 @@ The kernel's code and /etc/passwd and /etc/group are copied into the sandbox's o
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import shutil
+import subprocess
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from labbot.errors import SandboxUnavailable
 from labbot.sandbox.jail.limits import SandboxLimits
+
+log = logging.getLogger(__name__)
 
 KERNEL_DIR = Path(__file__).resolve().parents[1] / "runtime"
 INSIDE_VENV = "/opt/labbot/venv"
@@ -85,6 +90,22 @@ def _tool(name: str) -> str:
     return path
 
 
+@cache
+def fixed_layout_allowed(setarch: str) -> bool:
+    """Whether this host lets a process turn its address randomisation off (a container's
+    seccomp profile may refuse the personality call); asked once."""
+    try:
+        done = subprocess.run(  # noqa: S603 - our own argv, no shell
+            [setarch, "--addr-no-randomize", "--", "true"], capture_output=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        done = None
+    if done is None or done.returncode != 0:
+        log.warning("sandbox.layout_not_fixed: personality refused, sessions share no memory")
+        return False
+    return True
+
+
 def stage_dir(sources: list[Path]) -> str:
     """The first candidate folder that exists, that anyone may pass through, and that holds
     none of the sources."""
@@ -121,6 +142,7 @@ class Command:
         uid: int | None,
         nproc: int | None,
         cgroups: bool,
+        same_layout: bool = False,
     ) -> None:
         self.bwrap = bwrap
         self.runtime = runtime
@@ -129,6 +151,11 @@ class Command:
         self.nproc = nproc
         self.cgroups = cgroups
         self.setpriv, self.prlimit = _tool("setpriv"), _tool("prlimit")
+        # Every session's Python at the same addresses, so that its preloaded pages are the same
+        # bytes in every session and can be merged (SANDBOX_SHARE_MEMORY).
+        self.setarch = _tool("setarch") if same_layout else None
+        if self.setarch is not None and not fixed_layout_allowed(self.setarch):
+            self.setarch = None
         if uid is not None:
             self.unshare, self.mount = _tool("unshare"), _tool("mount")
 
@@ -183,6 +210,7 @@ class Command:
             *launcher,
             *self._identity(),
             *self._rlimits(),
+            *([self.setarch, "--addr-no-randomize", "--"] if self.setarch else []),
             *self._bwrap(binds, sources, seccomp_fd, copies, environment),
             "--",
             *kernel,

@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 import console_help
+import preload
 import protocol
 from checkpoint import Checkpoints
 from pyplot_hook import PyplotHook
@@ -475,13 +476,6 @@ def _stop_strays() -> None:
             continue
 
 
-def _prepare_matplotlib() -> None:
-    """Import the data stack once (the warm pool's point); pyplot is made ready on import."""
-    import matplotlib.pyplot  # noqa: F401 - PyplotHook prepares it
-    import numpy  # noqa: F401
-    import pandas  # noqa: F401
-
-
 def _cpu_limit(signum: int, frame: Any) -> None:
     raise LimitExceeded("CPU time limit reached: the code used all the CPU time it is allowed.")
 
@@ -507,7 +501,6 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     channel = Channel(proto_out)
-    streams = Streams(channel, {name: fds[0] for name, fds in pipes.items()})
     seed = os.environ.get("MPLCONFIGDIR")
     if seed and not os.access(seed, os.W_OK):
         # The prebuilt font cache lives in the read-only runtime; matplotlib wants it writable.
@@ -523,8 +516,13 @@ def main() -> None:
     # A missing fallback font is not the user's problem: keep it out of their stderr.
     logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     sys.meta_path.insert(0, PyplotHook())
-    if os.environ.get("LABBOT_PRELOAD", "1") == "1":
-        _prepare_matplotlib()
+    preload.preload(
+        imports=os.environ.get("LABBOT_PRELOAD", "1") == "1",
+        share=os.environ.get("LABBOT_SHARE_MEMORY") == "1",
+    )
+    # The output thread starts after the preload: its first allocations would otherwise land
+    # among the preloaded objects at a varying moment, and sessions' pages would differ.
+    streams = Streams(channel, {name: fds[0] for name, fds in pipes.items()})
     kernel = Kernel(channel, streams)
     requests: queue.Queue[dict | None] = queue.Queue()
     main_thread = threading.main_thread().ident
