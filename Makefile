@@ -47,6 +47,14 @@ bench: setup
 	$(VENV)/bin/python bench/engine.py
 	$(VENV)/bin/python bench/tokens.py
 	$(VENV)/bin/python bench/scaleout.py
+	$(VENV)/bin/python bench/hostile.py
+	$(VENV)/bin/python bench/neighbours.py
+	$(VENV)/bin/python bench/store_stress.py
+	$(VENV)/bin/python bench/messy.py
+	$(VENV)/bin/python bench/checkpoint.py
+	$(VENV)/bin/python bench/budgets.py
+	$(VENV)/bin/python bench/downloads.py
+	$(VENV)/bin/python bench/cli.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache
