@@ -179,10 +179,18 @@ async def test_live_sandboxes_have_distinct_host_uids(make_interpreter) -> None:
 
 
 def _straggler(uid: int) -> subprocess.Popen[bytes]:
-    """A host process holding ``uid``, as a previous session's survivor would."""
-    return subprocess.Popen(
-        ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", "sleep", "600"]
+    """A host process holding ``uid``, as a previous session's survivor would. Returns once
+    the process runs as ``uid`` (it says so after setpriv switched), not merely once started."""
+    process = subprocess.Popen(
+        ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+        + ["sh", "-c", "echo ready; exec sleep 600"],
+        stdout=subprocess.PIPE,
     )
+    assert process.stdout is not None
+    with process.stdout:
+        assert process.stdout.readline() == b"ready\n"
+    assert uid in uids_with_processes(uid, uid + 1)
+    return process
 
 
 @root_only
