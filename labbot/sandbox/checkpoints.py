@@ -28,6 +28,7 @@ from labbot.errors import FileError, StorageError
 from labbot.files import FileRecord, FileStore
 from labbot.sandbox.frames import Checkpointed, Unkept
 from labbot.sandbox.kernel_client import KernelProcess
+from labbot.sandbox.runtime.protocol import CheckpointOrder
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ class CheckpointCell:
     user: str
     conversation: str
     pieces: PieceStore
-    request: dict[str, Any]
+    order: CheckpointOrder  # what the kernel is asked
     room: int
     restoring: frozenset[str] = frozenset()  # the ids of the pieces put back, if any
     received: int = 0
@@ -266,21 +267,20 @@ class Checkpoints:
         if pieces is None or self.cap <= 0:
             return None
         held, room = await pieces.state(user, conversation)
-        request: dict[str, Any] = {"cap": room, "held": sorted(held)}
         ids = frozenset(ref.id for ref in held.values())
         restoring: frozenset[str] = frozenset()
+        paths: dict[str, str] = {}
         fresh = kernel not in self._past_restore
         if fresh and held and self._unrestorable.get((user, conversation)) != ids:
             restoring = ids
-            paths = {}
             for name, ref in held.items():
                 source = await local(user, ref)
                 if source is not None:
                     target = await asyncio.to_thread(_link, source, kernel.files_dir, ref, shared)
                     paths[name] = str(inside / target)
-            request["restore"] = paths
         self._past_restore.add(kernel)
-        return CheckpointCell(user, conversation, pieces, request, room, restoring)
+        order = CheckpointOrder(room, tuple(sorted(held)), paths)
+        return CheckpointCell(user, conversation, pieces, order, room, restoring)
 
     def restore_failed(self, cell: CheckpointCell) -> None:
         """The restore ended the session (memory, time): these pieces are not tried again."""

@@ -7,12 +7,13 @@ import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from labbot.core import FileRef, OutputFile
 from labbot.files import FileRecord, FileStore, kind_by_name
 from labbot.files.cache import BlobCache
 from labbot.sandbox.checkpoints import PieceStore
+from labbot.sandbox.runtime.protocol import FileEntry
 
 MAX_NOTES = 8  # notes of one kind kept in a result; the rest are counted
 
@@ -86,7 +87,7 @@ def bounded_notes(notes: list[str], *, what: str) -> list[str]:
 
 def link_files(
     folder: Path, refs: list[FileRef], local: dict[str, Path], *, inside: Path, shared: bool
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, FileEntry]:
     """Make exactly these files visible in the session's read-only folder (a thread); return
     the kernel's manifest (id → name, kind, loader, size and path as the code sees it).
     ``shared``: the sandbox runs as another user, who must be able to read them."""
@@ -106,12 +107,12 @@ def link_files(
             # The sandbox user reads it; the data dir (0700) keeps everyone else out.
             target.chmod(0o644)
     return {
-        ref.id: {
-            "name": ref.name,
-            "kind": ref.kind,
-            "loader": kind_by_name(ref.kind).loader,
-            "size": ref.size,
-            "path": str(inside / ref.id),
-        }
+        ref.id: FileEntry(
+            name=ref.name,
+            kind=ref.kind,
+            loader=kind_by_name(ref.kind).loader,
+            size=ref.size,
+            path=str(inside / ref.id),
+        )
         for ref in refs
     }

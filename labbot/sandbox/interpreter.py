@@ -294,22 +294,12 @@ class CodeInterpreter:
             made.append(output)
             evictions.extend(notes)
 
-        limits = self.limits
-        request_limits = {
-            "cpu_seconds": limits.cpu_seconds,
-            "output_head": limits.output_head,
-            "output_tail": limits.output_tail,
-            "max_file_bytes": limits.max_file_bytes,
-            "max_output_files": limits.max_output_files,
-            "output_files_bytes": limits.output_files_bytes,
-            "checkpoint": checkpoint.request if checkpoint else None,
-        }
         try:
             raw = await session.kernel.execute(
                 code,
                 files=manifest,
-                limits=request_limits,
-                time_limit=limits.wall_seconds,
+                checkpoint=checkpoint.order if checkpoint else None,
+                time_limit=self.limits.wall_seconds,
                 on_stream=on_output,
                 on_file=on_file,
                 on_piece=checkpoint.on_piece if checkpoint else None,

@@ -348,15 +348,16 @@ class KernelProcess:
         self,
         code: str,
         *,
-        files: dict[str, dict[str, Any]],
-        limits: dict[str, Any],
+        files: dict[str, protocol.FileEntry],
+        checkpoint: protocol.CheckpointOrder | None,
         time_limit: float,
         on_stream: StreamHandler,
         on_file: FileHandler,
         on_piece: FileHandler | None = None,
     ) -> Result:
-        """Run one cell; return its validated result, or raise KernelLost. ``on_piece`` takes
-        the pieces of the session's checkpoint (none are expected without it)."""
+        """Run one cell, under the jail's limits; return its validated result, or raise
+        KernelLost. ``on_piece`` takes the pieces of the session's checkpoint (none are
+        expected without it)."""
         if not self.alive:
             raise self.dead or KernelLost("killed", "the session had already ended")
         self._cells += 1
@@ -366,15 +367,10 @@ class KernelProcess:
         await self._thaw()
         try:
             async with asyncio.timeout(time_limit):
-                await self._send(
-                    {
-                        "type": "execute",
-                        "cell": budget.cell,
-                        "code": code,
-                        "files": files,
-                        "limits": limits,
-                    }
+                request = protocol.ExecuteRequest(
+                    budget.cell, code, files, self.jail.cell_limits, checkpoint
                 )
+                await self._send(request.message())
                 while True:
                     frame = await self._read()
                     if isinstance(frame, Stream):

@@ -64,6 +64,7 @@ class Jail:
         # so per-process seeds would make every session's pages differ); never the bot's own.
         self.hash_seed = str(secrets.randbelow(2**32))
         self.limits = limits
+        self.cell_limits = limits.cell()  # what every cell's request carries
         self.root = settings.sandbox_dir
         self.runtime = Runtime.locate(settings.LABBOT_RUNTIME_DIR)
         self.cgroup_kind = cgroup_kind() if self.enabled else Cgroup

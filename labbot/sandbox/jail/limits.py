@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from labbot.config import MIB, Settings
+from labbot.sandbox.runtime.protocol import CellLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,3 +55,14 @@ class SandboxLimits:
         """The bytes of files one execution may return: its output folder's size, plus room
         for the figures it drew."""
         return self.disk_bytes + 64 * MIB
+
+    def cell(self) -> CellLimits:
+        """What each cell's request tells the kernel (the host checks the same again)."""
+        return CellLimits(
+            cpu_seconds=self.cpu_seconds,
+            output_head=self.output_head,
+            output_tail=self.output_tail,
+            max_file_bytes=self.max_file_bytes,
+            max_output_files=self.max_output_files,
+            output_files_bytes=self.output_files_bytes,
+        )

@@ -127,13 +127,13 @@ class Checkpoints:
         self.restored: dict | None = None
 
     # Restore ----------------------------------------------------------------------------
-    def restore(self, request: dict | None) -> None:
+    def restore(self, order: protocol.CheckpointOrder | None) -> None:
         """Load the pieces the host put in the files folder (a fresh session's first cell)."""
         self.restored = None
-        if not request or not request.get("restore"):
+        if order is None or not order.restore:
             return
         started = time.perf_counter()
-        pieces: dict[str, str] = request["restore"]
+        pieces = order.restore
         loaded: dict[str, Any] = {}
         failed: dict[str, str] = {}
         meta: dict = {}
@@ -227,14 +227,14 @@ class Checkpoints:
         return unpickler.load()
 
     # Save -------------------------------------------------------------------------------
-    def save(self, request: dict | None, code: str, outputs: Any) -> dict | None:
+    def save(self, order: protocol.CheckpointOrder | None, code: str, outputs: Any) -> dict | None:
         """Send the pieces of the variables this cell could have changed; the report for the
         result (restored, saved, dropped, newly not kept)."""
-        if not request:
+        if order is None:
             return None
         started = time.perf_counter()
-        cap = int(request.get("cap", 0))
-        held = set(request.get("held") or ())
+        cap = order.cap
+        held = set(order.held)
         current = self._variables()
         dirty = self._dirty(code, current, held)
         values = {n: v for n, v in current.items() if not isinstance(v, types.ModuleType)}

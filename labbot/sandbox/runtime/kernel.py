@@ -74,11 +74,11 @@ class Outputs:
     """The files one cell returns, within the count, size and byte limits the host also
     enforces; the rest are listed as skipped."""
 
-    def __init__(self, channel: Channel, limits: dict) -> None:
+    def __init__(self, channel: Channel, limits: protocol.CellLimits) -> None:
         self.channel = channel
-        self.max_files = int(limits.get("max_output_files", 50))
-        self.max_file_bytes = int(limits.get("max_file_bytes", 50 * 2**20))
-        self.budget = int(limits.get("output_files_bytes", 512 * 2**20))
+        self.max_files = limits.max_output_files
+        self.max_file_bytes = limits.max_file_bytes
+        self.budget = limits.output_files_bytes
         self.sent: list[str] = []
         self.used = 0
         self.skipped: list[dict] = []
@@ -221,7 +221,7 @@ class Kernel:
         self.streams = streams
         self.cell = 0
         self.figures = 0
-        self.files: dict[str, dict] = {}
+        self.files: dict[str, protocol.FileEntry] = {}
         self.sent: dict[str, tuple[int, int, int]] = {}
         self._missing_module: str | None = None
         self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
@@ -255,23 +255,21 @@ class Kernel:
         ]
 
     # Execution --------------------------------------------------------------------------
-    def execute(self, request: dict) -> None:
+    def execute(self, request: protocol.ExecuteRequest) -> None:
         self.cell += 1
-        self.files = request.get("files", {})
+        self.files = request.files
         self.namespace["FILES"] = {i: f["path"] for i, f in self.files.items()}
-        limits = request.get("limits", {})
-        self.streams.begin(
-            request["cell"], limits.get("output_head", 20000), limits.get("output_tail", 8000)
-        )
+        limits = request.limits
+        self.streams.begin(request.cell, limits.output_head, limits.output_tail)
         import importlib
 
         importlib.invalidate_caches()  # packages installed since the last cell become visible
-        self._set_cpu_limit(limits.get("cpu_seconds"))
+        self._set_cpu_limit(limits.cpu_seconds)
         started = time.perf_counter()
         status, error, value, shown = "ok", None, None, None
         try:
-            self.checkpoints.restore(limits.get("checkpoint"))  # a fresh session's first cell
-            value = self._run(request["code"], f"<cell {self.cell}>")
+            self.checkpoints.restore(request.checkpoint)  # a fresh session's first cell
+            value = self._run(request.code, f"<cell {self.cell}>")
             shown = self._render(value)  # __repr__ is user code: inside the limits too
         except LimitExceeded as exc:
             status, error = (
@@ -295,11 +293,11 @@ class Kernel:
                 status, error = "error", self._error(exc)
             _close_figures()
         self._send_outputs(outputs)
-        saved = self.checkpoints.save(limits.get("checkpoint"), request["code"], outputs)
+        saved = self.checkpoints.save(request.checkpoint, request.code, outputs)
         self.channel.send(
             {
                 "type": "result",
-                "cell": request["cell"],
+                "cell": request.cell,
                 "status": status,
                 "error": error,
                 "value": shown,
@@ -548,7 +546,7 @@ def main() -> None:
             if request is None:
                 break
             if request["type"] == "execute":
-                kernel.execute(request)
+                kernel.execute(protocol.ExecuteRequest.from_message(request))
         except KeyboardInterrupt:  # an interrupt that arrived between cells: nothing to stop
             continue
     os._exit(0)
