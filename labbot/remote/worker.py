@@ -31,6 +31,7 @@ from labbot.files.names import new_file_id
 from labbot.remote import bus, wire
 from labbot.remote.checkpoints import ShippedPieces
 from labbot.sandbox.checkpoints import PieceStore
+from labbot.sandbox.files import FilesNow
 from labbot.sandbox.interpreter import CodeInterpreter
 
 log = logging.getLogger(__name__)
@@ -58,11 +59,11 @@ class ShippedFiles:
         refs = [f.core() for f in files]
         return cls(refs, worker.cache, worker.blobs, worker.settings.max_file_bytes)
 
-    async def refs(self, user: str) -> list[FileRef]:
+    async def look(self, user: str, conversation: str) -> FilesNow:
         """The files the bot sent (every live file of the user): the cached copies of the
         user's other files (deleted or expired since) are removed first, so none is used."""
         await self.cache.retain(user, [ref.id for ref in self._refs])
-        return self._refs
+        return FilesNow(self._refs)
 
     async def local(self, user: str, ref: FileRef) -> Path | None:
         """The cached copy (fetched now if needed), or None if the blob is gone."""

@@ -97,10 +97,16 @@ class StorePieces:
     async def _state(self, user: str, conversation: str) -> tuple[dict[str, list[FileRecord]], int]:
         """The conversation's piece records by variable (newest first), and its room: the
         cap, or what the quota leaves beside everything else the user keeps. One listing."""
+        return self.split(await self.store.records(user), conversation)
+
+    def split(
+        self, records: list[FileRecord], conversation: str
+    ) -> tuple[dict[str, list[FileRecord]], int]:
+        """``_state`` from a listing of the user's records already made (newest first)."""
         prefix = conversation_tag(conversation) + "."
         found: dict[str, list[FileRecord]] = {}
         others = 0
-        for record in await self.store.records(user):
+        for record in records:
             name = record.name
             if record.source == "checkpoint" and name.startswith(prefix) and name.endswith(SUFFIX):
                 found.setdefault(name[len(prefix) : -len(SUFFIX)], []).append(record)
@@ -258,15 +264,17 @@ class Checkpoints:
         kernel: KernelProcess,
         pieces: PieceStore | None,
         *,
+        state: tuple[dict[str, FileRef], int] | None,
         local: Any,
         inside: Path,
         shared: bool,
     ) -> CheckpointCell | None:
         """The checkpoint part of the next execution (restoring first in a fresh session);
-        None when checkpoints are off."""
+        None when checkpoints are off. ``state``: the pieces' ``state`` if the caller has
+        just looked (asked here otherwise)."""
         if pieces is None or self.cap <= 0:
             return None
-        held, room = await pieces.state(user, conversation)
+        held, room = state if state is not None else await pieces.state(user, conversation)
         ids = frozenset(ref.id for ref in held.values())
         restoring: frozenset[str] = frozenset()
         paths: dict[str, str] = {}

@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from labbot.core import FileRef, OutputFile
 from labbot.files import FileRecord, FileStore, kind_by_name
 from labbot.files.cache import BlobCache
-from labbot.sandbox.checkpoints import PieceStore
+from labbot.sandbox.checkpoints import PieceStore, StorePieces
 from labbot.sandbox.runtime.protocol import FileEntry
 
 MAX_NOTES = 8  # notes of one kind kept in a result; the rest are counted
@@ -21,10 +22,14 @@ MAX_NOTES = 8  # notes of one kind kept in a result; the rest are counted
 class SessionFiles(Protocol):
     """The files one execution sees and where the files it writes go."""
 
-    pieces: PieceStore | None  # where the session's checkpoint is kept (None: not kept)
+    @property
+    def pieces(self) -> PieceStore | None:
+        """Where the session's checkpoint is kept (None: not kept)."""
+        ...
 
-    async def refs(self, user: str) -> list[FileRef]:
-        """The user's live files, shown to the code through load_file."""
+    async def look(self, user: str, conversation: str) -> FilesNow:
+        """What the next cell sees: the user's live files (shown to the code through
+        load_file) and, where the pieces are kept here, the conversation's checkpoint."""
         ...
 
     async def local(self, user: str, ref: FileRef) -> Path | None:
@@ -41,19 +46,33 @@ class SessionFiles(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class FilesNow:
+    """One look at a user's store, for one cell."""
+
+    refs: list[FileRef]
+    pieces: tuple[dict[str, FileRef], int] | None = None  # PieceStore.state (None: not looked)
+
+
 class StoreFiles:
     """SessionFiles straight from this machine's FileStore (limits and eviction applied)."""
 
     def __init__(
-        self, store: FileStore, cache: BlobCache, pieces: PieceStore | None = None
+        self, store: FileStore, cache: BlobCache, pieces: StorePieces | None = None
     ) -> None:
         self.store = store
         self.cache = cache
-        self.pieces = pieces
+        self.pieces: StorePieces | None = pieces
 
-    async def refs(self, user: str) -> list[FileRef]:
-        """The user's live files."""
-        return [record.ref() for record in await self.store.list(user)]
+    async def look(self, user: str, conversation: str) -> FilesNow:
+        """The user's live files and the conversation's pieces, from one listing (a cell
+        asks the database once)."""
+        records = await self.store.records(user)
+        refs = [record.ref() for record in records if record.source != "checkpoint"]
+        if self.pieces is None:
+            return FilesNow(refs)
+        found, room = self.pieces.split(records, conversation)
+        return FilesNow(refs, ({name: rs[0].ref() for name, rs in found.items()}, room))
 
     async def local(self, user: str, ref: FileRef) -> Path | None:
         """The blob (or its cached copy)."""

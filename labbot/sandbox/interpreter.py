@@ -18,7 +18,7 @@ from labbot.errors import FileError, StorageError
 from labbot.files import FileStore
 from labbot.files.cache import BlobCache
 from labbot.files.receipt import format_size
-from labbot.sandbox.checkpoints import RESTORED, CheckpointCell, Checkpoints, StorePieces
+from labbot.sandbox.checkpoints import RESTORED, Checkpoints, StorePieces
 from labbot.sandbox.executor import OutputHandler
 from labbot.sandbox.files import SessionFiles, StoreFiles, bounded_notes, link_files
 from labbot.sandbox.frames import Result
@@ -265,7 +265,8 @@ class CodeInterpreter:
         self, session: Session, code: str, on_output: OutputHandler, files: SessionFiles
     ) -> tuple[ExecutionResult, str | None]:
         """One cell: its result, and the top-level module it could not import, if any."""
-        refs = await files.refs(session.user)
+        now = await files.look(session.user, session.conversation)
+        refs = now.refs
         local = {ref.id: await files.local(session.user, ref) for ref in refs}
         present = {k: v for k, v in local.items() if v is not None}
         refs = [ref for ref in refs if ref.id in present]
@@ -282,7 +283,16 @@ class CodeInterpreter:
         skipped: list[SkippedFile] = []
         evictions: list[str] = []
         started = time.perf_counter()
-        checkpoint = await self._checkpoint_cell(session, files, inside)
+        checkpoint = await self.checkpoints.begin(
+            session.user,
+            session.conversation,
+            session.kernel,
+            files.pieces,
+            state=now.pieces,
+            local=files.local,
+            inside=inside,
+            shared=self.jail.user is not None,
+        )
 
         async def on_file(name: str, chunks: AsyncIterator[bytes]) -> None:
             display = PurePosixPath(name).name
@@ -320,7 +330,7 @@ class CodeInterpreter:
                 " files are kept."
             )
             return ExecutionResult(
-                status=lost.status,  # type: ignore[arg-type]  # timeout, memory or killed
+                status=lost.status,
                 error=ExecError(lost.status.capitalize(), lost.reason),
                 files=tuple(made),
                 skipped_files=tuple(skipped),
@@ -344,20 +354,6 @@ class CodeInterpreter:
             notes=tuple(notes),
         )
         return result, raw.missing_module if raw.error is not None else None
-
-    async def _checkpoint_cell(
-        self, session: Session, files: SessionFiles, inside: Path
-    ) -> CheckpointCell | None:
-        """The checkpoint part of this cell (the restore, in a fresh session)."""
-        return await self.checkpoints.begin(
-            session.user,
-            session.conversation,
-            session.kernel,
-            files.pieces,
-            local=files.local,
-            inside=inside,
-            shared=self.jail.user is not None,
-        )
 
     def _skipped(self, raw: Result) -> list[SkippedFile]:
         """The output files the kernel did not send, each with its reason in words."""

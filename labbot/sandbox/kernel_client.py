@@ -16,7 +16,7 @@ import shutil
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -70,10 +70,13 @@ def machine_busy() -> bool:
     return os.getloadavg()[0] > (os.cpu_count() or 1)
 
 
-class KernelLost(Exception):
-    """The kernel died or was killed; ``status`` is "timeout", "memory" or "killed"."""
+LostStatus = Literal["timeout", "memory", "killed"]
 
-    def __init__(self, status: str, reason: str) -> None:
+
+class KernelLost(Exception):
+    """The kernel died or was killed: how (``status``, an execution's status too), and why."""
+
+    def __init__(self, status: LostStatus, reason: str) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason

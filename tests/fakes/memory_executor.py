@@ -40,6 +40,7 @@ from labbot.files import FileStore
 from labbot.files.cache import BlobCache
 from labbot.sandbox import OutputHandler
 from labbot.sandbox.files import StoreFiles, bounded_notes, link_files
+from labbot.sandbox.runtime.protocol import FileEntry
 
 RUNTIME = Path(labbot.__file__).parent / "sandbox" / "runtime"
 STOP_GRACE = 3.0  # seconds a stopped cell has to end before its session is given up
@@ -235,7 +236,7 @@ class InMemoryExecutor:
         on_output: OutputHandler | None,
     ) -> ExecutionResult:
         kernel = session.kernel
-        kernel.files = await self._manifest(user, session.folder / "files")
+        kernel.files = await self._manifest(user, conversation, session.folder / "files")
         kernel.namespace["FILES"] = {i: f["path"] for i, f in kernel.files.items()}
         kernel.cell += 1
         loop = asyncio.get_running_loop()
@@ -291,9 +292,9 @@ class InMemoryExecutor:
             notes=tuple(bounded_notes(evicted, what="files were removed")),
         )
 
-    async def _manifest(self, user: str, folder: Path) -> dict[str, dict[str, Any]]:
+    async def _manifest(self, user: str, conversation: str, folder: Path) -> dict[str, FileEntry]:
         """The user's files linked into the session's folder, as the kernel's manifest."""
-        refs = await self.files.refs(user)
+        refs = (await self.files.look(user, conversation)).refs
         local = {ref.id: await self.files.local(user, ref) for ref in refs}
         present = {key: path for key, path in local.items() if path is not None}
         refs = [ref for ref in refs if ref.id in present]

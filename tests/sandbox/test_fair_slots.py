@@ -53,10 +53,14 @@ async def test_a_user_with_nothing_running_goes_before_queued_cells_of_busy_user
         queued = {user: asyncio.Event() for user in "abc"}
 
         def start(user: str, code: str) -> asyncio.Task:
-            async def run() -> None:
-                result = await interpreter.run(user, "d", code)
-                assert result.status == "ok", result
+            async def ran(name: str, text: str) -> None:
+                # Output arrives while the cell holds its slot: the order slots were given
+                # (a cell's completion may lag behind the next one's under load).
                 order.append(user)
+
+            async def run() -> None:
+                result = await interpreter.run(user, "d", code, on_output=ran)
+                assert result.status == "ok", result
 
             def on_progress(name: str, started: bool) -> None:
                 if started:
@@ -80,7 +84,7 @@ async def test_a_user_with_nothing_running_goes_before_queued_cells_of_busy_user
         assert (await a_long).value == "'released'"
         async with asyncio.timeout(30):
             await c_next
-        assert order == ["c"] and not b_long.done()
+        assert order[:1] == ["c"] and not b_long.done()  # a2 may follow at once
         b_go.write_text("")
         await asyncio.gather(b_long, a_next, b_next)
         assert order[0] == "c" and sorted(order) == ["a", "b", "c"]
