@@ -409,7 +409,7 @@ class Engine:
             name: Literal["stdout", "stderr"] = "stderr" if stream == "stderr" else "stdout"
             queue.put_nowait(ToolOutput(call.id, name, text))
 
-        def on_progress(name: str, started: bool) -> None:
+        def on_progress(name: str, *, started: bool) -> None:
             if started and name.startswith(WAITING):  # e.g. for a free sandbox slot: say why
                 queue.put_nowait(Status(name))
 

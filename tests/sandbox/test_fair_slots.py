@@ -58,7 +58,7 @@ async def test_a_user_with_nothing_running_goes_before_queued_cells_of_busy_user
                 assert result.status == "ok", result
                 order.append(user)
 
-            def on_progress(name: str, started: bool) -> None:
+            def on_progress(name: str, *, started: bool) -> None:
                 if started:
                     waits[user] = name
                     queued[user].set()
