@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from labbot.chat.attachments import Attachments
 from labbot.chat.history import ConversationStore, SqliteConversationStore
 from labbot.chat.preferences import Preferences, open_sqlite_preferences
 from labbot.chat.usage import SqliteUsageLedger, UsageLedger
@@ -41,11 +42,13 @@ MONGO_CONNECT_ATTEMPTS = 3
 
 @dataclass
 class App:
-    """The parts a front end uses; ``engine`` is None when no model is configured."""
+    """The parts a front end uses; ``engine`` is None when no model is configured (files are
+    still taken then: ``attachments``)."""
 
     settings: Settings
     store: FileStore
-    interpreter: Executor
+    attachments: Attachments
+    executor: Executor
     conversations: ConversationStore
     preferences: Preferences
     ledger: UsageLedger
@@ -64,9 +67,9 @@ async def open_app(
         await conversations.start()
         await ledger.start()
         catalog = ModelCatalog(settings.LABBOT_MODELS_FILE)
-        interpreter = create_executor(settings, store)
-        await interpreter.start()
-        stack.push_async_callback(interpreter.close)
+        executor = create_executor(settings, store)
+        await executor.start()
+        stack.push_async_callback(executor.close)
         engine = None
         if settings.llm_configured:
             # Imported here: the model's client (openai) is slow to import, and the commands
@@ -79,7 +82,7 @@ async def open_app(
             engine = Engine(
                 settings,
                 store=store,
-                interpreter=interpreter,
+                executor=executor,
                 llm=llm,
                 conversations=conversations,
                 preferences=preferences,
@@ -87,7 +90,17 @@ async def open_app(
                 catalog=catalog,
                 clock=clock or (lambda: datetime.now(UTC)),
             )
-        yield App(settings, store, interpreter, conversations, preferences, ledger, catalog, engine)
+        yield App(
+            settings,
+            store,
+            Attachments(store),
+            executor,
+            conversations,
+            preferences,
+            ledger,
+            catalog,
+            engine,
+        )
 
 
 @asynccontextmanager

@@ -7,11 +7,11 @@ frames in ``sandbox.frames``, the NATS messages in ``remote.wire``) and then bec
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 ExecStatus = Literal["ok", "error", "timeout", "memory", "killed"]
 
@@ -217,20 +217,26 @@ Event = (
 
 # -- progress: a slow step (a sandbox starting, a package installing) named to whoever watches --
 
-ProgressHook = Callable[[str, bool], None]
+
+class ProgressHook(Protocol):
+    """Told when a slow step starts (``started=True``) and when it ends."""
+
+    def __call__(self, name: str, *, started: bool) -> None: ...
+
+
 _progress_hook: ContextVar[ProgressHook | None] = ContextVar("labbot_progress", default=None)
 
 
 @contextmanager
 def progress_to(hook: ProgressHook) -> Iterator[None]:
-    """Within this block (and the tasks it starts), slow steps call ``hook(name, started)``,
+    """Within this block (and the tasks it starts), slow steps call ``hook(name, started=...)``,
     and any hook of an enclosing block too."""
     outer = _progress_hook.get()
 
-    def both(name: str, started: bool) -> None:
-        hook(name, started)
+    def both(name: str, *, started: bool) -> None:
+        hook(name, started=started)
         if outer is not None:
-            outer(name, started)
+            outer(name, started=started)
 
     token = _progress_hook.set(both)
     try:
@@ -244,9 +250,9 @@ def progress(name: str) -> Iterator[None]:
     """Mark a slow step (``"starting a sandbox"``) for the hook watching, if any."""
     hook = _progress_hook.get()
     if hook is not None:
-        hook(name, True)
+        hook(name, started=True)
     try:
         yield
     finally:
         if hook is not None:
-            hook(name, False)
+            hook(name, started=False)

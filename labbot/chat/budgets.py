@@ -206,7 +206,7 @@ class Budgets:
             table.pop(target, None)
         await self.admin.put(_LIST, found.to_json())
 
-    async def opt_in(self, admin_id: str, on: bool) -> None:
+    async def opt_in(self, admin_id: str, *, on: bool) -> None:
         """An admin chooses whether the limits apply to them."""
         found = await self.overrides()
         (found.opted_in.add if on else found.opted_in.discard)(admin_id)

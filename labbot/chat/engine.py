@@ -63,7 +63,7 @@ WAITING = "waiting for a free"  # how a wait for a slot is named (a progress ste
 class Engine:
     """Runs conversation turns: the model, its one tool, the history, tokens and cost.
 
-    engine = Engine(settings, store=..., interpreter=..., llm=..., conversations=...,
+    engine = Engine(settings, store=..., executor=..., llm=..., conversations=...,
                     ledger=..., catalog=ModelCatalog())
     async for event in engine.turn("1234", "thread-9", "What is in sales.csv?"):
         ...
@@ -74,7 +74,7 @@ class Engine:
         settings: Settings,
         *,
         store: FileStore,
-        interpreter: Executor,
+        executor: Executor,
         llm: ModelClient,
         conversations: ConversationStore,
         preferences: Preferences,
@@ -85,7 +85,7 @@ class Engine:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.interpreter = interpreter
+        self.executor = executor
         self.llm = llm
         self.conversations = conversations
         self.preferences = preferences
@@ -131,7 +131,7 @@ class Engine:
         """Forget the conversation's history and end its session (files stay)."""
         async with self._lock(user, conversation):
             await self.conversations.clear(user, conversation)
-            await self.interpreter.reset(user, conversation)
+            await self.executor.reset(user, conversation)
             self._image_caps.pop((user, conversation), None)
 
     def _lock(self, user: str, conversation: str) -> asyncio.Lock:
@@ -311,11 +311,11 @@ class Engine:
         try:
             for record in todo:
                 code = f"print(__import__('loaders').preview(load_file({record.id!r})))"
-                result = await self.interpreter.run(user, PREVIEW_SESSION, code)
+                result = await self.executor.run(user, PREVIEW_SESSION, code)
                 if result.status == "ok" and result.stdout.strip():
                     await self.store.set_preview(user, record.id, result.stdout.strip())
         finally:
-            await self.interpreter.reset(user, PREVIEW_SESSION)
+            await self.executor.reset(user, PREVIEW_SESSION)
 
     async def _request(
         self, user: str, conversation: str, model: ModelInfo, use_tools: bool
@@ -409,13 +409,13 @@ class Engine:
             name: Literal["stdout", "stderr"] = "stderr" if stream == "stderr" else "stdout"
             queue.put_nowait(ToolOutput(call.id, name, text))
 
-        def on_progress(name: str, started: bool) -> None:
+        def on_progress(name: str, *, started: bool) -> None:
             if started and name.startswith(WAITING):  # e.g. for a free sandbox slot: say why
                 queue.put_nowait(Status(name))
 
         with progress_to(on_progress):  # the task copies the context: the hook goes with it
             task = asyncio.create_task(
-                self.interpreter.run(user, conversation, code, on_output=on_output)
+                self.executor.run(user, conversation, code, on_output=on_output)
             )
         getter: asyncio.Future[Event] | None = None
         try:
@@ -434,7 +434,7 @@ class Engine:
             if getter is not None:  # cancelled while waiting: no pending get left behind
                 getter.cancel()
             if not task.done():  # the turn was cancelled (/stop): stop the code too
-                await self.interpreter.stop(user, conversation)
+                await self.executor.stop(user, conversation)
                 task.cancel()
         for produced in outcome.files:
             yield FileProduced(call.id, produced)

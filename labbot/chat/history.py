@@ -120,7 +120,7 @@ class TurnFitter:
         self._turn: list[tuple[str, int]] = []
         self.full = False
 
-    def take(self, raw: str, count: int, starts: bool) -> bool:
+    def take(self, raw: str, count: int, *, starts: bool) -> bool:
         """Add the next older row; False once a turn did not fit (read no further)."""
         self._turn.append((raw, count))
         self._pending += count
@@ -147,7 +147,7 @@ def newest_that_fit(rows: Iterable[tuple[str, int, int]], budget: int) -> list[C
     keeps, reading no further than the first turn that does not fit."""
     fitter = TurnFitter(budget)
     for raw, count, starts in rows:
-        if not fitter.take(raw, count, bool(starts)):
+        if not fitter.take(raw, count, starts=bool(starts)):
             break
     return fitter.result()
 

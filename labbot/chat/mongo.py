@@ -106,7 +106,7 @@ class MongoConversationStore:
             cursor = self.messages_.find(query).sort("seq", DESCENDING).batch_size(100)
             async for doc in cursor:  # in batches; stop at the first turn that does not fit
                 starts = bool(doc.get("turn_start", False))
-                if not fitter.take(doc["message"], doc.get("tokens", 0), starts):
+                if not fitter.take(doc["message"], doc.get("tokens", 0), starts=starts):
                     break
             await cursor.close()
         return fitter.result()

@@ -96,6 +96,7 @@ def ask(
       labbot ask "Summarise it" --user 1234 --model gpt-4o
     """
     from labbot.app import open_app
+    from labbot.chat.attachments import Upload
     from labbot.chat.reports import TurnTotals
     from labbot.files import file_chunks
     from labbot.files.receipt import render_upload_confirmation
@@ -136,12 +137,9 @@ def ask(
             assert services.engine is not None
             if model is not None:  # an unknown name stops here, before any upload or request
                 await services.engine.set_model(user, model, force=force_model)
-            file_ids, image_ids = [], []
-            for path in attach:
-                saved = await services.store.save(user, path.name, file_chunks(path))
-                file_ids.append(saved.record.id)
-                if saved.record.kind == "image":
-                    image_ids.append(saved.record.id)
+            uploads = [Upload(path.name, file_chunks(path)) for path in attach]
+            taken = await services.attachments.take(user, uploads)
+            for saved in taken.saved:
                 if json_:
                     out(
                         {
@@ -153,9 +151,11 @@ def ask(
                 else:
                     receipt = render_upload_confirmation(saved, now=services.store.clock())
                     echo(from_chat_markup(receipt).plain, err=True)  # no **markup** shown
+            if taken.refused:  # the question is about the files: not asked without them
+                raise taken.refused[0].error
             totals = TurnTotals()
             async for event in services.engine.turn(
-                user, conversation, question, file_ids=file_ids, image_ids=image_ids
+                user, conversation, question, file_ids=taken.file_ids, image_ids=taken.image_ids
             ):
                 if isinstance(event, Usage):
                     totals.add(event)

@@ -119,7 +119,7 @@ def exec_(
         if not json_:
             click.echo(streams[name].feed(text), nl=False, err=name == "stderr")
 
-    def step(name: str, started: bool) -> None:
+    def step(name: str, *, started: bool) -> None:
         # An automatic package install is said, never silent (it takes a while).
         if name.startswith("installing") and started:
             echo(f"labbot: {name} (automatic install; see SANDBOX_AUTO_INSTALL)", err=True)

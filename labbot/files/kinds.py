@@ -309,7 +309,7 @@ def detect_kind(filename: str, head: bytes, path: Path | None = None) -> FileKin
 def _detect(filename: str, head: bytes, path: Path | None) -> FileKind:
     by_ext = kind_for_filename(filename)
     text = sniff.decode_text(head)
-    sig = _named(sniff.signature_kind(head, path, text is not None))
+    sig = _named(sniff.signature_kind(head, path, is_text=text is not None))
     if sig is None and text is None:
         sig = _named(sniff.puremagic_kind(head, _name_for_filename))
     if sig is not None:
@@ -324,9 +324,9 @@ def _detect(filename: str, head: bytes, path: Path | None) -> FileKind:
     if by_ext is None:
         if text is None:
             return BINARY
-        return _sniff_text(text, len(head) >= HEAD_BYTES)
+        return _sniff_text(text, truncated=len(head) >= HEAD_BYTES)
     if text is not None and by_ext.name in _BINARY_NAMES and head.strip():
-        return _sniff_text(text, len(head) >= HEAD_BYTES)
+        return _sniff_text(text, truncated=len(head) >= HEAD_BYTES)
     if text is None and by_ext.name in _TEXT_NAMES:
         # A table's extension yields only to NUL bytes (not UTF-16) or a signature: text in
         # a legacy code page (or with stray controls) stays a table for load_file to decode.
@@ -334,7 +334,7 @@ def _detect(filename: str, head: bytes, path: Path | None) -> FileKind:
             return by_ext
         return BINARY
     if text is not None and by_ext.name in _REFINE:
-        sniffed = _sniff_text(text, len(head) >= HEAD_BYTES)
+        sniffed = _sniff_text(text, truncated=len(head) >= HEAD_BYTES)
         if sniffed.name in _REFINE[by_ext.name]:
             return sniffed
     return by_ext
@@ -351,6 +351,6 @@ def _name_for_filename(filename: str) -> str | None:
     return None if kind is None else kind.name
 
 
-def _sniff_text(text: str, truncated: bool) -> FileKind:
+def _sniff_text(text: str, *, truncated: bool) -> FileKind:
     """The kind text content looks like (TEXT when nothing more specific)."""
-    return _BY_NAME[sniff.sniff_text(text, truncated)]
+    return _BY_NAME[sniff.sniff_text(text, truncated=truncated)]

@@ -50,7 +50,7 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
 # --- binary signatures -------------------------------------------------------------------
 
 
-def signature_kind(head: bytes, path: Path | None, is_text: bool) -> str | None:
+def signature_kind(head: bytes, path: Path | None, *, is_text: bool) -> str | None:
     """Kinds proven by magic bytes that we check ourselves (precise, ordered)."""
     for magic, name in _MAGIC:
         # PAR1 and ARROW1 are printable ASCII: a text file may start with them too.
@@ -306,13 +306,13 @@ _GEO_TAGS = {"kml": "kml", "gpx": "gpx", "svg": "svg", "html": "html"}
 _DELIMITERS = ("\t", ",", ";", "|")  # tab first: commas inside TSV fields are common
 
 
-def sniff_text(text: str, truncated: bool) -> str:
+def sniff_text(text: str, *, truncated: bool) -> str:
     """Guess a text format from content: JSON family, markup, ARFF, YAML, SQL, CSV/TSV."""
     text = text.lstrip("\ufeff")
     s = text.lstrip()
     if not s:
         return "text"
-    if s[0] in "{[" and (kind := _sniff_json(text, truncated)) is not None:
+    if s[0] in "{[" and (kind := _sniff_json(text, truncated=truncated)) is not None:
         return kind
     if s[0] == "<":
         if _DOCTYPE_HTML.match(s, 0, 64):
@@ -370,7 +370,7 @@ def _has_sql(lines: list[str], text: str) -> bool:
     return False
 
 
-def _sniff_json(text: str, truncated: bool) -> str | None:
+def _sniff_json(text: str, *, truncated: bool) -> str | None:
     """JSON document (GeoJSON/TopoJSON), JSON Lines, or None when it is not JSON at all."""
     try:
         obj = json.loads(text)

@@ -39,10 +39,10 @@ def sessions_now(app: App) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 
     sessions: list[dict[str, Any]] = []
     pool: dict[str, Any] = {}
-    if isinstance(app.interpreter, CodeInterpreter):  # sessions on this machine
-        manager = app.interpreter.sessions
+    if isinstance(app.executor, CodeInterpreter):  # sessions on this machine
+        local = app.executor.sessions
         now = time.monotonic()
-        for session in list(manager.sessions.values()):
+        for session in list(local.sessions.values()):
             process = session.kernel.process
             sessions.append(
                 {
@@ -55,17 +55,17 @@ def sessions_now(app: App) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             )
         busy = sum(s["running"] for s in sessions)
         pool = {
-            "warm_pool": manager.warm,
-            "kernels": manager.kernels,
-            "max_sessions": manager.max_sessions,
+            "warm_pool": local.warm,
+            "kernels": local.kernels,
+            "max_sessions": local.max_sessions,
             # Sessions with a cell past the machine's slots wait for one.
             "waiting_executions": max(0, busy - app.settings.MAX_CONCURRENT_EXECUTIONS),
         }
     if app.settings.LABBOT_EXECUTOR == "nats":  # scaled out: the workers heard
         from labbot.remote.executor import RemoteExecutor
 
-        assert isinstance(app.interpreter, RemoteExecutor)
-        table = app.interpreter.table
+        assert isinstance(app.executor, RemoteExecutor)
+        table = app.executor.table
         now = time.monotonic()
         pool["workers"] = [
             {

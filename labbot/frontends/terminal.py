@@ -82,7 +82,7 @@ class TerminalChat:
         self.console = console or Console()
         self.history = history
         self.commands = Commands(services, user, conversation, self.console)
-        self.questions = SessionQuestions(services.interpreter, user, conversation)
+        self.questions = SessionQuestions(services.executor, user, conversation)
         self._interrupt: Callable[[], None] | None = None  # stops what runs now
 
     @property
@@ -177,7 +177,7 @@ class TerminalChat:
         return task.result()  # or its error
 
     async def _stop_cell(self, task: asyncio.Future[Any]) -> None:
-        if not await self.services.interpreter.stop(self.user, self.conversation):
+        if not await self.services.executor.stop(self.user, self.conversation):
             task.cancel()  # not running yet (a sandbox starting): nothing to lose
 
     # -- a cell (console mode) ---------------------------------------------------------------
@@ -206,7 +206,7 @@ class TerminalChat:
             async def live(stream: str, text: str) -> None:
                 view.output(text, stream, style="")
 
-            result = await self.services.interpreter.run(
+            result = await self.services.executor.run(
                 self.user, self.conversation, code, on_output=live
             )
             view.end_output()

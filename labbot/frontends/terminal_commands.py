@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from labbot.app import App
+from labbot.chat.attachments import Upload
 from labbot.errors import LabbotError
 from labbot.files import kind_by_name
 from labbot.files.blobs import open_local_file
@@ -112,7 +113,7 @@ class Commands:
             if services.engine is not None:
                 await services.engine.reset(user, self.conversation)
             else:
-                await services.interpreter.reset(user, self.conversation)
+                await services.executor.reset(user, self.conversation)
             self.console.print("Conversation reset: history and variables are gone; files stay.")
         elif name == "/usage":
             await self._usage()
@@ -137,21 +138,25 @@ class Commands:
             return
         try:
             local = await open_local_file(path, follow_symlinks=follow_symlinks)
-            result = await self.services.store.save(self.user, path.name, local.chunks())
         except (LabbotError, OSError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             self.console.print(plain(f"Not uploaded: {shown}: {reason}", "red"))
+            return
+        taken = await self.services.attachments.take(self.user, [Upload(path.name, local.chunks())])
+        for refused in taken.refused:
+            self.console.print(plain(f"Not uploaded: {shown}: {refused.reason}", "red"))
+        if not taken.saved:
             return
         if local.linked:
             real = local.real_path
             self.console.print(
                 plain(f"{shown} is a symbolic link: uploaded the file it points to, {real}")
             )
-        receipt = render_upload_confirmation(result, now=self.services.store.clock())
-        self.console.print(from_chat_markup(receipt))
-        self.pending.append(result.record.id)
-        if result.record.kind == "image":
-            self.pending_images.append(result.record.id)
+        for result in taken.saved:
+            receipt = render_upload_confirmation(result, now=self.services.store.clock())
+            self.console.print(from_chat_markup(receipt))
+        self.pending.extend(taken.file_ids)
+        self.pending_images.extend(taken.image_ids)
 
     async def _model(self, args: list[str]) -> None:
         engine = self.services.engine

@@ -4,7 +4,7 @@ shown at. Each question is one short cell of the runtime's ``console_help`` (the
 at the prompt); its answer is the cell's value, parsed with ``ast.literal_eval`` and checked
 here again: the host trusts nothing that comes out of the sandbox.
 
-    session = SessionQuestions(interpreter, user, conversation)
+    session = SessionQuestions(executor, user, conversation)
     names = await session.complete("df.co")       # ["df.columns", "df.copy", ...]
     rows = await session.variables()              # [Variable("df", "DataFrame", "3 x 2", 192)]
 """
@@ -56,15 +56,15 @@ def parse_answer(value: str | None) -> list[Any]:
 class SessionQuestions:
     """Short questions to one conversation's session, through the executor like any cell."""
 
-    def __init__(self, interpreter: Executor, user: str, conversation: str) -> None:
-        self.interpreter, self.user, self.conversation = interpreter, user, conversation
+    def __init__(self, executor: Executor, user: str, conversation: str) -> None:
+        self.executor, self.user, self.conversation = executor, user, conversation
         self._width: int | None = None  # the width pandas was given, once it took it
         # What a question's cell said of the session (restarted, variables restored): shown
         # with the next cell's result, as the question's own result is not shown.
         self.notes: list[str] = []
 
     async def _ask(self, expression: str) -> str | None:
-        run = self.interpreter.run(self.user, self.conversation, expression)
+        run = self.executor.run(self.user, self.conversation, expression)
         task = asyncio.ensure_future(run)
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a late one is heard
         try:  # shielded: a cell cut off would cost the session; a late one just finishes

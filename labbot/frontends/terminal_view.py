@@ -97,7 +97,7 @@ class TurnView:
         self._base = (name, self.clock())
         self._refresh()
 
-    def progress(self, name: str, started: bool) -> None:
+    def progress(self, name: str, *, started: bool) -> None:
         """A slow step inside the current one (a ``labbot.core.progress_to`` hook)."""
         if started:
             self._steps = [*self._steps, (name, self.clock())]

@@ -1,6 +1,6 @@
 """``labbot worker``: the agent on a worker machine.
 
-It runs this machine's sessions exactly as a single-machine bot does (session manager, warm pool,
+It runs this machine's sessions exactly as a single-machine bot does (sessions, warm pool,
 bubblewrap), serves executions over NATS request-reply on its own subject, says it is alive once
 a second with its free capacity, and drains on request. It never writes metadata: inputs come in
 the request (fetched into a local cache, sha256 checked), outputs go to the blob store under fresh

@@ -25,7 +25,7 @@ from labbot.sandbox.frames import Result
 from labbot.sandbox.jail import INSIDE_FILES, Jail, SandboxLimits, memory_available
 from labbot.sandbox.kernel_client import KernelLost
 from labbot.sandbox.packages import Allowlist, Installer, InstallPolicy
-from labbot.sandbox.pool import Session, SessionManager
+from labbot.sandbox.pool import Session, Sessions
 from labbot.sandbox.slots import FairSlots
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class CodeInterpreter:
         self.limits = SandboxLimits.from_settings(settings)
         capacity = session_capacity(settings)
         self.jail = jail or Jail(settings, self.limits, capacity=capacity)
-        self.sessions = SessionManager(
+        self.sessions = Sessions(
             self.jail,
             idle_seconds=settings.SESSION_IDLE_MINUTES * 60,
             max_sessions=settings.MAX_SESSIONS,

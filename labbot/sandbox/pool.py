@@ -47,7 +47,7 @@ class Session:
     restarted: str | None = None  # why the previous session of this conversation was lost
 
 
-class SessionManager:
+class Sessions:
     """Keeps live kernels per (user, conversation). A pooled kernel is handed to exactly one
     session and never returns to the pool."""
 

@@ -120,7 +120,7 @@ async def test_overrides_roles_guilds_and_admins(budgets) -> None:
     assert "user_monthly_usd" not in await found.limits_for(member)  # the roles' again
     admin = Payer("1", guild="g", admin=True)
     assert await found.limits_for(admin) == {}
-    await found.opt_in("1", True)
+    await found.opt_in("1", on=True)
     assert await found.limits_for(admin) == {
         "user_monthly_usd": Decimal(10),
         "guild_monthly_usd": Decimal(500),

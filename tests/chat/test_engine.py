@@ -253,5 +253,5 @@ async def test_without_a_model_the_engine_is_absent(tmp_path: Path) -> None:
     settings = load_settings(LABBOT_DATA_DIR=tmp_path / "d", SANDBOX_WARM_POOL=0)
     async with open_app(settings) as services:
         assert isinstance(services, App) and services.engine is None
-        result = await services.interpreter.run("u", "c", "1 + 1")
+        result = await services.executor.run("u", "c", "1 + 1")
         assert result.value == "2"

@@ -47,13 +47,13 @@ async def open_fake_app(settings: Settings, model: ScriptedModel | None) -> Asyn
                 engine = Engine(
                     settings,
                     store=app.store,
-                    interpreter=executor,
+                    executor=executor,
                     llm=model,
                     conversations=app.conversations,
                     preferences=app.preferences,
                     ledger=app.ledger,
                     catalog=app.catalog,
                 )
-            yield replace(app, interpreter=executor, engine=engine)
+            yield replace(app, executor=executor, engine=engine)
         finally:
             await executor.close()

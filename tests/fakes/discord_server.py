@@ -310,6 +310,7 @@ class FakeDiscord:
         self.messages: dict[int, dict] = {}
         self.typing: list[int] = []
         self.downloads: dict[str, int] = Counter()
+        self.cdn_gone: set[str] = set()  # attachment names the CDN answers 404 for
         self.reactions: list[tuple[int, str]] = []  # (message id, emoji) the bot added
         self.unhandled: list[str] = []
         self.errors: list[str] = []  # exceptions inside the emulator itself
@@ -1085,7 +1086,7 @@ class FakeDiscord:
         @route("GET", r"/cdn/attachments/(\d+)/(\d+)/([^/]+)")
         async def cdn(request, m):
             stored = self._cdn.get(int(m[2]))
-            if stored is None:
+            if stored is None or stored[0] in self.cdn_gone:
                 return web.Response(status=404, text="Not Found")
             filename, data = stored
             self.downloads[filename] += 1

@@ -35,7 +35,7 @@ async def test_a_turn_runs_its_code_on_a_worker(
             **s3_server.env(),
         )
         async with open_app(settings) as services:
-            assert isinstance(services.interpreter, RemoteExecutor)
+            assert isinstance(services.executor, RemoteExecutor)
             assert services.engine is not None
             saved = await services.store.save("42", "sales.csv", chunks_of(CSV))
             events = [

@@ -128,7 +128,7 @@ from labbot.config import load_settings
 
 async def main():
     async with open_app(load_settings()) as app:
-        result = await app.interpreter.run("42", "analysis", sys.argv[1])
+        result = await app.executor.run("42", "analysis", sys.argv[1])
         print(result.status, flush=True)
         await asyncio.Event().wait()  # until killed
 

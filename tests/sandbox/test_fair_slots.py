@@ -62,7 +62,7 @@ async def test_a_user_with_nothing_running_goes_before_queued_cells_of_busy_user
                 result = await interpreter.run(user, "d", code, on_output=ran)
                 assert result.status == "ok", result
 
-            def on_progress(name: str, started: bool) -> None:
+            def on_progress(name: str, *, started: bool) -> None:
                 if started:
                     waits[user] = name
                     queued[user].set()

@@ -175,7 +175,7 @@ class LabBot(commands.Bot):
         for task, conversation in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-            await self.services.interpreter.stop(str(user_id), conversation)
+            await self.services.executor.stop(str(user_id), conversation)
         return len(tasks)
 
 

@@ -13,12 +13,11 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord.ext import commands
 
+from labbot.chat.attachments import Taken, Upload
 from labbot.chat.budgets import BudgetWarning, Payer
 from labbot.chat.reports import TurnTotals
 from labbot.core import Failed, FileProduced, OutputFile, TextDelta, ToolStarted, Usage
-from labbot.errors import FileNotFound, FileTooLarge, LabbotError
-from labbot.files import SaveResult
-from labbot.files.receipt import format_size
+from labbot.errors import FileNotFound, LabbotError
 from labbot.frontends.discord.conversations import conversation_id
 from labbot.frontends.discord.downloads import too_large
 from labbot.frontends.discord.errors import error_text
@@ -139,15 +138,16 @@ class Messages(commands.Cog):
         """Store the attachments, confirm them, and answer the text in the same turn."""
         user = str(message.author.id)
         text = self._clean(message)
-        saved, images, problems = await self._ingest(message)
+        taken = await self._ingest(message)
         now = self.bot.services.store.clock()
         private = message.guild is None  # a guild channel never names evicted files
-        notices = [upload_confirmation(s, now=now, private=private) for s in saved] + problems
+        notices = [upload_confirmation(s, now=now, private=private) for s in taken.saved]
+        notices += [f"⚠️ {shown_name(r.name)}: {shown_text(r.reason)}" for r in taken.refused]
         if notices:
             for piece in split_message("\n\n".join(notices)):
                 await self.say(message, piece)
         if not text:
-            if not saved and not problems:
+            if not taken.saved and not taken.refused:
                 await self.say(message, "Ask me something about your data, or attach a file.")
             return
         engine = self.bot.services.engine
@@ -162,7 +162,7 @@ class Messages(commands.Cog):
                 message, "I'm still working on your previous question; this one starts right after."
             )
         task = asyncio.create_task(
-            self._answer(message, user, conversation, text, [s.record.id for s in saved], images)
+            self._answer(message, user, conversation, text, taken.file_ids, taken.image_ids)
         )
         running[task] = conversation
         self.bot.questions[message.id] = task
@@ -185,34 +185,14 @@ class Messages(commands.Cog):
             text = re.sub(rf"<@!?{me.id}>", "", text)
         return text.strip()
 
-    async def _ingest(
-        self, message: discord.Message
-    ) -> tuple[list[SaveResult], list[str], list[str]]:
-        """Every attachment into the store: the declared size is checked before downloading,
-        and the download streams."""
-        store = self.bot.services.store
-        limit = min(store.limits.max_file_bytes, store.limits.max_total_bytes)
-        saved: list[SaveResult] = []
-        images: list[str] = []
-        problems: list[str] = []
-        for attachment in message.attachments:
-            if attachment.size > limit:
-                problems.append(
-                    f"⚠️ {shown_name(attachment.filename)} ({format_size(attachment.size)}) is"
-                    f" over the {format_size(limit)} limit, so it was not downloaded."
-                )
-                continue
-            try:
-                result = await store.save(
-                    str(message.author.id), attachment.filename, self._download(attachment.url)
-                )
-            except (FileTooLarge, LabbotError) as exc:
-                problems.append(f"⚠️ {shown_name(attachment.filename)}: {shown_text(str(exc))}")
-                continue
-            saved.append(result)
-            if result.record.kind == "image":
-                images.append(result.record.id)
-        return saved, images, problems
+    async def _ingest(self, message: discord.Message) -> Taken:
+        """Every attachment into the store: one over the size Discord declares is not
+        downloaded, the others stream."""
+        uploads = [
+            Upload(a.filename, self._download(a.url), declared_size=a.size)
+            for a in message.attachments
+        ]
+        return await self.bot.services.attachments.take(str(message.author.id), uploads)
 
     async def _download(self, url: str) -> AsyncIterator[bytes]:
         async with self.bot.http_session.get(url) as response:

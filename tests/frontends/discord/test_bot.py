@@ -4,11 +4,13 @@ real sandbox and the openai SDK against the loopback API."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from labbot.llm.tools import TOOL_NAME
 from tests.conftest import Clock
@@ -43,6 +45,13 @@ async def real_env(tmp_path: Path) -> AsyncIterator[tuple]:
         bot_on = labbot_on(fake, tmp_path / "data", OPTIONS, api=api, guild_ready_timeout=0.05)
         async with bot_on as (_, bot):
             yield fake, api, bot
+
+
+def png() -> bytes:
+    """A small PNG."""
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), "blue").save(out, "PNG")
+    return out.getvalue()
 
 
 def components(sent: Sent) -> list[dict]:
@@ -142,6 +151,26 @@ async def test_three_attachments_and_an_oversize_one(env) -> None:
     assert "not downloaded" in reply.content and fake.downloads.get("big.csv", 0) == 0
     stored = await bot.services.store.list(str(fake.users["alice"]["id"]))
     assert sorted(r.name for r in stored) == ["a.csv", "b.json", "c.txt"]
+
+
+async def test_a_failed_download_stops_none_of_the_others(env) -> None:
+    """An attachment Discord does not hand over is named with why; the others are stored and
+    the question is answered, the image among them shown to the model."""
+    fake, model, bot = env
+    model.enqueue(Reply.text("Two files, one chart."))
+    fake.cdn_gone.add("gone.csv")
+    files = {"a.csv": b"x\n1\n", "gone.csv": b"y\n2\n", "chart.png": png()}
+    await fake.user_message("what are these?", files=files, mention_bot=True)
+    notice = await fake.wait_for(lambda s: "gone.csv" in (s.content or ""))
+    assert "File uploaded: a.csv" in notice.content and "File uploaded: chart.png" in notice.content
+    assert "Discord did not hand over the file (HTTP 404)" in notice.content
+    await fake.wait_for(lambda s: "Two files, one chart." in (s.content or ""))
+    stored = await bot.services.store.list(str(fake.users["alice"]["id"]))
+    assert sorted(r.name for r in stored) == ["a.csv", "chart.png"]
+    question = model.requests[0]["messages"][-1]["content"]
+    kinds = [part["type"] for part in question]
+    assert kinds == ["text", "image_url"], kinds
+    assert "gone.csv" not in question[0]["text"] and "a.csv" in question[0]["text"]
 
 
 async def test_long_answer_is_split(env) -> None:

@@ -134,7 +134,7 @@ class Admin(commands.Cog):
         budgets = await self._budgets(interaction)
         if budgets is None:
             return
-        await budgets.opt_in(str(interaction.user.id), apply)
+        await budgets.opt_in(str(interaction.user.id), on=apply)
         await respond(
             interaction,
             "The limits now apply to you." if apply else "You are exempt from the limits again.",

@@ -108,7 +108,7 @@ class Session(commands.Cog):
         if conversation and services.engine is not None:
             await services.engine.reset(user, conversation)
         elif conversation:
-            await services.interpreter.reset(user, conversation)
+            await services.executor.reset(user, conversation)
         removed = 0
         if delete_files:
             for record in await services.store.list(user):
