@@ -117,7 +117,7 @@ class CodeInterpreter:
         self._running: dict[tuple[str, str], tuple[Session, asyncio.Event]] = {}
 
     async def start(self) -> None:
-        """Start the session manager (warm pool, idle reaper)."""
+        """Start the sessions (warm pool, idle reaper)."""
         await self.sessions.start()
 
     async def close(self) -> None:
