@@ -54,14 +54,21 @@ class Taken:
     refused: list[Refused] = field(default_factory=list)
 
     @property
+    def kept(self) -> list[SaveResult]:
+        """The saves still there: one a later upload of the same message evicted (more files
+        than the user may keep) is no longer the model's to see."""
+        evicted = {old.id for result in self.saved for old in result.evicted}
+        return [result for result in self.saved if result.record.id not in evicted]
+
+    @property
     def file_ids(self) -> list[str]:
-        """Every stored file's id (the turn names them to the model)."""
-        return [result.record.id for result in self.saved]
+        """Every stored file's id still there (the turn names them to the model)."""
+        return [result.record.id for result in self.kept]
 
     @property
     def image_ids(self) -> list[str]:
-        """The stored files the model is shown as images."""
-        return [r.record.id for r in self.saved if r.record.kind == IMAGE_KIND]
+        """The stored files still there the model is shown as images."""
+        return [r.record.id for r in self.kept if r.record.kind == IMAGE_KIND]
 
 
 class Attachments:
@@ -92,11 +99,15 @@ class Attachments:
 
     async def _save(self, user: str, upload: Upload) -> SaveResult:
         limit = self.limit
-        if upload.declared_size is not None and upload.declared_size > limit:
+        try:
+            if upload.declared_size is not None and upload.declared_size > limit:
+                raise FileError(  # never read: nothing is downloaded
+                    f"{format_size(upload.declared_size)} is over the {format_size(limit)} limit,"
+                    " so it was not downloaded."
+                )
+            return await self.store.save(user, upload.name, upload.chunks)
+        finally:
+            # Closed now, read or not: a stream cut off at the limit (a declared size that
+            # lied) must not keep its download open while the next upload is read.
             if inspect.isasyncgen(upload.chunks):
-                await upload.chunks.aclose()  # never read: nothing is downloaded
-            raise FileError(
-                f"{format_size(upload.declared_size)} is over the {format_size(limit)} limit,"
-                " so it was not downloaded."
-            )
-        return await self.store.save(user, upload.name, upload.chunks)
+                await upload.chunks.aclose()

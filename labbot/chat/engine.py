@@ -40,7 +40,7 @@ from labbot.core import (
     Usage,
     progress_to,
 )
-from labbot.errors import LabbotError, LLMRequestTooLarge
+from labbot.errors import FileNotFound, LabbotError, LLMRequestTooLarge
 from labbot.files import FileRecord, FileStore, kind_by_name
 from labbot.llm import tokens
 from labbot.llm.allowlist import ModelAllowList, ProviderAllowList
@@ -174,10 +174,11 @@ class Engine:
     ) -> AsyncIterator[Event]:
         user = payer.user
         model = await self.model_for(user)
-        attached = [await self.store.get(user, file_id) for file_id in file_ids]
+        attached = await self._live(user, file_ids)
+        images = [r.id for r in await self._live(user, image_ids)]
         await self._preview(user, conversation, attached)
         await self.conversations.append(
-            user, conversation, [await self._user_message(user, text, attached, image_ids, model)]
+            user, conversation, [await self._user_message(user, text, attached, images, model)]
         )
         rounds = self.settings.MAX_TOOL_ROUNDS
         for round_ in range(rounds + 1):
@@ -273,6 +274,17 @@ class Engine:
             slot.leave()
             if slots is not self._model_slots and not slots.busy and not slots.waiting:
                 self._guild_slots.pop(guild or "", None)  # an idle guild is forgotten
+
+    async def _live(self, user: str, file_ids: Sequence[str]) -> list[FileRecord]:
+        """The records of these files still there: one removed since it was attached (deleted,
+        evicted by a later upload) is left out of the turn, which goes on without it."""
+        live = []
+        for file_id in file_ids:
+            try:
+                live.append(await self.store.get(user, file_id))
+            except FileNotFound:
+                log.info("turn.attachment_gone user=%s id=%s", user, file_id)
+        return live
 
     async def _user_message(
         self,

@@ -311,6 +311,7 @@ class FakeDiscord:
         self.typing: list[int] = []
         self.downloads: dict[str, int] = Counter()
         self.cdn_gone: set[str] = set()  # attachment names the CDN answers 404 for
+        self.cdn_cut: set[str] = set()  # attachment names whose download breaks off half-way
         self.reactions: list[tuple[int, str]] = []  # (message id, emoji) the bot added
         self.unhandled: list[str] = []
         self.errors: list[str] = []  # exceptions inside the emulator itself
@@ -1091,6 +1092,14 @@ class FakeDiscord:
             filename, data = stored
             self.downloads[filename] += 1
             content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+            if filename in self.cdn_cut:  # the whole length promised, half sent, then closed
+                cut = web.StreamResponse(headers={"Content-Length": str(len(data))})
+                cut.content_type = content_type
+                await cut.prepare(request)
+                await cut.write(data[: len(data) // 2])
+                assert request.transport is not None
+                request.transport.close()
+                return cut
             return web.Response(body=data, content_type=content_type)
 
         # -- application commands (tree.sync)

@@ -10,6 +10,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import discord
 from discord.ext import commands
 
@@ -195,11 +196,20 @@ class Messages(commands.Cog):
         return await self.bot.services.attachments.take(str(message.author.id), uploads)
 
     async def _download(self, url: str) -> AsyncIterator[bytes]:
-        async with self.bot.http_session.get(url) as response:
-            if response.status != 200:
-                raise LabbotError(f"Discord did not hand over the file (HTTP {response.status}).")
-            async for chunk in response.content.iter_chunked(DOWNLOAD_CHUNK):
-                yield chunk
+        try:
+            async with self.bot.http_session.get(url) as response:
+                if response.status != 200:
+                    raise LabbotError(
+                        f"Discord did not hand over the file (HTTP {response.status})."
+                    )
+                async for chunk in response.content.iter_chunked(DOWNLOAD_CHUNK):
+                    yield chunk
+        except aiohttp.ClientError as exc:  # this upload's, never the whole message's
+            log.warning("upload.download_failed error=%s", type(exc).__name__)
+            raise LabbotError(
+                "The download from Discord broke off, so nothing of it was kept.",
+                hint="Send the file again.",
+            ) from exc
 
     async def _answer(
         self,

@@ -173,6 +173,24 @@ async def test_a_failed_download_stops_none_of_the_others(env) -> None:
     assert "gone.csv" not in question[0]["text"] and "a.csv" in question[0]["text"]
 
 
+async def test_a_download_cut_off_half_way_stops_none_of_the_others(env) -> None:
+    """An attachment whose download breaks off (the connection closes before the length it
+    promised) is named with why and nothing of it is kept; the others are stored and the
+    question is answered (before: the error ended the whole message, no file confirmed and
+    the question unanswered)."""
+    fake, model, bot = env
+    model.enqueue(Reply.text("One table."))
+    fake.cdn_cut.add("cut.csv")
+    files = {"a.csv": b"x\n1\n", "cut.csv": b"y,z\n" * 50_000, "b.txt": b"notes"}
+    await fake.user_message("what are these?", files=files, mention_bot=True)
+    notice = await fake.wait_for(lambda s: "cut.csv" in (s.content or ""))
+    assert "File uploaded: a.csv" in notice.content and "File uploaded: b.txt" in notice.content
+    assert "broke off" in notice.content
+    await fake.wait_for(lambda s: "One table." in (s.content or ""))
+    stored = await bot.services.store.list(str(fake.users["alice"]["id"]))
+    assert sorted(r.name for r in stored) == ["a.csv", "b.txt"]
+
+
 async def test_long_answer_is_split(env) -> None:
     """A 5,000-character answer arrives in several messages of at most 2,000 characters."""
     fake, api, _ = env
