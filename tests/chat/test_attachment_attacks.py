@@ -13,6 +13,7 @@ from PIL import Image
 
 from labbot.app import open_app, open_store
 from labbot.chat.attachments import Attachments, Upload
+from labbot.chat.images import ModelImages
 from labbot.core import Final
 from labbot.errors import FileTooLarge
 from tests.conftest import chunks_of, model_settings
@@ -120,3 +121,25 @@ async def test_a_stream_longer_than_declared_is_cut_and_closed(tmp_path: Path) -
     assert closed == ["liar", "negative"]
     assert max(read.values()) <= 17  # 1 MiB in 64 KiB chunks, and the one over it
     assert [r.name for r in stored] == ["ok.csv"]
+
+
+async def test_names_that_say_image_get_no_bytes_to_the_model(tmp_path: Path) -> None:
+    """Files named .png that are an HTML page or an SVG are not images for the model; a PNG
+    signature in front of HTML is marked as an image but does not decode, so the model gets a
+    note, never its bytes."""
+    html = b"<!doctype html><html><script>steal()</script></html>"
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>steal()</script></svg>'
+    front = b"\x89PNG\r\n\x1a\n<html><script>steal()</script></html>"
+    settings = fake_settings(tmp_path / "data")
+    async with open_store(settings) as store:
+        taken = await Attachments(store).take(
+            "42",
+            [
+                Upload("page.png", chunks_of(html)),
+                Upload("drawing.png", chunks_of(svg)),
+                Upload("front.png", chunks_of(front)),
+            ],
+        )
+        front_id = taken.file_ids[2]
+        assert len(taken.file_ids) == 3 and taken.image_ids == [front_id]
+        assert await ModelImages(store).prepare("42", front_id, model="gpt-4o") is None
