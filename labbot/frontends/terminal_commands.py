@@ -14,7 +14,7 @@ import shlex
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from labbot.app import App
 from labbot.chat.attachments import Upload
@@ -174,7 +174,8 @@ class Commands:
         if not records:
             self.console.print("No files.")
             return
-        table = Table("id", "name", "type", "size", "expires")
+        whole_id = Column("id", no_wrap=True, min_width=len(records[0].id))  # /rm needs it all
+        table = Table(whole_id, "name", "type", "size", "expires")
         now = self.services.store.clock()
         for r in records:
             table.add_row(

@@ -271,3 +271,15 @@ async def test_upload_refuses_a_symlink_unless_asked(tmp_path: Path) -> None:
         assert f"uploaded the file it points to, {secret}" in text, text
         [record] = await services.store.list("me")
     assert record.name == "link.csv"
+
+
+async def test_files_shows_whole_ids_in_a_narrow_terminal(tmp_path: Path) -> None:
+    """/files in 80 columns shows each id whole (/rm needs it), however long the name; the
+    other columns wrap instead."""
+    name = "quarterly sales by region and product line, final version.csv"
+    (tmp_path / name).write_text("a\n1\n")
+    async with open_fake_app(fake_settings(tmp_path / "d"), None) as services:
+        await typed(services, tmp_path, f"/upload '{tmp_path}/{name}'")
+        [record] = await services.store.list("me")
+        text = await typed(services, tmp_path, "/files", width=80)
+    assert record.id in text, text
