@@ -177,7 +177,7 @@ class Engine:
         attached = [await self.store.get(user, file_id) for file_id in file_ids]
         await self._preview(user, conversation, attached)
         await self.conversations.append(
-            user, conversation, [await self._user_message(user, text, attached, image_ids, model)]
+            user, conversation, [await self._user_message(user, text, attached, image_ids)]
         )
         rounds = self.settings.MAX_TOOL_ROUNDS
         for round_ in range(rounds + 1):
@@ -280,14 +280,13 @@ class Engine:
         text: str,
         attached: list[FileRecord],
         image_ids: Sequence[str],
-        model: ModelInfo,
     ) -> Message:
         body = text
         if attached:
             names = ", ".join(f"{r.name} (id {r.id})" for r in attached)
             body += f"\n\n[The user attached: {names}]"
-        if not image_ids or not model.vision:
-            return {"role": "user", "content": body}
+        if not image_ids:  # kept by id even for a model that cannot see: the request notes
+            return {"role": "user", "content": body}  # it, and a later model may see it
         parts: list[dict[str, Any]] = [{"type": "text", "text": body}]
         for image_id in image_ids:
             parts.append(image_part(image_id, await self.images.size(user, image_id)))
