@@ -55,13 +55,18 @@ class Taken:
 
     @property
     def file_ids(self) -> list[str]:
-        """Every stored file's id (the turn names them to the model)."""
-        return [result.record.id for result in self.saved]
+        """Every stored file's id that is still live (the turn names them to the model): one
+        a later upload of the same message evicted is gone, and its receipt said so."""
+        return [r.record.id for r in self._live()]
 
     @property
     def image_ids(self) -> list[str]:
-        """The stored files the model is shown as images."""
-        return [r.record.id for r in self.saved if r.record.kind == IMAGE_KIND]
+        """The live stored files the model is shown as images."""
+        return [r.record.id for r in self._live() if r.record.kind == IMAGE_KIND]
+
+    def _live(self) -> list[SaveResult]:
+        evicted = {record.id for result in self.saved for record in result.evicted}
+        return [result for result in self.saved if result.record.id not in evicted]
 
 
 class Attachments:
