@@ -417,6 +417,36 @@ def test_ask_json_uses_the_one_file_record_and_error_object(run, monkeypatch, tm
     assert "refused our credentials" in error["error"]["message"]
 
 
+@pytest.mark.timeout(30)
+def test_ask_names_every_attachment_it_refused(run, monkeypatch, tmp_path) -> None:
+    """`ask --attach` with bad files among good ones: each refused file is named with why (the
+    first alone was said before, without its name), the good ones are stored, and the question
+    is not asked, which the last line says."""
+    monkeypatch.setenv("MAX_FILE_SIZE_MB", "0.001")
+    good, empty, big = tmp_path / "good.csv", tmp_path / "empty.csv", tmp_path / "big.csv"
+    good.write_text("a\n1\n")
+    empty.write_bytes(b"")
+    big.write_text("a\n" + "1\n" * 1000)
+    with served(FakeOpenAI) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        args = ["ask", "sum it", "-u", "7", "-a", str(good), "-a", str(empty), "-a", str(big)]
+        said = run(*args, code=1)
+        as_json = run(*args, "--json", code=1)
+        assert server.requests == []  # not asked without its files
+    lines = [line for line in said.stderr.splitlines() if line.startswith("Error:")]
+    assert lines[0].startswith("Error: empty.csv: The file is empty")
+    assert lines[1].startswith("Error: big.csv: That file is too large")
+    assert "not asked" in lines[2] and "empty.csv, big.csv" in lines[2]
+    assert "good.csv" in said.stderr  # its receipt: stored all the same
+    events = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [e.get("type") for e in events] == ["upload", "error", "error", None]
+    assert events[1]["error"]["message"].startswith("empty.csv: ")
+    assert events[2]["error"]["type"] == "FileTooLarge"
+    assert "not asked" in events[3]["error"]["message"] and events[3]["error"]["hint"]
+    stored = json.loads(run("files", "list", "-u", "7", "--json").stdout)
+    assert [f["name"] for f in stored] == ["good.csv", "good.csv"]
+
+
 # --- Honest durations and the wordings ------------------------------------------------------
 
 

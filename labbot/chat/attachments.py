@@ -62,7 +62,8 @@ class Taken:
 
     @property
     def file_ids(self) -> list[str]:
-        """Every stored file's id still there (the turn names them to the model)."""
+        """Every stored file's id still there (the turn names them to the model): one a
+        later upload of the same message evicted is gone, and its receipt said so."""
         return [result.record.id for result in self.kept]
 
     @property

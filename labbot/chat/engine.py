@@ -178,7 +178,7 @@ class Engine:
         images = [r.id for r in await self._live(user, image_ids)]
         await self._preview(user, conversation, attached)
         await self.conversations.append(
-            user, conversation, [await self._user_message(user, text, attached, images, model)]
+            user, conversation, [await self._user_message(user, text, attached, images)]
         )
         rounds = self.settings.MAX_TOOL_ROUNDS
         for round_ in range(rounds + 1):
@@ -292,14 +292,13 @@ class Engine:
         text: str,
         attached: list[FileRecord],
         image_ids: Sequence[str],
-        model: ModelInfo,
     ) -> Message:
         body = text
         if attached:
             names = ", ".join(f"{r.name} (id {r.id})" for r in attached)
             body += f"\n\n[The user attached: {names}]"
-        if not image_ids or not model.vision:
-            return {"role": "user", "content": body}
+        if not image_ids:  # kept by id even for a model that cannot see: the request notes
+            return {"role": "user", "content": body}  # it, and a later model may see it
         parts: list[dict[str, Any]] = [{"type": "text", "text": body}]
         for image_id in image_ids:
             parts.append(image_part(image_id, await self.images.size(user, image_id)))

@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -25,12 +25,29 @@ from labbot.cli.group import (
 )
 from labbot.config import Settings
 from labbot.core import Failed, FileProduced, Status, TextDelta, ToolOutput, ToolStarted, Usage
-from labbot.errors import ConfigError, FileNotFound, LabbotError
+from labbot.errors import ConfigError, FileError, FileNotFound, LabbotError
 from labbot.logs import configure_logging
+
+if TYPE_CHECKING:
+    from labbot.chat.attachments import Taken
 
 
 class TurnFailed(LabbotError):
     """The turn could not go on (the engine's Failed event), as the JSON error's type."""
+
+
+def _not_asked(taken: Taken) -> FileError:
+    """Why `ask` stopped before the model: the attachments refused, and what became of the
+    others."""
+    names = ", ".join(r.name for r in taken.refused)
+    attached = len(taken.refused) + len(taken.saved)
+    which = "the attached file" if attached == 1 else f"{len(taken.refused)} of the {attached}"
+    which += " attached files" if attached > 1 else ""
+    kept = "; the rest were stored (`labbot files list` shows them)" if taken.saved else ""
+    return FileError(
+        f"The question was not asked: {which} could not be stored ({names}){kept}.",
+        hint="Fix or leave out the files named above, then ask again.",
+    )
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -151,8 +168,15 @@ def ask(
                 else:
                     receipt = render_upload_confirmation(saved, now=services.store.clock())
                     echo(from_chat_markup(receipt).plain, err=True)  # no **markup** shown
+            for refused in taken.refused:  # each named, with why and the fix
+                error = error_json(refused.error)
+                error["error"]["message"] = f"{refused.name}: {error['error']['message']}"
+                if json_:
+                    out({"type": "error"} | error)
+                else:
+                    echo(f"Error: {refused.name}: {refused.error}", err=True)
             if taken.refused:  # the question is about the files: not asked without them
-                raise taken.refused[0].error
+                raise _not_asked(taken)
             totals = TurnTotals()
             async for event in services.engine.turn(
                 user, conversation, question, file_ids=taken.file_ids, image_ids=taken.image_ids

@@ -163,7 +163,10 @@ class FileStore:
             try:
                 await self._stream(writer, stream, reservation, max_bytes)
                 if writer.size == 0 and source == "upload":
-                    raise FileError(f"{name} is empty; there is nothing to store.")
+                    raise FileError(
+                        "The file is empty (0 bytes); there is nothing to store.",
+                        hint="Check that it was saved completely, then upload it again.",
+                    )
                 await self._disk(writer.commit())
             except BaseException:
                 await asyncio.shield(writer.abort())

@@ -14,7 +14,7 @@ import shlex
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from labbot.app import App
 from labbot.chat.attachments import Upload
@@ -155,8 +155,9 @@ class Commands:
         for result in taken.saved:
             receipt = render_upload_confirmation(result, now=self.services.store.clock())
             self.console.print(from_chat_markup(receipt))
-        self.pending.extend(taken.file_ids)
-        self.pending_images.extend(taken.image_ids)
+        gone = {r.id for result in taken.saved for r in result.evicted}  # its receipt said so
+        self.pending = [i for i in self.pending if i not in gone] + taken.file_ids
+        self.pending_images = [i for i in self.pending_images if i not in gone] + taken.image_ids
 
     async def _model(self, args: list[str]) -> None:
         engine = self.services.engine
@@ -174,7 +175,8 @@ class Commands:
         if not records:
             self.console.print("No files.")
             return
-        table = Table("id", "name", "type", "size", "expires")
+        whole_id = Column("id", no_wrap=True, min_width=len(records[0].id))  # /rm needs it all
+        table = Table(whole_id, "name", "type", "size", "expires")
         now = self.services.store.clock()
         for r in records:
             table.add_row(

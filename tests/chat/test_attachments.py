@@ -66,3 +66,20 @@ async def test_each_upload_on_its_own_and_images_marked(tmp_path: Path) -> None:
     assert reasons["broken.csv"] == "Input/output error"
     assert isinstance(taken.refused[3].error, FileTooLarge)
     assert sorted(r.name for r in stored) == ["a.csv", "b.json", "plot.png"]
+
+
+async def test_a_file_evicted_by_a_later_one_of_the_message_is_not_given_to_the_model(
+    tmp_path: Path,
+) -> None:
+    """With room for one file, the second upload evicts the first (the receipt says so): the
+    turn is given only the live file, not the evicted one's id (which failed the whole turn)."""
+    settings = fake_settings(tmp_path / "data", MAX_FILES_PER_USER=1)
+    async with open_store(settings) as store:
+        taken = await Attachments(store).take(
+            "42", [Upload("a.png", chunks_of(png())), Upload("b.csv", chunks_of(b"x\n1\n"))]
+        )
+        [live] = await store.list("42")
+    [first, second] = taken.saved
+    assert [r.id for r in second.evicted] == [first.record.id]  # said in b.csv's receipt
+    assert taken.file_ids == [live.id] == [second.record.id]
+    assert taken.image_ids == []

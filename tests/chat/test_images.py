@@ -201,3 +201,22 @@ def test_seen_size_follows_the_model_rules(
 ) -> None:
     """Images are downscaled to the size the model's image rule works at, never upscaled."""
     assert tokens.seen_size(*size, model=model, detail=detail) == seen
+
+
+async def test_an_image_sent_to_a_model_without_vision_is_named_and_kept(tmp_path: Path) -> None:
+    """A model that cannot see images is told the attached image is not shown (it was left
+    out without a word), and the image stays in the history: after /model to one that sees,
+    the next request carries it."""
+    async with FakeOpenAI() as api:
+        api.respond_with(lambda body: Reply.text("ok"))
+        settings = model_settings(tmp_path / "data", api.base_url, DEFAULT_MODEL="llama3")
+        async with open_app(settings) as services:
+            assert services.engine is not None
+            image = (await services.store.save("42", "tiny.png", chunks_of(noise_png(8)))).record
+            await collect(services.engine.turn("42", "c", "what is it?", image_ids=[image.id]))
+            await services.engine.set_model("42", "gpt-4o")
+            await collect(services.engine.turn("42", "c", "and now?"))
+    blind, seeing = api.requests
+    assert image_urls(blind) == []
+    assert any(image.id in t and "does not see images" in t for t in notes(blind)), notes(blind)
+    assert len(image_urls(seeing)) == 1

@@ -271,3 +271,32 @@ async def test_upload_refuses_a_symlink_unless_asked(tmp_path: Path) -> None:
         assert f"uploaded the file it points to, {secret}" in text, text
         [record] = await services.store.list("me")
     assert record.name == "link.csv"
+
+
+async def test_files_shows_whole_ids_in_a_narrow_terminal(tmp_path: Path) -> None:
+    """/files in 80 columns shows each id whole (/rm needs it), however long the name; the
+    other columns wrap instead."""
+    name = "quarterly sales by region and product line, final version.csv"
+    (tmp_path / name).write_text("a\n1\n")
+    async with open_fake_app(fake_settings(tmp_path / "d"), None) as services:
+        await typed(services, tmp_path, f"/upload '{tmp_path}/{name}'")
+        [record] = await services.store.list("me")
+        text = await typed(services, tmp_path, "/files", width=80)
+    assert record.id in text, text
+
+
+async def test_an_upload_evicted_by_the_next_is_not_given_to_the_model(tmp_path: Path) -> None:
+    """With room for one file, a second /upload evicts the first (its receipt says so); the
+    next message names only the live file instead of failing on the evicted one's id."""
+    for name in ("a.csv", "b.csv"):
+        (tmp_path / name).write_text("x\n1\n")
+    model = ScriptedModel()
+    model.enqueue(Reply.text("ok"))
+    settings = fake_settings(tmp_path / "d", MAX_FILES_PER_USER=1)
+    async with open_fake_app(settings, model) as services:
+        lines = [f"/upload {tmp_path}/a.csv", f"/upload {tmp_path}/b.csv", "what is it?"]
+        text = await typed(services, tmp_path, *lines, width=1000)
+        [live] = await services.store.list("me")
+    assert "was removed" in text and "ok" in text, text
+    asked = str(model.requests[-1]["messages"][-1]["content"])
+    assert live.id in asked and "a.csv" not in asked, asked
