@@ -2,7 +2,9 @@
 and with each attack running in another user's session beside it, as ratios measured in one
 run. Goal: every ratio <= 1.5.
 
-Run: .venv/bin/python bench/neighbours.py [--quick]   (needs the runtime from `make setup`)
+Run: .venv/bin/python bench/neighbours.py [--quick] [--only WORD] [--warm N --first N]
+(needs the runtime from `make setup`). "host ms/s" is the bot process's own CPU time per second
+of wall time while the victim was measured: what an attack costs the bot's event loop.
 """
 
 from __future__ import annotations
@@ -64,8 +66,10 @@ def quantiles(samples: list[float]) -> tuple[float, float]:
 
 
 async def measure(interpreter: CodeInterpreter, label: str, warm: int, first: int) -> tuple:
-    """The victim's warm print(1) and first executions of new sessions (ms)."""
+    """The victim's warm print(1) and first executions of new sessions (ms), and the bot
+    process's CPU ms per wall second meanwhile."""
     warm_ms, first_ms = [], []
+    cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(warm):
         start = time.perf_counter()
         result = await interpreter.run("victim", "warm", "print(1)")
@@ -78,10 +82,13 @@ async def measure(interpreter: CodeInterpreter, label: str, warm: int, first: in
         result = await interpreter.run(f"victim-{label}-{n}", "c", "print(1)")
         first_ms.append((time.perf_counter() - start) * 1000)
         await interpreter.reset(f"victim-{label}-{n}", "c")  # room for the next
-    return quantiles(warm_ms), quantiles(first_ms)
+    host = (time.process_time() - cpu) * 1000 / (time.perf_counter() - wall)
+    return quantiles(warm_ms), quantiles(first_ms), host
 
 
-async def attack(interpreter: CodeInterpreter, name: str, code: str, warm: int, first: int):
+async def attack(
+    interpreter: CodeInterpreter, name: str, code: str, warm: int, first: int
+) -> tuple:
     """Measure the victim while ``code`` runs in the attacker's session, then stop it."""
     running = asyncio.Event()
 
@@ -102,8 +109,10 @@ async def attack(interpreter: CodeInterpreter, name: str, code: str, warm: int, 
         await interpreter.reset("attacker", "c")  # a fresh session for the next attack
 
 
-async def main(quick: bool) -> None:
-    warm, first = (20, 3) if quick else (60, 6)
+async def main(quick: bool, only: list[str], warm: int | None, first: int | None) -> None:
+    warm = warm or (20 if quick else 60)
+    first = first or (3 if quick else 6)
+    attacks = {n: c for n, c in ATTACKS.items() if not only or any(w in n for w in only)}
     with tempfile.TemporaryDirectory(dir=Path.home()) as tmp:
         settings = load_settings(
             LABBOT_DATA_DIR=tmp,
@@ -118,7 +127,7 @@ async def main(quick: bool) -> None:
             try:
                 await interpreter.run("victim", "warm", "1")
                 rows = []
-                for name, code in ATTACKS.items():
+                for name, code in attacks.items():
                     # The victim alone just before each attack: the machine is shared, so
                     # each ratio compares two measurements a few seconds apart.
                     print(f"{name} ...", flush=True)
@@ -128,19 +137,24 @@ async def main(quick: bool) -> None:
                 await interpreter.close()
     head = (
         f"{'beside the victim':<32} {'warm p50':>9} {'p90':>7} {'ratio':>11}"
-        f" {'first p50':>10} {'p90':>7} {'ratio':>11}   alone: warm p50/p90, first p50/p90"
+        f" {'first p50':>10} {'p90':>7} {'ratio':>11} {'host ms/s':>9}"
+        "   alone: warm p50/p90, first p50/p90, host ms/s"
     )
     print(head)
-    for name, ((w50, w90), (f50, f90)), ((bw50, bw90), (bf50, bf90)) in rows:
+    for name, ((w50, w90), (f50, f90), host), ((bw50, bw90), (bf50, bf90), bhost) in rows:
         print(
             f"{name:<32} {w50:7.1f}ms {w90:5.1f}ms {w50 / bw50:5.2f}/{w90 / bw90:<5.2f}"
-            f" {f50:8.1f}ms {f90:5.0f}ms {f50 / bf50:5.2f}/{f90 / bf90:<5.2f}"
-            f"   {bw50:.1f}/{bw90:.1f} ms, {bf50:.1f}/{bf90:.0f} ms"
+            f" {f50:8.1f}ms {f90:5.0f}ms {f50 / bf50:5.2f}/{f90 / bf90:<5.2f} {host:9.0f}"
+            f"   {bw50:.1f}/{bw90:.1f} ms, {bf50:.1f}/{bf90:.0f} ms, {bhost:.0f}"
         )
     print("ratios: p50/p90 against the victim alone just before; goal: every ratio <= 1.5")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    asyncio.run(main(parser.parse_args().quick))
+    parser.add_argument("--quick", action="store_true", help="fewer samples")
+    parser.add_argument("--only", action="append", default=[], help="attacks whose name has WORD")
+    parser.add_argument("--warm", type=int, help="warm samples per measurement")
+    parser.add_argument("--first", type=int, help="first-execution samples per measurement")
+    args = parser.parse_args()
+    asyncio.run(main(args.quick, args.only, args.warm, args.first))

@@ -137,9 +137,12 @@ class _Budget:
 class KernelProcess:
     """The host's handle on one kernel."""
 
-    def __init__(self, jail: Jail, root: Path) -> None:
+    def __init__(self, jail: Jail, root: Path, *, background: bool = False) -> None:
         self.jail = jail
         self.root = root
+        # A warm-pool kernel starts at the low CPU weight: no one waits for it yet, and its
+        # start (imports, a second or two of CPU) must not slow the cells of live sessions.
+        self.background = background
         self.reset_for_retry()
 
     def reset_for_retry(self) -> None:
@@ -168,7 +171,7 @@ class KernelProcess:
         """Spawn the kernel and wait until it has imported the data stack."""
         await asyncio.to_thread(self._make_folders)
         self.process, self.cgroup = await self.jail.spawn(
-            self.name, files_dir=self.files_dir, output_dir=self.output_dir
+            self.name, files_dir=self.files_dir, output_dir=self.output_dir, low=self.background
         )
         self._procs_file = next(iter(self.cgroup.procs_files()), None)
         self._stderr_task = asyncio.get_running_loop().create_task(self._drain_stderr())
@@ -331,14 +334,21 @@ class KernelProcess:
         pids = self._pids()
         return len(pids) == 1 and parked(pids[0], self._pids)
 
+    def foreground(self) -> bool:
+        """A session has this kernel now: give it the normal CPU weight (a cheap write, for the
+        event loop). False if that failed: then it must not serve a session."""
+        self.background = False
+        return self.cgroup is None or self.cgroup.prioritise(low=False)
+
     async def _thaw(self) -> None:
         self._parked = False
         if self._second_look is not None:  # the cell goes on now anyway
             self._second_look.cancel()
             self._second_look = None
-        if self.cgroup is not None and not self.cgroup.restore():
-            # A cell held to 1% of a core would miss every deadline (a stop's grace included):
-            # the session ends instead, and the next cell gets a fresh one.
+        if self.cgroup is not None and not (self.cgroup.restore() and self.foreground()):
+            # A cell held to 1% of a core (or left at the low weight) would miss every
+            # deadline (a stop's grace included): the session ends instead, and the next cell
+            # gets a fresh one.
             await self.kill()
             raise KernelLost("killed", "the sandbox's CPU share could not be given back")
         if self.stopper is not None:

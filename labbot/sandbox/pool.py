@@ -127,7 +127,7 @@ class SessionManager:
         while True:
             self._need_fill.clear()  # before filling: a take during the fill sets it again
             while len(self._pool) < self.pool_size and self.kernels < self.capacity:
-                kernel = KernelProcess(self.jail, self.jail.root)
+                kernel = KernelProcess(self.jail, self.jail.root, background=True)
                 self._starting.add(kernel)
                 try:
                     await self._start(kernel, POOL)
@@ -285,7 +285,8 @@ class SessionManager:
         kernel = None
         while self._pool and kernel is None:
             candidate = self._pool.pop(0)
-            kernel = candidate if candidate.alive else None
+            # Started at the low CPU weight: a session's kernel has the normal one.
+            kernel = candidate if candidate.alive and candidate.foreground() else None
             if kernel is None:  # its cgroup, folder and host uid go back too
                 reap = asyncio.get_running_loop().create_task(candidate.kill())
                 self._reaping.add(reap)
