@@ -59,6 +59,10 @@ NAMESPACE_ERRORS = (
 )
 STDERR_KEEP = 4000
 BWRAP_EXIT_GRACE = 2.0  # seconds for bubblewrap to exit after its kernel was killed
+# A cell that has run this long goes on at the low CPU weight until it ends: the short cells of
+# other sessions (a print, a first cell) are then served first, and long cells still share the
+# CPU evenly among themselves, and all of it when no one else waits.
+FOREGROUND_SECONDS = 1.0
 STREAM_SLACK = 200  # the "[... N bytes of output omitted ...]" marker between head and tail
 
 StreamHandler = Callable[[str, str], Awaitable[None]]
@@ -374,6 +378,7 @@ class KernelProcess:
         # One small cgroup file: read on the loop (a thread's hand-off per cell cost more).
         oom_before = self.cgroup.oom_kills() if self.cgroup else 0
         await self._thaw()
+        background = asyncio.get_running_loop().call_later(FOREGROUND_SECONDS, self._to_background)
         try:
             async with asyncio.timeout(time_limit):
                 await self._send(
@@ -428,6 +433,13 @@ class KernelProcess:
                 "killed", f"the interpreter sent something it must not ({exc}) and was stopped"
             )
             raise self.dead from exc
+        finally:
+            background.cancel()
+
+    def _to_background(self) -> None:
+        """The cell has run a while: the low CPU weight until the next cell (see _thaw)."""
+        if self.alive and self.cgroup is not None:
+            self.cgroup.prioritise(low=True)  # if refused, it just keeps the normal weight
 
     def _death(self, oom_before: int) -> KernelLost:
         """Why the kernel went away, in words."""
