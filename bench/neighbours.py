@@ -3,8 +3,11 @@ and with each attack running in another user's session beside it, as ratios meas
 run. Goal: every ratio <= 1.5.
 
 Run: .venv/bin/python bench/neighbours.py [--quick] [--only WORD] [--warm N --first N]
-(needs the runtime from `make setup`). "host ms/s" is the bot process's own CPU time per second
-of wall time while the victim was measured: what an attack costs the bot's event loop.
+[--rounds N] (needs the runtime from `make setup`). With --rounds N each attack is measured N
+times, each time just after the victim alone, and the samples of each side are pooled: on a
+shared machine the ratios then drift less with other load. "host ms/s" is the bot process's
+own CPU time per second of wall time while the victim was measured: what an attack costs the
+bot's event loop.
 """
 
 from __future__ import annotations
@@ -65,10 +68,24 @@ def quantiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))]
 
 
-async def measure(interpreter: CodeInterpreter, label: str, warm: int, first: int) -> tuple:
+class Samples:
+    """One side's samples: warm and first execution times (ms), the bot's CPU and wall time."""
+
+    def __init__(self) -> None:
+        self.warm: list[float] = []
+        self.first: list[float] = []
+        self.cpu = self.wall = 0.0
+
+    def summary(self) -> tuple[tuple[float, float], tuple[float, float], float]:
+        return quantiles(self.warm), quantiles(self.first), self.cpu * 1000 / self.wall
+
+
+async def measure(
+    interpreter: CodeInterpreter, label: str, warm: int, first: int, into: Samples
+) -> None:
     """The victim's warm print(1) and first executions of new sessions (ms), and the bot
-    process's CPU ms per wall second meanwhile."""
-    warm_ms, first_ms = [], []
+    process's CPU time meanwhile, added to ``into``."""
+    warm_ms, first_ms = into.warm, into.first
     cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(warm):
         start = time.perf_counter()
@@ -82,13 +99,18 @@ async def measure(interpreter: CodeInterpreter, label: str, warm: int, first: in
         result = await interpreter.run(f"victim-{label}-{n}", "c", "print(1)")
         first_ms.append((time.perf_counter() - start) * 1000)
         await interpreter.reset(f"victim-{label}-{n}", "c")  # room for the next
-    host = (time.process_time() - cpu) * 1000 / (time.perf_counter() - wall)
-    return quantiles(warm_ms), quantiles(first_ms), host
+    into.cpu += time.process_time() - cpu
+    into.wall += time.perf_counter() - wall
 
 
 async def attack(
-    interpreter: CodeInterpreter, name: str, code: str, warm: int, first: int
-) -> tuple:
+    interpreter: CodeInterpreter,
+    name: str,
+    code: str,
+    label: str,
+    shape: tuple[int, int],
+    into: Samples,
+) -> None:
     """Measure the victim while ``code`` runs in the attacker's session, then stop it."""
     running = asyncio.Event()
 
@@ -102,14 +124,16 @@ async def attack(
         waiter.cancel()
         if task.done():  # the attack ended itself (e.g. killed at its memory limit)
             print(f"{name}: ended before measuring: {task.result().status}", flush=True)
-        return await measure(interpreter, "a", warm, first)
+        await measure(interpreter, label, *shape, into)
     finally:
         await interpreter.stop("attacker", "c")
         await task
         await interpreter.reset("attacker", "c")  # a fresh session for the next attack
 
 
-async def main(quick: bool, only: list[str], warm: int | None, first: int | None) -> None:
+async def main(
+    quick: bool, only: list[str], warm: int | None, first: int | None, rounds: int = 1
+) -> None:
     warm = warm or (20 if quick else 60)
     first = first or (3 if quick else 6)
     attacks = {n: c for n, c in ATTACKS.items() if not only or any(w in n for w in only)}
@@ -126,13 +150,17 @@ async def main(quick: bool, only: list[str], warm: int | None, first: int | None
             await interpreter.start()
             try:
                 await interpreter.run("victim", "warm", "1")
-                rows = []
-                for name, code in attacks.items():
-                    # The victim alone just before each attack: the machine is shared, so
-                    # each ratio compares two measurements a few seconds apart.
-                    print(f"{name} ...", flush=True)
-                    alone = await measure(interpreter, "base", warm, first)
-                    rows.append((name, await attack(interpreter, name, code, warm, first), alone))
+                sides = {name: (Samples(), Samples()) for name in attacks}
+                for n in range(rounds):
+                    for name, code in attacks.items():
+                        # The victim alone just before each attack: the machine is shared, so
+                        # each ratio compares measurements a few seconds apart.
+                        print(f"{name} ({n + 1}/{rounds}) ...", flush=True)
+                        attacked, alone = sides[name]
+                        await measure(interpreter, f"base{n}", warm, first, alone)
+                        shape = (warm, first)
+                        await attack(interpreter, name, code, f"a{n}", shape, attacked)
+                rows = [(name, a.summary(), b.summary()) for name, (a, b) in sides.items()]
             finally:
                 await interpreter.close()
     head = (
@@ -156,5 +184,6 @@ if __name__ == "__main__":
     parser.add_argument("--only", action="append", default=[], help="attacks whose name has WORD")
     parser.add_argument("--warm", type=int, help="warm samples per measurement")
     parser.add_argument("--first", type=int, help="first-execution samples per measurement")
+    parser.add_argument("--rounds", type=int, default=1, help="alone/attacked pairs per attack")
     args = parser.parse_args()
-    asyncio.run(main(args.quick, args.only, args.warm, args.first))
+    asyncio.run(main(args.quick, args.only, args.warm, args.first, args.rounds))
