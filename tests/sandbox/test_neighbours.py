@@ -1,7 +1,8 @@
-"""CPU weights between neighbours: a warm-pool kernel starts at the low CPU weight, so its start
-does not slow a live session's cell, and a session never keeps it; a long cell goes on at the
-low weight, so a neighbour's short cell comes first; a flooding session costs the host only
-its head. Run as root (cgroups); without a cpu controller there is no weight to check."""
+"""Neighbours: a warm-pool kernel starts at the low CPU weight, so its start does not slow a
+live session's cell, and a session never keeps it; a taken pool kernel is replaced once the
+taker's first cell is over; a long cell goes on at the low weight, so a neighbour's short cell
+comes first; a flooding session costs the host only its head. Run as root (cgroups); without a
+cpu controller there is no weight to check."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from labbot.sandbox import kernel_client
+from labbot.sandbox import kernel_client, pool
 from labbot.sandbox.jail.cgroups import LOW_SHARES, NORMAL_SHARES
 from labbot.sandbox.kernel_client import KernelProcess
 
@@ -146,3 +147,53 @@ async def test_a_flood_costs_the_host_only_its_head_and_a_neighbour_runs_meanwhi
         assert sum(map(len, live)) == limits.output_head
         most = limits.output_head + limits.output_tail + kernel_client.STREAM_SLACK
         assert "omitted" in result.stdout and len(result.stdout) <= most
+
+
+async def _running(interpreter, user: str, code: str) -> asyncio.Task:
+    """Start ``code`` (which prints first) in a session of ``user``; return once it runs."""
+    started = asyncio.Event()
+
+    async def on_output(stream: str, text: str) -> None:
+        started.set()
+
+    task = asyncio.create_task(interpreter.run(user, "c", code, on_output=on_output))
+    async with asyncio.timeout(30):
+        await started.wait()
+    return task
+
+
+SLEEPER = "import time\nprint('running', flush=True)\ntime.sleep(600)\n"
+
+
+async def test_a_taken_pool_kernel_is_replaced_once_the_takers_first_cell_is_over(
+    make_interpreter, monkeypatch
+) -> None:
+    """No replacement starts while the taker's first cell runs (its start would compete with
+    that very cell); once the cell is over, the pool fills again."""
+    monkeypatch.setattr(pool, "REFILL_AFTER", 3600.0)
+    async with make_interpreter(SANDBOX_WARM_POOL=1) as (interpreter, _):
+        sessions = interpreter.sessions
+        await sessions.wait_for_pool()
+        task = await _running(interpreter, "alice", SLEEPER)
+        assert (sessions.warm, len(sessions._starting), sessions.kernels) == (0, 0, 1)
+        assert (await interpreter.run("bob", "c", "print(2)")).stdout == "2\n"  # its own kernel
+        assert await interpreter.stop("alice", "c")
+        await task
+        async with asyncio.timeout(30):
+            await sessions.wait_for_pool()
+        assert sessions.warm == 1
+
+
+async def test_a_long_first_cell_does_not_hold_the_refill_back_for_ever(
+    make_interpreter, monkeypatch
+) -> None:
+    """After REFILL_AFTER the pool is refilled even while the taker's first cell still runs."""
+    monkeypatch.setattr(pool, "REFILL_AFTER", 0.05)
+    async with make_interpreter(SANDBOX_WARM_POOL=1) as (interpreter, _):
+        await interpreter.sessions.wait_for_pool()
+        task = await _running(interpreter, "alice", SLEEPER)
+        async with asyncio.timeout(30):
+            await interpreter.sessions.wait_for_pool()
+        assert not task.done() and interpreter.sessions.warm == 1
+        assert await interpreter.stop("alice", "c")
+        await task
