@@ -59,6 +59,10 @@ NAMESPACE_ERRORS = (
 )
 STDERR_KEEP = 4000
 BWRAP_EXIT_GRACE = 2.0  # seconds for bubblewrap to exit after its kernel was killed
+# A cell that has run this long goes on at the low CPU weight until it ends: the short cells of
+# other sessions (a print, a first cell) are then served first, and long cells still share the
+# CPU evenly among themselves, and all of it when no one else waits.
+FOREGROUND_SECONDS = 1.0
 STREAM_SLACK = 200  # the "[... N bytes of output omitted ...]" marker between head and tail
 
 StreamHandler = Callable[[str, str], Awaitable[None]]
@@ -140,9 +144,12 @@ class _Budget:
 class KernelProcess:
     """The host's handle on one kernel."""
 
-    def __init__(self, jail: Jail, root: Path) -> None:
+    def __init__(self, jail: Jail, root: Path, *, background: bool = False) -> None:
         self.jail = jail
         self.root = root
+        # A warm-pool kernel starts at the low CPU weight: no one waits for it yet, and its
+        # start (imports, a second or two of CPU) must not slow the cells of live sessions.
+        self.background = background
         self.reset_for_retry()
 
     def reset_for_retry(self) -> None:
@@ -171,7 +178,7 @@ class KernelProcess:
         """Spawn the kernel and wait until it has imported the data stack."""
         await asyncio.to_thread(self._make_folders)
         self.process, self.cgroup = await self.jail.spawn(
-            self.name, files_dir=self.files_dir, output_dir=self.output_dir
+            self.name, files_dir=self.files_dir, output_dir=self.output_dir, low=self.background
         )
         self._procs_file = next(iter(self.cgroup.procs_files()), None)
         self._stderr_task = asyncio.get_running_loop().create_task(self._drain_stderr())
@@ -334,14 +341,21 @@ class KernelProcess:
         pids = self._pids()
         return len(pids) == 1 and parked(pids[0], self._pids)
 
+    def foreground(self) -> bool:
+        """A session has this kernel now: give it the normal CPU weight (a cheap write, for the
+        event loop). False if that failed: then it must not serve a session."""
+        self.background = False
+        return self.cgroup is None or self.cgroup.prioritise(low=False)
+
     async def _thaw(self) -> None:
         self._parked = False
         if self._second_look is not None:  # the cell goes on now anyway
             self._second_look.cancel()
             self._second_look = None
-        if self.cgroup is not None and not self.cgroup.restore():
-            # A cell held to 1% of a core would miss every deadline (a stop's grace included):
-            # the session ends instead, and the next cell gets a fresh one.
+        if self.cgroup is not None and not (self.cgroup.restore() and self.foreground()):
+            # A cell held to 1% of a core (or left at the low weight) would miss every
+            # deadline (a stop's grace included): the session ends instead, and the next cell
+            # gets a fresh one.
             await self.kill()
             raise KernelLost("killed", "the sandbox's CPU share could not be given back")
         if self.stopper is not None:
@@ -368,6 +382,7 @@ class KernelProcess:
         # One small cgroup file: read on the loop (a thread's hand-off per cell cost more).
         oom_before = self.cgroup.oom_kills() if self.cgroup else 0
         await self._thaw()
+        background = asyncio.get_running_loop().call_later(FOREGROUND_SECONDS, self._to_background)
         try:
             async with asyncio.timeout(time_limit):
                 request = protocol.ExecuteRequest(
@@ -417,6 +432,13 @@ class KernelProcess:
                 "killed", f"the interpreter sent something it must not ({exc}) and was stopped"
             )
             raise self.dead from exc
+        finally:
+            background.cancel()
+
+    def _to_background(self) -> None:
+        """The cell has run a while: the low CPU weight until the next cell (see _thaw)."""
+        if self.alive and self.cgroup is not None:
+            self.cgroup.prioritise(low=True)  # if refused, it just keeps the normal weight
 
     def _death(self, oom_before: int) -> KernelLost:
         """Why the kernel went away, in words."""

@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 
 MAX_REMEMBERED_LOSSES = 10_000
 POOL = "\0pool"  # the warm pool's refills, as a user of the start queue (no real id has a NUL)
+# A taken pool kernel is replaced once the taker's first cell is over, or after this long: a
+# start's first steps run in the bot (a process spawned, its cgroup and folders made) and would
+# slow the very cell the pool is there to make fast.
+REFILL_AFTER = 1.0
 
 Key = tuple[str, str]
 
@@ -79,6 +83,8 @@ class Sessions:
         # when the pool is full.
         self._need_fill = asyncio.Event()
         self._pool_full = asyncio.Event()
+        self._refill_timer: asyncio.TimerHandle | None = None  # a refill waits for a cell's end
+        self._takers: list[Session] = []  # sessions on a pool kernel whose first cell is not over
         self._tasks: list[asyncio.Task[None]] = []
         self._dying: set[asyncio.Task[None]] = set()  # sandboxes being killed
         self._lock = asyncio.Lock()
@@ -100,6 +106,8 @@ class Sessions:
 
     async def close(self) -> None:
         """Kill every kernel, pooled or live."""
+        if self._refill_timer is not None:
+            self._refill_timer.cancel()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -127,7 +135,7 @@ class Sessions:
         while True:
             self._need_fill.clear()  # before filling: a take during the fill sets it again
             while len(self._pool) < self.pool_size and self.kernels < self.capacity:
-                kernel = KernelProcess(self.jail, self.jail.root)
+                kernel = KernelProcess(self.jail, self.jail.root, background=True)
                 self._starting.add(kernel)
                 try:
                     await self._start(kernel, POOL)
@@ -192,6 +200,7 @@ class Sessions:
                 self._room.clear()
                 if await self._make_room(user):
                     kernel = self._take_pooled()
+                    pooled = kernel is not None
                     if kernel is None:  # reserved now: the room made stays ours as it starts
                         kernel = KernelProcess(self.jail, self.jail.root)
                         self._starting.add(kernel)
@@ -213,11 +222,25 @@ class Sessions:
             session = Session(user, conversation, kernel, restarted=self._lost.pop(key, None))
             self.sessions[key] = session
             self._starting.discard(kernel)
+            if pooled and self._refill_timer is not None:
+                self._takers.append(session)
         return session
 
     def release(self) -> None:
-        """A session finished a cell: whoever waits for room may look again."""
+        """A session finished a cell: whoever waits for room may look again, and once the
+        first cells on kernels taken from the pool are over, the pool is refilled."""
         self._room.set()
+        # A taker's lock is held for its cell (it is free again before this is called).
+        self._takers = [s for s in self._takers if s.lock.locked()]
+        if self._refill_timer is not None and not self._takers:
+            self._refill()
+
+    def _refill(self) -> None:
+        if self._refill_timer is not None:
+            self._refill_timer.cancel()
+            self._refill_timer = None
+        self._takers.clear()
+        self._need_fill.set()
 
     async def _make_room(self, user: str) -> bool:
         """Free a place for one more session of ``user`` (under the manager's lock); False when
@@ -285,14 +308,17 @@ class Sessions:
         kernel = None
         while self._pool and kernel is None:
             candidate = self._pool.pop(0)
-            kernel = candidate if candidate.alive else None
+            # Started at the low CPU weight: a session's kernel has the normal one.
+            kernel = candidate if candidate.alive and candidate.foreground() else None
             if kernel is None:  # its cgroup, folder and host uid go back too
                 reap = asyncio.get_running_loop().create_task(candidate.kill())
                 self._reaping.add(reap)
                 reap.add_done_callback(self._reaping.discard)
         if self.pool_size:
             self._pool_full.clear()
-            self._need_fill.set()
+            if self._refill_timer is None:  # see REFILL_AFTER
+                loop = asyncio.get_running_loop()
+                self._refill_timer = loop.call_later(REFILL_AFTER, self._refill)
         return kernel
 
     async def reset(self, user: str, conversation: str) -> bool:

@@ -14,6 +14,7 @@ import secrets
 import shutil
 import signal
 import time
+from functools import partial
 from pathlib import Path
 
 from labbot.config import Settings
@@ -169,26 +170,27 @@ class Jail:
         return env
 
     async def spawn(
-        self, name: str, *, files_dir: Path, output_dir: Path
+        self, name: str, *, files_dir: Path, output_dir: Path, low: bool = False
     ) -> tuple[asyncio.subprocess.Process, Cgroup]:
-        """Start a kernel process in a fresh sandbox; its stdin/stdout are the frame channel."""
+        """Start a kernel process in a fresh sandbox; its stdin/stdout are the frame channel.
+        ``low``: its cgroup starts with the low CPU weight (a warm-pool kernel)."""
         if not self.enabled:
             return await self._spawn_unsandboxed(output_dir), Cgroup(name)
         lease = await asyncio.to_thread(self.user.lease) if self.user is not None else None
         if lease is not None:
             self._leases[name] = lease  # given back by release(), once the sandbox is gone
         try:
-            return await self._spawn(name, files_dir, lease)
+            return await self._spawn(name, files_dir, lease, low)
         except BaseException:
             await asyncio.shield(asyncio.to_thread(self.release, name))
             raise
 
     async def _spawn(
-        self, name: str, files_dir: Path, lease: UidLease | None
+        self, name: str, files_dir: Path, lease: UidLease | None, low: bool
     ) -> tuple[asyncio.subprocess.Process, Cgroup]:
         cgroup = self.cgroup_kind(f"{os.getpid()}-{name}")
         try:
-            await asyncio.to_thread(cgroup.create, self.limits)
+            await asyncio.to_thread(partial(cgroup.create, self.limits, low=low))
         except OSError as exc:
             log.warning("cgroup.create_failed errno=%s: using rlimits only", exc.errno)
             cgroup = Cgroup(name)

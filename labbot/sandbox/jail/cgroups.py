@@ -1,5 +1,6 @@
-"""A cgroup per session (v1 or v2): memory without swap, a process cap and a CPU quota. Every
-call here touches cgroupfs and is made from a worker thread, never the event loop."""
+"""A cgroup per session (v1 or v2): memory without swap, a process cap, a CPU quota and a CPU
+weight. Every call here touches cgroupfs and is made from a worker thread, never the event loop
+(but for the few single-file writes marked as cheap enough for it)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,12 @@ CPU_PERIOD_US = 100_000
 # Between cells a session's processes are stopped; should one run anyway (a way to be continued
 # not yet known), its group gets 1 ms of CPU per 100 ms period: 1% of a core, at most.
 IDLE_QUOTA_US = 1000
+# CPU weights (v1 cpu.shares; v2 cpu.weight is this / 1024 * 100). A session gets the normal
+# weight while it runs its cell; work that no one waits on now (a warm-pool kernel starting, a
+# cell that has run for a while) gets an eighth of it, so a neighbour's short cell that wakes
+# beside it is served first, while the two still share the CPU when nothing else waits.
+NORMAL_SHARES = 1024
+LOW_SHARES = NORMAL_SHARES // 8
 
 
 class Cgroup:
@@ -33,10 +40,11 @@ class Cgroup:
     def __init__(self, name: str) -> None:
         self.name = name
         self.quota_us: int | None = None  # the CPU quota of a running cell, when there is one
-        self._quota_fd: int | None = None  # the quota file, kept open: it is written per cell
+        self._kept: dict[Path, int] = {}  # files written per cell, kept open
+        self.low = False  # the CPU weight is LOW_SHARES now (see ``prioritise``)
 
-    def create(self, limits: SandboxLimits) -> None:
-        """Create the group and write its limits."""
+    def create(self, limits: SandboxLimits, *, low: bool = False) -> None:
+        """Create the group and write its limits; ``low``: with the low CPU weight."""
 
     def hold(self) -> bool:
         """Hold the group to ``IDLE_QUOTA_US`` of CPU between cells; False if the quota could
@@ -61,17 +69,35 @@ class Cgroup:
     def _write_quota(self, quota: int) -> None:
         """Write a CPU quota (µs per CPU_PERIOD_US)."""
 
+    def prioritise(self, low: bool) -> bool:
+        """Give the group the low or the normal CPU weight; False if it could not be written.
+        One write to one cgroup file, skipped when the weight is already so: cheap enough for
+        the event loop. (The file is the host's: nothing inside a sandbox can write it.)"""
+        if low == self.low:
+            return True
+        try:
+            self._write_weight(LOW_SHARES if low else NORMAL_SHARES)
+        except OSError as exc:
+            log.warning("cgroup.weight_failed name=%s error=%s", self.name, type(exc).__name__)
+            return False
+        self.low = low
+        return True
+
+    def _write_weight(self, shares: int) -> None:
+        """Write a CPU weight, in v1 shares (nothing without a cpu controller)."""
+
     def _write_kept(self, path: Path, text: str) -> None:
-        """Write a cgroup file through a descriptor kept open (two writes per cell: an open
-        and a buffered file object each time cost several times the write itself)."""
-        if self._quota_fd is None:
-            self._quota_fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        os.write(self._quota_fd, text.encode())
+        """Write a cgroup file through a descriptor kept open (writes per cell: an open and a
+        buffered file object each time cost several times the write itself)."""
+        fd = self._kept.get(path)
+        if fd is None:
+            fd = self._kept[path] = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        os.write(fd, text.encode())
 
     def _close_kept(self) -> None:
-        if self._quota_fd is not None:
-            os.close(self._quota_fd)
-            self._quota_fd = None
+        for fd in self._kept.values():
+            os.close(fd)
+        self._kept.clear()
 
     def procs_files(self) -> list[str]:
         """Files a new process writes its pid to, to join the group."""
@@ -107,7 +133,7 @@ class CgroupV1(Cgroup):
         super().__init__(name)
         self.dirs = {ctrl: _v1_parent(ctrl) / "labbot" / name for ctrl in v1_controllers()}
 
-    def create(self, limits: SandboxLimits) -> None:
+    def create(self, limits: SandboxLimits, *, low: bool = False) -> None:
         for path in self.dirs.values():
             path.mkdir(parents=True, exist_ok=True)
         memory = self.dirs["memory"]
@@ -121,6 +147,13 @@ class CgroupV1(Cgroup):
             cpus = min(limits.cpus, _v1_cpu_ceiling())
             self.quota_us = max(1000, int(cpus * CPU_PERIOD_US))
             self._write_quota(self.quota_us)
+            if low:  # before any process joins: low from the first instruction
+                self._write_weight(LOW_SHARES)
+                self.low = True
+
+    def _write_weight(self, shares: int) -> None:
+        if "cpu" in self.dirs:
+            self._write_kept(self.dirs["cpu"] / "cpu.shares", str(shares))
 
     def _write_quota(self, quota: int) -> None:
         target = self.dirs["cpu"] / "cpu.cfs_quota_us"
@@ -164,7 +197,7 @@ class CgroupV2(Cgroup):
         super().__init__(name)
         self.dir = CGROUP_ROOT / "labbot" / name
 
-    def create(self, limits: SandboxLimits) -> None:
+    def create(self, limits: SandboxLimits, *, low: bool = False) -> None:
         parent = self.dir.parent
         parent.mkdir(exist_ok=True)
         (parent / "cgroup.subtree_control").write_text("+memory +pids")
@@ -180,9 +213,17 @@ class CgroupV2(Cgroup):
         if (self.dir / "cpu.max").exists():
             self.quota_us = max(1000, int(limits.cpus * CPU_PERIOD_US))
             self._write_quota(self.quota_us)
+            if low:
+                self._write_weight(LOW_SHARES)
+                self.low = True
 
     def _write_quota(self, quota: int) -> None:
         self._write_kept(self.dir / "cpu.max", f"{quota} {CPU_PERIOD_US}")
+
+    def _write_weight(self, shares: int) -> None:
+        if (self.dir / "cpu.weight").exists():
+            weight = max(1, shares * 100 // NORMAL_SHARES)  # v2's default weight is 100
+            self._write_kept(self.dir / "cpu.weight", str(weight))
 
     def procs_files(self) -> list[str]:
         return [str(self.dir / "cgroup.procs")]
