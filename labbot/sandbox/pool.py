@@ -160,7 +160,7 @@ class Sessions:
 
     async def _drop(self, key: Key, reason: str) -> None:
         """End a session for ``reason``; its sandbox is killed in the background, so the
-        manager's lock is never held while a sandbox dies."""
+        sessions' lock is never held while a sandbox dies."""
         session = self.sessions.pop(key, None)
         if session is None:
             return
@@ -243,7 +243,7 @@ class Sessions:
         self._need_fill.set()
 
     async def _make_room(self, user: str) -> bool:
-        """Free a place for one more session of ``user`` (under the manager's lock); False when
+        """Free a place for one more session of ``user`` (under the sessions' lock); False when
         nothing can go now."""
         mine = [k for k, s in self.sessions.items() if k[0] == user]
         if len(mine) >= self.per_user:
