@@ -69,7 +69,7 @@ class Cgroup:
     def _write_quota(self, quota: int) -> None:
         """Write a CPU quota (µs per CPU_PERIOD_US)."""
 
-    def prioritise(self, low: bool) -> bool:
+    def prioritise(self, *, low: bool) -> bool:
         """Give the group the low or the normal CPU weight; False if it could not be written.
         One write to one cgroup file, skipped when the weight is already so: cheap enough for
         the event loop. (The file is the host's: nothing inside a sandbox can write it.)"""
