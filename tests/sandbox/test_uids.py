@@ -172,6 +172,8 @@ async def test_live_sandboxes_have_distinct_host_uids(make_interpreter) -> None:
             assert (await bot.run(user, "c", "1")).value == "1"
         assert (await cli.run("a", "c", "1")).value == "1"
         uids = [kernel_uid(bot, "a", "c"), kernel_uid(bot, "b", "c"), kernel_uid(cli, "a", "c")]
+        async with asyncio.timeout(60):  # the taken kernel is replaced after a first cell
+            await bot.sessions.wait_for_pool()
         uids += [u for k in bot.sessions._pool for u in host_uids(k.process.pid)]
         assert len(uids) == 4 and len(set(uids)) == 4, uids
         assert all(TEST_BASE + 100 <= uid < TEST_BASE + 120 for uid in uids), uids
