@@ -357,6 +357,8 @@ class CodeInterpreter:
 
     def _skipped(self, raw: Result) -> list[SkippedFile]:
         """The output files the kernel did not send, each with its reason in words."""
+        if not raw.skipped:
+            return []  # the common case: no sizes to put in words
         limit = format_size(self.limits.max_file_bytes)
         count = f"over the {self.limits.max_output_files} files one execution may return"
         budget = (

@@ -184,9 +184,17 @@ class FairSlots:
             self._grant(ticket)
 
     def _rank(self, user: str) -> tuple[bool, int, float, int]:
+        # over_budget and used, from one look at the user's tokens (this runs per queued
+        # user at every hand-on)
+        account = self._accounts.get(user)
+        if self.budget is None:
+            over, used = False, 0.0
+        else:
+            tokens = self._tokens(user)
+            over, used = tokens <= 0, self.budget - tokens
         return (
-            self.over_budget(user),
-            self._account(user).held,
-            round(self.used(user), 3),
+            over,
+            account.held if account is not None else 0,
+            round(used, 3),
             self._queues[user][0].order,
         )

@@ -197,3 +197,16 @@ async def test_a_long_first_cell_does_not_hold_the_refill_back_for_ever(
         assert not task.done() and interpreter.sessions.warm == 1
         assert await interpreter.stop("alice", "c")
         await task
+
+
+@pytest.mark.parametrize(("cpus", "threads"), [(1.0, "1"), (0.5, "1"), (2.5, "3")])
+async def test_numeric_libraries_get_threads_for_the_sessions_cpu_share_only(
+    make_interpreter, cpus: float, threads: str
+) -> None:
+    """OpenBLAS, OpenMP and MKL inside start as many threads as SANDBOX_CPUS allows, rounded
+    up: more would only wait on the quota, and every extra thread is one more to stop and
+    look at between cells."""
+    async with make_interpreter(SANDBOX_CPUS=cpus) as (interpreter, _):
+        code = "import os\n[os.environ[k + '_NUM_THREADS'] for k in ('OMP', 'OPENBLAS', 'MKL')]"
+        result = await interpreter.run("u", "c", code)
+        assert result.value == repr([threads] * 3), result

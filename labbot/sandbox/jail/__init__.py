@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -147,7 +148,7 @@ class Jail:
     def environment(self, *, inside: bool) -> dict[str, str]:
         """The whole environment the kernel sees: nothing of the bot's."""
         venv = INSIDE_VENV if inside else str(self.runtime.venv)
-        threads = "2"
+        threads = str(max(1, math.ceil(self.limits.cpus)))  # more than its CPU share only waits
         env = {
             "PATH": f"{venv}/bin:/usr/bin:/bin",
             "HOME": "/tmp",
