@@ -168,6 +168,7 @@ class KernelProcess:
         self._cells = 0
         self._reading = False  # a cell waits on the kernel's stdout
         self.dead: KernelLost | None = None
+        self._killing: asyncio.Future[None] | None = None  # one kill, however many ask
 
     @property
     def alive(self) -> bool:
@@ -498,7 +499,15 @@ class KernelProcess:
                 await self._send({"type": "interrupt"})
 
     async def kill(self) -> None:
-        """Kill the sandbox and every process in it, and remove its folders."""
+        """Kill the sandbox and every process in it, and remove its folders. Callers at once
+        (a stop's escalation, the cell's own reader, a reset) share one kill, which goes on
+        to its end if a caller is cancelled: its cgroup is removed and its uid given back
+        once."""
+        if self._killing is None:
+            self._killing = asyncio.ensure_future(self._kill())
+        await asyncio.shield(self._killing)
+
+    async def _kill(self) -> None:
         if self.dead is None:
             self.dead = KernelLost("killed", "the session was closed")
         process, cgroup = self.process, self.cgroup

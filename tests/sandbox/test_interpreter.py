@@ -397,3 +397,20 @@ async def test_a_name_two_files_share_loads_the_newest(make_interpreter) -> None
         assert result.value == "100", result
         result = await interpreter.run("u", "c", f"int(load_file({old.id!r})['a'].sum())")
         assert result.value == "1", result
+
+
+async def test_kills_at_once_share_one_kill(make_interpreter) -> None:
+    """A stop's escalation, the cell's reader and a reset may all kill one kernel at once:
+    they share one kill (the cgroup's kept descriptors closed once, never written after),
+    every caller returns, and the sandbox is gone."""
+    async with make_interpreter() as (interpreter, _):
+        assert (await interpreter.run("u", "c", "1")).status == "ok"
+        kernel = interpreter.sessions.sessions[("u", "c")].kernel
+        cgroup, workdir = kernel.cgroup, kernel.workdir
+        async with asyncio.timeout(60):
+            await asyncio.gather(*(kernel.kill() for _ in range(4)))
+        assert not kernel.alive and not workdir.exists()
+        if cgroup is not None:
+            assert cgroup._kept == {}
+            assert all(not Path(p).parent.exists() for p in cgroup.procs_files())
+        await kernel.kill()  # and once more, later: nothing left to do, no error

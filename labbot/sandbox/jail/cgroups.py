@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import signal
+import threading
 import time
 from functools import cache
 from pathlib import Path
@@ -41,6 +42,9 @@ class Cgroup:
         self.name = name
         self.quota_us: int | None = None  # the CPU quota of a running cell, when there is one
         self._kept: dict[Path, int] = {}  # files written per cell, kept open
+        # Writes run on the event loop, remove() in a worker thread: a descriptor is never
+        # written after it is closed (its number could be another file's by then).
+        self._kept_lock = threading.Lock()
         self.low = False  # the CPU weight is LOW_SHARES now (see ``prioritise``)
 
     def create(self, limits: SandboxLimits, *, low: bool = False) -> None:
@@ -89,15 +93,17 @@ class Cgroup:
     def _write_kept(self, path: Path, text: str) -> None:
         """Write a cgroup file through a descriptor kept open (writes per cell: an open and a
         buffered file object each time cost several times the write itself)."""
-        fd = self._kept.get(path)
-        if fd is None:
-            fd = self._kept[path] = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        os.write(fd, text.encode())
+        with self._kept_lock:
+            fd = self._kept.get(path)
+            if fd is None:
+                fd = self._kept[path] = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            os.write(fd, text.encode())
 
     def _close_kept(self) -> None:
-        for fd in self._kept.values():
-            os.close(fd)
-        self._kept.clear()
+        with self._kept_lock:
+            kept, self._kept = self._kept, {}
+            for fd in kept.values():
+                os.close(fd)
 
     def procs_files(self) -> list[str]:
         """Files a new process writes its pid to, to join the group."""
