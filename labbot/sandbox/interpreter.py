@@ -318,7 +318,7 @@ class CodeInterpreter:
             if checkpoint is not None:
                 self.checkpoints.restore_failed(checkpoint)
             # This result already tells the model; the next one need not repeat it.
-            await self.sessions.reset(session.user, session.conversation)
+            await self.sessions.end(session)
             lost_what = (
                 "variables come back at the next execution, as the last finished cell left"
                 " them (from its checkpoint)"

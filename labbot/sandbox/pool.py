@@ -333,6 +333,19 @@ class Sessions:
         self._room.set()
         return True
 
+    async def end(self, session: Session) -> None:
+        """End ``session`` (its cell was lost): it only, never a newer session the same
+        conversation has started meanwhile (a user's next run may have replaced it already)."""
+        key = (session.user, session.conversation)
+        async with self._lock:
+            current = self.sessions.get(key)
+            if current is session:
+                self.sessions.pop(key)
+            if current is None or current is session:  # the lost cell's result tells it
+                self._lost.pop(key, None)
+        await session.kernel.kill()
+        self._room.set()
+
     def forget_loss(self, session: Session) -> None:
         """The restart notice was delivered; do not repeat it."""
         session.restarted = None
