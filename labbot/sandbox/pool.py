@@ -79,6 +79,10 @@ class Sessions:
         self._pool: list[KernelProcess] = []
         self._reaping: set[asyncio.Task[None]] = set()  # dead pooled kernels being killed
         self._starting: set[KernelProcess] = set()
+        # Sessions each user has reserved but not registered yet (a kernel starting or a pooled
+        # one being handed over): counted against the per-user limit, so a user's new
+        # conversations at once cannot each find room and hold more than their share.
+        self._reserved: Counter[str] = Counter()
         # Two one-way signals, so no wake-up is lost: takers ask for a refill, the filler says
         # when the pool is full.
         self._need_fill = asyncio.Event()
@@ -199,6 +203,7 @@ class Sessions:
                     self._remember_loss(key, dead.reason if dead else "its interpreter ended")
                 self._room.clear()
                 if await self._make_room(user):
+                    self._reserved[user] += 1
                     kernel = self._take_pooled()
                     pooled = kernel is not None
                     if kernel is None:  # reserved now: the room made stays ours as it starts
@@ -212,18 +217,24 @@ class Sessions:
                 raise SandboxUnavailable(
                     "Every sandbox session this server has room for is busy; try again in a minute."
                 ) from None
-        if kernel in self._starting:
-            try:
-                with progress("starting a sandbox"):
-                    await self._start_reserved(kernel, user)
-            finally:
+        try:
+            if kernel in self._starting:
+                try:
+                    with progress("starting a sandbox"):
+                        await self._start_reserved(kernel, user)
+                finally:
+                    self._starting.discard(kernel)
+            async with self._lock:
+                session = Session(user, conversation, kernel, restarted=self._lost.pop(key, None))
+                self.sessions[key] = session
                 self._starting.discard(kernel)
-        async with self._lock:
-            session = Session(user, conversation, kernel, restarted=self._lost.pop(key, None))
-            self.sessions[key] = session
-            self._starting.discard(kernel)
-            if pooled and self._refill_timer is not None:
-                self._takers.append(session)
+                if pooled and self._refill_timer is not None:
+                    self._takers.append(session)
+        finally:
+            self._reserved[user] -= 1
+            if not self._reserved[user]:
+                del self._reserved[user]
+            self._room.set()  # a run of the user's that waits for room may look again
         return session
 
     def release(self) -> None:
@@ -246,10 +257,11 @@ class Sessions:
         """Free a place for one more session of ``user`` (under the sessions' lock); False when
         nothing can go now."""
         mine = [k for k, s in self.sessions.items() if k[0] == user]
-        if len(mine) >= self.per_user:
+        while len(mine) + self._reserved[user] >= self.per_user:
             victim = next((k for k in mine if not self.sessions[k].lock.locked()), None)
             if victim is None:
                 return False
+            mine.remove(victim)
             await self._drop(
                 victim,
                 "another of your conversations needed it (each user keeps at most"

@@ -142,3 +142,19 @@ async def test_a_stop_and_a_reset_at_once_leave_nothing_behind(jailed, monkeypat
     assert name not in interpreter.jail._leases
     after = await interpreter.run("u", "c", "'x' in globals()")
     assert after.value == "False", after
+
+
+async def test_new_conversations_at_once_keep_to_the_per_user_limit(make_interpreter) -> None:
+    """A user at their limit of live sessions opens two new conversations at once (two runs at
+    once are allowed): each makes room among the user's own sessions, counting the one still
+    starting, so the user never holds more than their share of the server's kernels."""
+    async with make_interpreter(MAX_SESSIONS_PER_USER=2, MAX_CONCURRENT_EXECUTIONS_PER_USER=2) as (
+        interpreter,
+        _,
+    ):
+        sessions = interpreter.sessions
+        await sessions.get("u", "a")
+        await sessions.get("u", "b")
+        await asyncio.gather(sessions.get("u", "c"), sessions.get("u", "d"))
+        mine = [key for key in sessions.sessions if key[0] == "u"]
+        assert sorted(mine) == [("u", "c"), ("u", "d")]
