@@ -503,6 +503,8 @@ class KernelProcess:
         (a stop's escalation, the cell's own reader, a reset) share one kill, which goes on
         to its end if a caller is cancelled: its cgroup is removed and its uid given back
         once."""
+        if self.dead is None:  # not alive from now: nothing hands it out in the meantime
+            self.dead = KernelLost("killed", "the session was closed")
         if self._killing is None:
             self._killing = asyncio.ensure_future(self._kill())
         await asyncio.shield(self._killing)

@@ -414,3 +414,16 @@ async def test_kills_at_once_share_one_kill(make_interpreter) -> None:
             assert cgroup._kept == {}
             assert all(not Path(p).parent.exists() for p in cgroup.procs_files())
         await kernel.kill()  # and once more, later: nothing left to do, no error
+
+
+async def test_a_kernel_being_killed_is_not_alive_from_the_first_step(make_interpreter) -> None:
+    """From the kill's first step the kernel is not alive, so nothing hands it out while
+    the kill (scheduled on its own) has not begun."""
+    async with make_interpreter() as (interpreter, _):
+        assert (await interpreter.run("u", "c", "1")).status == "ok"
+        kernel = interpreter.sessions.sessions[("u", "c")].kernel
+        kill = asyncio.create_task(kernel.kill())
+        await asyncio.sleep(0)  # one loop step: the task's first step runs before this resumes
+        assert not kernel.alive
+        async with asyncio.timeout(60):
+            await kill
