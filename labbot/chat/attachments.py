@@ -54,10 +54,16 @@ class Taken:
     refused: list[Refused] = field(default_factory=list)
 
     @property
+    def evicted(self) -> set[str]:
+        """The ids of files these saves removed to make room (more files than the user may
+        keep); each save's receipt names them."""
+        return {old.id for result in self.saved for old in result.evicted}
+
+    @property
     def kept(self) -> list[SaveResult]:
-        """The saves still there: one a later upload of the same message evicted (more files
-        than the user may keep) is no longer the model's to see."""
-        evicted = {old.id for result in self.saved for old in result.evicted}
+        """The saves still there: one a later upload of the same message evicted is no longer
+        the model's to see."""
+        evicted = self.evicted
         return [result for result in self.saved if result.record.id not in evicted]
 
     @property

@@ -79,6 +79,11 @@ class ReconcileResult:
     missing_blobs: int = 0
 
 
+def files_among(records: list[FileRecord]) -> list[FileRecord]:
+    """The files among a user's records, in their order (checkpoint pieces are not)."""
+    return [r for r in records if r.source != "checkpoint"]
+
+
 class FileStore:
     """Every user's files: one id each, one set of limits, one clean-up.
 
@@ -356,7 +361,7 @@ class FileStore:
     async def list(self, user: str) -> list[FileRecord]:
         """The user's live files, newest first (the pieces of session checkpoints are not
         files: never listed)."""
-        return [r for r in await self.records(user) if r.source != "checkpoint"]
+        return files_among(await self.records(user))
 
     async def get(self, user: str, file_id: str) -> FileRecord:
         """A live file of this user, or FileNotFound (also for another user's id, and for a

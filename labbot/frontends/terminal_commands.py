@@ -155,7 +155,7 @@ class Commands:
         for result in taken.saved:
             receipt = render_upload_confirmation(result, now=self.services.store.clock())
             self.console.print(from_chat_markup(receipt))
-        gone = {r.id for result in taken.saved for r in result.evicted}  # its receipt said so
+        gone = taken.evicted  # its receipt said so
         self.pending = [i for i in self.pending if i not in gone] + taken.file_ids
         self.pending_images = [i for i in self.pending_images if i not in gone] + taken.image_ids
 

@@ -116,8 +116,14 @@ class StorePieces:
 
     async def state(self, user: str, conversation: str) -> tuple[dict[str, FileRef], int]:
         """``held`` and ``room`` from one listing."""
-        records, room = await self._state(user, conversation)
-        return {name: found[0].ref() for name, found in records.items()}, room
+        return self.state_among(await self.store.records(user), conversation)
+
+    def state_among(
+        self, records: list[FileRecord], conversation: str
+    ) -> tuple[dict[str, FileRef], int]:
+        """``state`` from a listing of the user's records already made (newest first)."""
+        found, room = self.split(records, conversation)
+        return {name: pieces[0].ref() for name, pieces in found.items()}, room
 
     async def held(self, user: str, conversation: str) -> dict[str, FileRef]:
         """The newest piece of each variable."""

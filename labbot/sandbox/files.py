@@ -13,6 +13,7 @@ from typing import Protocol
 from labbot.core import FileRef, OutputFile
 from labbot.files import FileRecord, FileStore, kind_by_name
 from labbot.files.cache import BlobCache
+from labbot.files.store import files_among
 from labbot.sandbox.checkpoints import PieceStore, StorePieces
 from labbot.sandbox.runtime.protocol import FileEntry
 
@@ -68,11 +69,10 @@ class StoreFiles:
         """The user's live files and the conversation's pieces, from one listing (a cell
         asks the database once)."""
         records = await self.store.records(user)
-        refs = [record.ref() for record in records if record.source != "checkpoint"]
+        refs = [record.ref() for record in files_among(records)]
         if self.pieces is None:
             return FilesNow(refs)
-        found, room = self.pieces.split(records, conversation)
-        return FilesNow(refs, ({name: rs[0].ref() for name, rs in found.items()}, room))
+        return FilesNow(refs, self.pieces.state_among(records, conversation))
 
     async def local(self, user: str, ref: FileRef) -> Path | None:
         """The blob (or its cached copy)."""

@@ -510,8 +510,6 @@ class KernelProcess:
         await asyncio.shield(self._killing)
 
     async def _kill(self) -> None:
-        if self.dead is None:
-            self.dead = KernelLost("killed", "the session was closed")
         process, cgroup = self.process, self.cgroup
         await self.settled()  # never race a stop; stopped tasks still die of SIGKILL
         if process is not None and process.returncode is None:
